@@ -1,0 +1,165 @@
+"""Load and validate a simulator scenario (the contract in docs/scenario-format.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+
+class ScenarioError(ValueError):
+    """The scenario is malformed or inconsistent; the message names the field."""
+
+
+@dataclass
+class Scenario:
+    """A validated scenario with lookup indexes."""
+
+    raw: dict[str, Any]
+    weeks: list[date]
+    users_by_id: dict[int, dict[str, Any]] = field(default_factory=dict)
+    users_by_email: dict[str, int] = field(default_factory=dict)
+    users_by_doc: dict[str, int] = field(default_factory=dict)
+    products: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tags: dict[int, dict[str, Any]] = field(default_factory=dict)
+    progress: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    access: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def api_key(self) -> str:
+        return str(self.raw["api_key"])
+
+    @property
+    def rate_limit(self) -> dict[str, Any]:
+        return dict(self.raw["rate_limit"])
+
+    def members(self, tag_id: int, week: int) -> list[int]:
+        """User ids holding the tag in the given week, in scenario order, each once."""
+        seen: dict[int, None] = {}
+        for m in self.raw["memberships"]:
+            if m["tag"] == tag_id and m["from_week"] <= week and (m.get("to_week") is None or week <= m["to_week"]):
+                seen.setdefault(m["user"], None)
+        return list(seen)
+
+    def served_progress(self, user_id: int, product_id: int, week: int) -> dict[str, Any] | None:
+        """What progresso_por_produto serves for the pair in the week, or None (no access)."""
+        entry = self.progress.get((user_id, product_id))
+        if entry is None:
+            return None
+        return {"total": entry["total"][week], "assistidas": entry["assistidas"][week],
+                "completas": entry["completas"][week]}
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("cademi_sim").joinpath("scenario.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def load(path: str | Path) -> Scenario:
+    """Read a scenario file; refuse unknown or inconsistent content with a message naming the field."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"{path}: cannot read scenario JSON: {exc}") from exc
+    return parse(raw)
+
+
+def parse(raw: Any) -> Scenario:
+    """Validate a scenario object (schema, then cross-field consistency)."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.absolute_path) or "(root)"
+        raise ScenarioError(f"scenario{where}: {first.message}")
+
+    weeks = []
+    for i, text in enumerate(raw["weeks"]):
+        try:
+            weeks.append(date.fromisoformat(text))
+        except ValueError as exc:
+            raise ScenarioError(f"scenario.weeks[{i}]: {text!r} is not a date") from exc
+    n_weeks = len(weeks)
+    sc = Scenario(raw=raw, weeks=weeks)
+
+    def unique(items: list[dict[str, Any]], name: str) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for i, item in enumerate(items):
+            if item["id"] in out:
+                raise ScenarioError(f"scenario.{name}[{i}].id: duplicate id {item['id']}")
+            out[item["id"]] = item
+        return out
+
+    sc.products = unique(raw["products"], "products")
+    sc.tags = unique(raw["tags"], "tags")
+    sc.users_by_id = unique(raw["users"], "users")
+    for u in raw["users"]:
+        sc.users_by_email[u["email"].lower()] = u["id"]
+        if u.get("doc"):
+            sc.users_by_doc[u["doc"]] = u["id"]
+
+    def check_week(value: Any, where: str) -> None:
+        if value is not None and not 0 <= value < n_weeks:
+            raise ScenarioError(f"{where}: week index {value} is out of range 0..{n_weeks - 1}")
+
+    for i, m in enumerate(raw["memberships"]):
+        where = f"scenario.memberships[{i}]"
+        if m["user"] not in sc.users_by_id:
+            raise ScenarioError(f"{where}.user: unknown user {m['user']}")
+        if m["tag"] not in sc.tags:
+            raise ScenarioError(f"{where}.tag: unknown tag {m['tag']}")
+        check_week(m["from_week"], f"{where}.from_week")
+        check_week(m.get("to_week"), f"{where}.to_week")
+        if m.get("to_week") is not None and m["to_week"] < m["from_week"]:
+            raise ScenarioError(f"{where}.to_week: before from_week")
+
+    for i, a in enumerate(raw.get("access", [])):
+        if a["user"] not in sc.users_by_id:
+            raise ScenarioError(f"scenario.access[{i}].user: unknown user {a['user']}")
+        if a["product"] not in sc.products:
+            raise ScenarioError(f"scenario.access[{i}].product: unknown product {a['product']}")
+        sc.access.setdefault(a["user"], []).append(a["product"])
+
+    for i, p in enumerate(raw["progress"]):
+        where = f"scenario.progress[{i}]"
+        if p["user"] not in sc.users_by_id:
+            raise ScenarioError(f"{where}.user: unknown user {p['user']}")
+        if p["product"] not in sc.products:
+            raise ScenarioError(f"{where}.product: unknown product {p['product']}")
+        for key in ("total", "assistidas", "completas"):
+            if len(p[key]) != n_weeks:
+                raise ScenarioError(f"{where}.{key}: has {len(p[key])} values for {n_weeks} weeks")
+        if (p["user"], p["product"]) in sc.progress:
+            raise ScenarioError(f"{where}: duplicate pair user {p['user']} product {p['product']}")
+        sc.progress[(p["user"], p["product"])] = p
+
+    for i, f in enumerate(raw.get("faults", [])):
+        check_week(f.get("week"), f"scenario.faults[{i}].week")
+        if not any(k in f for k in ("status", "body", "delay_ms")):
+            raise ScenarioError(f"scenario.faults[{i}]: needs one of status, body, delay_ms")
+
+    registry = raw["registry"]
+    track_ids = set()
+    for i, t in enumerate(registry["tracks"]):
+        if t["id"] in track_ids:
+            raise ScenarioError(f"scenario.registry.tracks[{i}].id: duplicate track {t['id']!r}")
+        track_ids.add(t["id"])
+        for j, p in enumerate(t["products"]):
+            if p["product"] not in sc.products:
+                raise ScenarioError(f"scenario.registry.tracks[{i}].products[{j}].product: unknown product")
+    for i, t in enumerate(registry["tags"]):
+        if t["track"] not in track_ids:
+            raise ScenarioError(f"scenario.registry.tags[{i}].track: unknown track {t['track']!r}")
+        if t["tag_id"] not in sc.tags:
+            raise ScenarioError(f"scenario.registry.tags[{i}].tag_id: unknown tag {t['tag_id']}")
+        try:
+            date.fromisoformat(t["start_date"])
+        except ValueError as exc:
+            raise ScenarioError(f"scenario.registry.tags[{i}].start_date: not a date") from exc
+    return sc

@@ -1,0 +1,52 @@
+"""Read secrets: Secret Manager in the cloud (cached per instance), environment variables locally."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from progress_monitor.settings import Settings
+
+
+class SecretUnavailableError(RuntimeError):
+    """A secret could not be read; the message never contains the secret's value."""
+
+
+_cache: dict[str, str] = {}
+_lock = threading.Lock()
+_client: Any = None
+
+
+def secret_id(env_name: str) -> str:
+    """Secret Manager id of a secret, e.g. CADEMI_API_KEY -> cademi-api-key."""
+    return env_name.lower().replace("_", "-")
+
+
+def get_secret(settings: Settings, env_name: str) -> str:
+    """Return the secret's current value, read once per process."""
+    if settings.secrets_backend == "env":
+        value = settings.local_secrets.get(env_name)
+        if not value:
+            raise SecretUnavailableError(f"secret {env_name} is not set in the environment")
+        return value
+    with _lock:
+        if env_name not in _cache:
+            _cache[env_name] = _read_secret_manager(settings.gcp_project, secret_id(env_name))
+        return _cache[env_name]
+
+
+def _read_secret_manager(project: str, name: str) -> str:
+    global _client
+    from google.cloud import secretmanager
+
+    if _client is None:
+        _client = secretmanager.SecretManagerServiceClient()
+    path = f"projects/{project}/secrets/{name}/versions/latest"
+    try:
+        response = _client.access_secret_version(request={"name": path})
+    except Exception as exc:  # the client raises many google.api_core types; report uniformly
+        raise SecretUnavailableError(f"cannot read secret {path}: {type(exc).__name__}") from None
+    value: str = response.payload.data.decode("utf-8").strip()
+    if not value:
+        raise SecretUnavailableError(f"secret {path} is empty")
+    return value

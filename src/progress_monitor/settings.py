@@ -1,0 +1,103 @@
+"""One settings object, built from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+PRODUCTION_RATE_PER_SECOND = 2.0
+PRODUCTION_RATE_PER_MINUTE = 120.0
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has an invalid value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the functions and tools read from their environment.
+
+    Each field maps to the upper-case environment variable of the same name.
+    """
+
+    # Cademi API
+    cademi_base_url: str = "https://escola.cademi.com.br/api/v1"
+    cademi_rate_per_second: float = PRODUCTION_RATE_PER_SECOND
+    cademi_rate_per_minute: float = PRODUCTION_RATE_PER_MINUTE
+    # Spacing margin so network jitter never lets the server see a burst over its limit.
+    cademi_rate_safety: float = 0.03
+    cademi_connect_timeout_s: float = 5.0
+    cademi_read_timeout_s: float = 30.0
+    cademi_max_attempts: int = 5
+    cademi_backoff_base_s: float = 0.5
+    cademi_backoff_cap_s: float = 30.0
+    cademi_workers: int = 4
+
+    # Extraction: each piece stops starting new students after this many seconds.
+    piece_budget_s: float = 300.0
+
+    # Secrets: "env" reads <NAME> from the environment (local only); "secret_manager" reads Secret Manager.
+    secrets_backend: str = "secret_manager"
+    gcp_project: str = "local-project"
+
+    # Values of secrets when secrets_backend == "env" (never logged).
+    local_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, validating every value."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name == "local_secrets":
+                continue
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls, f.name)
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.strip().lower() in ("1", "true", "yes")
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise SettingsError(f"{f.name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.secrets_backend == "env":
+            secrets = {name: env[name] for name in SECRET_NAMES if env.get(name)}
+            settings = cls(**{**values, "local_secrets": secrets})  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse values that would make the system misbehave."""
+        if not self.cademi_base_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise SettingsError("CADEMI_BASE_URL must be https (plain http only on 127.0.0.1/localhost)")
+        for name in ("cademi_rate_per_second", "cademi_rate_per_minute", "piece_budget_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be > 0")
+        if not 0 <= self.cademi_rate_safety < 1:
+            raise SettingsError("CADEMI_RATE_SAFETY must be in [0, 1)")
+        if self.cademi_max_attempts < 1 or self.cademi_workers < 1:
+            raise SettingsError("CADEMI_MAX_ATTEMPTS and CADEMI_WORKERS must be >= 1")
+        if self.secrets_backend not in ("env", "secret_manager"):
+            raise SettingsError("SECRETS_BACKEND must be 'env' or 'secret_manager'")
+
+    @property
+    def rate_is_production(self) -> bool:
+        """True when the client budget is Cademi's documented school limit."""
+        return (
+            self.cademi_rate_per_second <= PRODUCTION_RATE_PER_SECOND
+            and self.cademi_rate_per_minute <= PRODUCTION_RATE_PER_MINUTE
+        )
+
+
+# Environment variable names of the secrets (also the Secret Manager secret ids, lower-cased with dashes).
+CADEMI_API_KEY = "CADEMI_API_KEY"
+SLACK_SIGNING_SECRET = "SLACK_SIGNING_SECRET"
+SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET)
