@@ -10,23 +10,76 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-FIRST_NAMES = ["Ana", "Bruno", "Carla", "Diego", "Eduarda", "Felipe", "Gabriela", "Henrique", "Isabela", "João",
-               "Larissa", "Marcos", "Natália", "Otávio", "Paula", "Rafael", "Sofia", "Tiago", "Vitória", "Yuri"]
-LAST_NAMES = ["Silva", "Souza", "Oliveira", "Santos", "Lima", "Pereira", "Costa", "Almeida", "Ribeiro", "Gomes"]
+FIRST_NAMES = [
+    "Ana",
+    "Bruno",
+    "Carla",
+    "Diego",
+    "Eduarda",
+    "Felipe",
+    "Gabriela",
+    "Henrique",
+    "Isabela",
+    "João",
+    "Larissa",
+    "Marcos",
+    "Natália",
+    "Otávio",
+    "Paula",
+    "Rafael",
+    "Sofia",
+    "Tiago",
+    "Vitória",
+    "Yuri",
+]
+LAST_NAMES = [
+    "Silva",
+    "Souza",
+    "Oliveira",
+    "Santos",
+    "Lima",
+    "Pereira",
+    "Costa",
+    "Almeida",
+    "Ribeiro",
+    "Gomes",
+]
 
-TRACKS = [
-    {"id": "analista", "nome": "Analista de Dados",
-     "products": [(101, "SQL Essencial", 20, 3), (102, "Python do Zero", 24, 6), (103, "Estatística", 18, 9),
-                  (104, "Visualização de Dados", 16, 12)]},
-    {"id": "cientista", "nome": "Cientista de Dados",
-     "products": [(102, "Python do Zero", 24, 3), (201, "Machine Learning I", 30, 7), (202, "Machine Learning II", 30, 11),
-                  (203, "Deploy de Modelos", 12, 13), (204, "Projeto Final", 10, 16)]},
-    {"id": "engenheiro", "nome": "Engenheiro de Dados",
-     "products": [(301, "Pipelines em Python", 22, 4), (302, "Cloud para Dados", 20, 8), (303, "Spark", 18, 12)]},
+TRACKS: list[dict[str, Any]] = [
+    {
+        "id": "analista",
+        "nome": "Analista de Dados",
+        "products": [
+            (101, "SQL Essencial", 20, 3),
+            (102, "Python do Zero", 24, 6),
+            (103, "Estatística", 18, 9),
+            (104, "Visualização de Dados", 16, 12),
+        ],
+    },
+    {
+        "id": "cientista",
+        "nome": "Cientista de Dados",
+        "products": [
+            (102, "Python do Zero", 24, 3),
+            (201, "Machine Learning I", 30, 7),
+            (202, "Machine Learning II", 30, 11),
+            (203, "Deploy de Modelos", 12, 13),
+            (204, "Projeto Final", 10, 16),
+        ],
+    },
+    {
+        "id": "engenheiro",
+        "nome": "Engenheiro de Dados",
+        "products": [
+            (301, "Pipelines em Python", 22, 4),
+            (302, "Cloud para Dados", 20, 8),
+            (303, "Spark", 18, 12),
+        ],
+    },
 ]
 
 # (tag id, track, turma, class start offset in weeks before the first simulated week, students)
-TAGS = [
+TAGS: list[tuple[int, str, str, int, int]] = [
     (5001, "analista", "2026-08", 6, 55),
     (5002, "analista", "2026-09", 2, 160),  # more than one page of 150
     (5003, "cientista", "2026-08", 6, 45),
@@ -65,31 +118,47 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
     progress: list[dict[str, Any]] = []
     user_id = 1000
     same_track_tags: dict[str, list[int]] = {}
-    for tag_id, track, _, _, _ in TAGS:
-        same_track_tags.setdefault(track, []).append(tag_id)
+    for tag_id, track_id, _, _, _ in TAGS:
+        same_track_tags.setdefault(track_id, []).append(tag_id)
 
-    for tag_id, track, _, start_offset, n_students in TAGS:
+    for tag_id, track_id, _, start_offset, n_students in TAGS:
         for _ in range(n_students):
             user_id += 1
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-            users.append({"id": user_id, "nome": f"{first} {last}", "email": _email(rng, first, last, user_id),
-                          "doc": _cpf(rng), "celular": rng.choice([None, f"+55 11 9{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}"]),
-                          "criado_em": (weeks[0] - timedelta(weeks=start_offset, days=rng.randint(1, 9))).isoformat() + " 10:00:00"})
+            users.append(
+                {
+                    "id": user_id,
+                    "nome": f"{first} {last}",
+                    "email": _email(rng, first, last, user_id),
+                    "doc": _cpf(rng),
+                    "celular": rng.choice(
+                        [None, f"+55 11 9{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}"]
+                    ),
+                    "criado_em": (
+                        weeks[0] - timedelta(weeks=start_offset, days=rng.randint(1, 9))
+                    ).isoformat()
+                    + " 10:00:00",
+                }
+            )
             roll = rng.random()
-            profile = "fast" if roll < 0.2 else "steady" if roll < 0.6 else "slow" if roll < 0.8 else "stalled"
+            profile = (
+                "fast" if roll < 0.2 else "steady" if roll < 0.6 else "slow" if roll < 0.8 else "stalled"
+            )
             # class changes (to the other class of the same track) and dropouts, a few percent each
             event = rng.random()
-            others = [t for t in same_track_tags[track] if t != tag_id]
+            others = [t for t in same_track_tags[track_id] if t != tag_id]
             if event < 0.04 and others and n_weeks > 2:
                 move = rng.randint(1, n_weeks - 1)
                 memberships.append({"user": user_id, "tag": tag_id, "from_week": 0, "to_week": move - 1})
                 memberships.append({"user": user_id, "tag": others[0], "from_week": move, "to_week": None})
             elif event < 0.09 and n_weeks > 2:
-                memberships.append({"user": user_id, "tag": tag_id, "from_week": 0, "to_week": rng.randint(0, n_weeks - 2)})
+                memberships.append(
+                    {"user": user_id, "tag": tag_id, "from_week": 0, "to_week": rng.randint(0, n_weeks - 2)}
+                )
                 profile = "stalled"
             else:
                 memberships.append({"user": user_id, "tag": tag_id, "from_week": 0, "to_week": None})
-            pids = track_products[track]
+            pids = track_products[track_id]
             no_access_last = rng.random() < 0.05
             lo, hi = PROFILES[profile]
             points = sum(rng.uniform(lo, hi) for _ in range(start_offset))
@@ -106,17 +175,30 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
                 totals = [min(100.0, max(0.0, p - 100 * k)) for p in series]
                 aulas = products[pid]["aulas"]
                 watched = [round(t / 100 * aulas) for t in totals]
-                progress.append({"user": user_id, "product": pid,
-                                 "total": [f"{t:.1f}%" for t in totals],
-                                 "assistidas": watched,
-                                 "completas": [max(0, a - (1 if 0 < a < aulas else 0)) for a in watched]})
+                progress.append(
+                    {
+                        "user": user_id,
+                        "product": pid,
+                        "total": [f"{t:.1f}%" for t in totals],
+                        "assistidas": watched,
+                        "completas": [max(0, a - (1 if 0 < a < aulas else 0)) for a in watched],
+                    }
+                )
 
     # students of a tag nobody registered: they must never be extracted
     for _ in range(5):
         user_id += 1
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-        users.append({"id": user_id, "nome": f"{first} {last}", "email": _email(rng, first, last, user_id),
-                      "doc": _cpf(rng), "celular": None, "criado_em": "2025-01-10 10:00:00"})
+        users.append(
+            {
+                "id": user_id,
+                "nome": f"{first} {last}",
+                "email": _email(rng, first, last, user_id),
+                "doc": _cpf(rng),
+                "celular": None,
+                "criado_em": "2025-01-10 10:00:00",
+            }
+        )
         memberships.append({"user": user_id, "tag": UNREGISTERED_TAG[0], "from_week": 0, "to_week": None})
 
     first_user = users[0]["id"]
@@ -125,7 +207,10 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
         {"path_prefix": "/usuario/lista_por_tag/5003", "week": 2, "body": "<html>oops</html>", "times": 1},
         {"path": f"/usuario/progresso_por_produto/{first_user + 1}/102", "status": 502, "times": 1},
     ]
-    tags = [{"id": t[0], "nome": f"{next(x['nome'] for x in TRACKS if x['id'] == t[1])} - Turma {t[2]}"} for t in TAGS]
+    tags = [
+        {"id": t[0], "nome": f"{next(x['nome'] for x in TRACKS if x['id'] == t[1])} - Turma {t[2]}"}
+        for t in TAGS
+    ]
     tags.append({"id": UNREGISTERED_TAG[0], "nome": UNREGISTERED_TAG[1]})
     return {
         "api_key": "dev-key",
@@ -140,10 +225,23 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
         "progress": progress,
         "faults": faults,
         "registry": {
-            "tracks": [{"id": t["id"], "nome": t["nome"],
-                        "products": [{"product": p[0], "due_week": p[3]} for p in t["products"]]} for t in TRACKS],
-            "tags": [{"tag_id": t[0], "track": t[1], "turma": t[2],
-                      "start_date": (weeks[0] - timedelta(weeks=t[3])).isoformat()} for t in TAGS],
+            "tracks": [
+                {
+                    "id": t["id"],
+                    "nome": t["nome"],
+                    "products": [{"product": p[0], "due_week": p[3]} for p in t["products"]],
+                }
+                for t in TRACKS
+            ],
+            "tags": [
+                {
+                    "tag_id": t[0],
+                    "track": t[1],
+                    "turma": t[2],
+                    "start_date": (weeks[0] - timedelta(weeks=t[3])).isoformat(),
+                }
+                for t in TAGS
+            ],
         },
     }
 
@@ -157,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     scenario = generate(args.seed, args.weeks)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(scenario, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"wrote {args.out}: {len(scenario['users'])} users, {len(scenario['tags'])} tags, {args.weeks} weeks")
+    print(
+        f"wrote {args.out}: {len(scenario['users'])} users, {len(scenario['tags'])} tags, {args.weeks} weeks"
+    )
     return 0
 
 

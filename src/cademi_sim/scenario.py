@@ -42,7 +42,11 @@ class Scenario:
         """User ids holding the tag in the given week, in scenario order, each once."""
         seen: dict[int, None] = {}
         for m in self.raw["memberships"]:
-            if m["tag"] == tag_id and m["from_week"] <= week and (m.get("to_week") is None or week <= m["to_week"]):
+            if (
+                m["tag"] == tag_id
+                and m["from_week"] <= week
+                and (m.get("to_week") is None or week <= m["to_week"])
+            ):
                 seen.setdefault(m["user"], None)
         return list(seen)
 
@@ -51,8 +55,11 @@ class Scenario:
         entry = self.progress.get((user_id, product_id))
         if entry is None:
             return None
-        return {"total": entry["total"][week], "assistidas": entry["assistidas"][week],
-                "completas": entry["completas"][week]}
+        return {
+            "total": entry["total"][week],
+            "assistidas": entry["assistidas"][week],
+            "completas": entry["completas"][week],
+        }
 
 
 def _schema() -> dict[str, Any]:

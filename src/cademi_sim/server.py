@@ -13,7 +13,7 @@ import time
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from cademi_sim.scenario import Scenario, ScenarioError, parse
 
@@ -40,7 +40,9 @@ class SimState:
         self.fault_left: list[int] = [int(f.get("times", 1)) for f in self.faults]
         quirks = scenario.raw.get("quirks", {})
         self.per_page = int(quirks.get("per_page", PER_PAGE))
-        self.quirk_tags = {k: set(quirks.get(k, [])) for k in ("empty_last_page", "repeat_cursor", "overlap_pages")}
+        self.quirk_tags = {
+            k: set(quirks.get(k, [])) for k in ("empty_last_page", "repeat_cursor", "overlap_pages")
+        }
 
     def admit(self, now: float) -> float | None:
         """Record an arrival; return None if within the limit, else seconds until a slot frees."""
@@ -91,12 +93,22 @@ class SimState:
 
 def _envelope(data: Any) -> dict[str, Any]:
     now = time.time()
-    return {"success": True, "code": 200, "data": data, "profiler": {"start": now, "finish": now, "process": 0}}
+    return {
+        "success": True,
+        "code": 200,
+        "data": data,
+        "profiler": {"start": now, "finish": now, "process": 0},
+    }
 
 
 def _error(code: int, msg: str) -> dict[str, Any]:
     now = time.time()
-    return {"success": False, "code": code, "msg": msg, "profiler": {"start": now, "finish": now, "process": 0}}
+    return {
+        "success": False,
+        "code": code,
+        "msg": msg,
+        "profiler": {"start": now, "finish": now, "process": 0},
+    }
 
 
 def encode_cursor(tag_id: int, offset: int) -> str:
@@ -120,7 +132,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------------------
 
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: str | None = None) -> None:
+    def _send(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, raw: str | None = None
+    ) -> None:
         payload = (raw if raw is not None else json.dumps(body, ensure_ascii=False)).encode("utf-8")
         try:
             self.send_response(status)
@@ -177,7 +191,9 @@ class Handler(BaseHTTPRequestHandler):
                 dates = [d.isoformat() for d in state.scenario.weeks]
                 week = dates.index(week) if week in dates else None
             if not isinstance(week, int) or not 0 <= week < len(state.scenario.weeks):
-                self._send(400, {"error": f"week must be an index 0..{len(state.scenario.weeks) - 1} or a date"})
+                self._send(
+                    400, {"error": f"week must be an index 0..{len(state.scenario.weeks) - 1} or a date"}
+                )
                 return
             with state.lock:
                 state.week = week
@@ -188,6 +204,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"ok": True})
         elif method == "POST" and path == f"{ADMIN_PREFIX}/faults":
             faults = body.get("faults")
+            if not isinstance(faults, list):
+                self._send(400, {"error": "faults must be a list"})
+                return
             try:
                 parse({**state.scenario.raw, "faults": faults})
             except ScenarioError as exc:
@@ -250,7 +269,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self, rel: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         state = self.server.state
-        parts = [unquote(p) for p in rel.strip("/").split("/")]
+        # Like PHP's urldecode, a raw "+" in a path reads as a space: emails must arrive %2B-encoded.
+        parts = [unquote_plus(p) for p in rel.strip("/").split("/")]
         sc = state.scenario
         if parts == ["tag"]:
             state.count("tag")
@@ -326,12 +346,11 @@ class Handler(BaseHTTPRequestHandler):
         elif page and tag_id in state.quirk_tags["empty_last_page"]:
             next_offset = end
         elif page and tag_id in state.quirk_tags["repeat_cursor"] and cursor:
-            next_offset = offset  # points back at this very page: a client must stop
-        next_url = (
-            f"{DEV_HOST}{API_PREFIX}/usuario/lista_por_tag/{tag_id}?cursor={encode_cursor(tag_id, next_offset)}"
-            if next_offset is not None
-            else None
-        )
+            next_offset = offset  # points back at this very page; a client must stop
+        next_url = None
+        if next_offset is not None:
+            next_url = f"{DEV_HOST}{API_PREFIX}/usuario/lista_por_tag/{tag_id}?cursor="
+            next_url += encode_cursor(tag_id, next_offset)
         data = {
             "usuario": [self._user_view(u) for u in page],
             "paginator": {"perPage": state.per_page, "next_page_url": next_url, "prev_page_url": None},

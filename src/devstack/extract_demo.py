@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         client = CademiClient.from_settings(settings, scenario.api_key)
         tracks = {t["id"]: [p["product"] for p in t["products"]] for t in scenario.raw["registry"]["tracks"]}
         note = "production default" if settings.rate_is_production else "demo speed, above Cademi's 2 req/s"
-        print(f"client budget {settings.cademi_rate_per_second:g} req/s, {settings.cademi_rate_per_minute:g} req/min ({note})")
+        budget = f"{settings.cademi_rate_per_second:g} req/s, {settings.cademi_rate_per_minute:g} req/min"
+        print(f"client budget {budget} ({note})")
         summaries: list[dict[str, Any]] = []
         for week in range(min(args.weeks, len(scenario.weeks))):
             admin.set_week(week)
@@ -63,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                 continuation = None
                 while True:
                     piece = PieceExtraction(
-                        client, tag_id=tag["tag_id"], product_ids=tracks[tag["track"]],
+                        client,
+                        tag_id=tag["tag_id"],
+                        product_ids=tracks[tag["track"]],
                         snapshot_date=date.fromisoformat(scenario.raw["weeks"][week]),
-                        run_id=f"demo-{week}", budget_s=settings.piece_budget_s,
-                        workers=settings.cademi_workers, start=continuation,
+                        run_id=f"demo-{week}",
+                        budget_s=settings.piece_budget_s,
+                        workers=settings.cademi_workers,
+                        start=continuation,
                     )
                     statuses.update(r.status for r in piece.records())
                     students += piece.students_done
@@ -76,11 +81,17 @@ def main(argv: list[str] | None = None) -> int:
                         break
             counters = admin.counters()
             summary = {
-                "week": scenario.raw["weeks"][week], "tags": len(scenario.raw["registry"]["tags"]),
-                "students": students, "pieces": pieces, "records": sum(statuses.values()),
-                "ok": statuses["ok"], "no_access": statuses["no_access"], "failed": statuses["failed"],
+                "week": scenario.raw["weeks"][week],
+                "tags": len(scenario.raw["registry"]["tags"]),
+                "students": students,
+                "pieces": pieces,
+                "records": sum(statuses.values()),
+                "ok": statuses["ok"],
+                "no_access": statuses["no_access"],
+                "failed": statuses["failed"],
                 "api_calls": client.stats.snapshot().get("requests", 0) - before,
-                "breaches": counters.get("breaches", 0), "elapsed_s": round(time.monotonic() - started, 1),
+                "breaches": counters.get("breaches", 0),
+                "elapsed_s": round(time.monotonic() - started, 1),
             }
             summaries.append(summary)
             print("  ".join(f"{k}={v}" for k, v in summary.items()), flush=True)

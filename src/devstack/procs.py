@@ -48,14 +48,26 @@ def start_simulator(
     scenario: Path,
     *,
     week: int = 0,
-    admin_token: str = "local-admin",
+    admin_token: str = "local-admin",  # noqa: S107 - guards a loopback-only test endpoint
     extra_args: list[str] | None = None,
     stderr: IO[str] | None = None,
     timeout: float = 30.0,
 ) -> Child:
     """Run `python -m cademi_sim` and wait for its ready line (which carries the chosen port)."""
-    cmd = [sys.executable, "-m", "cademi_sim", "--scenario", str(scenario), "--port", "0",
-           "--week", str(week), "--admin-token", admin_token, *(extra_args or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cademi_sim",
+        "--scenario",
+        str(scenario),
+        "--port",
+        "0",
+        "--week",
+        str(week),
+        "--admin-token",
+        admin_token,
+        *(extra_args or []),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     child = Child("cademi-simulator", proc)
     deadline = time.monotonic() + timeout

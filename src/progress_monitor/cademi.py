@@ -350,7 +350,8 @@ class CademiClient:
             body = None
         code, msg = status, ""
         if isinstance(body, dict):
-            code = body.get("code") if isinstance(body.get("code"), int) else status
+            body_code = body.get("code")
+            code = body_code if isinstance(body_code, int) else status
             msg = str(body.get("msg") or "")[:200]
         if status == 429 or code == 429 or (409 in (status, code) and _RATE_LIMIT_MSG.search(msg)):
             self.stats.add("rate_limited")

@@ -66,7 +66,9 @@ class Settings:
                 else:
                     values[f.name] = raw
             except ValueError as exc:
-                raise SettingsError(f"{f.name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
+                raise SettingsError(
+                    f"{f.name.upper()}={raw!r} is not a valid {type(default).__name__}"
+                ) from exc
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.secrets_backend == "env":
             secrets = {name: env[name] for name in SECRET_NAMES if env.get(name)}
@@ -99,5 +101,5 @@ class Settings:
 
 # Environment variable names of the secrets (also the Secret Manager secret ids, lower-cased with dashes).
 CADEMI_API_KEY = "CADEMI_API_KEY"
-SLACK_SIGNING_SECRET = "SLACK_SIGNING_SECRET"
+SLACK_SIGNING_SECRET = "SLACK_SIGNING_SECRET"  # noqa: S105 - a variable name, not a value
 SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET)

@@ -1,0 +1,54 @@
+"""Shared fixtures: a Cademi simulator process per scenario, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cademi_sim.admin import SimulatorAdmin
+from devstack.procs import Child, start_simulator
+from progress_monitor.cademi import CademiClient
+from progress_monitor.ratelimit import RateLimiter
+
+
+@dataclass
+class RunningSimulator:
+    child: Child
+    admin: SimulatorAdmin
+    base_url: str
+    api_key: str
+
+    def client(self, *, rate: tuple[float, float] = (1000, 60000), **kwargs: Any) -> CademiClient:
+        """A client with fast retries (tests must not sleep for long)."""
+        options: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05, "read_timeout_s": 5.0}
+        options.update(kwargs)
+        return CademiClient(self.base_url, self.api_key, RateLimiter(*rate), **options)
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
+    """Factory: start a simulator on a scenario dict; every one started is stopped by PID at teardown."""
+    started: list[Child] = []
+
+    def start(
+        scenario: dict[str, Any], week: int = 0, extra_args: list[str] | None = None
+    ) -> RunningSimulator:
+        path = tmp_path / f"scenario-{len(started)}.json"
+        path.write_text(json.dumps(scenario), encoding="utf-8")
+        child = start_simulator(path, week=week, admin_token="test-admin", extra_args=extra_args)
+        started.append(child)
+        return RunningSimulator(
+            child,
+            SimulatorAdmin(child.info["port"], "test-admin"),
+            child.info["base_url"],
+            scenario["api_key"],
+        )
+
+    yield start
+    for child in started:
+        child.stop()

@@ -1,0 +1,128 @@
+"""The extraction core against the simulator: records, statuses, pieces and personal data."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+
+import pytest
+
+from progress_monitor.extraction import Continuation, PieceExtraction, ProgressRecord
+from tests.scenarios import school
+
+pytestmark = pytest.mark.integration
+CPF = re.compile(r"\d{3}\.\d{3}\.\d{3}-\d{2}")
+
+
+def extract_all(client, tag_id, products, budget_s, workers=3, week="2026-03-02"):
+    """Run pieces until done, passing each continuation through JSON as a Pub/Sub message would."""
+    records: list[ProgressRecord] = []
+    pieces = []
+    start = None
+    while True:
+        piece = PieceExtraction(
+            client,
+            tag_id=tag_id,
+            product_ids=products,
+            snapshot_date=date.fromisoformat(week),
+            run_id="run-1",
+            budget_s=budget_s,
+            workers=workers,
+            start=start,
+        )
+        records.extend(piece.records())
+        pieces.append(piece)
+        if piece.continuation is None:
+            return records, pieces
+        start = Continuation.from_json(json.dumps(piece.continuation.to_json()))
+
+
+def key(r: ProgressRecord) -> tuple:
+    return (r.tag_id, r.user_id, r.product_id, r.status, r.total, r.assistidas, r.completas, r.error)
+
+
+def test_records_equal_what_the_api_served(simulator) -> None:
+    scenario = school(n_students=5, products=(101, 102, 103))
+    scenario["progress"] = [p for p in scenario["progress"] if (p["user"], p["product"]) != (1002, 103)]
+    sim = simulator(scenario, week=1)
+    records, pieces = extract_all(sim.client(), 5001, [101, 102, 103], budget_s=60, week="2026-03-09")
+    assert len(pieces) == 1 and len(pieces[0].students) == 5
+    served = {(p["user"], p["product"]): p for p in scenario["progress"]}
+    assert [(r.user_id, r.product_id) for r in records] == [
+        (u, p) for u in range(1001, 1006) for p in (101, 102, 103)
+    ]
+    for r in records:
+        assert r.snapshot_date == date(2026, 3, 9) and r.run_id == "run-1" and r.tag_id == 5001
+        if (r.user_id, r.product_id) == (1002, 103):
+            assert (r.status, r.total, r.assistidas) == ("no_access", None, None)
+            continue
+        entry = served[(r.user_id, r.product_id)]
+        assert r.status == "ok" and r.error is None
+        assert r.total == float(entry["total"][1].rstrip("%"))
+        assert (r.assistidas, r.completas) == (entry["assistidas"][1], entry["completas"][1])
+
+
+def test_a_malformed_total_is_a_failed_record_never_zero(simulator) -> None:
+    scenario = school(n_students=2, products=(101, 102))
+    scenario["progress"][0]["total"] = ["abc", "150%"]
+    sim = simulator(scenario)
+    records, _ = extract_all(sim.client(), 5001, [101, 102], budget_s=60)
+    bad = [r for r in records if (r.user_id, r.product_id) == (1001, 101)]
+    assert (
+        len(bad) == 1
+        and bad[0].status == "failed"
+        and bad[0].total is None
+        and "total" in (bad[0].error or "")
+    )
+    assert all(r.status == "ok" for r in records if r is not bad[0])
+
+
+def test_a_progress_call_that_keeps_failing_is_recorded_as_failed(simulator) -> None:
+    scenario = school(n_students=2, products=(101,))
+    scenario["faults"] = [{"path": "/usuario/progresso_por_produto/1002/101", "status": 503, "times": 50}]
+    sim = simulator(scenario)
+    records, _ = extract_all(sim.client(max_attempts=3), 5001, [101], budget_s=60)
+    by_user = {r.user_id: r for r in records}
+    assert by_user[1001].status == "ok"
+    assert (
+        by_user[1002].status == "failed"
+        and by_user[1002].total is None
+        and "503" in (by_user[1002].error or "")
+    )
+
+
+def test_pieces_concatenate_to_exactly_the_single_run(simulator) -> None:
+    sim = simulator(school(n_students=40, products=(101, 102, 103)))
+    single, single_pieces = extract_all(sim.client(), 5001, [101, 102, 103], budget_s=600)
+    pieced, pieces = extract_all(sim.client(), 5001, [101, 102, 103], budget_s=0.0)
+    assert len(single_pieces) == 1
+    assert len(pieces) > 5  # a zero budget still makes progress, one student or so per piece
+    assert [key(r) for r in pieced] == [key(r) for r in single]
+    assert len({(r.user_id, r.product_id) for r in pieced}) == 120
+    assert sum(p.students_done for p in pieces) == 40
+
+
+def test_later_pieces_do_not_list_the_tag_again(simulator) -> None:
+    sim = simulator(school(n_students=10, products=(101,)))
+    _, pieces = extract_all(sim.client(), 5001, [101], budget_s=0.0)
+    assert len(pieces) > 1
+    assert sim.admin.counters()["lista_por_tag"] == 1
+
+
+def test_no_cpf_or_login_auto_in_records_students_or_logs(simulator, capsys, caplog) -> None:
+    scenario = school(n_students=4, products=(101,))
+    scenario["faults"] = [{"path": "/usuario/progresso_por_produto/1001/101", "status": 500, "times": 1}]
+    sim = simulator(scenario)
+    records, pieces = extract_all(sim.client(), 5001, [101], budget_s=60)
+    dumped = json.dumps([r.to_json() for r in records]) + repr(pieces[0].students)
+    dumped += capsys.readouterr().out + caplog.text
+    assert len(records) == 4
+    assert not CPF.search(dumped)
+    assert "crstk" not in dumped and "login_auto" not in dumped and "test-key" not in dumped
+
+
+def test_a_tag_of_151_students_is_extracted_completely(simulator) -> None:
+    sim = simulator(school(n_students=151, products=(101,)))
+    records, _ = extract_all(sim.client(), 5001, [101], budget_s=600, workers=4)
+    assert len(records) == 151 and {r.status for r in records} == {"ok"}

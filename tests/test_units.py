@@ -1,0 +1,173 @@
+"""Fast unit tests: parsing, paths, rate limiter, settings, continuations (no network)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import date
+
+import pytest
+
+from progress_monitor.cademi import (
+    CademiMalformedError,
+    cursor_of,
+    parse_progress,
+    parse_student,
+    parse_total,
+    user_path,
+)
+from progress_monitor.extraction import Continuation, ContinuationError
+from progress_monitor.ratelimit import RateLimiter
+from progress_monitor.settings import Settings, SettingsError
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("41.7%", 41.7), ("0%", 0.0), ("100%", 100.0), (" 12,5 % ", 12.5), ("7", 7.0), (33, 33.0), (12.5, 12.5)],
+)
+def test_parse_total_accepts_percentages(raw: object, expected: float) -> None:
+    assert parse_total(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "41.7%%", "-3%", "100.1%", "1e3", None, True, [], "NaN%"])
+def test_parse_total_refuses_malformed_values_instead_of_zero(raw: object) -> None:
+    with pytest.raises(CademiMalformedError):
+        parse_total(raw)
+
+
+def test_parse_progress_keeps_assistidas_and_completas() -> None:
+    progress = parse_progress({"progresso": {"total": "41.7%", "assistidas": 7, "completas": 5, "aulas": []}})
+    assert (progress.total, progress.assistidas, progress.completas) == (41.7, 7, 5)
+
+
+@pytest.mark.parametrize(
+    "progresso",
+    [
+        None,
+        {"total": "10%", "assistidas": "7", "completas": 5},
+        {"total": "10%", "assistidas": 7},
+        {"total": "10%", "assistidas": -1, "completas": 0},
+        {"total": "10%", "assistidas": True, "completas": 0},
+    ],
+)
+def test_parse_progress_refuses_bad_counts(progresso: object) -> None:
+    with pytest.raises(CademiMalformedError):
+        parse_progress({"progresso": progresso})
+
+
+def test_parse_student_drops_cpf_and_login_auto() -> None:
+    student = parse_student(
+        {
+            "id": 1051,
+            "nome": "Joana C",
+            "email": "joana+ds@example.com",
+            "doc": "123.123.123-12",
+            "login_auto": "https://x/auth/login?crstk=abc",
+            "celular": None,
+            "gratis": False,
+            "criado_em": "2020-01-12 19:59:20",
+        }
+    )
+    text = repr(student) + str(student.__dict__)
+    assert student.user_id == 1051 and student.email == "joana+ds@example.com"
+    assert "123.123.123-12" not in text and "crstk" not in text and "login_auto" not in text
+
+
+@pytest.mark.parametrize("item", [{}, {"id": 0}, {"id": "abc"}, {"id": True}, "x", {"id": -5}])
+def test_parse_student_requires_a_positive_id(item: object) -> None:
+    with pytest.raises(CademiMalformedError):
+        parse_student(item)
+
+
+def test_cursor_is_taken_from_the_url_and_its_host_ignored() -> None:
+    assert cursor_of("http://membros.dvp/api/v1/usuario/lista_por_tag/1?cursor=XYZ") == "XYZ"
+    assert cursor_of("https://evil.example/steal?cursor=abc&x=1") == "abc"
+    assert cursor_of(None) is None and cursor_of("") is None and cursor_of("http://h/p?page=2") is None
+
+
+def test_emails_are_url_encoded_in_paths() -> None:
+    assert user_path("joana+ds@example.com") == "joana%2Bds%40example.com"
+    assert user_path("a/b@x.com") == "a%2Fb%40x.com"
+    assert user_path(1051) == "1051"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.lock = threading.Lock()
+
+    def time(self) -> float:
+        with self.lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+def test_rate_limiter_spaces_starts_by_the_tighter_budget() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(per_second=2, per_minute=60, safety=0.0, clock=clock.time, sleep=clock.sleep)
+    starts = []
+    for _ in range(5):
+        limiter.acquire()
+        starts.append(clock.time())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(gap == pytest.approx(1.0) for gap in gaps)  # 60/min binds before 2/s
+
+
+def test_rate_limiter_never_admits_more_than_the_budget_across_threads() -> None:
+    limiter = RateLimiter(per_second=200, per_minute=12000, safety=0.0)
+    import time
+
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(20):
+            limiter.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    # No sliding one-second window may hold more than 200 starts (allowing 1 ms of scheduling slop).
+    for i, start in enumerate(stamps):
+        in_window = [s for s in stamps[i:] if s - start < 1.0 - 0.001]
+        assert len(in_window) <= 200
+    assert len(stamps) == 160
+
+
+def test_settings_from_env_parses_and_validates() -> None:
+    settings = Settings.from_env(
+        {"CADEMI_RATE_PER_SECOND": "5", "SECRETS_BACKEND": "env", "CADEMI_API_KEY": "s3cr3t-value"}
+    )
+    assert settings.cademi_rate_per_second == 5.0
+    assert settings.local_secrets["CADEMI_API_KEY"] == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings)
+    assert Settings.from_env({}).cademi_rate_per_second == 2.0 and Settings.from_env({}).rate_is_production
+    with pytest.raises(SettingsError, match="CADEMI_WORKERS"):
+        Settings.from_env({"CADEMI_WORKERS": "many"})
+    with pytest.raises(SettingsError, match="https"):
+        Settings.from_env({"CADEMI_BASE_URL": "http://cademi.example.com/api/v1"})
+
+
+def test_continuation_round_trips_and_refuses_bad_payloads() -> None:
+    cont = Continuation(5001, "run-1", date(2026, 3, 2), 2, 1, (7, 8, 9))
+    assert Continuation.from_json(cont.to_json()) == cont
+    bad = [
+        b"not json",
+        {"tag_id": 1},
+        {**cont.to_json(), "next_index": 3},
+        {**cont.to_json(), "user_ids": [1, 1]},
+        {**cont.to_json(), "snapshot_date": "2026-13-01"},
+        {**cont.to_json(), "piece": -1},
+        {**cont.to_json(), "run_id": ""},
+    ]
+    for payload in bad:
+        with pytest.raises(ContinuationError):
+            Continuation.from_json(payload)
