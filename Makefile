@@ -2,11 +2,12 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-WEEKS ?= 2
+WEEKS ?= 4
+WEEK ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint test run clean
+.PHONY: install lint test run up trigger down clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,7 +26,17 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install
-	$(BIN)/python -m devstack.extract_demo --weeks $(WEEKS) $(if $(SCENARIO),--scenario $(SCENARIO))
+	$(BIN)/python -m devstack run --weeks $(WEEKS) $(if $(SCENARIO),--scenario $(SCENARIO))
+
+up: install
+	$(BIN)/python -m devstack up $(if $(SCENARIO),--scenario $(SCENARIO))
+
+trigger: install
+	@test -n "$(WEEK)" || (echo "usage: make trigger WEEK=YYYY-MM-DD" && exit 2)
+	$(BIN)/python -m devstack trigger --week $(WEEK)
+
+down: install
+	$(BIN)/python -m devstack down
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var

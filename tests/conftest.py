@@ -35,9 +35,7 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
     """Factory: start a simulator on a scenario dict; every one started is stopped by PID at teardown."""
     started: list[Child] = []
 
-    def start(
-        scenario: dict[str, Any], week: int = 0, extra_args: list[str] | None = None
-    ) -> RunningSimulator:
+    def start(scenario: dict[str, Any], week: int = 0, extra_args: list[str] | None = None) -> RunningSimulator:
         path = tmp_path / f"scenario-{len(started)}.json"
         path.write_text(json.dumps(scenario), encoding="utf-8")
         child = start_simulator(path, week=week, admin_token="test-admin", extra_args=extra_args)

@@ -94,9 +94,7 @@ def test_retries_are_bounded(simulator) -> None:
 
 def test_a_non_json_body_is_retried(simulator) -> None:
     scenario = school()
-    scenario["faults"] = [
-        {"path_prefix": "/usuario/lista_por_tag/5001", "body": "<html>oops</html>", "times": 1}
-    ]
+    scenario["faults"] = [{"path_prefix": "/usuario/lista_por_tag/5001", "body": "<html>oops</html>", "times": 1}]
     sim = simulator(scenario)
     client = sim.client()
     assert len(list(client.iter_tag_students(5001))) == 3

@@ -49,9 +49,7 @@ def test_records_equal_what_the_api_served(simulator) -> None:
     records, pieces = extract_all(sim.client(), 5001, [101, 102, 103], budget_s=60, week="2026-03-09")
     assert len(pieces) == 1 and len(pieces[0].students) == 5
     served = {(p["user"], p["product"]): p for p in scenario["progress"]}
-    assert [(r.user_id, r.product_id) for r in records] == [
-        (u, p) for u in range(1001, 1006) for p in (101, 102, 103)
-    ]
+    assert [(r.user_id, r.product_id) for r in records] == [(u, p) for u in range(1001, 1006) for p in (101, 102, 103)]
     for r in records:
         assert r.snapshot_date == date(2026, 3, 9) and r.run_id == "run-1" and r.tag_id == 5001
         if (r.user_id, r.product_id) == (1002, 103):
@@ -69,12 +67,7 @@ def test_a_malformed_total_is_a_failed_record_never_zero(simulator) -> None:
     sim = simulator(scenario)
     records, _ = extract_all(sim.client(), 5001, [101, 102], budget_s=60)
     bad = [r for r in records if (r.user_id, r.product_id) == (1001, 101)]
-    assert (
-        len(bad) == 1
-        and bad[0].status == "failed"
-        and bad[0].total is None
-        and "total" in (bad[0].error or "")
-    )
+    assert len(bad) == 1 and bad[0].status == "failed" and bad[0].total is None and "total" in (bad[0].error or "")
     assert all(r.status == "ok" for r in records if r is not bad[0])
 
 
@@ -85,11 +78,7 @@ def test_a_progress_call_that_keeps_failing_is_recorded_as_failed(simulator) -> 
     records, _ = extract_all(sim.client(max_attempts=3), 5001, [101], budget_s=60)
     by_user = {r.user_id: r for r in records}
     assert by_user[1001].status == "ok"
-    assert (
-        by_user[1002].status == "failed"
-        and by_user[1002].total is None
-        and "503" in (by_user[1002].error or "")
-    )
+    assert by_user[1002].status == "failed" and by_user[1002].total is None and "503" in (by_user[1002].error or "")
 
 
 def test_pieces_concatenate_to_exactly_the_single_run(simulator) -> None:

@@ -58,9 +58,7 @@ def test_the_simulator_refuses_to_start_on_a_bad_scenario(tmp_path: Path) -> Non
 def test_admin_endpoints_need_the_admin_token(simulator) -> None:
     sim = simulator(school())
     root = f"http://127.0.0.1:{sim.child.info['port']}/_admin"
-    assert (
-        requests.get(f"{root}/counters", headers={"Authorization": "test-key"}, timeout=5).status_code == 401
-    )
+    assert requests.get(f"{root}/counters", headers={"Authorization": "test-key"}, timeout=5).status_code == 401
     assert requests.post(f"{root}/week", json={"week": 1}, timeout=5).status_code == 401
     assert sim.admin.set_week("2026-03-09")["week"] == 1
     with pytest.raises(requests.HTTPError):

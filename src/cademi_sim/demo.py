@@ -131,19 +131,13 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
                     "nome": f"{first} {last}",
                     "email": _email(rng, first, last, user_id),
                     "doc": _cpf(rng),
-                    "celular": rng.choice(
-                        [None, f"+55 11 9{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}"]
-                    ),
-                    "criado_em": (
-                        weeks[0] - timedelta(weeks=start_offset, days=rng.randint(1, 9))
-                    ).isoformat()
+                    "celular": rng.choice([None, f"+55 11 9{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}"]),
+                    "criado_em": (weeks[0] - timedelta(weeks=start_offset, days=rng.randint(1, 9))).isoformat()
                     + " 10:00:00",
                 }
             )
             roll = rng.random()
-            profile = (
-                "fast" if roll < 0.2 else "steady" if roll < 0.6 else "slow" if roll < 0.8 else "stalled"
-            )
+            profile = "fast" if roll < 0.2 else "steady" if roll < 0.6 else "slow" if roll < 0.8 else "stalled"
             # class changes (to the other class of the same track) and dropouts, a few percent each
             event = rng.random()
             others = [t for t in same_track_tags[track_id] if t != tag_id]
@@ -207,10 +201,7 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
         {"path_prefix": "/usuario/lista_por_tag/5003", "week": 2, "body": "<html>oops</html>", "times": 1},
         {"path": f"/usuario/progresso_por_produto/{first_user + 1}/102", "status": 502, "times": 1},
     ]
-    tags = [
-        {"id": t[0], "nome": f"{next(x['nome'] for x in TRACKS if x['id'] == t[1])} - Turma {t[2]}"}
-        for t in TAGS
-    ]
+    tags = [{"id": t[0], "nome": f"{next(x['nome'] for x in TRACKS if x['id'] == t[1])} - Turma {t[2]}"} for t in TAGS]
     tags.append({"id": UNREGISTERED_TAG[0], "nome": UNREGISTERED_TAG[1]})
     return {
         "api_key": "dev-key",
@@ -255,9 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = generate(args.seed, args.weeks)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(scenario, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(
-        f"wrote {args.out}: {len(scenario['users'])} users, {len(scenario['tags'])} tags, {args.weeks} weeks"
-    )
+    print(f"wrote {args.out}: {len(scenario['users'])} users, {len(scenario['tags'])} tags, {args.weeks} weeks")
     return 0
 
 

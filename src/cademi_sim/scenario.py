@@ -42,11 +42,7 @@ class Scenario:
         """User ids holding the tag in the given week, in scenario order, each once."""
         seen: dict[int, None] = {}
         for m in self.raw["memberships"]:
-            if (
-                m["tag"] == tag_id
-                and m["from_week"] <= week
-                and (m.get("to_week") is None or week <= m["to_week"])
-            ):
+            if m["tag"] == tag_id and m["from_week"] <= week and (m.get("to_week") is None or week <= m["to_week"]):
                 seen.setdefault(m["user"], None)
         return list(seen)
 

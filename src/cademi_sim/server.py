@@ -40,9 +40,7 @@ class SimState:
         self.fault_left: list[int] = [int(f.get("times", 1)) for f in self.faults]
         quirks = scenario.raw.get("quirks", {})
         self.per_page = int(quirks.get("per_page", PER_PAGE))
-        self.quirk_tags = {
-            k: set(quirks.get(k, [])) for k in ("empty_last_page", "repeat_cursor", "overlap_pages")
-        }
+        self.quirk_tags = {k: set(quirks.get(k, [])) for k in ("empty_last_page", "repeat_cursor", "overlap_pages")}
 
     def admit(self, now: float) -> float | None:
         """Record an arrival; return None if within the limit, else seconds until a slot frees."""
@@ -132,9 +130,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------------------
 
-    def _send(
-        self, status: int, body: Any, headers: dict[str, str] | None = None, raw: str | None = None
-    ) -> None:
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: str | None = None) -> None:
         payload = (raw if raw is not None else json.dumps(body, ensure_ascii=False)).encode("utf-8")
         try:
             self.send_response(status)
@@ -191,9 +187,7 @@ class Handler(BaseHTTPRequestHandler):
                 dates = [d.isoformat() for d in state.scenario.weeks]
                 week = dates.index(week) if week in dates else None
             if not isinstance(week, int) or not 0 <= week < len(state.scenario.weeks):
-                self._send(
-                    400, {"error": f"week must be an index 0..{len(state.scenario.weeks) - 1} or a date"}
-                )
+                self._send(400, {"error": f"week must be an index 0..{len(state.scenario.weeks) - 1} or a date"})
                 return
             with state.lock:
                 state.week = week

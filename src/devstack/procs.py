@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,29 +22,102 @@ class StartupError(RuntimeError):
 
 @dataclass
 class Child:
-    """One started process and where its output goes."""
+    """One started process (leader of its own process group) and where its output goes."""
 
     name: str
-    proc: subprocess.Popen[str]
+    pid: int
+    proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # How it was started (kept in memory only: the environment may hold local secrets).
+    cmd: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] | None = field(default=None, repr=False)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate this process (SIGTERM, then SIGKILL) by its PID."""
-        if self.proc.poll() is not None:
+        """SIGTERM this PID's process group (the child and what it spawned), then SIGKILL if needed."""
+        if not self.alive():
             return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc is not None:
+                    try:
+                        self.proc.wait(timeout=0.1)
+                        return
+                    except subprocess.TimeoutExpired:
+                        continue
+                if not self.alive():
+                    return
+                time.sleep(0.1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": self.pid, "log": str(self.log_path or ""), "info": self.info}
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spawn(name: str, cmd: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Child:
+    """Start `cmd` in its own session with output to log_dir/<name>.log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            text=True,
+        )
+    return Child(name, proc.pid, proc, log_path, cmd=cmd, env=dict(env) if env is not None else None)
+
+
+def wait_for_port(child: Child, port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise StartupError(f"{child.name} exited during start-up; see {child.log_path}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise StartupError(f"{child.name} did not listen on port {port} within {timeout:.0f}s; see {child.log_path}")
+
+
+def wait_for_http(child: Child, url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise StartupError(f"{child.name} exited during start-up; see {child.log_path}")
         try:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback URL built by us
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise StartupError(f"{child.name} did not answer {url} within {timeout:.0f}s; see {child.log_path}")
 
 
 def start_simulator(
@@ -51,29 +127,16 @@ def start_simulator(
     admin_token: str = "local-admin",  # noqa: S107 - guards a loopback-only test endpoint
     extra_args: list[str] | None = None,
     stderr: IO[str] | None = None,
-    timeout: float = 30.0,
+    port: int = 0,
 ) -> Child:
     """Run `python -m cademi_sim` and wait for its ready line (which carries the chosen port)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "cademi_sim",
-        "--scenario",
-        str(scenario),
-        "--port",
-        "0",
-        "--week",
-        str(week),
-        "--admin-token",
-        admin_token,
-        *(extra_args or []),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    child = Child("cademi-simulator", proc)
-    deadline = time.monotonic() + timeout
+    cmd = [sys.executable, "-m", "cademi_sim", "--scenario", str(scenario), "--port", str(port),
+           "--week", str(week), "--admin-token", admin_token, *(extra_args or [])]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    child = Child("cademi-simulator", proc.pid, proc)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if not line or time.monotonic() > deadline:
+    if not line:
         child.stop()
         raise StartupError(f"simulator did not start (exit code {proc.poll()})")
     child.info = json.loads(line)

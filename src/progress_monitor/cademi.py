@@ -179,6 +179,17 @@ class CallStats:
             return dict(self._counts)
 
 
+class _Counters:
+    """Adds to the client's stats and optionally to a caller's."""
+
+    def __init__(self, *targets: CallStats | None) -> None:
+        self._targets = [t for t in targets if t is not None]
+
+    def add(self, name: str) -> None:
+        for target in self._targets:
+            target.add(name)
+
+
 class CademiClient:
     """A small client over one pooled `requests.Session`; every attempt passes the shared rate limiter."""
 
@@ -235,14 +246,14 @@ class CademiClient:
 
     # -- endpoints -------------------------------------------------------------------------------------
 
-    def iter_tag_students(self, tag_id: int) -> Iterator[Student]:
+    def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
         """Every student holding the tag, across all pages, each id once."""
         seen_ids: set[int] = set()
         seen_cursors: set[str] = set()
         cursor: str | None = None
         while True:
             params = {"cursor": cursor} if cursor else None
-            data = self._get(f"/usuario/lista_por_tag/{int(tag_id)}", params)
+            data = self._get(f"/usuario/lista_por_tag/{int(tag_id)}", params, stats)
             users = data.get("usuario")
             if users is None:
                 users = []
@@ -267,9 +278,9 @@ class CademiClient:
                 return
             seen_cursors.add(cursor)
 
-    def progress(self, user: int | str, product_id: int) -> Progress:
+    def progress(self, user: int | str, product_id: int, stats: CallStats | None = None) -> Progress:
         """One user's progress in one product; raises CademiBusinessError when the user has no access."""
-        data = self._get(f"/usuario/progresso_por_produto/{user_path(user)}/{int(product_id)}")
+        data = self._get(f"/usuario/progresso_por_produto/{user_path(user)}/{int(product_id)}", None, stats)
         return parse_progress(data)
 
     def list_tags(self) -> list[Tag]:
@@ -306,20 +317,26 @@ class CademiClient:
 
     # -- transport -------------------------------------------------------------------------------------
 
-    def _get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """GET one path on the configured base URL; returns `data` of a success envelope."""
+    def _get(
+        self, path: str, params: Mapping[str, str] | None = None, stats: CallStats | None = None
+    ) -> dict[str, Any]:
+        """GET one path on the configured base URL; returns `data` of a success envelope.
+
+        Counters go to the client's stats and, when given, to the caller's own (e.g. one piece's).
+        """
         url = self.base_url + path
+        counters = _Counters(self.stats, stats)
         last_reason = ""
         for attempt in range(1, self._max_attempts + 1):
             try:
-                return self._attempt(url, path, params)
+                return self._attempt(url, path, params, counters)
             except _Transient as exc:
                 last_reason = exc.reason
-                self.stats.add("transient_failures")
+                counters.add("transient_failures")
                 if attempt == self._max_attempts:
                     break
                 delay = self._backoff(attempt, exc.retry_after)
-                self.stats.add("retries")
+                counters.add("retries")
                 log.warning(
                     "transient Cademi failure on %s (%s); retry %d/%d in %.2fs",
                     _redact_path(path),
@@ -329,13 +346,11 @@ class CademiClient:
                     delay,
                 )
                 self._sleep(delay)
-        raise CademiUnavailableError(
-            f"{_redact_path(path)} failed {self._max_attempts} times; last: {last_reason}"
-        )
+        raise CademiUnavailableError(f"{_redact_path(path)} failed {self._max_attempts} times; last: {last_reason}")
 
-    def _attempt(self, url: str, path: str, params: Mapping[str, str] | None) -> dict[str, Any]:
+    def _attempt(self, url: str, path: str, params: Mapping[str, str] | None, counters: _Counters) -> dict[str, Any]:
         self.limiter.acquire()
-        self.stats.add("requests")
+        counters.add("requests")
         try:
             response = self._session.get(url, params=params, timeout=self._timeout, allow_redirects=False)
         except requests.Timeout:
@@ -354,7 +369,7 @@ class CademiClient:
             code = body_code if isinstance(body_code, int) else status
             msg = str(body.get("msg") or "")[:200]
         if status == 429 or code == 429 or (409 in (status, code) and _RATE_LIMIT_MSG.search(msg)):
-            self.stats.add("rate_limited")
+            counters.add("rate_limited")
             log.error("Cademi rate limit breached on %s: the client budget is too high", _redact_path(path))
             raise _Transient(f"rate limited ({status})", retry_after)
         if status >= 500 or code >= 500:

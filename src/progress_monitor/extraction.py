@@ -17,6 +17,7 @@ from progress_monitor.cademi import (
     CademiClient,
     CademiConfigError,
     CademiError,
+    CallStats,
     Student,
 )
 
@@ -156,13 +157,14 @@ class PieceExtraction:
         self.students: list[Student] = []
         self.continuation: Continuation | None = None
         self.students_done = 0
+        self.stats = CallStats()  # this piece's own API calls, retries and breaches
         self._clock = clock
 
     def records(self) -> Iterator[ProgressRecord]:
         """Stream the piece's records; sets `continuation` when the budget ran out first."""
         deadline = self._clock() + self.budget_s
         if self.start is None:
-            self.students = list(self.client.iter_tag_students(self.tag_id))
+            self.students = list(self.client.iter_tag_students(self.tag_id, self.stats))
             user_ids: tuple[int, ...] = tuple(s.user_id for s in self.students)
             index = 0
         else:
@@ -209,7 +211,7 @@ class PieceExtraction:
         assistidas: int | None = None
         completas: int | None = None
         try:
-            progress = self.client.progress(user_id, product_id)
+            progress = self.client.progress(user_id, product_id, self.stats)
             total, assistidas, completas = progress.total, progress.assistidas, progress.completas
         except CademiConfigError:
             raise  # a wrong key or URL fails the whole piece; nothing half-written

@@ -37,9 +37,23 @@ class Settings:
     # Extraction: each piece stops starting new students after this many seconds.
     piece_budget_s: float = 300.0
 
+    # Google Cloud resources
+    gcp_project: str = "local-project"
+    bq_dataset: str = "progress"
+    shards_bucket: str = "progress-shards"
+    progress_topic: str = "progress-tasks"
+    schedule_dlq_topic: str = "weekly-schedule-dlq"
+    progress_dlq_topic: str = "progress-tasks-dlq"
+    shards_dlq_topic: str = "shard-events-dlq"
+    timezone: str = "America/Sao_Paulo"
+    # Emulators (local only): empty in the cloud. The Pub/Sub and Storage libraries read these variables
+    # themselves; they are mirrored here so the code knows to use anonymous credentials.
+    bigquery_emulator_host: str = ""
+    storage_emulator_host: str = ""
+    pubsub_emulator_host: str = ""
+
     # Secrets: "env" reads <NAME> from the environment (local only); "secret_manager" reads Secret Manager.
     secrets_backend: str = "secret_manager"
-    gcp_project: str = "local-project"
 
     # Values of secrets when secrets_backend == "env" (never logged).
     local_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -66,9 +80,7 @@ class Settings:
                 else:
                     values[f.name] = raw
             except ValueError as exc:
-                raise SettingsError(
-                    f"{f.name.upper()}={raw!r} is not a valid {type(default).__name__}"
-                ) from exc
+                raise SettingsError(f"{f.name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.secrets_backend == "env":
             secrets = {name: env[name] for name in SECRET_NAMES if env.get(name)}
@@ -87,6 +99,8 @@ class Settings:
             raise SettingsError("CADEMI_RATE_SAFETY must be in [0, 1)")
         if self.cademi_max_attempts < 1 or self.cademi_workers < 1:
             raise SettingsError("CADEMI_MAX_ATTEMPTS and CADEMI_WORKERS must be >= 1")
+        if not self.bq_dataset.replace("_", "").isalnum():
+            raise SettingsError("BQ_DATASET must be letters, digits and underscores")
         if self.secrets_backend not in ("env", "secret_manager"):
             raise SettingsError("SECRETS_BACKEND must be 'env' or 'secret_manager'")
 

@@ -1,0 +1,15 @@
+"""load_history: Cloud Storage object finalized (Eventarc, or fake-gcs-server's Pub/Sub notification)."""
+
+from typing import Any
+
+import functions_framework
+
+from progress_monitor import logs, pipeline
+
+logs.configure()
+
+
+@functions_framework.cloud_event
+def load_history(event: Any) -> None:
+    """Load one shard into the BigQuery history, exactly once per business key."""
+    pipeline.handle_shard_event(event)

@@ -1,0 +1,165 @@
+"""`make run`, `make up`, `make trigger`, `make down`: the local stack from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from cademi_sim import demo
+from devstack.stack import LocalStack, remove_workdir
+
+DEFAULT_UP_DIR = Path("var/stack")
+
+
+def _scenario_path(arg: str | None, workdir: Path) -> Path:
+    if arg:
+        return Path(arg).resolve()
+    path = workdir / "demo-scenario.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(demo.generate()), encoding="utf-8")
+    return path
+
+
+def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: Any) -> dict[str, Any]:
+    """Trigger one weekly run, wait for it, and summarise it from the runs table and the simulator."""
+    admin = stack.admin()
+    admin.reset()
+    started = time.monotonic()
+    run_id = stack.trigger(week, **trigger)
+    row = stack.wait_run(run_id, timeout=timeout)
+    counters = admin.counters()
+    dead = stack.dead_letters()
+    return {
+        "run_id": run_id,
+        "status": row.get("status"),
+        "tags": row.get("tags_total"),
+        "tags_done": row.get("tags_done"),
+        "students": row.get("students"),
+        "records_loaded": row.get("records_loaded"),
+        "failed_extractions": row.get("failed_extractions"),
+        "no_access": row.get("no_access"),
+        "api_calls": counters.get("requests_total", 0),
+        "rate_limit_breaches": counters.get("breaches", 0),
+        "dead_lettered": len(dead),
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    print(
+        f"run {summary['run_id']}: {summary['status']}, {summary['tags_done']}/{summary['tags']} tags, "
+        f"{summary['students']} students, {summary['records_loaded']} records loaded, "
+        f"{summary['failed_extractions']} failed extractions, {summary['no_access']} no access, "
+        f"{summary['api_calls']} API calls, {summary['rate_limit_breaches']} rate-limit breaches, "
+        f"{summary['dead_lettered']} dead-lettered, {summary['elapsed_s']} s",
+        flush=True,
+    )
+
+
+def _rate_note(stack: LocalStack) -> str:
+    rate = stack.endpoints["client_rate"]
+    fast = float(rate["per_second"]) > 2 or float(rate["per_minute"]) > 120
+    note = "faster than Cademi's real 2 req/s, simulator set to match" if fast else "Cademi's real limit"
+    return f"client rate budget {rate['per_second']} req/s, {rate['per_minute']} req/min ({note})"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir or f"var/run-{int(time.time())}").resolve()
+    scenario = _scenario_path(args.scenario, workdir)
+    print(f"starting the local stack in {workdir} ...", flush=True)
+    started = time.monotonic()
+    stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget)
+    summaries = []
+    try:
+        print(f"stack up in {time.monotonic() - started:.1f} s; {_rate_note(stack)}", flush=True)
+        for week in stack.scenario.weeks[: args.weeks]:
+            summary = run_week(stack, week)
+            summaries.append(summary)
+            _print_run(summary)
+    finally:
+        stack.stop()
+    total = {
+        "runs": summaries,
+        "client_rate_per_second": float(stack.endpoints["client_rate"]["per_second"]),
+        "production_rate_per_second": 2.0,
+        "all_succeeded": all(s["status"] == "succeeded" for s in summaries),
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    if not args.keep:
+        remove_workdir(workdir)
+    print(json.dumps(total))
+    return 0 if total["all_succeeded"] else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir or DEFAULT_UP_DIR).resolve()
+    if (workdir / "stack.json").exists():
+        print(f"a stack is already up in {workdir}; run `make down` first", file=sys.stderr)
+        return 1
+    stack = LocalStack.start(workdir, _scenario_path(args.scenario, workdir), piece_budget_s=args.piece_budget)
+    e = stack.endpoints
+    print(f"local stack up ({_rate_note(stack)})")
+    print(f"  BigQuery   {e['bigquery']}  project={e['project']} dataset={e['dataset']}")
+    print(f"  Storage    {e['gcs']}  bucket={e['bucket']}")
+    print(f"  Pub/Sub    {e['pubsub']}")
+    print(f"  Cademi     {e['cademi']}  (simulator, key in the scenario file)")
+    for name, url in e["functions"].items():
+        print(f"  {name:<17}{url}")
+    print(f"  weeks      {', '.join(d.isoformat() for d in stack.scenario.weeks)}")
+    print(f"  logs       {workdir / 'logs'}")
+    print("next: make trigger WEEK=<one of the weeks>; make down")
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
+    stack.use_here()
+    summary = run_week(stack, date.fromisoformat(args.week), rerun=args.rerun)
+    _print_run(summary)
+    print(json.dumps(summary))
+    return 0 if summary["status"] == "succeeded" else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir or DEFAULT_UP_DIR).resolve()
+    try:
+        stack = LocalStack.attach(workdir)
+    except RuntimeError as exc:
+        print(exc)
+        return 0
+    stack.stop()
+    print(f"stopped {workdir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the stack, run several weeks, print a summary, stop")
+    run.add_argument("--scenario")
+    run.add_argument("--weeks", type=int, default=4)
+    run.add_argument("--workdir")
+    run.add_argument("--piece-budget", type=float, default=20.0)
+    run.add_argument("--keep", action="store_true", help="keep the work directory (logs, shards)")
+    run.set_defaults(func=cmd_run)
+    up = sub.add_parser("up", help="start the stack and leave it running")
+    up.add_argument("--scenario")
+    up.add_argument("--workdir")
+    up.add_argument("--piece-budget", type=float, default=20.0)
+    up.set_defaults(func=cmd_up)
+    trigger = sub.add_parser("trigger", help="fire one weekly run on the running stack and wait for it")
+    trigger.add_argument("--week", required=True)
+    trigger.add_argument("--rerun", help="label of a deliberate re-extraction of the week")
+    trigger.add_argument("--workdir")
+    trigger.set_defaults(func=cmd_trigger)
+    down = sub.add_parser("down", help="stop the running stack")
+    down.add_argument("--workdir")
+    down.set_defaults(func=cmd_down)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code

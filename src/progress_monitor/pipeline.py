@@ -1,0 +1,465 @@
+"""The pipeline's stages, called by the thin function adapters in functions/<fn>/main.py.
+
+Failure policy, decided here in one place: a TransientError (or any unexpected exception) propagates, so
+Pub/Sub redelivers the event with backoff; a PermanentError is logged with its reason, the message is
+published to the stage's dead-letter topic and recorded in the `failures` table, and the event is
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from progress_monitor import gcp, warehouse
+from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError
+from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.events import ObjectRef, PubSubMessage, pubsub_message, storage_object
+from progress_monitor.extraction import Continuation, PieceExtraction
+from progress_monitor.secrets import get_secret
+from progress_monitor.settings import CADEMI_API_KEY, Settings
+from progress_monitor.shards import (
+    CONTACTS,
+    ProgressTask,
+    contacts_name,
+    parse_progress_shard,
+    progress_shard_name,
+    roster_name,
+)
+
+log = logging.getLogger("progress_monitor.pipeline")
+RERUN_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
+T = TypeVar("T")
+
+_settings: Settings | None = None
+_client: CademiClient | None = None
+_lock = threading.Lock()
+
+
+def settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = Settings.from_env()
+        return _settings
+
+
+def cademi_client(cfg: Settings) -> CademiClient:
+    """One Cademi client (one session, one rate limiter) per process, shared by every request."""
+    global _client
+    with _lock:
+        if _client is None:
+            _client = CademiClient.from_settings(cfg, get_secret(cfg, CADEMI_API_KEY))
+        return _client
+
+
+def monday_of(moment: datetime, tz: str) -> date:
+    """The Monday (in the school's time zone) of the week containing `moment`."""
+    local = moment.astimezone(ZoneInfo(tz)).date()
+    return local - timedelta(days=local.weekday())
+
+
+# -- stage 1: the weekly schedule -> one message per tag ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: str
+    snapshot_date: date
+    tags: int
+    duplicate: bool
+
+
+def plan_run(cfg: Settings, message: PubSubMessage, now: datetime | None = None) -> tuple[str, date]:
+    """Run id and snapshot week of a schedule message: the same slot always gives the same run.
+
+    The scheduler's message may carry `week` (any date of the wanted week, for a manual or local trigger)
+    and `rerun` (a label: a deliberate re-extraction gets its own run id; the history keeps one row per key).
+    """
+    body = message.json()
+    now = now or datetime.now(UTC)
+    week = body.get("week")
+    if week is not None:
+        try:
+            moment = datetime.combine(date.fromisoformat(str(week)), datetime.min.time(), ZoneInfo(cfg.timezone))
+        except ValueError as exc:
+            raise PermanentError(f"schedule field 'week' is not a date: {str(week)[:20]!r}") from exc
+    else:
+        moment = message.publish_time or now
+    snapshot = monday_of(moment, cfg.timezone)
+    if snapshot > monday_of(now, cfg.timezone):
+        raise PermanentError(f"schedule asks for week {snapshot}, which has not started yet")
+    run_id = snapshot.isoformat()
+    rerun = body.get("rerun")
+    if rerun is not None:
+        if not isinstance(rerun, str) or not RERUN_LABEL.match(rerun):
+            raise PermanentError("schedule field 'rerun' must be a short lower-case label")
+        run_id += f"-{rerun}"
+    return run_id, snapshot
+
+
+def handle_schedule(event: Any) -> RunPlan | None:
+    """extract_tags: record the run, then publish one small message per active tag."""
+    cfg = settings()
+    message = pubsub_message(event)
+    return _guard(cfg, "extract_tags", cfg.schedule_dlq_topic, message, lambda: _fan_out(cfg, message))
+
+
+def _fan_out(cfg: Settings, message: PubSubMessage) -> RunPlan:
+    run_id, snapshot = plan_run(cfg, message)
+    body = message.json()
+    tags = warehouse.active_tags(cfg)
+    only = body.get("tag_ids")
+    if only is not None:
+        if not isinstance(only, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in only):
+            raise PermanentError("schedule field 'tag_ids' must be a list of integers")
+        tags = [t for t in tags if t.tag_id in set(only)]
+    context = {"run_id": run_id, "snapshot_date": snapshot.isoformat()}
+    if warehouse.start_run(cfg, run_id, snapshot, len(tags)):
+        log.info("run already fanned out; duplicate schedule message ignored", extra=context)
+        return RunPlan(run_id, snapshot, len(tags), duplicate=True)
+    for tag in tags:
+        task = ProgressTask(run_id, snapshot, tag.tag_id, tag.product_ids)
+        gcp.publish(
+            cfg,
+            cfg.progress_topic,
+            json.dumps(task.to_json()).encode(),
+            run_id=run_id,
+            tag_id=str(tag.tag_id),
+        )
+    warehouse.mark_fanned_out(cfg, run_id)
+    log.info("run started: %d tags", len(tags), extra={**context, "count": len(tags)})
+    return RunPlan(run_id, snapshot, len(tags), duplicate=False)
+
+
+# -- stage 2: one piece of one tag -> a shard in Cloud Storage -------------------------------------------
+
+
+@dataclass(frozen=True)
+class PieceResult:
+    shard: str
+    records: int
+    next_piece: int | None
+    skipped: bool
+
+
+def handle_progress_task(event: Any) -> PieceResult | None:
+    """extract_progress: extract one piece, write its shard once, publish the continuation."""
+    cfg = settings()
+    message = pubsub_message(event)
+    return _guard(cfg, "extract_progress", cfg.progress_dlq_topic, message, lambda: _extract_piece(cfg, message))
+
+
+def _extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
+    task = ProgressTask.from_json(message.json())
+    context = {"run_id": task.run_id, "tag_id": task.tag_id, "piece": task.piece}
+    bucket = gcp.storage(cfg).bucket(cfg.shards_bucket)
+    name = progress_shard_name(task.snapshot_date, task.run_id, task.tag_id, task.piece)
+    existing = _get_blob(bucket, name)
+    if existing is not None:
+        # A redelivery of a piece that already finished: only make sure its continuation went out.
+        next_index = _meta_int(existing.metadata, "next_index")
+        if next_index is not None:
+            _publish_continuation(cfg, task, next_index)
+        log.info("shard already written; nothing to extract", extra={**context, "shard": name})
+        return PieceResult(
+            name,
+            _meta_int(existing.metadata, "records") or 0,
+            task.piece + 1 if next_index is not None else None,
+            skipped=True,
+        )
+
+    start = None
+    if task.piece > 0:
+        start = Continuation(
+            task.tag_id,
+            task.run_id,
+            task.snapshot_date,
+            task.piece,
+            task.next_index,
+            _read_roster(bucket, task),
+        )
+    try:
+        client = cademi_client(cfg)
+    except Exception as exc:
+        raise PermanentError(f"Cademi client cannot be configured: {exc}") from exc
+    piece = PieceExtraction(
+        client,
+        tag_id=task.tag_id,
+        product_ids=task.product_ids,
+        snapshot_date=task.snapshot_date,
+        run_id=task.run_id,
+        budget_s=cfg.piece_budget_s,
+        workers=cfg.cademi_workers,
+        start=start,
+    )
+    statuses: Counter[str] = Counter()
+    with tempfile.TemporaryFile("w+b") as spool:
+        try:
+            for record in piece.records():
+                spool.write(_ndjson(record.to_json()))
+                statuses[record.status] += 1
+        except CademiConfigError as exc:
+            raise PermanentError(f"Cademi refused our credentials ({exc.code}): fix the API key or URL") from exc
+        except CademiError as exc:
+            raise TransientError(f"listing tag {task.tag_id} failed: {exc}") from exc
+        if task.piece == 0:
+            _write_roster_and_contacts(bucket, task, piece)
+        cont = piece.continuation
+        calls = piece.stats.snapshot()
+        metadata = {
+            "run_id": task.run_id, "tag_id": str(task.tag_id), "piece": str(task.piece),
+            "snapshot_date": task.snapshot_date.isoformat(), "records": str(statuses.total()),
+            "failed": str(statuses["failed"]), "no_access": str(statuses["no_access"]),
+            "students": str(piece.students_done), "api_calls": str(calls.get("requests", 0)),
+            "rate_limited": str(calls.get("rate_limited", 0)), "last_piece": "false" if cont else "true",
+        }  # fmt: skip
+        if cont is not None:
+            metadata["next_index"] = str(cont.next_index)
+        spool.seek(0)
+        _create_once(bucket, name, spool, metadata, "application/x-ndjson")
+    if cont is not None:
+        _publish_continuation(cfg, task, cont.next_index)
+    log.info(
+        "piece extracted: %d records, %d failed",
+        statuses.total(),
+        statuses["failed"],
+        extra={**context, "shard": name, "count": statuses.total()},
+    )
+    return PieceResult(name, statuses.total(), cont.piece if cont else None, skipped=False)
+
+
+def _ndjson(row: dict[str, Any]) -> bytes:
+    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _get_blob(bucket: Any, name: str) -> Any:
+    from google.api_core import exceptions
+
+    try:
+        return bucket.get_blob(name)
+    except exceptions.GoogleAPIError as exc:
+        raise TransientError(f"cannot read gs://{bucket.name}/{name}: {type(exc).__name__}") from exc
+
+
+def _create_once(bucket: Any, name: str, data: Any, metadata: dict[str, str], content_type: str) -> None:
+    """Upload only if absent (generation 0): a concurrent duplicate's identical shard wins, ours is dropped."""
+    from google.api_core import exceptions
+
+    blob = bucket.blob(name)
+    blob.metadata = metadata
+    try:
+        if isinstance(data, bytes):
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
+        else:
+            blob.upload_from_file(data, content_type=content_type, if_generation_match=0, rewind=True)
+    except exceptions.PreconditionFailed:
+        log.info("object already exists; keeping the first one", extra={"shard": name})
+    except exceptions.GoogleAPIError as exc:
+        raise TransientError(f"cannot write gs://{bucket.name}/{name}: {type(exc).__name__}") from exc
+
+
+def _write_roster_and_contacts(bucket: Any, task: ProgressTask, piece: PieceExtraction) -> None:
+    """Piece 0 freezes the roster (ids only) and hands contact data to the loader."""
+    from google.api_core import exceptions
+
+    roster = {"user_ids": [s.user_id for s in piece.students]}
+    try:
+        # Overwritten when piece 0 is redone: no later piece exists before piece 0's shard does.
+        bucket.blob(roster_name(task.snapshot_date, task.run_id, task.tag_id)).upload_from_string(
+            json.dumps(roster), content_type="application/json"
+        )
+    except exceptions.GoogleAPIError as exc:
+        raise TransientError(f"cannot write roster: {type(exc).__name__}") from exc
+    if piece.students:
+        contacts = b"".join(
+            _ndjson({"user_id": s.user_id, "nome": s.nome, "email": s.email, "celular": s.celular})
+            for s in piece.students
+        )
+        _create_once(
+            bucket,
+            contacts_name(task.snapshot_date, task.run_id, task.tag_id),
+            contacts,
+            {"tag_id": str(task.tag_id)},
+            "application/x-ndjson",
+        )
+
+
+def _read_roster(bucket: Any, task: ProgressTask) -> tuple[int, ...]:
+    blob = _get_blob(bucket, roster_name(task.snapshot_date, task.run_id, task.tag_id))
+    if blob is None:
+        raise PermanentError(f"roster of tag {task.tag_id} for run {task.run_id} is missing")
+    try:
+        ids = json.loads(blob.download_as_bytes())["user_ids"]
+        return Continuation.from_json(
+            {
+                "tag_id": task.tag_id,
+                "run_id": task.run_id,
+                "snapshot_date": task.snapshot_date.isoformat(),
+                "piece": task.piece,
+                "next_index": task.next_index,
+                "user_ids": ids,
+            }
+        ).user_ids
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PermanentError(f"roster of tag {task.tag_id} is unusable: {exc}") from exc
+
+
+def _publish_continuation(cfg: Settings, task: ProgressTask, next_index: int) -> None:
+    nxt = ProgressTask(task.run_id, task.snapshot_date, task.tag_id, task.product_ids, task.piece + 1, next_index)
+    gcp.publish(
+        cfg,
+        cfg.progress_topic,
+        json.dumps(nxt.to_json()).encode(),
+        run_id=task.run_id,
+        tag_id=str(task.tag_id),
+        piece=str(nxt.piece),
+    )
+
+
+def _meta_int(metadata: dict[str, str] | None, key: str) -> int | None:
+    value = (metadata or {}).get(key)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+# -- stage 3: a finalized shard -> BigQuery ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    shard: str
+    kind: str
+    rows: int
+
+
+def handle_shard_event(event: Any) -> LoadResult | None:
+    """load_history: load a finalized object into BigQuery (Eventarc CloudEvent or Pub/Sub notification)."""
+    cfg = settings()
+    message_id = str(event.get("id") or "") if hasattr(event, "get") else ""
+    try:
+        ref = storage_object(event)
+    except PermanentError as exc:
+        _dead_letter(cfg, "load_history", cfg.shards_dlq_topic, message_id, b"", str(exc), {})
+        return None
+    if ref is None:
+        return None
+    payload = json.dumps({"bucket": ref.bucket, "name": ref.name, "generation": ref.generation}).encode()
+    message = PubSubMessage(message_id, payload, {}, None)
+    return _guard(cfg, "load_history", cfg.shards_dlq_topic, message, lambda: _load(cfg, ref))
+
+
+def _load(cfg: Settings, ref: ObjectRef) -> LoadResult | None:
+    if ref.bucket != cfg.shards_bucket:
+        raise PermanentError(f"event for unexpected bucket {ref.bucket!r}")
+    uri = f"gs://{ref.bucket}/{ref.name}"
+    bucket = gcp.storage(cfg).bucket(ref.bucket)
+    shard = parse_progress_shard(ref.name)
+    if shard is not None:
+        blob = _get_blob(bucket, ref.name)
+        if blob is None:
+            log.warning("shard no longer exists; nothing to load", extra={"shard": ref.name})
+            return None
+        meta = blob.metadata or {}
+        counts = {k: _meta_int(meta, k) or 0 for k in ("failed", "no_access", "students", "api_calls", "rate_limited")}
+        context = {"run_id": shard.run_id, "tag_id": shard.tag_id, "piece": shard.piece, "shard": ref.name}
+        outcome = warehouse.load_progress_shard(
+            cfg, uri, int(blob.generation), shard=ref.name, run_id=shard.run_id, snapshot_date=shard.snapshot_date,
+            tag_id=shard.tag_id, piece=shard.piece, last_piece=meta.get("last_piece") == "true",
+            extraction_counts=counts, today=monday_of(datetime.now(UTC), cfg.timezone) + timedelta(days=6),
+        )  # fmt: skip
+        rejected = outcome.rows_in_shard - outcome.rows_merged
+        level = logging.WARNING if rejected else logging.INFO
+        log.log(
+            level,
+            "shard loaded: %d rows merged, %d rejected by quality checks",
+            outcome.rows_merged,
+            rejected,
+            extra={**context, "count": outcome.rows_merged},
+        )
+        return LoadResult(ref.name, "progress", outcome.rows_merged)
+    match = CONTACTS.match(ref.name)
+    if match:
+        blob = _get_blob(bucket, ref.name)
+        if blob is None:
+            return None  # already merged and deleted by an earlier delivery
+        rows = warehouse.load_contacts(
+            cfg,
+            uri,
+            int(blob.generation),
+            tag_id=int(match["tag"]),
+            snapshot_date=date.fromisoformat(match["date"]),
+        )
+        blob.delete()  # contact data lives only in the restricted table
+        return LoadResult(ref.name, "contacts", rows)
+    return None  # rosters and other objects are not loaded
+
+
+# -- the failure policy ----------------------------------------------------------------------------------
+
+
+def _guard(cfg: Settings, stage: str, dlq_topic: str, message: PubSubMessage, work: Callable[[], T]) -> T | None:
+    try:
+        return work()
+    except PermanentError as exc:
+        _dead_letter(cfg, stage, dlq_topic, message.message_id, message.data, str(exc), message.attributes)
+        return None
+
+
+def _dead_letter(
+    cfg: Settings,
+    stage: str,
+    topic: str,
+    message_id: str,
+    data: bytes,
+    reason: str,
+    attributes: dict[str, str],
+) -> None:
+    """Log the reason, keep the message on the dead-letter topic, and record it for run health."""
+    context: dict[str, Any] = {"reason": reason, "event_id": message_id}
+    run_id = attributes.get("run_id")
+    tag = attributes.get("tag_id")
+    tag_id = int(tag) if tag and tag.isdigit() else None
+    piece = attributes.get("piece")
+    log.error(
+        "permanent failure in %s; message dead-lettered: %s",
+        stage,
+        reason,
+        extra={**context, "run_id": run_id, "tag_id": tag_id},
+    )
+    gcp.publish(
+        cfg,
+        topic,
+        data[: 9 * 1024 * 1024],
+        stage=stage,
+        reason=reason[:1000],
+        original_message_id=message_id or "",
+        **{k: v for k, v in attributes.items() if k in ("run_id", "tag_id", "piece")},
+    )
+    run = run_id if run_id and re.match(r"^[0-9a-z-]{10,41}$", run_id) else None
+    warehouse.record_failure(
+        cfg,
+        stage,
+        reason,
+        run_id=run,
+        tag_id=tag_id,
+        piece=int(piece) if piece and piece.isdigit() else None,
+        message_id=message_id or None,
+    )
+
+
+def reset_for_tests() -> None:
+    """Forget cached settings and clients (tests that change the environment)."""
+    global _settings, _client
+    with _lock:
+        _settings, _client = None, None
+    gcp.reset()
