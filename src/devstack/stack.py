@@ -84,19 +84,22 @@ class LocalStack:
         *,
         piece_budget_s: float = 20.0,
         extract_threads: int = 4,
+        ack_deadline_s: int | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> LocalStack:
         """Start every process, create topics, bucket, tables and subscriptions, seed the registry."""
         workdir.mkdir(parents=True, exist_ok=True)
         stack = cls(workdir.resolve(), scenario_path.resolve())
         try:
-            stack._start(piece_budget_s, extract_threads, extra_env or {})
+            stack._start(piece_budget_s, extract_threads, ack_deadline_s, extra_env or {})
         except BaseException:
             stack.stop()
             raise
         return stack
 
-    def _start(self, piece_budget_s: float, extract_threads: int, extra_env: dict[str, str]) -> None:
+    def _start(
+        self, piece_budget_s: float, extract_threads: int, ack_deadline_s: int | None, extra_env: dict[str, str]
+    ) -> None:
         scenario = self.scenario
         logs = self.workdir / "logs"
         gcs_root = self.workdir / "gcs"
@@ -125,8 +128,9 @@ class LocalStack:
             env={**os.environ, "HOME": str(_bqemulator_home(self.workdir)), "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
         )  # fmt: skip
         self.children.append(bq)
-        sim = start_simulator(self.scenario_path, admin_token="local-admin",
-                              stderr=open(logs / "cademi-simulator.log", "a"))  # noqa: SIM115
+        sim = start_simulator(
+            self.scenario_path, admin_token="local-admin", stderr=open(logs / "cademi-simulator.log", "a")
+        )  # noqa: SIM115
         self.children.append(sim)
         self.endpoints["cademi"] = sim.info["base_url"]
         self.endpoints["cademi_admin"] = {"port": sim.info["port"], "token": "local-admin"}
@@ -174,7 +178,7 @@ class LocalStack:
             self.children.append(child)
         for name in FUNCTIONS:
             wait_for_port(self.child(name), ports[name])
-        self._create_subscriptions()
+        self._create_subscriptions(ack_deadline_s)
         self.save()
 
     def function_env(self) -> dict[str, str]:
@@ -272,7 +276,7 @@ class LocalStack:
             except exceptions.AlreadyExists:
                 pass
 
-    def _create_subscriptions(self) -> None:
+    def _create_subscriptions(self, ack_deadline_s: int | None) -> None:
         from google.api_core import exceptions
 
         publisher, subscriber = self._pubsub()
@@ -282,7 +286,7 @@ class LocalStack:
                 {"name": subscriber.subscription_path(PROJECT, f"{name}-push"),
                  "topic": publisher.topic_path(PROJECT, topic),
                  "push_config": {"push_endpoint": endpoint},
-                 "ack_deadline_seconds": ack_deadline,
+                 "ack_deadline_seconds": ack_deadline_s or ack_deadline,
                  "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
                  "dead_letter_policy": {"dead_letter_topic": publisher.topic_path(PROJECT, dlq),
                                         "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS}},

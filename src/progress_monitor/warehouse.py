@@ -28,8 +28,7 @@ VALID_ROW = """
                        WHERE r.tag_id = @tag_id)
 """
 PROGRESS_COLUMNS = (
-    "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, "
-    "extracted_at"
+    "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, extracted_at"
 )
 
 

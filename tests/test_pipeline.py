@@ -1,0 +1,281 @@
+"""The pipeline end to end on the local emulator stack (Pub/Sub, fake-gcs-server, bqemulator, simulator).
+
+The tests run in file order on one stack; each week of the scenario is extracted once by the schedule.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from functions_framework import create_app
+
+from cademi_sim.scenario import load
+from cademi_sim.truth import expected_rows
+from devstack.stack import LocalStack
+from progress_monitor import warehouse
+from progress_monitor.settings import Settings
+from progress_monitor.shards import ProgressTask
+from tests.pipeline_world import (
+    ALWAYS_FAILING,
+    BIG_TAG,
+    CPF_PREFIX,
+    DROPOUT,
+    MOVER,
+    OTHER_TAG,
+    SMALL_TAG,
+    WEEKS,
+    world,
+)
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+FAILING = {ALWAYS_FAILING}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    scenario = workdir / "scenario.json"
+    scenario.write_text(json.dumps(world()))
+    stack = LocalStack.start(
+        workdir,
+        scenario,
+        piece_budget_s=1.0,
+        ack_deadline_s=30,
+        extra_env={"CADEMI_BACKOFF_BASE_S": "0.05", "CADEMI_BACKOFF_CAP_S": "0.3", "CADEMI_MAX_ATTEMPTS": "4"},
+    )
+    stack.use_here()
+    yield stack
+    stack.stop()
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def history(week: str) -> dict[tuple[str, int, int, int], tuple[str, float | None, int | None, int | None]]:
+    rows = warehouse.query(
+        settings(),
+        "SELECT * FROM `{progress_history}` WHERE snapshot_date = @d",
+        d=date.fromisoformat(week),
+    )
+    out = {}
+    for r in rows:
+        key = (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"])
+        assert key not in out, f"duplicate history row {key}"
+        out[key] = (r["status"], r["total"], r["assistidas"], r["completas"])
+    return out
+
+
+def count_rows(week: str) -> int:
+    rows = warehouse.query(
+        settings(),
+        "SELECT COUNT(*) AS n FROM `{progress_history}` WHERE snapshot_date = @d",
+        d=date.fromisoformat(week),
+    )
+    return int(rows[0]["n"])
+
+
+def assert_history_equals_truth(stack: LocalStack, week_index: int) -> None:
+    expected = expected_rows(load(stack.scenario_path), week_index, FAILING)
+    actual = history(WEEKS[week_index])
+    missing = set(expected) - set(actual)
+    extra = set(actual) - set(expected)
+    wrong = {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
+    assert not missing and not extra and not wrong, (sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5])
+
+
+def run(stack: LocalStack, week_index: int, **kwargs: Any) -> dict[str, Any]:
+    run_id = stack.trigger(date.fromisoformat(WEEKS[week_index]), **kwargs)
+    row = stack.wait_run(run_id, timeout=240)
+    assert row["status"] == "succeeded", row
+    return row
+
+
+def wait_for_log(stack: LocalStack, name: str, pattern: str, timeout: float = 60) -> None:
+    log_path = stack.child(name).log_path
+    assert log_path is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(pattern, log_path.read_text(errors="replace")):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{pattern!r} never appeared in {log_path}")
+
+
+def test_a_weekly_run_loads_exactly_what_the_api_served(stack: LocalStack) -> None:
+    row = run(stack, 0)
+    expected = expected_rows(load(stack.scenario_path), 0, FAILING)
+    assert_history_equals_truth(stack, 0)
+    assert row["tags_total"] == 3 and row["tags_done"] == 3
+    assert row["records_loaded"] == len(expected)
+    assert row["failed_extractions"] == 1 and row["no_access"] == 1
+    assert row["pieces_loaded"] > 3  # the 155-student tag needed continuation pieces
+    # the unregistered tag was never listed
+    assert stack.admin().counters().get("lista_por_tag", 0) >= 3
+
+
+def test_a_failing_student_is_recorded_as_failed_not_zero(stack: LocalStack) -> None:
+    row = history(WEEKS[0])[(WEEKS[0], SMALL_TAG, *ALWAYS_FAILING)]
+    assert row == ("failed", None, None, None)
+
+
+def test_a_duplicate_schedule_publish_makes_one_run(stack: LocalStack) -> None:
+    stack.admin().set_week(WEEKS[1])
+    stack.publish_schedule({"week": WEEKS[1]})
+    stack.publish_schedule({"week": WEEKS[1]})
+    row = stack.wait_run(WEEKS[1], timeout=240)
+    assert row["status"] == "succeeded"
+    runs = warehouse.query(settings(), "SELECT run_id FROM `{runs}` WHERE snapshot_date = @d",
+                           d=date.fromisoformat(WEEKS[1]))  # fmt: skip
+    assert [r["run_id"] for r in runs] == [WEEKS[1]]
+    time.sleep(2)  # let any duplicate fan-out drain before comparing
+    assert_history_equals_truth(stack, 1)
+
+
+def test_a_class_change_and_a_dropout_are_visible_in_the_history(stack: LocalStack) -> None:
+    week0, week1 = history(WEEKS[0]), history(WEEKS[1])
+    tags_of = {w: {k[1] for k in rows if k[2] == MOVER} for w, rows in ((0, week0), (1, week1))}
+    assert tags_of == {0: {SMALL_TAG}, 1: {OTHER_TAG}}
+    assert any(k[2] == DROPOUT for k in week0) and not any(k[2] == DROPOUT for k in week1)
+
+
+def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
+    before = count_rows(WEEKS[1])
+    task = ProgressTask(WEEKS[1], date.fromisoformat(WEEKS[1]), BIG_TAG, (101, 102))
+    publisher, _ = stack._pubsub()
+    publisher.publish(publisher.topic_path("local-project", "progress-tasks"), json.dumps(task.to_json()).encode(),
+                      run_id=WEEKS[1], tag_id=str(BIG_TAG)).result()  # fmt: skip
+    wait_for_log(stack, "extract_progress", r"shard already written.*\"tag_id\": 7001")
+    assert count_rows(WEEKS[1]) == before
+    assert_history_equals_truth(stack, 1)
+
+
+def _a_shard(week: str) -> tuple[str, int]:
+    rows = warehouse.query(settings(), "SELECT shard, generation FROM `{loads}` WHERE snapshot_date = @d LIMIT 1",
+                           d=date.fromisoformat(week))  # fmt: skip
+    return rows[0]["shard"], int(rows[0]["generation"])
+
+
+def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack) -> None:
+    shard, generation = _a_shard(WEEKS[0])
+    before = count_rows(WEEKS[0])
+    app = create_app("load_history", str(ROOT / "functions" / "load_history" / "main.py"), "cloudevent")
+    client = app.test_client()
+    notification = {  # fake-gcs-server's Pub/Sub notification, as a push subscription delivers it
+        "message": {
+            "data": base64.b64encode(json.dumps({"name": shard, "bucket": "progress-shards"}).encode()).decode(),
+            "attributes": {"eventType": "OBJECT_FINALIZE", "bucketId": "progress-shards", "objectId": shard,
+                           "objectGeneration": str(generation), "payloadFormat": "JSON_API_V1"},
+            "messageId": "dup-1", "publishTime": "2026-09-07T12:00:00Z",
+        },
+        "subscription": "projects/local-project/subscriptions/load_history-push",
+    }  # fmt: skip
+    for _ in range(2):
+        response = client.post("/projects/local-project/topics/shard-events", json=notification)
+        assert response.status_code == 200
+    eventarc = {"bucket": "progress-shards", "name": shard, "generation": str(generation)}
+    headers = {
+        "ce-id": "dup-2",
+        "ce-specversion": "1.0",
+        "ce-source": "//storage.googleapis.com/projects/_/buckets/x",
+        "ce-type": "google.cloud.storage.object.v1.finalized",
+        "Content-Type": "application/json",
+    }
+    assert client.post("/", json=eventarc, headers=headers).status_code == 200
+    assert count_rows(WEEKS[0]) == before
+    ledger = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `{loads}` WHERE shard = @s", s=shard)
+    assert ledger[0]["n"] == 1
+    assert_history_equals_truth(stack, 0)
+
+
+def test_a_week_rerun_gives_the_same_rows_not_twice(stack: LocalStack) -> None:
+    before = count_rows(WEEKS[0])
+    row = run(stack, 0, rerun="again")
+    assert row["run_id"] == f"{WEEKS[0]}-again"
+    assert count_rows(WEEKS[0]) == before
+    assert_history_equals_truth(stack, 0)
+    reruns = warehouse.query(settings(), "SELECT COUNT(DISTINCT run_id) AS n FROM `{progress_history}` WHERE "
+                             "snapshot_date = @d", d=date.fromisoformat(WEEKS[0]))  # fmt: skip
+    assert reruns[0]["n"] == 1  # every row now comes from the re-run
+
+
+def test_5xx_and_429_bursts_still_give_complete_data(stack: LocalStack) -> None:
+    faults: list[dict[str, Any]] = [
+        {"path_prefix": f"/usuario/lista_por_tag/{BIG_TAG}", "week": 2, "status": 503, "times": 2},
+        {"path_prefix": f"/usuario/lista_por_tag/{SMALL_TAG}", "week": 2, "body": "<html>502</html>", "times": 1},
+    ]
+    faults += [{"path": f"/usuario/progresso_por_produto/{1001 + i}/101", "week": 2, "status": 429, "times": 2}
+               for i in range(0, 150, 10)]  # fmt: skip
+    faults += [{"path": f"/usuario/progresso_por_produto/{3001 + i}/302", "week": 2, "status": 500, "times": 3}
+               for i in range(3)]  # fmt: skip
+    stack.admin().add_faults(faults)
+    run(stack, 2)
+    assert stack.admin().counters()["faults_fired"] >= 30 + 9
+    assert_history_equals_truth(stack, 2)
+
+
+def test_extract_progress_killed_mid_tag_is_redelivered_and_completes(stack: LocalStack) -> None:
+    port = int(stack.endpoints["functions"]["extract_progress"].rsplit(":", 1)[1])
+    admin = stack.admin()
+    admin.add_faults([{"path": "/usuario/progresso_por_produto/1040/101", "week": 3, "delay_ms": 4000, "times": 1}])
+    fired_before = admin.counters().get("faults_fired", 0)
+    admin.set_week(WEEKS[3])
+    stack.publish_schedule({"week": WEEKS[3]})
+    deadline = time.monotonic() + 60
+    while admin.counters().get("faults_fired", 0) == fired_before:
+        assert time.monotonic() < deadline, "the slow call never started"
+        time.sleep(0.1)
+    stack.kill("extract_progress")  # dies while a piece of the big tag is in flight
+    time.sleep(1)
+    stack.restart("extract_progress", port)
+    row = stack.wait_run(WEEKS[3], timeout=240)
+    assert row["status"] == "succeeded"
+    assert_history_equals_truth(stack, 3)
+
+
+def test_a_poison_message_is_dead_lettered_while_other_tags_complete(stack: LocalStack) -> None:
+    stack.dead_letters()  # start from an empty dead-letter subscription
+    publisher, _ = stack._pubsub()
+    topic = publisher.topic_path("local-project", "progress-tasks")
+    publisher.publish(topic, b"\x00not json").result()
+    publisher.publish(topic, json.dumps({"run_id": WEEKS[2], "snapshot_date": WEEKS[2], "tag_id": -4,
+                                         "product_ids": [101]}).encode()).result()  # fmt: skip
+    row = run(stack, 2, rerun="poison")
+    assert row["tags_done"] == 3
+    deadline = time.monotonic() + 30
+    dead: list[dict[str, Any]] = []
+    while len(dead) < 2 and time.monotonic() < deadline:
+        dead += stack.dead_letters()
+        time.sleep(0.5)
+    reasons = sorted(d["attributes"]["reason"] for d in dead if d["topic"] == "progress-tasks-dlq")
+    assert len(reasons) == 2, dead
+    assert any("not JSON" in r for r in reasons) and any("tag_id" in r for r in reasons)
+    failures = warehouse.query(settings(), "SELECT reason FROM `{failures}` WHERE stage = 'extract_progress'")
+    assert len(failures) == 2
+
+
+def test_no_cpf_login_auto_or_api_key_in_shards_tables_or_logs(stack: LocalStack) -> None:
+    texts = []
+    gcs_root = Path(stack.endpoints["gcs_root"])
+    files = [p for p in gcs_root.rglob("*") if p.is_file()]
+    assert any("/progress/" in str(p) for p in files)
+    assert not any("/contacts/" in str(p) for p in files)  # contact data was merged, then deleted
+    texts += [p.read_text(errors="replace") for p in files]
+    texts += [p.read_text(errors="replace") for p in (stack.workdir / "logs").glob("*.log")]
+    for table in warehouse.TABLES:
+        texts.append(json.dumps(warehouse.query(settings(), f"SELECT * FROM `{{{table}}}`"), default=str))
+    blob = "\n".join(texts)
+    assert CPF_PREFIX not in blob and not re.search(r"\d{3}\.\d{3}\.\d{3}-\d{2}", blob)
+    assert "crstk" not in blob and "login_auto" not in blob
+    assert "pipeline-test-key" not in blob
+    students = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `{students}`")
+    assert students[0]["n"] == 155 + 8 + 7  # tutors still get contact data, in the restricted table
