@@ -7,6 +7,7 @@ Eventarc (GCS)   -> fake-gcs-server's Pub/Sub notifications on `shard-events`, p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ FUNCTIONS = {
     "load_history": ("load_history", SHARD_EVENTS_TOPIC, "shard-events-dlq", 300),
 }
 MAX_DELIVERY_ATTEMPTS = 5
+SIM_ADMIN_TOKEN = "local-admin"  # noqa: S105 - guards the loopback-only simulator's admin endpoints
 
 
 def _which_pubsub_emulator() -> Path:
@@ -128,12 +130,11 @@ class LocalStack:
             env={**os.environ, "HOME": str(_bqemulator_home(self.workdir)), "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
         )  # fmt: skip
         self.children.append(bq)
-        sim = start_simulator(
-            self.scenario_path, admin_token="local-admin", stderr=open(logs / "cademi-simulator.log", "a")
-        )  # noqa: SIM115
+        with open(logs / "cademi-simulator.log", "a") as sim_log:
+            sim = start_simulator(self.scenario_path, admin_token=SIM_ADMIN_TOKEN, stderr=sim_log)
         self.children.append(sim)
         self.endpoints["cademi"] = sim.info["base_url"]
-        self.endpoints["cademi_admin"] = {"port": sim.info["port"], "token": "local-admin"}
+        self.endpoints["cademi_admin"] = {"port": sim.info["port"], "token": SIM_ADMIN_TOKEN}
 
         wait_for_port(pubsub, ports["pubsub"])
         self._create_topics()
@@ -217,10 +218,8 @@ class LocalStack:
     def kill(self, name: str) -> None:
         """Kill one process abruptly (SIGKILL to its group), as a crashed instance would die."""
         child = self.child(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if child.proc is not None:
             child.proc.wait(timeout=10)
 
@@ -271,10 +270,8 @@ class LocalStack:
         publisher, _ = self._pubsub()
         topics = {SHARD_EVENTS_TOPIC} | {t for _, t, dlq, _ in FUNCTIONS.values() for t in (t, dlq)}
         for topic in sorted(topics):
-            try:
+            with contextlib.suppress(exceptions.AlreadyExists):
                 publisher.create_topic(name=publisher.topic_path(PROJECT, topic))
-            except exceptions.AlreadyExists:
-                pass
 
     def _create_subscriptions(self, ack_deadline_s: int | None) -> None:
         from google.api_core import exceptions
@@ -294,10 +291,8 @@ class LocalStack:
                  "topic": publisher.topic_path(PROJECT, dlq)},
             ]  # fmt: skip
             for request in requests_:
-                try:
+                with contextlib.suppress(exceptions.AlreadyExists):
                     subscriber.create_subscription(request=request)
-                except exceptions.AlreadyExists:
-                    pass
 
     def _prepare_storage_and_tables(self) -> None:
         self.use_here()
