@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cademi_sim import demo
-from devstack.stack import LocalStack, remove_workdir
+from devstack.stack import LOCAL_STAFF, LocalStack, remove_workdir
 
 DEFAULT_UP_DIR = Path("var/stack")
 
@@ -110,6 +110,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  Cademi     {e['cademi']}  (simulator, key in the scenario file)")
     for name, url in e["functions"].items():
         print(f"  {name:<17}{url}")
+    print(f"  form       {e['functions']['add_tag']}/  (open in a browser; local identity {LOCAL_STAFF})")
+    print(f"  slack      {e['functions']['slack_command']}/  (signed with a throw-away local secret)")
     print(f"  weeks      {', '.join(d.isoformat() for d in stack.scenario.weeks)}")
     print(f"  logs       {workdir / 'logs'}")
     print("next: make trigger WEEK=<one of the weeks>; make down")

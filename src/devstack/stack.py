@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,9 @@ FUNCTIONS = {
     "extract_progress": ("extract_progress", "progress-tasks", "progress-tasks-dlq", 300),
     "load_history": ("load_history", SHARD_EVENTS_TOPIC, "shard-events-dlq", 300),
 }
+# HTTP functions: name -> (source folder, entry point). Both entry points share functions/add_tag/.
+HTTP_FUNCTIONS = {"add_tag": ("add_tag", "add_tag"), "slack_command": ("add_tag", "slack_command")}
+LOCAL_STAFF = "coordenacao@escola.local"
 MAX_DELIVERY_ATTEMPTS = 5
 SIM_ADMIN_TOKEN = "local-admin"  # noqa: S105 - guards the loopback-only simulator's admin endpoints
 
@@ -75,6 +79,11 @@ class LocalStack:
     endpoints: dict[str, Any] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     _scenario: Scenario | None = None
+    # Throw-away local secrets, never written to disk (tests read them to sign Slack requests).
+    local_secrets: dict[str, str] = field(
+        default_factory=lambda: {name: secrets.token_urlsafe(24) for name in ("FORM_CSRF_SECRET", "SLACK_SIGNING_SECRET")},
+        repr=False,
+    )
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -106,7 +115,7 @@ class LocalStack:
         logs = self.workdir / "logs"
         gcs_root = self.workdir / "gcs"
         gcs_root.mkdir(exist_ok=True)
-        ports = {name: free_port() for name in ("pubsub", "gcs", "bq", "bq_grpc", *FUNCTIONS)}
+        ports = {name: free_port() for name in ("pubsub", "gcs", "bq", "bq_grpc", *FUNCTIONS, *HTTP_FUNCTIONS)}
         self.endpoints = {
             "project": PROJECT,
             "dataset": "progress",
@@ -115,7 +124,7 @@ class LocalStack:
             "gcs": f"http://127.0.0.1:{ports['gcs']}",
             "bigquery": f"http://127.0.0.1:{ports['bq']}",
             "gcs_root": str(gcs_root),
-            "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in FUNCTIONS},
+            "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in (*FUNCTIONS, *HTTP_FUNCTIONS)},
         }
 
         pubsub = spawn("pubsub-emulator", [str(_which_pubsub_emulator()), "--host=127.0.0.1",
@@ -159,6 +168,12 @@ class LocalStack:
             "CADEMI_RATE_PER_MINUTE": str(rate["per_minute"]),
             "PIECE_BUDGET_S": str(piece_budget_s),
             "CADEMI_API_KEY": scenario.api_key,
+            # add_tag locally: an explicit development identity, and throw-away secrets kept in memory only.
+            "FORM_AUTH": "dev",
+            "FORM_DEV_USER": LOCAL_STAFF,
+            "FORM_ALLOWED_DOMAIN": LOCAL_STAFF.split("@")[1],
+            "FORM_CSRF_SECRET": self.local_secrets["FORM_CSRF_SECRET"],
+            "SLACK_SIGNING_SECRET": self.local_secrets["SLACK_SIGNING_SECRET"],
             **extra_env,
         }
         self.endpoints["function_env"] = {k: env[k] for k in ("CADEMI_RATE_PER_SECOND", "CADEMI_RATE_PER_MINUTE",
@@ -177,7 +192,17 @@ class LocalStack:
                 env={**env, "THREADS": threads, "WORKERS": "1"},
             )  # fmt: skip
             self.children.append(child)
-        for name in FUNCTIONS:
+        for name, (folder, target) in HTTP_FUNCTIONS.items():
+            child = spawn(
+                name,
+                [str(Path(sys.executable).parent / "functions-framework"), "--source",
+                 str(ROOT / "functions" / folder / "main.py"), "--target", target, "--signature-type", "http",
+                 "--host", "127.0.0.1", "--port", str(ports[name])],
+                logs,
+                env={**env, "THREADS": "4", "WORKERS": "1"},
+            )  # fmt: skip
+            self.children.append(child)
+        for name in (*FUNCTIONS, *HTTP_FUNCTIONS):
             wait_for_port(self.child(name), ports[name])
         self._create_subscriptions(ack_deadline_s)
         self.save()

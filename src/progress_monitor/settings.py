@@ -52,6 +52,18 @@ class Settings:
     storage_emulator_host: str = ""
     pubsub_emulator_host: str = ""
 
+    # add_tag: who may use the form. "iap" verifies Google's IAP JWT; "dev" (emulators only) trusts FORM_DEV_USER.
+    form_auth: str = "iap"
+    form_dev_user: str = ""
+    form_allowed_emails: str = ""
+    form_allowed_domain: str = ""
+    iap_audience: str = ""
+    # PEM public keys by key id (JSON file); empty: Google's IAP keys, fetched and cached.
+    iap_public_keys_file: str = ""
+    # Interactive Cademi checks (form, Slack) must answer fast: short timeouts, one retry at most.
+    interactive_timeout_s: float = 2.0
+    slack_max_skew_s: int = 300
+
     # Secrets: "env" reads <NAME> from the environment (local only); "secret_manager" reads Secret Manager.
     secrets_backend: str = "secret_manager"
 
@@ -101,8 +113,16 @@ class Settings:
             raise SettingsError("CADEMI_MAX_ATTEMPTS and CADEMI_WORKERS must be >= 1")
         if not self.bq_dataset.replace("_", "").isalnum():
             raise SettingsError("BQ_DATASET must be letters, digits and underscores")
+        if self.form_auth not in ("iap", "dev"):
+            raise SettingsError("FORM_AUTH must be 'iap' or 'dev'")
+        if self.form_auth == "dev" and not (self.form_dev_user and self.bigquery_emulator_host):
+            raise SettingsError("FORM_AUTH=dev needs FORM_DEV_USER and is only allowed against the emulators")
         if self.secrets_backend not in ("env", "secret_manager"):
             raise SettingsError("SECRETS_BACKEND must be 'env' or 'secret_manager'")
+
+    @property
+    def allowed_emails(self) -> frozenset[str]:
+        return frozenset(e.strip().lower() for e in self.form_allowed_emails.split(",") if e.strip())
 
     @property
     def rate_is_production(self) -> bool:
@@ -116,4 +136,5 @@ class Settings:
 # Environment variable names of the secrets (also the Secret Manager secret ids, lower-cased with dashes).
 CADEMI_API_KEY = "CADEMI_API_KEY"
 SLACK_SIGNING_SECRET = "SLACK_SIGNING_SECRET"  # noqa: S105 - a variable name, not a value
-SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET)
+FORM_CSRF_SECRET = "FORM_CSRF_SECRET"  # noqa: S105 - a variable name, not a value
+SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET, FORM_CSRF_SECRET)

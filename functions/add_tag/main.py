@@ -1,0 +1,24 @@
+"""add_tag: the staff web form (behind Google identity) and the Slack slash command (signature only).
+
+Two entry points of the same code, deployed as two functions: `add_tag` and `slack_command`.
+"""
+
+from typing import Any
+
+import functions_framework
+
+from progress_monitor import logs, pipeline, tagapp
+
+logs.configure()
+
+
+@functions_framework.http
+def add_tag(request: Any) -> Any:
+    """The web form: GET shows it, POST registers or deactivates a class."""
+    return tagapp.handle_form(request, pipeline.settings())
+
+
+@functions_framework.http
+def slack_command(request: Any) -> Any:
+    """`/turma adicionar|listar|desativar|ajuda` from Slack."""
+    return tagapp.handle_slack(request, pipeline.settings())

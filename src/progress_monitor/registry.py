@@ -1,0 +1,203 @@
+"""Registering classes: one validation and one atomic insert, shared by the web form and the Slack command.
+
+Every message here is shown to coordinators, so it is in Brazilian Portuguese and says what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from progress_monitor import warehouse
+from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError
+from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_FIELD = 64  # no legitimate value is longer; a 10 kB field is refused before anything else
+TURMA = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+TAG_ID = re.compile(r"^[1-9]\d{0,8}$")
+BR_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+FIELDS = ("tag_id", "track", "turma", "start_date")
+LABELS = {"tag_id": "Tag", "track": "Trilha", "turma": "Turma", "start_date": "Início da turma"}
+
+
+@dataclass(frozen=True)
+class NewTag:
+    tag_id: int
+    track_id: str
+    turma: str
+    start_date: date
+
+
+@dataclass
+class Outcome:
+    """What happened to a registration: `ok`, or field errors / a general error to show."""
+
+    ok: bool
+    message: str
+    field_errors: dict[str, str] = field(default_factory=dict)
+    tag: NewTag | None = None
+
+
+def _clean(raw: Any) -> str:
+    return raw.strip() if isinstance(raw, str) else ""
+
+
+def parse_fields(raw: dict[str, Any], tracks: set[str], today: date) -> tuple[NewTag | None, dict[str, str]]:
+    """Check each field on its own; returns the parsed tag or a message per field."""
+    errors: dict[str, str] = {}
+    values = {name: _clean(raw.get(name)) for name in FIELDS}
+    for name, value in values.items():
+        if isinstance(raw.get(name), str) and len(raw[name]) > MAX_FIELD:
+            errors[name] = f"{LABELS[name]}: o valor é longo demais (máximo {MAX_FIELD} caracteres)."
+        elif not value:
+            errors[name] = f"{LABELS[name]}: campo obrigatório."
+    if "tag_id" not in errors and not TAG_ID.match(values["tag_id"]):
+        errors["tag_id"] = "Tag: use apenas o número da tag na Cademi (um inteiro positivo de até 9 dígitos)."
+    if "track" not in errors and values["track"] not in tracks:
+        errors["track"] = "Trilha: escolha uma das trilhas cadastradas."
+    if "turma" not in errors and not TURMA.match(values["turma"]):
+        errors["turma"] = "Turma: use o formato AAAA-MM, por exemplo 2026-03."
+    start: date | None = None
+    if "start_date" not in errors:
+        start = _parse_date(values["start_date"])
+        if start is None:
+            errors["start_date"] = "Início da turma: data inválida; use AAAA-MM-DD ou DD/MM/AAAA."
+        elif not date(2015, 1, 1) <= start <= date(today.year + 1, 12, 31):
+            errors["start_date"] = "Início da turma: a data parece errada (muito antiga ou distante demais)."
+    if errors or start is None:
+        return None, errors
+    return NewTag(int(values["tag_id"]), values["track"], values["turma"], start), {}
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        if ISO_DATE.match(text):
+            return date.fromisoformat(text)
+        match = BR_DATE.match(text)
+        if match:
+            return date(int(match[3]), int(match[2]), int(match[1]))
+    except ValueError:
+        return None
+    return None
+
+
+class Registry:
+    """Reads and writes the `registered_tags` table; the only way tags enter the registry."""
+
+    def __init__(self, settings: Settings, cademi: CademiClient | None) -> None:
+        self.settings = settings
+        self.cademi = cademi
+        self._lock = threading.Lock()  # one registration at a time per instance; MERGE guards across instances
+
+    def tracks(self) -> dict[str, str]:
+        """Track id -> name, for the form's choice."""
+        rows = warehouse.query(self.settings, "SELECT DISTINCT track_id, track_name FROM `{tracks}` ORDER BY 1")
+        return {r["track_id"]: r["track_name"] for r in rows}
+
+    def list_tags(self) -> list[dict[str, Any]]:
+        """Registered tags, newest first."""
+        return warehouse.query(
+            self.settings,
+            """SELECT r.tag_id, r.track_id, r.turma, r.start_date, r.active, r.added_by, r.added_at,
+                      r.deactivated_by, r.deactivated_at
+               FROM `{registered_tags}` r ORDER BY r.added_at DESC, r.tag_id DESC""",
+        )
+
+    def register(self, raw: dict[str, Any], added_by: str, request_id: str) -> Outcome:
+        """Validate every rule, then insert atomically; nothing is written unless every check passed."""
+        try:
+            tracks = self.tracks()
+        except TransientError:
+            return Outcome(False, "O banco de dados não respondeu; tente novamente em instantes. Nada foi registrado.")
+        tag, errors = parse_fields(raw, set(tracks), datetime.now(UTC).date())
+        if tag is None:
+            return Outcome(False, "Corrija os campos indicados.", errors)
+        cademi_problem = self._check_cademi(tag.tag_id)
+        if cademi_problem is not None:
+            return cademi_problem
+        with self._lock:
+            return self._insert(tag, added_by, request_id)
+
+    def _check_cademi(self, tag_id: int) -> Outcome | None:
+        if self.cademi is None:
+            return Outcome(False, "A consulta à Cademi não está configurada. Avise a equipe de dados.")
+        try:
+            known = {t.tag_id for t in self.cademi.list_tags()}
+        except CademiConfigError:
+            log.error("Cademi refused the API key while checking a tag")
+            return Outcome(False, "A Cademi recusou nossa chave de acesso. Avise a equipe de dados. "
+                                  "Nada foi registrado.")  # fmt: skip
+        except CademiError as exc:
+            log.warning("Cademi unavailable while checking tag %d: %s", tag_id, exc)
+            return Outcome(False, "A Cademi não respondeu a tempo; tente novamente em alguns minutos. "
+                                  "Nada foi registrado.")  # fmt: skip
+        if tag_id not in known:
+            return Outcome(False, "Corrija os campos indicados.",
+                           {"tag_id": f"Tag: a tag {tag_id} não existe na Cademi. Confira o número."})  # fmt: skip
+        return None
+
+    def _insert(self, tag: NewTag, added_by: str, request_id: str) -> Outcome:
+        params: dict[str, Any] = {
+            "tag_id": tag.tag_id, "track_id": tag.track_id, "turma": tag.turma, "start_date": tag.start_date,
+            "added_by": added_by[:200], "now": datetime.now(UTC), "request_id": request_id,
+        }  # fmt: skip
+        # One statement: inserts only if neither the tag nor the track + turma pair exists. Concurrent
+        # MERGEs on the table are serialised by BigQuery (the loser fails and is re-checked below).
+        sql = """MERGE `{registered_tags}` T
+                 USING (SELECT @tag_id AS tag_id, @track_id AS track_id, @turma AS turma) S
+                 ON T.tag_id = S.tag_id OR (T.track_id = S.track_id AND T.turma = S.turma)
+                 WHEN NOT MATCHED THEN INSERT
+                   (tag_id, track_id, turma, start_date, active, added_by, added_at, request_id)
+                 VALUES (@tag_id, @track_id, @turma, @start_date, TRUE, @added_by, @now, @request_id)"""
+        try:
+            warehouse.query(self.settings, sql, **params)
+        except (TransientError, PermanentError) as exc:
+            log.warning("registering tag %d did not complete: %s", tag.tag_id, exc)
+        rows = warehouse.query(
+            self.settings,
+            """SELECT tag_id, track_id, turma, request_id FROM `{registered_tags}`
+               WHERE tag_id = @tag_id OR (track_id = @track_id AND turma = @turma)""",
+            tag_id=tag.tag_id, track_id=tag.track_id, turma=tag.turma,
+        )  # fmt: skip
+        mine = [r for r in rows if r["tag_id"] == tag.tag_id and r["request_id"] == request_id]
+        if mine:
+            log.info("tag %d registered by %s", tag.tag_id, added_by, extra={"tag_id": tag.tag_id})
+            return Outcome(True, f"Turma registrada: tag {tag.tag_id}, trilha {tag.track_id}, turma {tag.turma}. "
+                                 "Ela entra na próxima extração semanal.", tag=tag)  # fmt: skip
+        if any(r["tag_id"] == tag.tag_id for r in rows):
+            return Outcome(False, "Corrija os campos indicados.",
+                           {"tag_id": f"Tag: a tag {tag.tag_id} já está registrada."})  # fmt: skip
+        if rows:
+            return Outcome(False, "Corrija os campos indicados.",
+                           {"turma": f"Turma: a trilha {tag.track_id} já tem a turma {tag.turma} registrada "
+                                     f"(tag {rows[0]['tag_id']})."})  # fmt: skip
+        return Outcome(False, "O registro não foi concluído; tente novamente. Nada foi registrado.")
+
+    def deactivate(self, raw_tag: Any, by: str) -> Outcome:
+        """Soft-deactivate a class that ended: its history stays, the pipeline stops extracting it."""
+        text = _clean(raw_tag)
+        if not TAG_ID.match(text):
+            return Outcome(False, "Informe o número de uma tag registrada.", {"tag_id": "Tag inválida."})
+        tag_id = int(text)
+        rows = warehouse.query(self.settings, "SELECT active FROM `{registered_tags}` WHERE tag_id = @tag_id",
+                               tag_id=tag_id)  # fmt: skip
+        if not rows:
+            return Outcome(False, f"A tag {tag_id} não está registrada.")
+        if not rows[0]["active"]:
+            return Outcome(True, f"A tag {tag_id} já estava desativada.")
+        warehouse.query(
+            self.settings,
+            """UPDATE `{registered_tags}` SET active = FALSE, deactivated_by = @by, deactivated_at = @now
+               WHERE tag_id = @tag_id AND active""",
+            tag_id=tag_id, by=by[:200], now=datetime.now(UTC),
+        )  # fmt: skip
+        log.info("tag %d deactivated by %s", tag_id, by, extra={"tag_id": tag_id})
+        return Outcome(True, f"Tag {tag_id} desativada: o histórico continua, e ela não será mais extraída.")

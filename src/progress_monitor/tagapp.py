@@ -1,0 +1,204 @@
+"""add_tag's two front ends over one Registry: the staff web form and the Slack slash command."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from urllib.parse import parse_qs
+
+import jinja2
+from flask import Request, Response
+from markupsafe import escape
+
+from progress_monitor import webauth
+from progress_monitor.cademi import CademiClient
+from progress_monitor.errors import TransientError
+from progress_monitor.ratelimit import RateLimiter
+from progress_monitor.registry import Outcome, Registry
+from progress_monitor.secrets import SecretUnavailableError, get_secret
+from progress_monitor.settings import CADEMI_API_KEY, FORM_CSRF_SECRET, SLACK_SIGNING_SECRET, Settings
+
+log = logging.getLogger("progress_monitor.add_tag")
+MAX_BODY = 16 * 1024
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+HELP = (
+    "*Comandos de /turma*\n"
+    "• `/turma adicionar <tag> <trilha> <turma> <início>` — por exemplo `/turma adicionar 5012 analista 2026-03 "
+    "2026-03-02` (início em AAAA-MM-DD ou DD/MM/AAAA)\n"
+    "• `/turma listar` — as turmas registradas, as mais novas primeiro\n"
+    "• `/turma desativar <tag>` — para de extrair uma turma encerrada (o histórico continua)\n"
+    "• `/turma ajuda` — esta mensagem"
+)
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("progress_monitor", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),  # every value is untrusted input
+    undefined=jinja2.StrictUndefined,
+)
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def registry(settings: Settings) -> Registry:
+    """One Registry per instance, with a Cademi client tuned for interactive use (short timeouts)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            try:
+                api_key = get_secret(settings, CADEMI_API_KEY)
+            except SecretUnavailableError:
+                log.error("Cademi API key unavailable: tag checks will be refused")
+                api_key = ""
+            client = None
+            if api_key:
+                limiter = RateLimiter(settings.cademi_rate_per_second, settings.cademi_rate_per_minute,
+                                      settings.cademi_rate_safety)  # fmt: skip
+                timeout = settings.interactive_timeout_s
+                client = CademiClient(settings.cademi_base_url, api_key, limiter, connect_timeout_s=timeout,
+                                      read_timeout_s=timeout, max_attempts=2, backoff_base_s=0.2,
+                                      backoff_cap_s=0.5)  # fmt: skip
+            _registry = Registry(settings, client)
+        return _registry
+
+
+def reset() -> None:
+    global _registry
+    with _lock:
+        _registry = None
+
+
+def _html(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/html", headers=SECURITY_HEADERS)
+
+
+def _message_page(title: str, text: str, status: int) -> Response:
+    page = (
+        '<!doctype html><html lang="pt-BR"><head><meta charset="utf-8"><title>{t}</title></head>'
+        "<body><main><h1>{t}</h1><p>{x}</p></main></body></html>"
+    )
+    return _html(page.format(t=escape(title), x=escape(text)), status)
+
+
+# -- the web form ------------------------------------------------------------------------------------------
+
+
+def handle_form(request: Request, settings: Settings) -> Response:
+    """GET shows the form and the registered tags; POST adds or deactivates, then re-renders."""
+    if request.method not in ("GET", "POST"):
+        return _message_page("Método não permitido", "Use o formulário da página.", 405)
+    try:
+        identity = webauth.staff_identity(settings, request.headers)
+    except webauth.Unauthenticated as exc:
+        log.warning("form request refused: %s", exc)
+        return _message_page("Acesso restrito", "Entre com sua conta Google da escola para usar esta página.", 401)
+    except webauth.Forbidden as exc:
+        log.warning("form request from a non-staff account refused: %s", exc)
+        return _message_page("Acesso negado", "Sua conta não está na lista da equipe da escola.", 403)
+    try:
+        secret = get_secret(settings, FORM_CSRF_SECRET)
+    except SecretUnavailableError:
+        log.error("form CSRF secret unavailable")
+        return _message_page("Indisponível", "O formulário não está configurado. Avise a equipe de dados.", 503)
+    reg = registry(settings)
+    outcome: Outcome | None = None
+    values: dict[str, str] = {}
+    if request.method == "POST":
+        if request.content_length and request.content_length > MAX_BODY:
+            return _message_page("Envio grande demais", "O formulário enviado é grande demais.", 413)
+        form = request.form
+        token = form.get("csrf")
+        if not webauth.csrf_valid(secret, identity, token):
+            log.warning("form POST with an invalid CSRF token refused")
+            return _message_page("Envio recusado", "A página expirou ou o envio não veio deste formulário. "
+                                 "Recarregue a página e tente de novo. Nada foi alterado.", 403)  # fmt: skip
+        action = form.get("acao")
+        try:
+            if action == "adicionar":
+                values = {k: str(form.get(k, ""))[:64] for k in ("tag_id", "track", "turma", "start_date")}
+                request_id = hashlib.sha256(json.dumps([token, values]).encode()).hexdigest()[:32]
+                outcome = reg.register(dict(form), identity, request_id)
+                if outcome.ok:
+                    values = {}
+            elif action == "desativar":
+                outcome = reg.deactivate(form.get("tag_id"), identity)
+            else:
+                outcome = Outcome(False, "Ação desconhecida.")
+        except TransientError:
+            outcome = Outcome(False, "O banco de dados não respondeu; tente novamente em instantes.")
+    try:
+        tracks, tags = reg.tracks(), reg.list_tags()
+    except TransientError:
+        return _message_page("Indisponível", "O banco de dados não respondeu; tente novamente em instantes.", 503)
+    page = _env.get_template("add_tag.html").render(
+        identity=identity, csrf=webauth.csrf_token(secret, identity), outcome=outcome, values=values,
+        tracks=tracks, tags=tags, action_url=request.path or "/",
+    )  # fmt: skip
+    status = 200 if outcome is None or outcome.ok else 422
+    return _html(page, status)
+
+
+# -- the Slack slash command -------------------------------------------------------------------------------
+
+
+def _slack(text: str, status: int = 200) -> Response:
+    body = json.dumps({"response_type": "ephemeral", "text": text}, ensure_ascii=False)
+    return Response(body, status=status, mimetype="application/json")
+
+
+def handle_slack(request: Request, settings: Settings) -> Response:
+    """Verify Slack's signature on the raw body, then run `/turma <subcomando>` and answer ephemerally."""
+    if request.method != "POST":
+        return Response("method not allowed", status=405)
+    body = request.get_data(cache=True)
+    if len(body) > MAX_BODY:
+        return Response("payload too large", status=413)
+    try:
+        secret = get_secret(settings, SLACK_SIGNING_SECRET)
+    except SecretUnavailableError:
+        log.error("Slack signing secret unavailable; refusing the request")
+        return Response("not configured", status=503)
+    if not webauth.slack_signature_valid(secret, request.headers, body, settings.slack_max_skew_s):
+        log.warning("Slack request with a missing, stale or wrong signature refused")
+        return Response("invalid signature", status=401)
+    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", errors="replace")).items() if v}
+    user = form.get("user_name") or form.get("user_id") or "slack"
+    identity = f"slack:{user[:80]}"
+    words = form.get("text", "").split()
+    command = words[0].lower() if words else "ajuda"
+    reg = registry(settings)
+    try:
+        if command == "adicionar":
+            if len(words) != 5:
+                return _slack("Uso: `/turma adicionar <tag> <trilha> <turma> <início>`, por exemplo "
+                              "`/turma adicionar 5012 analista 2026-03 2026-03-02`.")  # fmt: skip
+            fields = dict(zip(("tag_id", "track", "turma", "start_date"), words[1:], strict=True))
+            request_id = hashlib.sha256(request.headers.get("X-Slack-Signature", "").encode()).hexdigest()[:32]
+            outcome = reg.register(fields, identity, request_id)
+            if outcome.ok:
+                return _slack(f":white_check_mark: {outcome.message}")
+            details = "\n".join(f"• {m}" for m in outcome.field_errors.values())
+            return _slack(f":warning: {outcome.message}" + (f"\n{details}" if details else ""))
+        if command == "listar":
+            tags = reg.list_tags()
+            if not tags:
+                return _slack("Nenhuma turma registrada ainda.")
+            lines = [f"• tag {t['tag_id']} — {t['track_id']} {t['turma']} ({'ativa' if t['active'] else 'desativada'})"
+                     for t in tags[:30]]  # fmt: skip
+            return _slack("*Turmas registradas (mais novas primeiro)*\n" + "\n".join(lines))
+        if command == "desativar":
+            if len(words) != 2:
+                return _slack("Uso: `/turma desativar <tag>`.")
+            outcome = reg.deactivate(words[1], identity)
+            return _slack((":white_check_mark: " if outcome.ok else ":warning: ") + outcome.message)
+    except TransientError:
+        return _slack("O banco de dados não respondeu; tente novamente em instantes. Nada foi alterado.")
+    return _slack(HELP)
