@@ -15,14 +15,22 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# Debian's Chromium for the browser test of the add_tag form (Playwright drives it; no browser download).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 install: $(VENV)/.installed
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
 
 lint: install
 	$(BIN)/ruff check src tests functions
 	$(BIN)/ruff format --check src tests functions
 	$(BIN)/mypy
 
-test: lint
+test: lint $(CHROMIUM)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install

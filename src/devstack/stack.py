@@ -81,7 +81,9 @@ class LocalStack:
     _scenario: Scenario | None = None
     # Throw-away local secrets, never written to disk (tests read them to sign Slack requests).
     local_secrets: dict[str, str] = field(
-        default_factory=lambda: {name: secrets.token_urlsafe(24) for name in ("FORM_CSRF_SECRET", "SLACK_SIGNING_SECRET")},
+        default_factory=lambda: {
+            name: secrets.token_urlsafe(24) for name in ("FORM_CSRF_SECRET", "SLACK_SIGNING_SECRET")
+        },
         repr=False,
     )
 

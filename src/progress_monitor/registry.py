@@ -124,7 +124,7 @@ class Registry:
         if cademi_problem is not None:
             return cademi_problem
         with self._lock:
-            return self._insert(tag, added_by, request_id)
+            return self._insert(tag, tracks[tag.track_id], added_by, request_id)
 
     def _check_cademi(self, tag_id: int) -> Outcome | None:
         if self.cademi is None:
@@ -144,7 +144,7 @@ class Registry:
                            {"tag_id": f"Tag: a tag {tag_id} não existe na Cademi. Confira o número."})  # fmt: skip
         return None
 
-    def _insert(self, tag: NewTag, added_by: str, request_id: str) -> Outcome:
+    def _insert(self, tag: NewTag, track_name: str, added_by: str, request_id: str) -> Outcome:
         params: dict[str, Any] = {
             "tag_id": tag.tag_id, "track_id": tag.track_id, "turma": tag.turma, "start_date": tag.start_date,
             "added_by": added_by[:200], "now": datetime.now(UTC), "request_id": request_id,
@@ -170,7 +170,7 @@ class Registry:
         mine = [r for r in rows if r["tag_id"] == tag.tag_id and r["request_id"] == request_id]
         if mine:
             log.info("tag %d registered by %s", tag.tag_id, added_by, extra={"tag_id": tag.tag_id})
-            return Outcome(True, f"Turma registrada: tag {tag.tag_id}, trilha {tag.track_id}, turma {tag.turma}. "
+            return Outcome(True, f"Turma registrada: tag {tag.tag_id}, trilha {track_name}, turma {tag.turma}. "
                                  "Ela entra na próxima extração semanal.", tag=tag)  # fmt: skip
         if any(r["tag_id"] == tag.tag_id for r in rows):
             return Outcome(False, "Corrija os campos indicados.",

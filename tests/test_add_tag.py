@@ -1,0 +1,399 @@
+"""add_tag: contract tests of both entry points through functions-framework, and a real Chromium filling the
+form on the local stack (IAP identity verified with a key pair made for the test)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from functions_framework import create_app
+from google.auth import crypt, jwt
+
+from devstack.stack import LocalStack
+from progress_monitor import pipeline, tagapp, warehouse
+from progress_monitor.registry import Registry
+from progress_monitor.settings import Settings
+from tests.pipeline_world import UNREGISTERED_TAG, WEEKS, world
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = str(ROOT / "functions" / "add_tag" / "main.py")
+AUDIENCE = "/projects/000/apps/escola-local"
+STAFF = "coordenacao@escola.local"
+
+
+@pytest.fixture(scope="module")
+def iap_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[crypt.Signer, Path]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()  # fmt: skip
+    public = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+    keys = tmp_path_factory.mktemp("iap") / "keys.json"
+    keys.write_text(json.dumps({"test-kid": public}))
+    return crypt.ES256Signer.from_string(pem, "test-kid"), keys
+
+
+def iap_assertion(signer: crypt.Signer, email: str, audience: str = AUDIENCE) -> str:
+    now = int(time.time())
+    claims = {"iss": "https://cloud.google.com/iap", "aud": audience, "email": email, "sub": "accounts.google.com:1",
+              "iat": now, "exp": now + 600}  # fmt: skip
+    token: bytes = jwt.encode(signer, claims)
+    return token.decode()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("tagstack")
+    scenario = workdir / "scenario.json"
+    scenario.write_text(json.dumps(world()))
+    form_env = {"FORM_AUTH": "iap", "IAP_PUBLIC_KEYS_FILE": str(iap_key[1]), "IAP_AUDIENCE": AUDIENCE,
+                "FORM_ALLOWED_DOMAIN": "escola.local", "FORM_ALLOWED_EMAILS": ""}  # fmt: skip
+    stack = LocalStack.start(workdir, scenario, piece_budget_s=5.0, extra_env=form_env)
+    saved = dict(os.environ)
+    stack.use_here()
+    os.environ.update(form_env)
+    os.environ.update(stack.local_secrets)
+    pipeline.reset_for_tests()
+    tagapp.reset()
+    yield stack
+    stack.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+    pipeline.reset_for_tests()
+    tagapp.reset()
+
+
+def registered(tag_id: int) -> list[dict[str, Any]]:
+    return warehouse.query(Settings.from_env(), "SELECT * FROM `{registered_tags}` WHERE tag_id = @t", t=tag_id)
+
+
+def count_tags() -> int:
+    return int(warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `{registered_tags}`")[0]["n"])
+
+
+# -- the form through functions-framework ------------------------------------------------------------------
+
+
+@pytest.fixture
+def form(stack: LocalStack, iap_key: tuple[crypt.Signer, Path]) -> Any:
+    client = create_app("add_tag", SOURCE, "http").test_client()
+    client.environ_base["HTTP_X_GOOG_IAP_JWT_ASSERTION"] = iap_assertion(iap_key[0], STAFF)
+    return client
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match
+    return match.group(1)
+
+
+def post_form(form: Any, **fields: str) -> Any:
+    token = csrf_of(form.get("/").get_data(as_text=True))
+    return form.post("/", data={"csrf": token, "acao": "adicionar", **fields})
+
+
+def test_the_form_refuses_requests_without_a_valid_staff_identity(stack: LocalStack, iap_key: Any) -> None:
+    client = create_app("add_tag", SOURCE, "http").test_client()
+    response = client.get("/")
+    assert response.status_code == 401 and "Entre com sua conta Google da escola" in response.get_data(as_text=True)
+    forged = iap_assertion(crypt.ES256Signer.from_string(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), "test-kid"),
+        STAFF)  # fmt: skip
+    assert client.get("/", headers={"X-Goog-IAP-JWT-Assertion": forged}).status_code == 401
+    other_app = iap_assertion(iap_key[0], STAFF, audience="/projects/000/apps/other")
+    assert client.get("/", headers={"X-Goog-IAP-JWT-Assertion": other_app}).status_code == 401
+    outsider = iap_assertion(iap_key[0], "someone@gmail.com")
+    response = client.get("/", headers={"X-Goog-IAP-JWT-Assertion": outsider})
+    assert response.status_code == 403 and "lista da equipe" in response.get_data(as_text=True)
+
+
+def test_get_shows_tracks_and_registered_tags_and_changes_nothing(form: Any) -> None:
+    before = count_tags()
+    response = form.get("/")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert '<option value="analista"' in html and "7001" in html
+    assert (
+        response.headers["X-Frame-Options"] == "DENY"
+        and "script-src" not in response.headers["Content-Security-Policy"]
+        and "default-src 'none'" in response.headers["Content-Security-Policy"]
+    )
+    assert count_tags() == before
+
+
+def test_a_post_without_a_valid_csrf_token_is_refused(form: Any) -> None:
+    before = count_tags()
+    fields = {"acao": "adicionar", "tag_id": str(UNREGISTERED_TAG), "track": "analista", "turma": "2027-01",
+              "start_date": "2027-01-04"}  # fmt: skip
+    assert form.post("/", data=fields).status_code == 403
+    assert form.post("/", data={**fields, "csrf": "forged"}).status_code == 403
+    assert count_tags() == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"tag_id": "", "track": "", "turma": "", "start_date": ""}, "tag_id", "campo obrigatório"),
+        (
+            {"tag_id": "   ", "track": "analista", "turma": "2027-01", "start_date": "2027-01-04"},
+            "tag_id",
+            "campo obrigatório",
+        ),
+        (
+            {
+                "tag_id": "1; DROP TABLE registered_tags;--",
+                "track": "analista",
+                "turma": "2027-01",
+                "start_date": "2027-01-04",
+            },
+            "tag_id",
+            "apenas o número",
+        ),
+        (
+            {"tag_id": "7999", "track": "analista' OR '1'='1", "turma": "2027-01", "start_date": "2027-01-04"},
+            "track",
+            "trilhas cadastradas",
+        ),
+        ({"tag_id": "7999", "track": "analista", "turma": "março 🎓", "start_date": "2027-01-04"}, "turma", "AAAA-MM"),
+        ({"tag_id": "7999", "track": "analista", "turma": "2027-13", "start_date": "2027-01-04"}, "turma", "AAAA-MM"),
+        (
+            {"tag_id": "7999", "track": "analista", "turma": "2027-01", "start_date": "2027-02-30"},
+            "start_date",
+            "data inválida",
+        ),
+        (
+            {"tag_id": "7" * 10_000, "track": "analista", "turma": "2027-01", "start_date": "2027-01-04"},
+            "tag_id",
+            "longo demais",
+        ),
+        (
+            {"tag_id": "7999", "track": "analista", "turma": "x" * 10_000, "start_date": "2027-01-04"},
+            "turma",
+            "longo demais",
+        ),
+        (
+            {"tag_id": "123456", "track": "analista", "turma": "2027-01", "start_date": "2027-01-04"},
+            "tag_id",
+            "não existe na Cademi",
+        ),
+        (
+            {"tag_id": "7001", "track": "analista", "turma": "2027-01", "start_date": "2027-01-04"},
+            "tag_id",
+            "já está registrada",
+        ),
+        (
+            {"tag_id": "7999", "track": "analista", "turma": "2026-08", "start_date": "2026-08-03"},
+            "turma",
+            "já tem a turma 2026-08",
+        ),
+    ],
+)
+def test_each_invalid_submission_gets_a_portuguese_field_message_and_nothing_is_inserted(
+    form: Any, fields: dict[str, str], field: str, message: str
+) -> None:
+    before = count_tags()
+    response = post_form(form, **fields)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert re.search(rf'id="erro-{field}">[^<]*{re.escape(message)}', html), html[:3000]
+    assert 'aria-invalid="true"' in html
+    assert count_tags() == before
+
+
+def test_hostile_text_is_escaped_when_shown_back(form: Any) -> None:
+    response = post_form(form, tag_id='"><script>alert(1)</script>', track="analista", turma="2027-01",
+                         start_date="2027-01-04")  # fmt: skip
+    html = response.get_data(as_text=True)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_the_form_deactivates_a_class_softly(form: Any) -> None:
+    token = csrf_of(form.get("/").get_data(as_text=True))
+    response = form.post("/", data={"csrf": token, "acao": "desativar", "tag_id": "7003"})
+    assert response.status_code == 200 and "desativada" in response.get_data(as_text=True)
+    row = registered(7003)[0]
+    assert row["active"] is False and row["deactivated_by"] == STAFF
+    history = warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `{registered_tags}`")
+    assert history[0]["n"] >= 3  # soft: the row stays
+
+
+def test_cademi_down_gives_a_try_again_answer_and_nothing_inserted(stack: LocalStack, form: Any) -> None:
+    stack.admin().add_faults([{"path": "/tag", "status": 503, "times": 2}])
+    before = count_tags()
+    response = post_form(form, tag_id=str(UNREGISTERED_TAG), track="analista", turma="2027-02",
+                         start_date="2027-02-01")  # fmt: skip
+    assert "tente novamente" in response.get_data(as_text=True)
+    assert count_tags() == before
+
+
+def test_two_coordinators_registering_the_same_tag_at_once_make_one_row(stack: LocalStack) -> None:
+    settings = Settings.from_env()
+    results = []
+    barrier = threading.Barrier(2)
+
+    def register(who: str) -> None:
+        registry = Registry(settings, tagapp.registry(settings).cademi)  # one "instance" each
+        barrier.wait()
+        results.append(registry.register({"tag_id": str(UNREGISTERED_TAG), "track": "cientista", "turma": "2027-03",
+                                          "start_date": "2027-03-01"}, who, f"req-{who}"))  # fmt: skip
+
+    threads = [threading.Thread(target=register, args=(w,)) for w in ("ana@escola.local", "bia@escola.local")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.ok for r in results) == [False, True]
+    loser = next(r for r in results if not r.ok)
+    assert "já está registrada" in loser.field_errors["tag_id"]
+    rows = registered(UNREGISTERED_TAG)
+    assert len(rows) == 1
+    # Leave the registry as it was for the browser test.
+    warehouse.query(settings, "DELETE FROM `{registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+
+
+# -- Slack -------------------------------------------------------------------------------------------------
+
+
+def slack_post(client: Any, stack: LocalStack, text: str, *, ts: int | None = None, secret: str | None = None,
+               tamper: bool = False, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    body = urlencode({"command": "/turma", "text": text, "user_name": "ana", "user_id": "U1", "team_id": "T1"})
+    timestamp = str(ts if ts is not None else int(time.time()))
+    key = (secret or stack.local_secrets["SLACK_SIGNING_SECRET"]).encode()
+    signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    if tamper:
+        body = body.replace("ana", "eve")
+    sent = headers if headers is not None else {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+    return client.post("/", data=body, headers={**sent, "Content-Type": "application/x-www-form-urlencoded"})
+
+
+@pytest.fixture
+def slack(stack: LocalStack) -> Any:
+    return create_app("slack_command", SOURCE, "http").test_client()
+
+
+def test_slack_refuses_unsigned_tampered_stale_and_wrongly_signed_requests(slack: Any, stack: LocalStack) -> None:
+    before = count_tags()
+    text = f"adicionar {UNREGISTERED_TAG} analista 2027-04 2027-04-05"
+    assert slack_post(slack, stack, text, headers={}).status_code == 401
+    assert slack_post(slack, stack, text, headers={"X-Slack-Signature": "v0=abc"}).status_code == 401
+    assert slack_post(slack, stack, text, secret="not-the-secret").status_code == 401
+    assert slack_post(slack, stack, text, tamper=True).status_code == 401
+    assert slack_post(slack, stack, text, ts=int(time.time()) - 301).status_code == 401
+    assert count_tags() == before
+
+
+def test_slack_commands_answer_ephemerally_in_portuguese(slack: Any, stack: LocalStack) -> None:
+    help_text = slack_post(slack, stack, "ajuda").get_json()
+    assert help_text["response_type"] == "ephemeral" and "/turma adicionar" in help_text["text"]
+    assert "7001" in slack_post(slack, stack, "listar").get_json()["text"]
+    bad = slack_post(slack, stack, "adicionar 🎓 analista 2027-04 2027-04-05").get_json()["text"]
+    assert "apenas o número da tag" in bad
+    assert "Uso:" in slack_post(slack, stack, "adicionar 7999").get_json()["text"]
+    assert "campo" not in slack_post(slack, stack, "").get_json()["text"]  # empty text -> help
+
+
+def test_a_replayed_slack_request_registers_one_tag(slack: Any, stack: LocalStack) -> None:
+    text = f"adicionar {UNREGISTERED_TAG} analista 2027-05 05/05/2027"
+    ts = int(time.time())
+    first = slack_post(slack, stack, text, ts=ts)
+    second = slack_post(slack, stack, text, ts=ts)  # the very same signed request, delivered twice
+    assert first.status_code == second.status_code == 200
+    assert "registrada" in first.get_json()["text"] and "registrada" in second.get_json()["text"]
+    rows = registered(UNREGISTERED_TAG)
+    assert len(rows) == 1 and rows[0]["added_by"] == "slack:ana" and str(rows[0]["start_date"]) == "2027-05-05"
+    answer = slack_post(slack, stack, f"desativar {UNREGISTERED_TAG}").get_json()["text"]
+    assert "desativada" in answer and registered(UNREGISTERED_TAG)[0]["active"] is False
+    warehouse.query(Settings.from_env(), "DELETE FROM `{registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+
+
+# -- a real browser on the local stack -----------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def test_a_coordinator_registers_a_class_in_chromium(
+    stack: LocalStack, iap_key: tuple[crypt.Signer, Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url = stack.endpoints["functions"]["add_tag"] + "/"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        try:
+            # Nobody signed in: refused.
+            anonymous = browser.new_page()
+            anonymous.goto(url)
+            assert "Acesso restrito" in anonymous.content()
+
+            staff = browser.new_context(
+                extra_http_headers={"X-Goog-IAP-JWT-Assertion": iap_assertion(iap_key[0], STAFF)}
+            )
+            page = staff.new_page()
+            page.goto(url)
+            assert page.get_by_label("Tag da Cademi").is_visible()
+
+            # Nothing filled: every field says what is missing.
+            page.get_by_role("button", name="Cadastrar turma").click()
+            for field in ("tag_id", "track", "turma", "start_date"):
+                assert "campo obrigatório" in page.locator(f"#erro-{field}").inner_text()
+
+            # Each validation error, one at a time.
+            def submit(tag: str, track: str, turma: str, start: str) -> None:
+                page.get_by_label("Tag da Cademi").fill(tag)
+                if track:
+                    page.get_by_label("Trilha").select_option(track)
+                page.get_by_role("textbox", name=re.compile(r"^Turma")).fill(turma)
+                page.get_by_label("Início da turma").fill(start)
+                page.get_by_role("button", name="Cadastrar turma").click()
+
+            submit("12ab", "analista", "2026-10", "2026-10-05")
+            assert "apenas o número" in page.locator("#erro-tag_id").inner_text()
+            assert (
+                page.get_by_role("textbox", name=re.compile(r"^Turma")).input_value() == "2026-10"
+            )  # what was typed is kept
+            submit("424242", "analista", "2026-10", "2026-10-05")
+            assert "não existe na Cademi" in page.locator("#erro-tag_id").inner_text()
+            submit("7001", "analista", "2026-10", "2026-10-05")
+            assert "já está registrada" in page.locator("#erro-tag_id").inner_text()
+            submit(str(UNREGISTERED_TAG), "analista", "10/2026", "2026-10-05")
+            assert "AAAA-MM" in page.locator("#erro-turma").inner_text()
+
+            # Success: the class appears in the list and in BigQuery.
+            submit(str(UNREGISTERED_TAG), "analista", "2026-10", "2026-09-14")
+            assert "Turma registrada" in page.locator("#resultado").inner_text()
+            assert page.locator("table").get_by_text(str(UNREGISTERED_TAG), exact=True).is_visible()
+            page.screenshot(path=str(tmp_path / "form-success.png"), full_page=True)
+            rows = registered(UNREGISTERED_TAG)
+            assert len(rows) == 1 and rows[0]["added_by"] == STAFF and rows[0]["active"]
+
+            # A forged cross-site form posting to us (no CSRF token) is refused.
+            attacker = staff.new_page()
+            attacker.set_content(f'<form method="post" action="{url}"><input name="acao" value="adicionar">'
+                                 '<input name="tag_id" value="7999"><button>go</button></form>')  # fmt: skip
+            attacker.get_by_role("button", name="go").click()
+            attacker.wait_for_load_state()
+            assert "Envio recusado" in attacker.content()
+        finally:
+            browser.close()
+
+    # The next run extracts the new class.
+    run_id = stack.trigger(__import__("datetime").date.fromisoformat(WEEKS[1]))
+    assert stack.wait_run(run_id, timeout=240)["status"] == "succeeded"
+    rows = warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `{progress_history}` WHERE tag_id = @t",
+                           t=UNREGISTERED_TAG)  # fmt: skip
+    assert rows[0]["n"] == 2  # its one student x the track's two products
