@@ -1,0 +1,10 @@
+CASE
+  WHEN actual IS NULL THEN NULL
+  WHEN actual >= 100 THEN 'concluído'
+  WHEN gap < ${risk_gap} THEN 'em risco'
+  WHEN gap < ${behind_gap} AND actual_two_ago IS NOT NULL
+       AND actual <= previous_actual AND previous_actual <= actual_two_ago THEN 'em risco'
+  WHEN gap < ${behind_gap} THEN 'atrasado'
+  WHEN gap < ${ahead_gap} THEN 'no ritmo'
+  ELSE 'adiantado'
+END
