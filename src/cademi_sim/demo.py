@@ -89,7 +89,7 @@ TAGS: list[tuple[int, str, str, int, int]] = [
 UNREGISTERED_TAG = (5999, "Alunos antigos (não monitorada)")
 
 # weekly progress in "track points" (100 points = one product complete)
-PROFILES = {"fast": (18, 26), "steady": (8, 14), "slow": (2, 6), "stalled": (6, 12)}
+PROFILES = {"fast": (34, 46), "steady": (24, 34), "slow": (10, 20), "stalled": (22, 30)}
 
 
 def _cpf(rng: random.Random) -> str:

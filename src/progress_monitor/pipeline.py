@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from progress_monitor import gcp, warehouse
+from progress_monitor import gcp, reporting, warehouse
 from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError
 from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.events import ObjectRef, PubSubMessage, pubsub_message, storage_object
@@ -377,6 +377,8 @@ def _load(cfg: Settings, ref: ObjectRef) -> LoadResult | None:
             tag_id=shard.tag_id, piece=shard.piece, last_piece=meta.get("last_piece") == "true",
             extraction_counts=counts, today=monday_of(datetime.now(UTC), cfg.timezone) + timedelta(days=6),
         )  # fmt: skip
+        if warehouse.run_status(cfg, shard.run_id) == "succeeded":
+            _refresh_reports(cfg, shard.run_id)
         rejected = outcome.rows_in_shard - outcome.rows_merged
         level = logging.WARNING if rejected else logging.INFO
         log.log(
@@ -402,6 +404,15 @@ def _load(cfg: Settings, ref: ObjectRef) -> LoadResult | None:
         blob.delete()  # contact data lives only in the restricted table
         return LoadResult(ref.name, "contacts", rows)
     return None  # rosters and other objects are not loaded
+
+
+def _refresh_reports(cfg: Settings, run_id: str) -> None:
+    """The run is complete: rebuild what the dashboards read. The load itself already succeeded, so a
+    failure here is logged for the operator (run health shows stale reports) instead of redelivering."""
+    try:
+        reporting.refresh(cfg)
+    except Exception:
+        log.exception("reporting refresh failed after the run completed", extra={"run_id": run_id})
 
 
 # -- the failure policy ----------------------------------------------------------------------------------

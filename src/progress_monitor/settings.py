@@ -40,6 +40,8 @@ class Settings:
     # Google Cloud resources
     gcp_project: str = "local-project"
     bq_dataset: str = "progress"
+    # Contact data (students) and the tutors' list live apart, readable by tutors only.
+    bq_restricted_dataset: str = "progress_restricted"
     shards_bucket: str = "progress-shards"
     progress_topic: str = "progress-tasks"
     schedule_dlq_topic: str = "weekly-schedule-dlq"
@@ -51,6 +53,11 @@ class Settings:
     bigquery_emulator_host: str = ""
     storage_emulator_host: str = ""
     pubsub_emulator_host: str = ""
+
+    # Status thresholds (percentage points of gap = actual - expected); see the README's metrics.
+    status_ahead_gap: float = 10.0
+    status_behind_gap: float = -10.0
+    status_risk_gap: float = -25.0
 
     # add_tag: who may use the form. "iap" verifies Google's IAP JWT; "dev" (emulators only) trusts FORM_DEV_USER.
     form_auth: str = "iap"
@@ -111,8 +118,11 @@ class Settings:
             raise SettingsError("CADEMI_RATE_SAFETY must be in [0, 1)")
         if self.cademi_max_attempts < 1 or self.cademi_workers < 1:
             raise SettingsError("CADEMI_MAX_ATTEMPTS and CADEMI_WORKERS must be >= 1")
-        if not self.bq_dataset.replace("_", "").isalnum():
-            raise SettingsError("BQ_DATASET must be letters, digits and underscores")
+        for name in ("bq_dataset", "bq_restricted_dataset"):
+            if not getattr(self, name).replace("_", "").isalnum():
+                raise SettingsError(f"{name.upper()} must be letters, digits and underscores")
+        if not self.status_risk_gap < self.status_behind_gap < self.status_ahead_gap:
+            raise SettingsError("status thresholds must satisfy RISK < BEHIND < AHEAD")
         if self.form_auth not in ("iap", "dev"):
             raise SettingsError("FORM_AUTH must be 'iap' or 'dev'")
         if self.form_auth == "dev" and not (self.form_dev_user and self.bigquery_emulator_host):

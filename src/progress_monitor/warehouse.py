@@ -17,6 +17,7 @@ from progress_monitor.settings import Settings
 log = logging.getLogger(__name__)
 
 TABLES = ("tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures")
+RESTRICTED = frozenset({"students", "tutor_list"})  # contact data: the tutors-only dataset
 STAGING_TTL = timedelta(days=1)
 # A row passes the quality checks when this holds; failing rows are counted and not merged.
 VALID_ROW = """
@@ -49,8 +50,23 @@ def schema_fields(name: str, *, nullable: bool = False) -> list[Any]:
     return fields
 
 
+def dataset_of(settings: Settings, name: str) -> str:
+    return settings.bq_restricted_dataset if name in RESTRICTED else settings.bq_dataset
+
+
 def table_id(settings: Settings, name: str) -> str:
-    return f"{settings.gcp_project}.{settings.bq_dataset}.{name}"
+    return f"{settings.gcp_project}.{dataset_of(settings, name)}.{name}"
+
+
+class _TableNames(dict[str, str]):
+    """`{name}` in SQL becomes the table's full id."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def __missing__(self, key: str) -> str:
+        return table_id(self.settings, key)
 
 
 def ensure_tables(settings: Settings) -> None:
@@ -58,7 +74,8 @@ def ensure_tables(settings: Settings) -> None:
     from google.cloud import bigquery
 
     client = gcp.bigquery(settings)
-    client.create_dataset(bigquery.Dataset(f"{settings.gcp_project}.{settings.bq_dataset}"), exists_ok=True)
+    for dataset in (settings.bq_dataset, settings.bq_restricted_dataset):
+        client.create_dataset(bigquery.Dataset(f"{settings.gcp_project}.{dataset}"), exists_ok=True)
     for name in TABLES:
         spec = schema_json(name)
         table = bigquery.Table(table_id(settings, name), schema=schema_fields(name))
@@ -99,7 +116,7 @@ def query(settings: Settings, sql: str, **params: Any) -> list[dict[str, Any]]:
 
     client = gcp.bigquery(settings)
     config = bigquery.QueryJobConfig(query_parameters=[_param(k, v) for k, v in params.items()])
-    sql = sql.format(**{name: table_id(settings, name) for name in TABLES})
+    sql = sql.format_map(_TableNames(settings))
     try:
         job = client.query(sql, job_config=config)
         return [dict(row.items()) for row in job.result(timeout=120)]
@@ -187,6 +204,11 @@ def refresh_run(settings: Settings, run_id: str) -> None:
         run_id=run_id,
         now=datetime.now(UTC),
     )
+
+
+def run_status(settings: Settings, run_id: str) -> str | None:
+    rows = query(settings, "SELECT status FROM `{runs}` WHERE run_id = @run_id", run_id=run_id)
+    return str(rows[0]["status"]) if rows else None
 
 
 def record_failure(

@@ -21,7 +21,7 @@ statuses AS (
 ),
 streaks AS (
   -- consecutive snapshots behind ('atrasado' or 'em risco'), up to and including this one
-  SELECT *, COUNTIF(status IS NULL OR status NOT IN ('atrasado', 'em risco'))
+  SELECT *, SUM(IF(status IS NULL OR status NOT IN ('atrasado', 'em risco'), 1, 0))
       OVER (PARTITION BY user_id, track_id ORDER BY snapshot_date ROWS UNBOUNDED PRECEDING) AS on_pace_count
   FROM statuses
 )

@@ -1,0 +1,86 @@
+"""The reporting layer: SQL in `sql/`, rebuilt after each successful run into small partitioned tables.
+
+Looker Studio re-runs every chart's query on every filter change, so dashboards read these pre-aggregated
+tables (partitioned by snapshot_date, clustered by tag) instead of recomputing from the raw history.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from string import Template
+from urllib.parse import urlencode
+
+from progress_monitor import warehouse
+from progress_monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Materialised in this order (each reads the one before); clustering keys per table.
+MATERIALISED = {
+    "report_product_week": "tag_id, user_id",
+    "report_student_week": "tag_id, user_id",
+    "report_class_week": "tag_id",
+    "report_movements": "from_tag_id",
+}
+VIEWS = ("report_run_health", "tutor_list")
+
+
+def sql_text(name: str, settings: Settings) -> str:
+    """A reporting query with project, datasets and status thresholds filled in."""
+    read = resources.files("progress_monitor").joinpath
+    status_case = Template(read("sql/status_case.sql").read_text(encoding="utf-8")).substitute(
+        ahead_gap=settings.status_ahead_gap,
+        behind_gap=settings.status_behind_gap,
+        risk_gap=settings.status_risk_gap,
+    )
+    return Template(read(f"sql/{name}.sql").read_text(encoding="utf-8")).substitute(
+        project=settings.gcp_project,
+        dataset=settings.bq_dataset,
+        restricted_dataset=settings.bq_restricted_dataset,
+        status_case=status_case.strip(),
+    )
+
+
+def refresh(settings: Settings) -> None:
+    """Rebuild every reporting table and (re)create the views; idempotent."""
+    for name, clustering in MATERIALISED.items():
+        table = warehouse.table_id(settings, name)
+        warehouse.query(
+            settings,
+            f"CREATE OR REPLACE TABLE `{table}` PARTITION BY snapshot_date CLUSTER BY {clustering} AS\n"
+            + _escape(sql_text(name, settings)),
+        )
+    for name in VIEWS:
+        warehouse.query(
+            settings,
+            f"CREATE OR REPLACE VIEW `{warehouse.table_id(settings, name)}` AS\n" + _escape(sql_text(name, settings)),
+        )
+    log.info("reporting tables refreshed")
+
+
+def _escape(sql: str) -> str:
+    """warehouse.query formats `{name}` placeholders; literal braces in reporting SQL must survive."""
+    return sql.replace("{", "{{").replace("}", "}}")
+
+
+def looker_studio_url(settings: Settings) -> str:
+    """A Looker Studio Linking API URL creating a report on the reporting tables in one click."""
+    sources = {
+        "ds0": "report_class_week",
+        "ds1": "report_student_week",
+        "ds2": "report_product_week",
+        "ds3": "report_movements",
+        "ds4": "report_run_health",
+    }
+    params: dict[str, str] = {"c.mode": "edit", "r.reportName": "Progresso dos alunos"}
+    for alias, table in sources.items():
+        params.update({
+            f"ds.{alias}.connector": "bigQuery",
+            f"ds.{alias}.type": "TABLE",
+            f"ds.{alias}.projectId": settings.gcp_project,
+            f"ds.{alias}.datasetId": settings.bq_dataset,
+            f"ds.{alias}.tableId": table,
+            f"ds.{alias}.datasourceName": table,
+        })  # fmt: skip
+    return "https://lookerstudio.google.com/reporting/create?" + urlencode(params)
