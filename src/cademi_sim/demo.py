@@ -200,6 +200,8 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
         {"path": f"/usuario/progresso_por_produto/{first_user}/101", "week": 1, "status": 503, "times": 2},
         {"path_prefix": "/usuario/lista_por_tag/5003", "week": 2, "body": "<html>oops</html>", "times": 1},
         {"path": f"/usuario/progresso_por_produto/{first_user + 1}/102", "status": 502, "times": 1},
+        # one student's progress in one product never answers: dashboards flag it instead of counting 0
+        {"path": f"/usuario/progresso_por_produto/{first_user + 2}/101", "status": 503, "times": 1_000_000},
     ]
     tags = [{"id": t[0], "nome": f"{next(x['nome'] for x in TRACKS if x['id'] == t[1])} - Turma {t[2]}"} for t in TAGS]
     tags.append({"id": UNREGISTERED_TAG[0], "nome": UNREGISTERED_TAG[1]})

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from cademi_sim import demo
+from devstack.preview import write_report
 from devstack.stack import LOCAL_STAFF, LocalStack, remove_workdir
+from progress_monitor.settings import Settings
 
 DEFAULT_UP_DIR = Path("var/stack")
 
@@ -75,16 +77,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget)
     summaries = []
+    report: Path | None = None
     try:
         print(f"stack up in {time.monotonic() - started:.1f} s; {_rate_note(stack)}", flush=True)
         for week in stack.scenario.weeks[: args.weeks]:
             summary = run_week(stack, week)
             summaries.append(summary)
             _print_run(summary)
+        report = write_report(Settings.from_env(), Path(args.report).resolve())
+        print(f"dashboard preview written to {report}", flush=True)
     finally:
         stack.stop()
     total = {
         "runs": summaries,
+        "report": str(report),
         "client_rate_per_second": float(stack.endpoints["client_rate"]["per_second"]),
         "production_rate_per_second": 2.0,
         "all_succeeded": all(s["status"] == "succeeded" for s in summaries),
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workdir")
     run.add_argument("--piece-budget", type=float, default=20.0)
     run.add_argument("--keep", action="store_true", help="keep the work directory (logs, shards)")
+    run.add_argument("--report", default="var/report.html", help="where to write the HTML dashboard preview")
     run.set_defaults(func=cmd_run)
     up = sub.add_parser("up", help="start the stack and leave it running")
     up.add_argument("--scenario")
