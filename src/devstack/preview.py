@@ -45,8 +45,8 @@ def line_chart(title: str, labels: list[str], series: dict[str, list[float | Non
              f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']  # fmt: skip
     for tick in (0, 25, 50, 75, 100):
         y = top + inner_h * (1 - tick / 100)
-        parts.append(f'<line x1="{left}" x2="{left + inner_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{tick}%</text>')  # fmt: skip
+        grid = f'<line x1="{left}" x2="{left + inner_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+        parts.append(grid + f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{tick}%</text>')
     for i, label in enumerate(labels):
         x = left + i * step
         text = escape(label)
