@@ -7,7 +7,7 @@ WEEK ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint test run up trigger down clean
+.PHONY: install lint test run up trigger down looker-url clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,10 @@ trigger: install
 
 down: install
 	$(BIN)/python -m devstack down
+
+# Prints the Looker Studio link for GCP_PROJECT / BQ_DATASET (environment), e.g. GCP_PROJECT=escola make looker-url
+looker-url: install
+	@$(BIN)/python -m progress_monitor.reporting looker-url
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var

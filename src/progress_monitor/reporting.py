@@ -84,3 +84,22 @@ def looker_studio_url(settings: Settings) -> str:
             f"ds.{alias}.datasourceName": table,
         })  # fmt: skip
     return "https://lookerstudio.google.com/reporting/create?" + urlencode(params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m progress_monitor.reporting looker-url|refresh` for the configured project and dataset."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="progress_monitor.reporting", description=main.__doc__)
+    parser.add_argument("command", choices=("looker-url", "refresh"))
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "looker-url":
+        print(looker_studio_url(settings))
+    else:
+        refresh(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""The reporting layer on a school built for it, against expectations computed by hand (see the comments).
+
+Track t1: product 101 due in class week 2, product 102 due in week 4. Both classes start on 2026-06-01, the
+first snapshot, so class week = snapshot index. Expected per product, weeks 0..3:
+  101: 0, 50, 100, 100        102: 0, 0, 0, 50        track mean: 0, 25, 50, 75
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.preview import write_report
+from devstack.stack import LocalStack
+from progress_monitor import reporting, warehouse
+from progress_monitor.settings import Settings
+
+pytestmark = pytest.mark.integration
+WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15", "2026-06-22"]
+A, B = 8001, 8002
+# user: (tag memberships [(tag, from, to)], totals of 101 per week, totals of 102 per week)
+STUDENTS: dict[int, tuple[list[tuple[int, int, int | None]], list[float], list[float]]] = {
+    101: ([(A, 0, None)], [10, 60, 100, 100], [0, 10, 30, 80]),  # w3: 90 vs 75 -> adiantado
+    102: ([(A, 0, None)], [0, 50, 100, 100], [0, 0, 0, 50]),  # w3: 75 vs 75 -> no ritmo
+    103: ([(A, 0, None)], [0, 30, 60, 100], [0, 0, 0, 20]),  # w3: 60 (-15), still rising -> atrasado
+    104: ([(A, 0, None)], [0, 10, 20, 40], [0, 0, 0, 0]),  # w3: 20 (-55) -> em risco by gap
+    105: ([(A, 0, None)], [80, 100, 100, 100], [20, 20, 20, 20]),  # 60, 60, 60 (-15), flat twice -> em risco
+    106: ([(A, 0, None)], [100, 100, 100, 100], [50, 80, 100, 100]),  # w3: 100 -> concluído
+    107: ([(A, 0, None)], [0, 0, 0, 0], [0, 0, 10, 50]),  # 101 always fails: w3 50 vs 50 -> no ritmo, flagged
+    108: ([(A, 0, 1), (B, 2, None)], [0, 50, 100, 100], [0, 0, 0, 50]),  # class change A -> B in week 2
+    109: ([(A, 0, None)], [50, 90, 100, 100], [0, 0, 20, 20]),  # 25, 45, 60, 60 (-15), flat once -> atrasado
+    110: ([(A, 0, 1)], [0, 50, 60, 60], [0, 0, 0, 0]),  # drops out: absent from week 2
+    111: ([(B, 0, None)], [0, 50, 100, 100], [0, 0, 0, 50]),
+}
+FAILING_USER = 107
+
+
+def metrics_world() -> dict[str, Any]:
+    users, memberships, progress = [], [], []
+    for uid, (spans, p101, p102) in STUDENTS.items():
+        users.append({"id": uid, "nome": f"Aluna {uid}", "email": f"aluna{uid}@example.com", "doc": None,
+                      "celular": f"+55 11 90000-0{uid}", "criado_em": None})  # fmt: skip
+        memberships += [{"user": uid, "tag": t, "from_week": f, "to_week": to} for t, f, to in spans]
+        for product, totals in ((101, p101), (102, p102)):
+            lessons = [int(t // 10) for t in totals]
+            progress.append({"user": uid, "product": product, "total": [f"{t:g}%" for t in totals],
+                             "assistidas": lessons, "completas": lessons})  # fmt: skip
+    return {
+        "api_key": "metrics-key", "rate_limit": {"per_second": 200, "per_minute": 12000}, "latency_ms": 0,
+        "weeks": WEEKS, "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
+        "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}],
+        "users": users, "memberships": memberships, "progress": progress,
+        "faults": [{"path": f"/usuario/progresso_por_produto/{FAILING_USER}/101", "status": 503, "times": 1_000_000}],
+        "registry": {
+            "tracks": [{"id": "t1", "nome": "Trilha 1", "products": [{"product": 101, "due_week": 2},
+                                                                      {"product": 102, "due_week": 4}]}],
+            "tags": [{"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0]},
+                     {"tag_id": B, "track": "t1", "turma": "2026-07", "start_date": WEEKS[0]}],
+        },
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("metrics")
+    scenario = workdir / "scenario.json"
+    scenario.write_text(json.dumps(metrics_world()))
+    stack = LocalStack.start(workdir, scenario, piece_budget_s=30,
+                             extra_env={"CADEMI_BACKOFF_BASE_S": "0.02", "CADEMI_BACKOFF_CAP_S": "0.1",
+                                        "CADEMI_MAX_ATTEMPTS": "3"})  # fmt: skip
+    stack.use_here()
+    for week in WEEKS:
+        run_id = stack.trigger(date.fromisoformat(week))
+        assert stack.wait_run(run_id, timeout=180)["status"] == "succeeded"
+    yield stack
+    stack.stop()
+
+
+def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
+    return warehouse.query(Settings.from_env(), sql, **params)
+
+
+def student(user: int, week: int) -> dict[str, Any]:
+    found = rows("SELECT * FROM `{report_student_week}` WHERE user_id = @u AND snapshot_date = @d", u=user,
+                 d=date.fromisoformat(WEEKS[week]))  # fmt: skip
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    ("user", "actual", "expected", "status"),
+    [
+        (101, 90.0, 75.0, "adiantado"),
+        (102, 75.0, 75.0, "no ritmo"),
+        (103, 60.0, 75.0, "atrasado"),
+        (104, 20.0, 75.0, "em risco"),
+        (105, 60.0, 75.0, "em risco"),  # behind and no increase over the last two snapshots
+        (106, 100.0, 75.0, "concluído"),
+        (107, 50.0, 50.0, "no ritmo"),  # the failed product is excluded from both means, not counted as 0
+        (109, 60.0, 75.0, "atrasado"),  # flat for one snapshot only
+        (108, 75.0, 75.0, "no ritmo"),
+    ],
+)
+def test_every_branch_of_the_status_rule(stack: LocalStack, user: int, actual: float, expected: float,
+                                         status: str) -> None:  # fmt: skip
+    row = student(user, 3)
+    assert row["actual"] == pytest.approx(actual)
+    assert row["expected"] == pytest.approx(expected)
+    assert row["gap"] == pytest.approx(actual - expected)
+    assert row["status"] == status
+
+
+def test_statuses_over_time_and_weeks_behind(stack: LocalStack) -> None:
+    # 103: w1 15 vs 25 (gap -10: no ritmo), w2 30 vs 50 atrasado, w3 atrasado -> behind for 2 weeks
+    assert [student(103, w)["status"] for w in range(4)] == ["no ritmo", "no ritmo", "atrasado", "atrasado"]
+    assert student(103, 3)["weeks_behind"] == 2
+    # 104: w1 5 vs 25 atrasado, w2 10 vs 50 em risco, w3 em risco -> 3 weeks
+    assert student(104, 3)["weeks_behind"] == 3
+    # 105: w2 60 vs 50 is +10 -> adiantado, so w3 is its first week behind
+    assert student(105, 2)["status"] == "adiantado" and student(105, 3)["weeks_behind"] == 1
+    assert student(103, 3)["change_since_previous_week"] == pytest.approx(30.0)
+
+
+def test_a_failed_extraction_is_flagged_not_zero(stack: LocalStack) -> None:
+    row = student(FAILING_USER, 3)
+    assert row["products_failed"] == 1 and row["products_ok"] == 1 and row["has_failed_extraction"]
+    product = rows("SELECT * FROM `{report_product_week}` WHERE user_id = @u AND product_id = 101 AND "
+                   "snapshot_date = @d", u=FAILING_USER, d=date.fromisoformat(WEEKS[3]))[0]  # fmt: skip
+    assert product["extraction_status"] == "failed" and product["actual"] is None and product["expected"] is None
+
+
+def test_product_level_expected_progress(stack: LocalStack) -> None:
+    found = rows("SELECT snapshot_date, product_id, expected FROM `{report_product_week}` WHERE user_id = 102 "
+                 "ORDER BY product_id, snapshot_date")  # fmt: skip
+    assert [r["expected"] for r in found] == [0, 50, 100, 100, 0, 0, 0, 50]
+
+
+def test_class_summary(stack: LocalStack) -> None:
+    summary = rows("SELECT * FROM `{report_class_week}` WHERE tag_id = @t AND snapshot_date = @d", t=A,
+                   d=date.fromisoformat(WEEKS[3]))[0]  # fmt: skip
+    # present in week 3: 101-107 and 109 (108 moved to B, 110 dropped out)
+    assert summary["students"] == 8
+    assert summary["mean_actual"] == pytest.approx((90 + 75 + 60 + 20 + 60 + 100 + 50 + 60) / 8)  # 64.375
+    assert summary["mean_expected"] == pytest.approx((7 * 75 + 50) / 8)  # 71.875
+    assert summary["share_adiantado"] == pytest.approx(1 / 8)
+    assert summary["share_no_ritmo"] == pytest.approx(2 / 8)
+    assert summary["share_atrasado"] == pytest.approx(2 / 8)
+    assert summary["share_em_risco"] == pytest.approx(2 / 8)
+    assert summary["share_concluido"] == pytest.approx(1 / 8)
+    assert summary["students_with_failed_extraction"] == 1
+    # week 2 (same 8 students): 65, 50, 30, 10, 60, 100, 10, 60 -> mean 48.125
+    assert summary["change_mean_actual"] == pytest.approx(64.375 - 48.125)
+
+
+def test_a_class_change_and_a_dropout(stack: LocalStack) -> None:
+    found = rows("SELECT snapshot_date, movement, user_id, from_tag_id, to_tag_id FROM `{report_movements}` "
+                 "ORDER BY user_id")  # fmt: skip
+    movements = [(r["snapshot_date"].isoformat(), r["movement"], r["user_id"], r["from_tag_id"], r["to_tag_id"])
+                 for r in found]  # fmt: skip
+    assert movements == [(WEEKS[2], "mudança de turma", 108, A, B), (WEEKS[2], "desistência", 110, A, None)]
+    assert student(108, 3)["tag_id"] == B and student(108, 3)["status"] == "no ritmo"  # history followed them
+
+
+def test_the_tutors_list_holds_only_students_behind_with_contacts(stack: LocalStack) -> None:
+    found = rows("SELECT user_id, status, weeks_behind, celular FROM `{tutor_list}` ORDER BY user_id")
+    assert [(r["user_id"], r["status"], r["weeks_behind"]) for r in found] == [
+        (103, "atrasado", 2), (104, "em risco", 3), (105, "em risco", 1), (109, "atrasado", 1)]  # fmt: skip
+    assert all(r["celular"] for r in found)
+
+
+def test_run_health(stack: LocalStack) -> None:
+    found = rows("SELECT * FROM `{report_run_health}` WHERE is_latest")
+    assert len(found) == 1 and found[0]["run_id"] == WEEKS[3] and found[0]["status"] == "succeeded"
+    assert found[0]["failed_extractions"] == 1 and found[0]["latest_complete_week"].isoformat() == WEEKS[3]
+    assert found[0]["data_age_hours"] is not None
+
+
+def test_looker_studio_link_names_every_reporting_table() -> None:
+    url = reporting.looker_studio_url(Settings(gcp_project="escola-prod", bq_dataset="progress"))
+    assert url.startswith("https://lookerstudio.google.com/reporting/create?")
+    for table in ("report_class_week", "report_student_week", "report_movements", "report_run_health"):
+        assert table in url
+    assert "escola-prod" in url
+
+
+def test_the_html_preview_renders_in_chromium_with_the_key_figures(stack: LocalStack, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    report = write_report(Settings.from_env(), tmp_path / "report.html")
+    html = report.read_text()
+    assert "<script" not in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # offline
+    with sync_playwright() as p:
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(report.as_uri())
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    for figure in ("64,4%", "71,9%", "+16,2 p.p.", "Aluna 104", "em risco", "mudança de turma", "desistência",
+                   "Lista dos tutores", "Saúde das execuções", "2026-W26"):  # fmt: skip
+        assert figure in text, figure
