@@ -7,7 +7,7 @@ WEEK ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint test run up trigger down looker-url clean
+.PHONY: install lint test run up trigger down looker-url bench clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,10 @@ trigger: install
 
 down: install
 	$(BIN)/python -m devstack down
+
+# Rate-limit utilisation, the old way side by side, overhead, memory, projection -> BENCHMARKS.md (~5 min)
+bench: install
+	$(BIN)/python -m devstack.bench
 
 # Prints the Looker Studio link for GCP_PROJECT / BQ_DATASET (environment), e.g. GCP_PROJECT=escola make looker-url
 looker-url: install

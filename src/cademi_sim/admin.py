@@ -28,6 +28,11 @@ class SimulatorAdmin:
         counters: dict[str, int] = self._call("GET", "/counters")["counters"]
         return counters
 
+    def window(self) -> dict[str, float | None]:
+        """Wall-clock times of the first and last API request since the last reset."""
+        window: dict[str, float | None] = self._call("GET", "/counters")["window"]
+        return window
+
     def reset(self) -> None:
         self._call("POST", "/reset")
 

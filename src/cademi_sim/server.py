@@ -34,6 +34,8 @@ class SimState:
         self.lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         self.rng = random.Random(seed)
+        self.first_at: float | None = None  # wall-clock time of the first and last API request since reset
+        self.last_at: float | None = None
         self._second: deque[float] = deque()
         self._minute: deque[float] = deque()
         self.faults: list[dict[str, Any]] = [dict(f) for f in scenario.raw.get("faults", [])]
@@ -45,7 +47,10 @@ class SimState:
     def admit(self, now: float) -> float | None:
         """Record an arrival; return None if within the limit, else seconds until a slot frees."""
         limit = self.scenario.rate_limit
+        wall = time.time()
         with self.lock:
+            self.first_at = self.first_at or wall
+            self.last_at = wall
             while self._second and now - self._second[0] >= 1.0:
                 self._second.popleft()
             while self._minute and now - self._minute[0] >= 60.0:
@@ -180,7 +185,8 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == f"{ADMIN_PREFIX}/counters":
             with state.lock:
                 counters = dict(state.counters)
-            self._send(200, {"week": state.week, "counters": counters})
+                window = {"first": state.first_at, "last": state.last_at}
+            self._send(200, {"week": state.week, "counters": counters, "window": window})
         elif method == "POST" and path == f"{ADMIN_PREFIX}/week":
             week = body.get("week")
             if isinstance(week, str):
@@ -195,6 +201,7 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "POST" and path == f"{ADMIN_PREFIX}/reset":
             with state.lock:
                 state.counters.clear()
+                state.first_at = state.last_at = None
             self._send(200, {"ok": True})
         elif method == "POST" and path == f"{ADMIN_PREFIX}/faults":
             faults = body.get("faults")
