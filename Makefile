@@ -4,10 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 WEEKS ?= 4
 WEEK ?=
+TAG ?=
+FROM ?=
+TO ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint test run up trigger down looker-url bench clean
+.PHONY: install lint test run up trigger down replay reextract looker-url bench soak clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -45,6 +48,15 @@ trigger: install
 
 down: install
 	$(BIN)/python -m devstack down
+
+# On the running stack: rebuild the history of a week range from the shards, or re-extract one tag's week.
+replay: install
+	@test -n "$(FROM)" -a -n "$(TO)" || (echo "usage: make replay FROM=YYYY-MM-DD TO=YYYY-MM-DD" && exit 2)
+	$(BIN)/python -m devstack replay --from $(FROM) --to $(TO)
+
+reextract: install
+	@test -n "$(WEEK)" -a -n "$(TAG)" || (echo "usage: make reextract WEEK=YYYY-MM-DD TAG=id" && exit 2)
+	$(BIN)/python -m devstack reextract --week $(WEEK) --tag $(TAG)
 
 # Rate-limit utilisation, the old way side by side, overhead, memory, projection -> BENCHMARKS.md (~5 min)
 bench: install

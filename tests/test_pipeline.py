@@ -21,6 +21,7 @@ from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
 from progress_monitor import warehouse
+from progress_monitor.replay import reextract, replay_history
 from progress_monitor.settings import Settings
 from progress_monitor.shards import ProgressTask
 from tests.pipeline_world import (
@@ -279,3 +280,39 @@ def test_no_cpf_login_auto_or_api_key_in_shards_tables_or_logs(stack: LocalStack
     assert "pipeline-test-key" not in blob
     students = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `{students}`")
     assert students[0]["n"] == 155 + 8 + 7  # tutors still get contact data, in the restricted table
+
+
+def test_replay_rebuilds_a_lost_history_idempotently(stack: LocalStack) -> None:
+    cfg = settings()
+    first, last = date.fromisoformat(WEEKS[1]), date.fromisoformat(WEEKS[2])
+    warehouse.query(cfg, "DELETE FROM `{progress_history}` WHERE snapshot_date BETWEEN @a AND @b", a=first, b=last)
+    assert count_rows(WEEKS[1]) == 0
+    summary = replay_history(cfg, first, last)
+    assert summary.weeks == 2 and summary.shards > 4
+    assert_history_equals_truth(stack, 1)
+    assert_history_equals_truth(stack, 2)
+    before = (count_rows(WEEKS[1]), count_rows(WEEKS[2]),
+              warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `{loads}`")[0]["n"])  # fmt: skip
+    replay_history(cfg, first, last)
+    after = (
+        count_rows(WEEKS[1]),
+        count_rows(WEEKS[2]),
+        warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `{loads}`")[0]["n"],
+    )
+    assert after == before  # replaying twice changes nothing
+
+
+def test_reextracting_one_tag_of_one_week(stack: LocalStack) -> None:
+    cfg = settings()
+    stack.admin().set_week(WEEKS[3])
+    run_id = reextract(cfg, date.fromisoformat(WEEKS[3]), SMALL_TAG, "fix1")
+    row = stack.wait_run(run_id, timeout=120)
+    assert row["status"] == "succeeded" and row["tags_total"] == 1
+    assert_history_equals_truth(stack, 3)
+    by_run = warehouse.query(cfg, "SELECT tag_id, run_id, COUNT(*) AS n FROM `{progress_history}` WHERE "
+                             "snapshot_date = @d GROUP BY tag_id, run_id", d=date.fromisoformat(WEEKS[3]))  # fmt: skip
+    assert {(r["tag_id"], r["run_id"]) for r in by_run} == {
+        (BIG_TAG, WEEKS[3]),
+        (OTHER_TAG, WEEKS[3]),
+        (SMALL_TAG, f"{WEEKS[3]}-fix1"),
+    }

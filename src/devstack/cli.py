@@ -13,6 +13,7 @@ from typing import Any
 from cademi_sim import demo
 from devstack.preview import write_report
 from devstack.stack import LOCAL_STAFF, LocalStack, remove_workdir
+from progress_monitor.replay import replay_history
 from progress_monitor.settings import Settings
 
 DEFAULT_UP_DIR = Path("var/stack")
@@ -133,6 +134,24 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "succeeded" else 1
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
+    stack.use_here()
+    summary = replay_history(Settings.from_env(), date.fromisoformat(args.first), date.fromisoformat(args.last))
+    print(json.dumps(summary.__dict__))
+    return 0
+
+
+def cmd_reextract(args: argparse.Namespace) -> int:
+    stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
+    stack.use_here()
+    label = f"tag{args.tag}-{int(time.time()) % 100000}"
+    summary = run_week(stack, date.fromisoformat(args.week), rerun=label, tag_ids=[args.tag])
+    _print_run(summary)
+    print(json.dumps(summary))
+    return 0 if summary["status"] == "succeeded" else 1
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or DEFAULT_UP_DIR).resolve()
     try:
@@ -166,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     trigger.add_argument("--rerun", help="label of a deliberate re-extraction of the week")
     trigger.add_argument("--workdir")
     trigger.set_defaults(func=cmd_trigger)
+    replay = sub.add_parser("replay", help="rebuild the history of a week range from the kept shards")
+    replay.add_argument("--from", dest="first", required=True)
+    replay.add_argument("--to", dest="last", required=True)
+    replay.add_argument("--workdir")
+    replay.set_defaults(func=cmd_replay)
+    reextract = sub.add_parser("reextract", help="extract one tag's week again and wait for it")
+    reextract.add_argument("--week", required=True)
+    reextract.add_argument("--tag", required=True, type=int)
+    reextract.add_argument("--workdir")
+    reextract.set_defaults(func=cmd_reextract)
     down = sub.add_parser("down", help="stop the running stack")
     down.add_argument("--workdir")
     down.set_defaults(func=cmd_down)

@@ -355,10 +355,11 @@ def handle_shard_event(event: Any) -> LoadResult | None:
         return None
     payload = json.dumps({"bucket": ref.bucket, "name": ref.name, "generation": ref.generation}).encode()
     message = PubSubMessage(message_id, payload, {}, None)
-    return _guard(cfg, "load_history", cfg.shards_dlq_topic, message, lambda: _load(cfg, ref))
+    return _guard(cfg, "load_history", cfg.shards_dlq_topic, message, lambda: load_object(cfg, ref))
 
 
-def _load(cfg: Settings, ref: ObjectRef) -> LoadResult | None:
+def load_object(cfg: Settings, ref: ObjectRef, refresh_reports: bool = True) -> LoadResult | None:
+    """Load one object of the shards bucket (progress shard or contacts); other objects are ignored."""
     if ref.bucket != cfg.shards_bucket:
         raise PermanentError(f"event for unexpected bucket {ref.bucket!r}")
     uri = f"gs://{ref.bucket}/{ref.name}"
@@ -377,7 +378,7 @@ def _load(cfg: Settings, ref: ObjectRef) -> LoadResult | None:
             tag_id=shard.tag_id, piece=shard.piece, last_piece=meta.get("last_piece") == "true",
             extraction_counts=counts, today=monday_of(datetime.now(UTC), cfg.timezone) + timedelta(days=6),
         )  # fmt: skip
-        if warehouse.run_status(cfg, shard.run_id) == "succeeded":
+        if refresh_reports and warehouse.run_status(cfg, shard.run_id) == "succeeded":
             _refresh_reports(cfg, shard.run_id)
         rejected = outcome.rows_in_shard - outcome.rows_merged
         level = logging.WARNING if rejected else logging.INFO

@@ -43,6 +43,7 @@ class Settings:
     # Contact data (students) and the tutors' list live apart, readable by tutors only.
     bq_restricted_dataset: str = "progress_restricted"
     shards_bucket: str = "progress-shards"
+    schedule_topic: str = "weekly-schedule"
     progress_topic: str = "progress-tasks"
     schedule_dlq_topic: str = "weekly-schedule-dlq"
     progress_dlq_topic: str = "progress-tasks-dlq"
@@ -70,6 +71,10 @@ class Settings:
     # Interactive Cademi checks (form, Slack) must answer fast: short timeouts, one retry at most.
     interactive_timeout_s: float = 2.0
     slack_max_skew_s: int = 300
+
+    # Fault injection for the soak test only (refused outside the emulators): the loader fails between its
+    # load job and its MERGE with this probability.
+    chaos_loader_fail_rate: float = 0.0
 
     # Secrets: "env" reads <NAME> from the environment (local only); "secret_manager" reads Secret Manager.
     secrets_backend: str = "secret_manager"
@@ -127,6 +132,8 @@ class Settings:
             raise SettingsError("FORM_AUTH must be 'iap' or 'dev'")
         if self.form_auth == "dev" and not (self.form_dev_user and self.bigquery_emulator_host):
             raise SettingsError("FORM_AUTH=dev needs FORM_DEV_USER and is only allowed against the emulators")
+        if self.chaos_loader_fail_rate and not self.bigquery_emulator_host:
+            raise SettingsError("CHAOS_LOADER_FAIL_RATE is for the local soak test only")
         if self.secrets_backend not in ("env", "secret_manager"):
             raise SettingsError("SECRETS_BACKEND must be 'env' or 'secret_manager'")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -336,6 +337,8 @@ def load_progress_shard(
                 FROM `{staging}`""",
             **params,
         )[0]
+        if settings.chaos_loader_fail_rate and random.random() < settings.chaos_loader_fail_rate:
+            raise TransientError("chaos: loader failed between its load job and its MERGE (soak test)")
         # Duplicates inside one shard keep the latest extraction; the MERGE then sees one source row per key.
         query(
             settings,

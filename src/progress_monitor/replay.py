@@ -1,0 +1,103 @@
+"""Operator commands: rebuild the history from the shards kept in Cloud Storage, or re-extract one tag's week.
+
+    python -m progress_monitor.replay history --from 2026-10-05 --to 2026-10-26
+    python -m progress_monitor.replay reextract --week 2026-11-16 --tag 5012
+
+Both read the same settings (environment) as the functions. `history` loads every progress shard of the
+snapshot weeks in the range through the loader's own code (load job, quality checks, MERGE by business
+key), so replaying twice changes nothing and an older shard never overwrites a newer extraction.
+`reextract` publishes a schedule message for one tag (a new run id `WEEK-LABEL`), so the normal pipeline
+extracts it again; Cademi serves *current* progress, so in the cloud only the current week is meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from progress_monitor import gcp, logs, reporting
+from progress_monitor.events import ObjectRef
+from progress_monitor.pipeline import load_object, monday_of
+from progress_monitor.settings import Settings
+
+log = logging.getLogger("progress_monitor.replay")
+MAX_WEEKS = 520
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    weeks: int
+    shards: int
+    rows: int
+
+
+def mondays(first: date, last: date) -> list[date]:
+    """Every snapshot week (Monday) from the week of `first` to the week of `last`."""
+    start = first - timedelta(days=first.weekday())
+    if last < first:
+        raise ValueError("the range ends before it starts")
+    weeks = [start + timedelta(weeks=i) for i in range((last - start).days // 7 + 1)]
+    if len(weeks) > MAX_WEEKS:
+        raise ValueError(f"at most {MAX_WEEKS} weeks at a time")
+    return weeks
+
+
+def replay_history(settings: Settings, first: date, last: date) -> ReplaySummary:
+    """Load every progress shard of the weeks in the range again (idempotent), then refresh the reports."""
+    bucket = gcp.storage(settings).bucket(settings.shards_bucket)
+    weeks = mondays(first, last)
+    shards = rows = 0
+    for week in weeks:
+        for blob in bucket.list_blobs(prefix=f"progress/snapshot_date={week.isoformat()}/"):
+            ref = ObjectRef(bucket.name, blob.name, int(blob.generation))
+            result = load_object(settings, ref, refresh_reports=False)  # once at the end instead
+            if result is not None:
+                shards += 1
+                rows += result.rows
+                log.info("replayed %s: %d rows", blob.name, result.rows, extra={"shard": blob.name})
+    reporting.refresh(settings)
+    return ReplaySummary(len(weeks), shards, rows)
+
+
+def reextract(settings: Settings, week: date, tag_id: int, label: str) -> str:
+    """Ask the pipeline to extract one tag's week again; returns the new run id."""
+    body = {"week": week.isoformat(), "rerun": label, "tag_ids": [tag_id]}
+    gcp.publish(settings, settings.schedule_topic, json.dumps(body).encode())
+    return f"{(week - timedelta(days=week.weekday())).isoformat()}-{label}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="progress_monitor.replay", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    history = sub.add_parser("history", help="rebuild the history of a week range from the kept shards")
+    history.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
+    history.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
+    again = sub.add_parser("reextract", help="extract one tag's week again through the pipeline")
+    again.add_argument("--week", required=True, type=date.fromisoformat)
+    again.add_argument("--tag", required=True, type=int)
+    again.add_argument("--label", default=f"manual{datetime.now(UTC):%H%M%S}")
+    again.add_argument("--past-week", action="store_true",
+                       help="allow a past week (Cademi serves today's progress: only for a simulator)")  # fmt: skip
+    args = parser.parse_args(argv)
+    logs.configure()
+    settings = Settings.from_env()
+    if args.command == "history":
+        summary = replay_history(settings, args.first, args.last)
+        print(json.dumps(summary.__dict__))
+        return 0
+    current = monday_of(datetime.now(UTC), settings.timezone)
+    if args.week - timedelta(days=args.week.weekday()) != current and not args.past_week:
+        print(f"refusing: {args.week} is not in the current week ({current}); Cademi would serve today's "
+              "progress under an old date. Use --past-week only against a simulator.", file=sys.stderr)  # fmt: skip
+        return 2
+    print(reextract(settings, args.week, args.tag, args.label))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
