@@ -62,6 +62,10 @@ reextract: install
 bench: install
 	$(BIN)/python -m devstack.bench
 
+# Twelve simulated weeks under injected faults, compared with the ground truth (~10 min)
+soak: install
+	$(BIN)/python -m devstack.soak --weeks 12
+
 # Prints the Looker Studio link for GCP_PROJECT / BQ_DATASET (environment), e.g. GCP_PROJECT=escola make looker-url
 looker-url: install
 	@$(BIN)/python -m progress_monitor.reporting looker-url

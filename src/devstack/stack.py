@@ -359,11 +359,42 @@ class LocalStack:
         return week.isoformat() + (f"-{rerun}" if rerun else "")
 
     def run_row(self, run_id: str) -> dict[str, Any] | None:
+        """The run's row, or None (also while BigQuery is briefly unreachable, e.g. being restarted)."""
         from progress_monitor import warehouse
+        from progress_monitor.errors import TransientError
         from progress_monitor.settings import Settings
 
-        rows = warehouse.query(Settings.from_env(), "SELECT * FROM `{runs}` WHERE run_id = @run_id", run_id=run_id)
+        try:
+            rows = warehouse.query(Settings.from_env(), "SELECT * FROM `{runs}` WHERE run_id = @run_id",
+                                   run_id=run_id)  # fmt: skip
+        except TransientError:
+            return None
         return rows[0] if rows else None
+
+    def port_of(self, name: str) -> int:
+        """The port a stack process listens on."""
+        urls = {"bqemulator": self.endpoints["bigquery"], **self.endpoints["functions"]}
+        return int(urls[name].rsplit(":", 1)[1])
+
+    def duplicate_deliveries(self, on: bool) -> None:
+        """Every message delivered twice: a second push subscription per function topic (or remove them)."""
+        from google.api_core import exceptions
+
+        publisher, subscriber = self._pubsub()
+        for name, (_, topic, dlq, ack_deadline) in FUNCTIONS.items():
+            path = subscriber.subscription_path(PROJECT, f"{name}-dup")
+            if not on:
+                with contextlib.suppress(exceptions.NotFound):
+                    subscriber.delete_subscription(request={"subscription": path})
+                continue
+            endpoint = f"{self.endpoints['functions'][name]}/projects/{PROJECT}/topics/{topic}"
+            request = {"name": path, "topic": publisher.topic_path(PROJECT, topic),
+                       "push_config": {"push_endpoint": endpoint}, "ack_deadline_seconds": ack_deadline,
+                       "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
+                       "dead_letter_policy": {"dead_letter_topic": publisher.topic_path(PROJECT, dlq),
+                                              "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS}}  # fmt: skip
+            with contextlib.suppress(exceptions.AlreadyExists):
+                subscriber.create_subscription(request=request)
 
     def wait_run(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Poll the runs table until the run has succeeded or failed (or the timeout passes)."""

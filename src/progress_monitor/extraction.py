@@ -138,6 +138,7 @@ class PieceExtraction:
         budget_s: float,
         workers: int = 4,
         start: Continuation | None = None,
+        stats: CallStats | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not product_ids:
@@ -157,7 +158,7 @@ class PieceExtraction:
         self.students: list[Student] = []
         self.continuation: Continuation | None = None
         self.students_done = 0
-        self.stats = CallStats()  # this piece's own API calls, retries and breaches
+        self.stats = stats or CallStats()  # this piece's own API calls, retries and breaches
         self._clock = clock
 
     def records(self) -> Iterator[ProgressRecord]:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from progress_monitor import gcp, reporting, warehouse
-from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError
+from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError, CallStats
 from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.events import ObjectRef, PubSubMessage, pubsub_message, storage_object
 from progress_monitor.extraction import Continuation, PieceExtraction
@@ -167,76 +167,64 @@ def _extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
     name = progress_shard_name(task.snapshot_date, task.run_id, task.tag_id, task.piece)
     existing = _get_blob(bucket, name)
     if existing is not None:
-        # A redelivery of a piece that already finished: only make sure its continuation went out.
-        next_index = _meta_int(existing.metadata, "next_index")
-        if next_index is not None:
-            _publish_continuation(cfg, task, next_index)
+        # A redelivery or duplicate of a piece that already finished: only pass its continuation on.
         log.info("shard already written; nothing to extract", extra={**context, "shard": name})
-        return PieceResult(
-            name,
-            _meta_int(existing.metadata, "records") or 0,
-            task.piece + 1 if next_index is not None else None,
-            skipped=True,
-        )
-
-    start = None
-    if task.piece > 0:
-        start = Continuation(
-            task.tag_id,
-            task.run_id,
-            task.snapshot_date,
-            task.piece,
-            task.next_index,
-            _read_roster(bucket, task),
-        )
+        return _follow_existing(cfg, task, existing, name)
     try:
         client = cademi_client(cfg)
     except Exception as exc:
         raise PermanentError(f"Cademi client cannot be configured: {exc}") from exc
-    piece = PieceExtraction(
-        client,
-        tag_id=task.tag_id,
-        product_ids=task.product_ids,
-        snapshot_date=task.snapshot_date,
-        run_id=task.run_id,
-        budget_s=cfg.piece_budget_s,
-        workers=cfg.cademi_workers,
-        start=start,
-    )
-    statuses: Counter[str] = Counter()
-    with tempfile.TemporaryFile("w+b") as spool:
-        try:
+    stats = CallStats()
+    try:
+        roster = _freeze_roster(bucket, task, client, stats) if task.piece == 0 else _read_roster(bucket, task)
+        if task.next_index > len(roster) or (task.piece > 0 and task.next_index == len(roster)):
+            raise PermanentError(f"task next_index {task.next_index} is outside the roster of {len(roster)}")
+        piece = PieceExtraction(
+            client, tag_id=task.tag_id, product_ids=task.product_ids, snapshot_date=task.snapshot_date,
+            run_id=task.run_id, budget_s=cfg.piece_budget_s, workers=cfg.cademi_workers, stats=stats,
+            start=Continuation(task.tag_id, task.run_id, task.snapshot_date, task.piece, task.next_index, roster),
+        )  # fmt: skip
+        statuses: Counter[str] = Counter()
+        with tempfile.TemporaryFile("w+b") as spool:
             for record in piece.records():
                 spool.write(_ndjson(record.to_json()))
                 statuses[record.status] += 1
-        except CademiConfigError as exc:
-            raise PermanentError(f"Cademi refused our credentials ({exc.code}): fix the API key or URL") from exc
-        except CademiError as exc:
-            raise TransientError(f"listing tag {task.tag_id} failed: {exc}") from exc
-        if task.piece == 0:
-            _write_roster_and_contacts(bucket, task, piece)
-        cont = piece.continuation
-        calls = piece.stats.snapshot()
-        metadata = {
-            "run_id": task.run_id, "tag_id": str(task.tag_id), "piece": str(task.piece),
-            "snapshot_date": task.snapshot_date.isoformat(), "records": str(statuses.total()),
-            "failed": str(statuses["failed"]), "no_access": str(statuses["no_access"]),
-            "students": str(piece.students_done), "api_calls": str(calls.get("requests", 0)),
-            "rate_limited": str(calls.get("rate_limited", 0)), "last_piece": "false" if cont else "true",
-        }  # fmt: skip
-        if cont is not None:
-            metadata["next_index"] = str(cont.next_index)
-        spool.seek(0)
-        _create_once(bucket, name, spool, metadata, "application/x-ndjson")
+            cont = piece.continuation
+            calls = stats.snapshot()
+            metadata = {
+                "run_id": task.run_id, "tag_id": str(task.tag_id), "piece": str(task.piece),
+                "snapshot_date": task.snapshot_date.isoformat(), "records": str(statuses.total()),
+                "failed": str(statuses["failed"]), "no_access": str(statuses["no_access"]),
+                "students": str(piece.students_done), "api_calls": str(calls.get("requests", 0)),
+                "rate_limited": str(calls.get("rate_limited", 0)), "last_piece": "false" if cont else "true",
+            }  # fmt: skip
+            if cont is not None:
+                metadata["next_index"] = str(cont.next_index)
+            spool.seek(0)
+            created = _create_once(bucket, name, spool, metadata, "application/x-ndjson")
+    except CademiConfigError as exc:
+        raise PermanentError(f"Cademi refused our credentials ({exc.code}): fix the API key or URL") from exc
+    except CademiError as exc:
+        raise TransientError(f"listing tag {task.tag_id} failed: {exc}") from exc
+    if not created:
+        # A concurrent duplicate wrote this piece first, maybe cut at another student: follow *its*
+        # continuation, so the next piece starts exactly where the stored shard ends.
+        return _follow_existing(cfg, task, _get_blob(bucket, name), name)
     if cont is not None:
         _publish_continuation(cfg, task, cont.next_index)
-    log.info(
-        "piece extracted: %d records, %d failed",
-        statuses.total(),
-        statuses["failed"],
-        extra={**context, "shard": name, "count": statuses.total()},
-    )
+    log.info("piece extracted: %d records, %d failed", statuses.total(), statuses["failed"],
+             extra={**context, "shard": name, "count": statuses.total()})  # fmt: skip
     return PieceResult(name, statuses.total(), cont.piece if cont else None, skipped=False)
+
+
+def _follow_existing(cfg: Settings, task: ProgressTask, existing: Any, name: str) -> PieceResult:
+    if existing is None:
+        raise TransientError(f"shard {name} vanished after a conflicting write")
+    next_index = _meta_int(existing.metadata, "next_index")
+    if next_index is not None:
+        _publish_continuation(cfg, task, next_index)
+    records = _meta_int(existing.metadata, "records") or 0
+    return PieceResult(name, records, task.piece + 1 if next_index is not None else None, skipped=True)
 
 
 def _ndjson(row: dict[str, Any]) -> bytes:
@@ -252,8 +240,8 @@ def _get_blob(bucket: Any, name: str) -> Any:
         raise TransientError(f"cannot read gs://{bucket.name}/{name}: {type(exc).__name__}") from exc
 
 
-def _create_once(bucket: Any, name: str, data: Any, metadata: dict[str, str], content_type: str) -> None:
-    """Upload only if absent (generation 0): a concurrent duplicate's identical shard wins, ours is dropped."""
+def _create_once(bucket: Any, name: str, data: Any, metadata: dict[str, str], content_type: str) -> bool:
+    """Upload only if absent (generation 0); False when the object already existed (ours is dropped)."""
     from google.api_core import exceptions
 
     blob = bucket.blob(name)
@@ -262,37 +250,42 @@ def _create_once(bucket: Any, name: str, data: Any, metadata: dict[str, str], co
         if isinstance(data, bytes):
             blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
         else:
-            blob.upload_from_file(data, content_type=content_type, if_generation_match=0, rewind=True)
+            # With a known size the library sends one multipart request. Without it, it opens a resumable
+            # upload, and fake-gcs-server does not enforce ifGenerationMatch on those (found by the soak).
+            size = data.seek(0, 2)
+            data.seek(0)
+            blob.upload_from_file(data, content_type=content_type, if_generation_match=0, size=size)
     except exceptions.PreconditionFailed:
         log.info("object already exists; keeping the first one", extra={"shard": name})
+        return False
     except exceptions.GoogleAPIError as exc:
         raise TransientError(f"cannot write gs://{bucket.name}/{name}: {type(exc).__name__}") from exc
+    return True
 
 
-def _write_roster_and_contacts(bucket: Any, task: ProgressTask, piece: PieceExtraction) -> None:
-    """Piece 0 freezes the roster (ids only) and hands contact data to the loader."""
+def _freeze_roster(bucket: Any, task: ProgressTask, client: CademiClient, stats: CallStats) -> tuple[int, ...]:
+    """Piece 0 lists the tag and stores its roster (ids only) once per run: every piece, duplicate or
+    redelivery of the run then extracts the same students in the same order. It also hands the students'
+    contact data to the loader."""
     from google.api_core import exceptions
 
-    roster = {"user_ids": [s.user_id for s in piece.students]}
+    students = list(client.iter_tag_students(task.tag_id, stats))
+    blob = bucket.blob(roster_name(task.snapshot_date, task.run_id, task.tag_id))
     try:
-        # Overwritten when piece 0 is redone: no later piece exists before piece 0's shard does.
-        bucket.blob(roster_name(task.snapshot_date, task.run_id, task.tag_id)).upload_from_string(
-            json.dumps(roster), content_type="application/json"
-        )
+        blob.upload_from_string(json.dumps({"user_ids": [s.user_id for s in students]}),
+                                content_type="application/json", if_generation_match=0)  # fmt: skip
+        user_ids = tuple(s.user_id for s in students)
+    except exceptions.PreconditionFailed:
+        user_ids = _read_roster(bucket, task)  # an earlier attempt froze it: keep that one
     except exceptions.GoogleAPIError as exc:
         raise TransientError(f"cannot write roster: {type(exc).__name__}") from exc
-    if piece.students:
+    if students:
         contacts = b"".join(
-            _ndjson({"user_id": s.user_id, "nome": s.nome, "email": s.email, "celular": s.celular})
-            for s in piece.students
+            _ndjson({"user_id": s.user_id, "nome": s.nome, "email": s.email, "celular": s.celular}) for s in students
         )
-        _create_once(
-            bucket,
-            contacts_name(task.snapshot_date, task.run_id, task.tag_id),
-            contacts,
-            {"tag_id": str(task.tag_id)},
-            "application/x-ndjson",
-        )
+        _create_once(bucket, contacts_name(task.snapshot_date, task.run_id, task.tag_id), contacts,
+                     {"tag_id": str(task.tag_id)}, "application/x-ndjson")  # fmt: skip
+    return user_ids
 
 
 def _read_roster(bucket: Any, task: ProgressTask) -> tuple[int, ...]:
@@ -301,18 +294,13 @@ def _read_roster(bucket: Any, task: ProgressTask) -> tuple[int, ...]:
         raise PermanentError(f"roster of tag {task.tag_id} for run {task.run_id} is missing")
     try:
         ids = json.loads(blob.download_as_bytes())["user_ids"]
-        return Continuation.from_json(
-            {
-                "tag_id": task.tag_id,
-                "run_id": task.run_id,
-                "snapshot_date": task.snapshot_date.isoformat(),
-                "piece": task.piece,
-                "next_index": task.next_index,
-                "user_ids": ids,
-            }
-        ).user_ids
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+            raise ValueError("user_ids must be positive integers")
+        if len(set(ids)) != len(ids):
+            raise ValueError("user_ids repeat")
     except (ValueError, KeyError, TypeError) as exc:
         raise PermanentError(f"roster of tag {task.tag_id} is unusable: {exc}") from exc
+    return tuple(ids)
 
 
 def _publish_continuation(cfg: Settings, task: ProgressTask, next_index: int) -> None:
