@@ -84,7 +84,8 @@ def week_faults(rng: random.Random, scenario: Scenario, week: int) -> list[dict[
     pairs = [p for p in served_pairs(scenario, week) if f"/usuario/progresso_por_produto/{p[0]}/{p[1]}" not in taken]
     chosen = rng.sample(pairs, min(len(pairs), 40))
     faults: list[dict[str, Any]] = []
-    kinds: list[dict[str, Any]] = [{"status": 503, "times": 3}, {"status": 429, "times": 2}, {"status": 500, "times": 1},
+    kinds: list[dict[str, Any]] = [
+             {"status": 503, "times": 3}, {"status": 429, "times": 2}, {"status": 500, "times": 1},
              {"body": "<html>Bad gateway</html>", "times": 2}, {"delay_ms": 2500, "times": 1},
              {"delay_ms": 600, "times": 2}]  # fmt: skip
     for i, (user, product) in enumerate(chosen):
@@ -191,8 +192,8 @@ def compare(stack: LocalStack, scenario: Scenario, weeks: int, report: SoakRepor
                 "failed_extractions": sum(1 for v in week_rows if v[0] == "failed")}  # fmt: skip
         got = {k: run.get(k) for k in want}
         if got != want:
-            ledger = warehouse.query(cfg, "SELECT shard, generation, rows_in_shard, rows_merged, dq_duplicates, students "
-                                     "FROM `{loads}` WHERE run_id = @r", r=snapshot)  # fmt: skip
+            ledger = warehouse.query(cfg, "SELECT shard, generation, rows_in_shard, rows_merged, dq_duplicates, "
+                                     "students FROM `{loads}` WHERE run_id = @r", r=snapshot)  # fmt: skip
             report.run_mismatches.append(f"{snapshot}: runs table says {got}, truth {want}; ledger {ledger}")
     known = set(poisons)
     for message in stack.dead_letters(1000):
