@@ -24,6 +24,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed
 
+# checkov lives in its own virtualenv: it ships an `hcl2` module that shadows python-hcl2.
+CHECKOV := .venv-checkov/bin/checkov
+$(CHECKOV):
+	$(PY) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q --disable-pip-version-check checkov==3.3.30
+
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
@@ -33,7 +39,7 @@ lint: install
 	$(BIN)/ruff format --check src tests functions
 	$(BIN)/mypy
 
-test: lint $(CHROMIUM)
+test: lint $(CHROMIUM) $(CHECKOV)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install
@@ -71,4 +77,4 @@ looker-url: install
 	@$(BIN)/python -m progress_monitor.reporting looker-url
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var
+	rm -rf $(VENV) .venv-checkov .mypy_cache .ruff_cache .pytest_cache var

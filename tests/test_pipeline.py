@@ -316,3 +316,16 @@ def test_reextracting_one_tag_of_one_week(stack: LocalStack) -> None:
         (OTHER_TAG, WEEKS[3]),
         (SMALL_TAG, f"{WEEKS[3]}-fix1"),
     }
+
+
+def test_the_daily_health_check_flags_data_older_than_8_days(
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from progress_monitor.pipeline import check_data_age
+
+    fresh = check_data_age(settings())
+    assert fresh is not None and fresh < 1 and "stale" not in caplog.text
+    stale = check_data_age(settings(), now=datetime.now(UTC) + timedelta(days=9))
+    assert stale is not None and stale > 8 and "progress data is stale" in caplog.text

@@ -37,6 +37,7 @@ from progress_monitor.shards import (
 )
 
 log = logging.getLogger("progress_monitor.pipeline")
+STALE_AFTER_DAYS = 8
 RERUN_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 T = TypeVar("T")
 
@@ -115,9 +116,12 @@ def handle_schedule(event: Any) -> RunPlan | None:
     return _guard(cfg, "extract_tags", cfg.schedule_dlq_topic, message, lambda: _fan_out(cfg, message))
 
 
-def _fan_out(cfg: Settings, message: PubSubMessage) -> RunPlan:
-    run_id, snapshot = plan_run(cfg, message)
+def _fan_out(cfg: Settings, message: PubSubMessage) -> RunPlan | None:
     body = message.json()
+    if body.get("health_check") is True:
+        check_data_age(cfg)
+        return None
+    run_id, snapshot = plan_run(cfg, message)
     tags = warehouse.active_tags(cfg)
     only = body.get("tag_ids")
     if only is not None:
@@ -140,6 +144,19 @@ def _fan_out(cfg: Settings, message: PubSubMessage) -> RunPlan:
     warehouse.mark_fanned_out(cfg, run_id)
     log.info("run started: %d tags", len(tags), extra={**context, "count": len(tags)})
     return RunPlan(run_id, snapshot, len(tags), duplicate=False)
+
+
+def check_data_age(cfg: Settings, now: datetime | None = None) -> float | None:
+    """Daily health check: ERROR (alerted on) when the last successful run finished over STALE_AFTER ago."""
+    rows = warehouse.query(cfg, "SELECT MAX(finished_at) AS finished FROM `{runs}` WHERE status = 'succeeded'")
+    finished = rows[0]["finished"] if rows else None
+    age_days = None if finished is None else ((now or datetime.now(UTC)) - finished).total_seconds() / 86400
+    if age_days is None or age_days > STALE_AFTER_DAYS:
+        log.error("progress data is stale: the last successful run finished %s days ago",
+                  "never" if age_days is None else f"{age_days:.1f}")  # fmt: skip
+    else:
+        log.info("data age %.1f days", age_days)
+    return age_days
 
 
 # -- stage 2: one piece of one tag -> a shard in Cloud Storage -------------------------------------------
@@ -367,6 +384,7 @@ def load_object(cfg: Settings, ref: ObjectRef, refresh_reports: bool = True) -> 
             extraction_counts=counts, today=monday_of(datetime.now(UTC), cfg.timezone) + timedelta(days=6),
         )  # fmt: skip
         if refresh_reports and warehouse.run_status(cfg, shard.run_id) == "succeeded":
+            log.info("run succeeded", extra={"run_id": shard.run_id})
             _refresh_reports(cfg, shard.run_id)
         rejected = outcome.rows_in_shard - outcome.rows_merged
         level = logging.WARNING if rejected else logging.INFO

@@ -1,0 +1,53 @@
+resource "google_bigquery_dataset" "main" {
+  # checkov:skip=CKV_GCP_81: Google-managed encryption; a customer key ring would be one more thing for a small school to operate
+  dataset_id  = local.dataset
+  location    = var.region
+  description = "Learning-progress history, registry, runs and the reporting tables (no contact data)."
+  depends_on  = [google_project_service.apis]
+}
+
+resource "google_bigquery_dataset" "restricted" {
+  # checkov:skip=CKV_GCP_81: Google-managed encryption; access is restricted to the tutors' group instead
+  dataset_id  = local.restricted_dataset
+  location    = var.region
+  description = "Restricted to tutors: students' contact data and the tutors' list."
+  depends_on  = [google_project_service.apis]
+}
+
+# Tables from the same schema files the code and the tests use.
+resource "google_bigquery_table" "table" {
+  # checkov:skip=CKV_GCP_80: Google-managed encryption, as for the datasets (see there)
+  for_each            = local.schemas
+  dataset_id          = contains(local.restricted_tables, each.key) ? google_bigquery_dataset.restricted.dataset_id : google_bigquery_dataset.main.dataset_id
+  table_id            = each.key
+  description         = each.value.description
+  schema              = jsonencode(each.value.fields)
+  clustering          = lookup(each.value, "clustering", null)
+  deletion_protection = true
+
+  dynamic "time_partitioning" {
+    for_each = lookup(each.value, "partition_field", null) == null ? [] : [each.value.partition_field]
+    content {
+      type  = "DAY"
+      field = time_partitioning.value
+    }
+  }
+}
+
+# Run health reads only the runs table, so Terraform can create it; the other reporting objects
+# (report_* tables, tutor_list) are (re)built by the pipeline after each run from the same SQL files.
+resource "google_bigquery_table" "run_health" {
+  # checkov:skip=CKV_GCP_80: a view stores no data; Google-managed encryption as for the datasets
+  dataset_id          = google_bigquery_dataset.main.dataset_id
+  table_id            = "report_run_health"
+  deletion_protection = true
+  view {
+    use_legacy_sql = false
+    query = templatefile("${local.repo_root}/src/progress_monitor/sql/report_run_health.sql", {
+      project            = var.project_id
+      dataset            = local.dataset
+      restricted_dataset = local.restricted_dataset
+    })
+  }
+  depends_on = [google_bigquery_table.table]
+}

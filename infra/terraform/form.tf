@@ -1,0 +1,89 @@
+# The add_tag form behind Google identity: HTTPS load balancer -> IAP -> serverless NEG -> function.
+# The code verifies the IAP assertion (audience = this backend service) and the staff allow-list again.
+resource "google_compute_region_network_endpoint_group" "form" {
+  name                  = "${var.prefix}-form-neg"
+  region                = var.region
+  network_endpoint_type = "SERVERLESS"
+  cloud_run {
+    # By name, not by reference: the function's environment needs this backend's id (IAP audience).
+    service = local.function_names["add_tag"]
+  }
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_backend_service" "form" {
+  name                  = "${var.prefix}-form"
+  protocol              = "HTTPS"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  backend {
+    group = google_compute_region_network_endpoint_group.form.id
+  }
+  iap {
+    enabled = true
+  }
+  log_config {
+    enable = true
+  }
+}
+
+resource "google_iap_web_backend_service_iam_member" "staff" {
+  for_each            = toset(var.form.iap_members)
+  web_backend_service = google_compute_backend_service.form.name
+  role                = "roles/iap.httpsResourceAccessor"
+  member              = each.value
+}
+
+# IAP's service agent invokes the function on behalf of the signed-in staff member.
+resource "google_cloud_run_service_iam_member" "iap_invoker" {
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["add_tag"].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-iap.iam.gserviceaccount.com"
+}
+
+# Slack cannot present Google credentials: the endpoint is public and every request must carry Slack's
+# HMAC signature, verified in code (timestamp window, constant-time comparison).
+resource "google_cloud_run_service_iam_member" "slack_public" {
+  # checkov:skip=CKV_GCP_102: Slack cannot send Google credentials; every request is verified by its HMAC signature in code
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["slack_command"].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+resource "google_compute_managed_ssl_certificate" "form" {
+  name = "${var.prefix}-form-cert"
+  managed {
+    domains = [var.form.domain]
+  }
+}
+
+resource "google_compute_url_map" "form" {
+  name            = "${var.prefix}-form"
+  default_service = google_compute_backend_service.form.id
+}
+
+resource "google_compute_target_https_proxy" "form" {
+  name             = "${var.prefix}-form"
+  url_map          = google_compute_url_map.form.id
+  ssl_certificates = [google_compute_managed_ssl_certificate.form.id]
+  ssl_policy       = google_compute_ssl_policy.form.id
+}
+
+resource "google_compute_ssl_policy" "form" {
+  name            = "${var.prefix}-form-tls"
+  profile         = "RESTRICTED"
+  min_tls_version = "TLS_1_2"
+}
+
+resource "google_compute_global_address" "form" {
+  name = "${var.prefix}-form"
+}
+
+resource "google_compute_global_forwarding_rule" "form" {
+  name                  = "${var.prefix}-form"
+  target                = google_compute_target_https_proxy.form.id
+  port_range            = "443"
+  ip_address            = google_compute_global_address.form.address
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+}

@@ -1,0 +1,83 @@
+# Each function's zip is built by Terraform itself: its main.py, the shared package and the pinned
+# requirements. The object name carries the zip's hash, so any change redeploys.
+data "archive_file" "function" {
+  for_each    = local.functions
+  type        = "zip"
+  output_path = "${path.module}/.build/${each.key}.zip"
+
+  source {
+    content  = file("${local.repo_root}/functions/${each.value.source}/main.py")
+    filename = "main.py"
+  }
+  source {
+    content  = file("${local.repo_root}/functions/requirements.txt")
+    filename = "requirements.txt"
+  }
+  dynamic "source" {
+    for_each = local.package_files
+    content {
+      content  = file("${local.repo_root}/src/progress_monitor/${source.value}")
+      filename = "progress_monitor/${source.value}"
+    }
+  }
+}
+
+resource "google_storage_bucket_object" "function" {
+  for_each = local.functions
+  name     = "${each.key}-${data.archive_file.function[each.key].output_md5}.zip"
+  bucket   = google_storage_bucket.sources.name
+  source   = data.archive_file.function[each.key].output_path
+}
+
+resource "google_cloudfunctions2_function" "fn" {
+  # checkov:skip=CKV_GCP_124: only slack_command allows all ingress (Slack calls it from the internet, signed); the event functions are internal-only and add_tag sits behind the IAP load balancer
+  for_each = local.functions
+  name     = local.function_names[each.key]
+  location = var.region
+
+  build_config {
+    runtime     = "python311"
+    entry_point = each.value.entry_point
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function[each.key].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email = google_service_account.fn[each.key].email
+    timeout_seconds       = each.value.timeout
+    available_memory      = each.value.memory
+    available_cpu         = each.key == "extract_progress" ? "1" : "0.583"
+    # The whole school shares Cademi's 2 req/s: extract_progress runs as ONE instance whose one rate limiter
+    # is the fleet's; several tags' pieces share it through per-instance concurrency.
+    max_instance_count               = each.key == "extract_progress" ? 1 : 3
+    max_instance_request_concurrency = each.key == "extract_progress" ? var.extraction.concurrent_pieces : 1
+    # The form is reachable only through the IAP load balancer; the Slack endpoint is public (signed).
+    # Pub/Sub push and Eventarc from this project count as internal traffic.
+    ingress_settings = lookup({ add_tag = "ALLOW_INTERNAL_AND_GCLB", slack_command = "ALLOW_ALL" }, each.key, "ALLOW_INTERNAL_ONLY")
+    environment_variables = merge(
+      local.common_env,
+      contains(["add_tag"], each.key) ? local.form_env : {},
+    )
+  }
+
+  # The loader is triggered by Cloud Storage object finalization (Eventarc), retried on failure.
+  dynamic "event_trigger" {
+    for_each = each.key == "load_history" ? [1] : []
+    content {
+      trigger_region        = var.region
+      event_type            = "google.cloud.storage.object.v1.finalized"
+      retry_policy          = "RETRY_POLICY_RETRY"
+      service_account_email = google_service_account.trigger.email
+      event_filters {
+        attribute = "bucket"
+        value     = google_storage_bucket.shards.name
+      }
+    }
+  }
+
+  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.reader]
+}

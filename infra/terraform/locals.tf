@@ -1,0 +1,71 @@
+locals {
+  repo_root = "${path.module}/../.."
+  # Every file of the shared package goes into every function's zip (no symlinks, no second import root).
+  package_files = fileset("${local.repo_root}/src/progress_monitor", "**/*.{py,json,sql,html}")
+
+  # name => source folder under functions/, entry point, timeout, memory
+  functions = {
+    extract_tags     = { source = "extract_tags", entry_point = "extract_tags", timeout = 120, memory = "256Mi" }
+    extract_progress = { source = "extract_progress", entry_point = "extract_progress", timeout = var.extraction.timeout_s, memory = var.extraction.memory }
+    load_history     = { source = "load_history", entry_point = "load_history", timeout = 540, memory = "512Mi" }
+    add_tag          = { source = "add_tag", entry_point = "add_tag", timeout = 60, memory = "256Mi" }
+    slack_command    = { source = "add_tag", entry_point = "slack_command", timeout = 30, memory = "256Mi" }
+  }
+  function_names = { for k, v in local.functions : k => "${var.prefix}-${replace(k, "_", "-")}" }
+
+  topics = {
+    schedule     = "${var.prefix}-weekly-schedule"
+    progress     = "${var.prefix}-progress-tasks"
+    schedule_dlq = "${var.prefix}-weekly-schedule-dlq"
+    progress_dlq = "${var.prefix}-progress-tasks-dlq"
+    shards_dlq   = "${var.prefix}-shard-events-dlq"
+  }
+
+  dataset            = replace("${var.prefix}_progress", "-", "_")
+  restricted_dataset = replace("${var.prefix}_progress_restricted", "-", "_")
+  tables             = ["tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures"]
+  restricted_tables  = ["students"]
+  schemas            = { for t in local.tables : t => jsondecode(file("${local.repo_root}/src/progress_monitor/schemas/${t}.json")) }
+
+  secrets = {
+    CADEMI_API_KEY       = "cademi-api-key"
+    SLACK_SIGNING_SECRET = "slack-signing-secret"
+    FORM_CSRF_SECRET     = "form-csrf-secret"
+  }
+  # Which function reads which secret (through progress_monitor.secrets, cached per instance).
+  secret_readers = {
+    extract_progress = ["CADEMI_API_KEY"]
+    add_tag          = ["CADEMI_API_KEY", "FORM_CSRF_SECRET"]
+    slack_command    = ["CADEMI_API_KEY", "SLACK_SIGNING_SECRET"]
+  }
+
+  # The settings object's environment (progress_monitor.settings.Settings): the same names for every function.
+  common_env = {
+    GCP_PROJECT            = var.project_id
+    BQ_DATASET             = local.dataset
+    BQ_RESTRICTED_DATASET  = local.restricted_dataset
+    SHARDS_BUCKET          = google_storage_bucket.shards.name
+    SCHEDULE_TOPIC         = local.topics.schedule
+    PROGRESS_TOPIC         = local.topics.progress
+    SCHEDULE_DLQ_TOPIC     = local.topics.schedule_dlq
+    PROGRESS_DLQ_TOPIC     = local.topics.progress_dlq
+    SHARDS_DLQ_TOPIC       = local.topics.shards_dlq
+    TIMEZONE               = var.schedule.time_zone
+    SECRETS_BACKEND        = "secret_manager"
+    CADEMI_BASE_URL        = var.cademi.base_url
+    CADEMI_RATE_PER_SECOND = tostring(var.cademi.rate_per_second)
+    CADEMI_RATE_PER_MINUTE = tostring(var.cademi.rate_per_minute)
+    CADEMI_WORKERS         = tostring(var.extraction.workers_per_piece)
+    PIECE_BUDGET_S         = tostring(var.extraction.piece_budget_s)
+  }
+  form_env = {
+    FORM_AUTH           = "iap"
+    FORM_ALLOWED_EMAILS = join(",", var.form.allowed_emails)
+    FORM_ALLOWED_DOMAIN = var.form.allowed_domain
+    IAP_AUDIENCE        = "/projects/${data.google_project.this.number}/global/backendServices/${google_compute_backend_service.form.generated_id}"
+  }
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}

@@ -1,0 +1,70 @@
+resource "google_monitoring_notification_channel" "email" {
+  for_each     = toset(var.alert_emails)
+  display_name = "progress monitor: ${each.value}"
+  type         = "email"
+  labels = {
+    email_address = each.value
+  }
+}
+
+# A weekly run failed: any permanent failure (dead-lettered message) or function error.
+resource "google_monitoring_alert_policy" "run_failed" {
+  display_name          = "${var.prefix}: weekly progress run failed"
+  combiner              = "OR"
+  notification_channels = [for c in google_monitoring_notification_channel.email : c.id]
+  conditions {
+    display_name = "ERROR logged by a pipeline function"
+    condition_matched_log {
+      filter = <<-EOT
+        resource.type="cloud_run_revision"
+        resource.labels.service_name=~"^${var.prefix}-(extract-tags|extract-progress|load-history)$"
+        severity>=ERROR
+      EOT
+    }
+  }
+  alert_strategy {
+    notification_rate_limit {
+      period = "3600s"
+    }
+    auto_close = "604800s"
+  }
+  documentation {
+    content = "See the run health page and the dead-letter subscriptions (*-dlq-sub); README, Operations."
+  }
+}
+
+# Data older than 8 days. Metric-absence alerts cannot wait longer than 23.5 hours, so the check is made in
+# code: a daily scheduler message asks extract_tags for a health check, which logs "progress data is stale"
+# at ERROR when the last successful run finished more than 8 days ago.
+resource "google_cloud_scheduler_job" "daily_health" {
+  name      = "${var.prefix}-daily-health-check"
+  schedule  = "0 9 * * *"
+  time_zone = var.schedule.time_zone
+  region    = var.region
+  pubsub_target {
+    topic_name = google_pubsub_topic.topic["schedule"].id
+    data       = base64encode(jsonencode({ health_check = true }))
+  }
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_monitoring_alert_policy" "data_stale" {
+  display_name          = "${var.prefix}: progress data older than 8 days"
+  combiner              = "OR"
+  notification_channels = [for c in google_monitoring_notification_channel.email : c.id]
+  conditions {
+    display_name = "health check found stale data"
+    condition_matched_log {
+      filter = <<-EOT
+        resource.type="cloud_run_revision"
+        jsonPayload.message=~"^progress data is stale"
+      EOT
+    }
+  }
+  alert_strategy {
+    notification_rate_limit {
+      period = "86400s"
+    }
+    auto_close = "604800s"
+  }
+}

@@ -1,0 +1,52 @@
+resource "google_pubsub_topic" "topic" {
+  # checkov:skip=CKV_GCP_83: messages carry ids only (no personal data); Google-managed encryption
+  for_each                   = local.topics
+  name                       = each.value
+  message_retention_duration = "604800s"
+  depends_on                 = [google_project_service.apis]
+}
+
+# extract_tags and extract_progress are pushed by our own subscriptions (as in the local stack), so each has
+# a retry policy, a dead-letter topic and an ack deadline longer than a piece. The push path names the topic,
+# which functions-framework turns into the CloudEvent source.
+locals {
+  push = {
+    extract_tags     = { topic = "schedule", dlq = "schedule_dlq", ack = 120 }
+    extract_progress = { topic = "progress", dlq = "progress_dlq", ack = 600 }
+  }
+}
+
+resource "google_pubsub_subscription" "push" {
+  for_each             = local.push
+  name                 = "${local.function_names[each.key]}-push"
+  topic                = google_pubsub_topic.topic[each.value.topic].id
+  ack_deadline_seconds = each.value.ack
+  push_config {
+    push_endpoint = "${google_cloudfunctions2_function.fn[each.key].service_config[0].uri}/projects/${var.project_id}/topics/${local.topics[each.value.topic]}"
+    oidc_token {
+      service_account_email = google_service_account.pusher.email
+    }
+  }
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.topic[each.value.dlq].id
+    max_delivery_attempts = 5
+  }
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# Every dead-letter topic keeps its messages in a pull subscription for the operator.
+resource "google_pubsub_subscription" "dead_letters" {
+  for_each                   = { for k, v in local.topics : k => v if endswith(k, "_dlq") }
+  name                       = "${each.value}-sub"
+  topic                      = google_pubsub_topic.topic[each.key].id
+  message_retention_duration = "604800s"
+  expiration_policy {
+    ttl = ""
+  }
+}

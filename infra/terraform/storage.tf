@@ -1,0 +1,60 @@
+resource "google_storage_bucket" "shards" {
+  # checkov:skip=CKV_GCP_62: Cloud Audit Logs (Data Access) record object reads; no separate access-log bucket
+  name                        = "${var.project_id}-${var.prefix}-shards"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+  versioning {
+    enabled = true
+  }
+  # Raw shards allow replaying the history; keep them for shard_retention_days.
+  lifecycle_rule {
+    condition {
+      age            = var.shard_retention_days
+      matches_prefix = ["progress/", "rosters/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  # Contact data is deleted by the loader once merged; anything left over goes after a day.
+  lifecycle_rule {
+    condition {
+      age            = 1
+      matches_prefix = ["contacts/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 7
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket" "sources" {
+  # checkov:skip=CKV_GCP_62: holds only the functions' source zips built from this repository
+  name                        = "${var.project_id}-${var.prefix}-function-sources"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  versioning {
+    enabled = true
+  }
+  lifecycle_rule {
+    condition {
+      num_newer_versions = 3
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  depends_on = [google_project_service.apis]
+}

@@ -1,0 +1,119 @@
+variable "alert_emails" {
+  description = "Emails notified when the weekly run fails or the data is older than 8 days."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for e in var.alert_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "Each alert email must look like name@domain."
+  }
+}
+
+variable "cademi" {
+  description = "Cademi API: the school's base URL and the rate budget of the whole school (Cademi allows 2 req/s, 120 req/min)."
+  type = object({
+    base_url        = string
+    rate_per_second = optional(number, 2)
+    rate_per_minute = optional(number, 120)
+  })
+  validation {
+    condition     = startswith(var.cademi.base_url, "https://")
+    error_message = "cademi.base_url must be https (the API key travels in a header)."
+  }
+  validation {
+    condition     = var.cademi.rate_per_second > 0 && var.cademi.rate_per_second <= 2 && var.cademi.rate_per_minute > 0 && var.cademi.rate_per_minute <= 120
+    error_message = "The rate budget must be positive and within Cademi's 2 req/s and 120 req/min."
+  }
+}
+
+variable "extraction" {
+  description = "extract_progress sizing: piece budget, function timeout and memory, concurrent pieces per instance."
+  type = object({
+    piece_budget_s    = optional(number, 300)
+    timeout_s         = optional(number, 540)
+    memory            = optional(string, "512Mi")
+    concurrent_pieces = optional(number, 4)
+    workers_per_piece = optional(number, 4)
+  })
+  default = {}
+  validation {
+    condition     = var.extraction.piece_budget_s > 0 && var.extraction.piece_budget_s <= var.extraction.timeout_s - 120
+    error_message = "piece_budget_s must leave at least 120 s of the function timeout for the last students and the shard write."
+  }
+  validation {
+    condition     = var.extraction.timeout_s <= 540
+    error_message = "Event-driven work must finish within 540 s (and the push ack deadline of 600 s)."
+  }
+}
+
+variable "form" {
+  description = "The add_tag form behind IAP: its domain (HTTPS load balancer), and the staff allowed to use it."
+  type = object({
+    domain         = string
+    allowed_emails = optional(list(string), [])
+    allowed_domain = optional(string, "")
+    iap_members    = list(string)
+  })
+  validation {
+    condition     = length(var.form.allowed_emails) > 0 || var.form.allowed_domain != ""
+    error_message = "Set form.allowed_emails or form.allowed_domain: the code checks the staff allow-list too."
+  }
+  validation {
+    condition     = alltrue([for m in var.form.iap_members : can(regex("^(user|group|domain):", m))])
+    error_message = "form.iap_members are IAM members such as group:coordenacao@escola.com.br."
+  }
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name (lower case, e.g. the school's short name)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,14}$", var.prefix))
+    error_message = "prefix: 2-15 lower-case letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "project_id" {
+  description = "Google Cloud project id."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, the bucket and the scheduler job."
+  type        = string
+  default     = "southamerica-east1"
+}
+
+variable "reporting" {
+  description = "Who reads the dashboards: managers read the reporting dataset; only tutors read the restricted one."
+  type = object({
+    managers_group = string
+    tutors_group   = string
+  })
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+$", var.reporting.managers_group)) && can(regex("^[^@\\s]+@[^@\\s]+$", var.reporting.tutors_group))
+    error_message = "reporting groups are Google group emails."
+  }
+}
+
+variable "schedule" {
+  description = "The weekly run: cron expression and time zone of Cloud Scheduler."
+  type = object({
+    cron      = optional(string, "0 3 * * 1")
+    time_zone = optional(string, "America/Sao_Paulo")
+  })
+  default = {}
+  validation {
+    condition     = length(split(" ", var.schedule.cron)) == 5
+    error_message = "schedule.cron must have five fields."
+  }
+}
+
+variable "shard_retention_days" {
+  description = "Days the raw progress shards are kept in Cloud Storage (they allow a replay of the history)."
+  type        = number
+  default     = 730
+  validation {
+    condition     = var.shard_retention_days >= 30
+    error_message = "Keep shards at least 30 days so a lost week can be replayed."
+  }
+}
