@@ -397,7 +397,8 @@ class LocalStack:
                 subscriber.create_subscription(request=request)
 
     def wait_run(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
-        """Poll the runs table until the run has succeeded or failed (or the timeout passes)."""
+        """Poll the runs table until the run has failed, or succeeded and its reports are rebuilt (or the
+        timeout passes)."""
         deadline = time.monotonic() + timeout
         row: dict[str, Any] | None = None
         while time.monotonic() < deadline:
@@ -405,7 +406,7 @@ class LocalStack:
                 if not child.alive():
                     raise StartupError(f"{child.name} died; see {child.log_path}")
             row = self.run_row(run_id)
-            if row and row["status"] in ("succeeded", "failed"):
+            if row and (row["status"] == "failed" or (row["status"] == "succeeded" and row["reports_refreshed_at"])):
                 return row
             time.sleep(0.5)
         return row or {"run_id": run_id, "status": "missing"}

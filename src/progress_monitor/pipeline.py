@@ -418,6 +418,8 @@ def _refresh_reports(cfg: Settings, run_id: str) -> None:
     failure here is logged for the operator (run health shows stale reports) instead of redelivering."""
     try:
         reporting.refresh(cfg)
+        warehouse.query(cfg, "UPDATE `{runs}` SET reports_refreshed_at = @now WHERE run_id = @run_id",
+                        now=datetime.now(UTC), run_id=run_id)  # fmt: skip
     except Exception:
         log.exception("reporting refresh failed after the run completed", extra={"run_id": run_id})
 
