@@ -48,6 +48,8 @@ resource "google_bigquery_dataset_iam_member" "restricted_writer" {
   member     = "serviceAccount:${google_service_account.fn["load_history"].email}"
 }
 
+# extract_progress writes shards and rosters; the loader reads shards (its BigQuery load jobs run with its
+# identity) and deletes merged contact files.
 resource "google_storage_bucket_iam_member" "shards" {
   for_each = toset(["extract_progress", "load_history"])
   bucket   = google_storage_bucket.shards.name
@@ -55,7 +57,6 @@ resource "google_storage_bucket_iam_member" "shards" {
   member   = "serviceAccount:${google_service_account.fn[each.key].email}"
 }
 
-# BigQuery load jobs read the shards with the loader's identity.
 resource "google_pubsub_topic_iam_member" "publisher" {
   for_each = local.publisher_bindings
   topic    = google_pubsub_topic.topic[each.value.topic].name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -62,7 +63,8 @@ def _bqemulator_home(workdir: Path) -> Path:
     version = duckdb.__version__
     source = Path(duckdb_extension_spatial.__file__).parent / "extensions" / f"v{version}" / "spatial.duckdb_extension"
     home = workdir / "bqhome"
-    target = home / ".duckdb" / "extensions" / f"v{version}" / "linux_amd64"
+    arch = {"x86_64": "linux_amd64", "aarch64": "linux_arm64"}.get(platform.machine(), "linux_amd64")
+    target = home / ".duckdb" / "extensions" / f"v{version}" / arch
     target.mkdir(parents=True, exist_ok=True)
     link = target / "spatial.duckdb_extension"
     if not link.exists():
