@@ -183,32 +183,25 @@ class LocalStack:
         self.endpoints["function_env"] = {k: env[k] for k in ("CADEMI_RATE_PER_SECOND", "CADEMI_RATE_PER_MINUTE",
                                                                "PIECE_BUDGET_S")}  # fmt: skip
         self._prepare_storage_and_tables()
-        for name, (target, _, _, _) in FUNCTIONS.items():
-            # One process per function, like max_instance_count = 1 in the cloud: its one rate limiter is
-            # then the whole fleet's. THREADS plays the per-instance concurrency.
+        # One process per function, like max_instance_count = 1 in the cloud: its one rate limiter is then
+        # the whole fleet's. THREADS plays the per-instance concurrency.
+        processes = [(name, name, target, "cloudevent") for name, (target, _, _, _) in FUNCTIONS.items()]
+        processes += [(name, folder, target, "http") for name, (folder, target) in HTTP_FUNCTIONS.items()]
+        for name, folder, target, signature in processes:
             threads = str(extract_threads) if name == "extract_progress" else "4"
             child = spawn(
                 name,
                 [str(Path(sys.executable).parent / "functions-framework"), "--source",
-                 str(ROOT / "functions" / name / "main.py"), "--target", target, "--signature-type", "cloudevent",
+                 str(ROOT / "functions" / folder / "main.py"), "--target", target, "--signature-type", signature,
                  "--host", "127.0.0.1", "--port", str(ports[name])],
                 logs,
                 env={**env, "THREADS": threads, "WORKERS": "1"},
             )  # fmt: skip
             self.children.append(child)
-        for name, (folder, target) in HTTP_FUNCTIONS.items():
-            child = spawn(
-                name,
-                [str(Path(sys.executable).parent / "functions-framework"), "--source",
-                 str(ROOT / "functions" / folder / "main.py"), "--target", target, "--signature-type", "http",
-                 "--host", "127.0.0.1", "--port", str(ports[name])],
-                logs,
-                env={**env, "THREADS": "4", "WORKERS": "1"},
-            )  # fmt: skip
-            self.children.append(child)
         for name in (*FUNCTIONS, *HTTP_FUNCTIONS):
             wait_for_port(self.child(name), ports[name])
-        self._create_subscriptions(ack_deadline_s)
+        self.endpoints["ack_deadline_s"] = ack_deadline_s
+        self._create_subscriptions()
         self.save()
 
     def function_env(self) -> dict[str, str]:
@@ -302,24 +295,29 @@ class LocalStack:
             with contextlib.suppress(exceptions.AlreadyExists):
                 publisher.create_topic(name=publisher.topic_path(PROJECT, topic))
 
-    def _create_subscriptions(self, ack_deadline_s: int | None) -> None:
+    def _push_subscription(self, function: str, suffix: str) -> dict[str, Any]:
+        """A push subscription to one function, with the cloud's retry policy and dead-letter topic."""
+        publisher, subscriber = self._pubsub()
+        _, topic, dlq, ack_deadline = FUNCTIONS[function]
+        return {
+            "name": subscriber.subscription_path(PROJECT, f"{function}-{suffix}"),
+            "topic": publisher.topic_path(PROJECT, topic),
+            "push_config": {"push_endpoint": f"{self.endpoints['functions'][function]}/projects/{PROJECT}/topics/"
+                                             f"{topic}"},
+            "ack_deadline_seconds": self.endpoints.get("ack_deadline_s") or ack_deadline,
+            "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
+            "dead_letter_policy": {"dead_letter_topic": publisher.topic_path(PROJECT, dlq),
+                                   "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS},
+        }  # fmt: skip
+
+    def _create_subscriptions(self) -> None:
         from google.api_core import exceptions
 
         publisher, subscriber = self._pubsub()
-        for name, (_, topic, dlq, ack_deadline) in FUNCTIONS.items():
-            endpoint = f"{self.endpoints['functions'][name]}/projects/{PROJECT}/topics/{topic}"
-            requests_ = [
-                {"name": subscriber.subscription_path(PROJECT, f"{name}-push"),
-                 "topic": publisher.topic_path(PROJECT, topic),
-                 "push_config": {"push_endpoint": endpoint},
-                 "ack_deadline_seconds": ack_deadline_s or ack_deadline,
-                 "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
-                 "dead_letter_policy": {"dead_letter_topic": publisher.topic_path(PROJECT, dlq),
-                                        "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS}},
-                {"name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
-                 "topic": publisher.topic_path(PROJECT, dlq)},
-            ]  # fmt: skip
-            for request in requests_:
+        for name, (_, _, dlq, _) in FUNCTIONS.items():
+            dead_letters = {"name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
+                            "topic": publisher.topic_path(PROJECT, dlq)}  # fmt: skip
+            for request in (self._push_subscription(name, "push"), dead_letters):
                 with contextlib.suppress(exceptions.AlreadyExists):
                     subscriber.create_subscription(request=request)
 
@@ -382,21 +380,15 @@ class LocalStack:
         """Every message delivered twice: a second push subscription per function topic (or remove them)."""
         from google.api_core import exceptions
 
-        publisher, subscriber = self._pubsub()
-        for name, (_, topic, dlq, ack_deadline) in FUNCTIONS.items():
-            path = subscriber.subscription_path(PROJECT, f"{name}-dup")
-            if not on:
+        _, subscriber = self._pubsub()
+        for name in FUNCTIONS:
+            if on:
+                with contextlib.suppress(exceptions.AlreadyExists):
+                    subscriber.create_subscription(request=self._push_subscription(name, "dup"))
+            else:
                 with contextlib.suppress(exceptions.NotFound):
+                    path = subscriber.subscription_path(PROJECT, f"{name}-dup")
                     subscriber.delete_subscription(request={"subscription": path})
-                continue
-            endpoint = f"{self.endpoints['functions'][name]}/projects/{PROJECT}/topics/{topic}"
-            request = {"name": path, "topic": publisher.topic_path(PROJECT, topic),
-                       "push_config": {"push_endpoint": endpoint}, "ack_deadline_seconds": ack_deadline,
-                       "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
-                       "dead_letter_policy": {"dead_letter_topic": publisher.topic_path(PROJECT, dlq),
-                                              "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS}}  # fmt: skip
-            with contextlib.suppress(exceptions.AlreadyExists):
-                subscriber.create_subscription(request=request)
 
     def wait_run(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Poll the runs table until the run has failed, or succeeded and its reports are rebuilt (or the

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -256,11 +257,12 @@ class LoadOutcome:
 
 
 def _staging_table(settings: Settings, kind: str, uri: str, generation: int, fields: list[Any]) -> str:
-    """A staging table per shard generation, so concurrent loads never share one."""
+    """A staging table per load attempt, expiring after a day if the attempt dies before dropping it."""
     from google.cloud import bigquery
 
-    digest = hashlib.sha256(f"{uri}#{generation}".encode()).hexdigest()[:20]
-    name = table_id(settings, f"_staging_{kind}_{digest}")
+    # Unique per attempt: two deliveries of the same event must not load into, or drop, each other's table.
+    digest = hashlib.sha256(f"{uri}#{generation}".encode()).hexdigest()[:16]
+    name = table_id(settings, f"_staging_{kind}_{digest}_{uuid.uuid4().hex[:8]}")
     table = bigquery.Table(name, schema=fields)
     table.expires = datetime.now(UTC) + STAGING_TTL  # a crashed load leaves nothing behind for long
     gcp.bigquery(settings).create_table(table, exists_ok=True)
