@@ -329,3 +329,19 @@ def test_the_daily_health_check_flags_data_older_than_8_days(
     assert fresh is not None and fresh < 1 and "stale" not in caplog.text
     stale = check_data_age(settings(), now=datetime.now(UTC) + timedelta(days=9))
     assert stale is not None and stale > 8 and "progress data is stale" in caplog.text
+
+
+def test_a_run_whose_messages_were_lost_is_resumed(stack: LocalStack) -> None:
+    from progress_monitor.pipeline import resume_run
+
+    cfg = settings()
+    run_id = f"{WEEKS[3]}-lost"
+    # A run recorded and marked fanned out whose per-tag messages never arrived (e.g. dead-lettered).
+    warehouse.start_run(cfg, run_id, date.fromisoformat(WEEKS[3]), 3)
+    warehouse.mark_fanned_out(cfg, run_id)
+    stack.admin().set_week(WEEKS[3])
+    assert sorted(resume_run(cfg, run_id)) == [f"tag {t} piece 0" for t in (BIG_TAG, SMALL_TAG, OTHER_TAG)]
+    row = stack.wait_run(run_id, timeout=120)
+    assert row["status"] == "succeeded" and row["tags_done"] == 3
+    assert_history_equals_truth(stack, 3)
+    assert resume_run(cfg, run_id) == []  # a finished run needs nothing

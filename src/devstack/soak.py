@@ -26,6 +26,7 @@ from cademi_sim.scenario import Scenario, load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
 from progress_monitor import warehouse
+from progress_monitor.pipeline import resume_run
 from progress_monitor.settings import Settings
 
 EVENTS = ("duplicates", "kill", "bigquery_restart", "poison")
@@ -44,6 +45,7 @@ class SoakReport:
     run_mismatches: list[str] = field(default_factory=list)
     dead_letters_unaccounted: list[str] = field(default_factory=list)
     events: dict[str, list[str]] = field(default_factory=dict)
+    resumes: list[str] = field(default_factory=list)
     faults_fired: int = 0
 
     @property
@@ -56,7 +58,7 @@ class SoakReport:
                 "missing": len(self.missing), "duplicated": len(self.duplicated), "wrong": len(self.wrong),
                 "unexpected": len(self.unexpected), "run_mismatches": self.run_mismatches,
                 "dead_letters_unaccounted": self.dead_letters_unaccounted, "faults_fired": self.faults_fired,
-                "events": self.events, "ok": self.ok}  # fmt: skip
+                "events": self.events, "resumes": self.resumes, "ok": self.ok}  # fmt: skip
 
 
 def designated_failures(scenario: Scenario) -> set[tuple[int, int]]:
@@ -144,7 +146,7 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
             if "bigquery_restart" in events:
                 _wait_calls(admin, max(20, expected_calls // 2))
                 stack.restart("bqemulator", stack.port_of("bqemulator"))
-            row = stack.wait_run(run_id, timeout=900)
+            row = wait_resuming(stack, run_id, report)
             report.faults_fired += int(admin.counters().get("faults_fired", 0))
             if "duplicates" in events:
                 time.sleep(2.0)  # let the second deliveries drain before the stretch ends
@@ -156,6 +158,26 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
     finally:
         stack.stop()
     return report
+
+
+def wait_resuming(stack: LocalStack, run_id: str, report: SoakReport, quiet_s: float = 90.0) -> dict[str, Any]:
+    """Wait for the run; when nothing is loaded for `quiet_s`, do what the daily health check does in the
+    cloud (resume_run) and count it: the Pub/Sub emulator can drop a push that was in flight to a killed
+    process, which Pub/Sub itself redelivers."""
+    deadline = time.monotonic() + 900
+    last_pieces, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        row = stack.wait_run(run_id, timeout=5)
+        if row.get("status") == "succeeded" and row.get("reports_refreshed_at"):
+            return row
+        pieces = row.get("pieces_loaded") or 0
+        if pieces != last_pieces:
+            last_pieces, quiet_since = pieces, time.monotonic()
+        elif time.monotonic() - quiet_since > quiet_s:
+            resumed = resume_run(Settings.from_env(), run_id)
+            report.resumes.append(f"{run_id}: {resumed}")
+            quiet_since = time.monotonic()
+    return stack.run_row(run_id) or {"run_id": run_id, "status": "missing"}
 
 
 def _wait_calls(admin: Any, calls: int, timeout: float = 300) -> None:

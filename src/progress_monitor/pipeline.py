@@ -119,6 +119,7 @@ def handle_schedule(event: Any) -> RunPlan | None:
 def _fan_out(cfg: Settings, message: PubSubMessage) -> RunPlan | None:
     body = message.json()
     if body.get("health_check") is True:
+        resume_stalled_runs(cfg)
         check_data_age(cfg)
         return None
     run_id, snapshot = plan_run(cfg, message)
@@ -144,6 +145,56 @@ def _fan_out(cfg: Settings, message: PubSubMessage) -> RunPlan | None:
     warehouse.mark_fanned_out(cfg, run_id)
     log.info("run started: %d tags", len(tags), extra={**context, "count": len(tags)})
     return RunPlan(run_id, snapshot, len(tags), duplicate=False)
+
+
+def resume_run(cfg: Settings, run_id: str) -> list[str]:
+    """Re-publish whatever a stalled run is waiting for; safe to call any time (every step is idempotent).
+
+    A tag with no shard gets its piece-0 task again; a tag whose latest shard says where the next piece starts
+    gets that continuation again. Pub/Sub normally guarantees both arrive, but a message dead-lettered after
+    its attempts (a long outage) would otherwise leave the run unfinished: no week is lost.
+    """
+    rows = warehouse.query(cfg, "SELECT snapshot_date, status FROM `{runs}` WHERE run_id = @run_id", run_id=run_id)
+    if not rows or rows[0]["status"] == "succeeded":
+        return []
+    snapshot: date = rows[0]["snapshot_date"]
+    bucket = gcp.storage(cfg).bucket(cfg.shards_bucket)
+    latest: dict[int, Any] = {}
+    for blob in bucket.list_blobs(prefix=f"progress/snapshot_date={snapshot.isoformat()}/run={run_id}/"):
+        shard = parse_progress_shard(blob.name)
+        if shard is not None and (shard.tag_id not in latest or shard.piece > latest[shard.tag_id][0]):
+            latest[shard.tag_id] = (shard.piece, blob)
+    republished = []
+    for tag in warehouse.active_tags(cfg):
+        if tag.tag_id not in latest:
+            task = ProgressTask(run_id, snapshot, tag.tag_id, tag.product_ids)
+            gcp.publish(cfg, cfg.progress_topic, json.dumps(task.to_json()).encode(), run_id=run_id,
+                        tag_id=str(tag.tag_id))  # fmt: skip
+            republished.append(f"tag {tag.tag_id} piece 0")
+            continue
+        piece, blob = latest[tag.tag_id]
+        meta = blob.metadata or {}
+        next_index = _meta_int(meta, "next_index")
+        products = tuple(int(p) for p in meta.get("product_ids", "").split(",") if p.isdigit()) or tag.product_ids
+        if next_index is not None:
+            _publish_continuation(cfg, ProgressTask(run_id, snapshot, tag.tag_id, products, piece), next_index)
+            republished.append(f"tag {tag.tag_id} piece {piece + 1}")
+    if republished:
+        log.warning("resumed a stalled run: %s", ", ".join(republished), extra={"run_id": run_id})
+    return republished
+
+
+def resume_stalled_runs(cfg: Settings, quiet_for: timedelta = timedelta(hours=1)) -> dict[str, list[str]]:
+    """Resume every unfinished run with no shard loaded for `quiet_for` (daily health check)."""
+    cutoff = datetime.now(UTC) - quiet_for
+    stalled = warehouse.query(
+        cfg,
+        """SELECT r.run_id FROM `{runs}` r LEFT JOIN (SELECT run_id, MAX(loaded_at) AS last_load FROM `{loads}`
+           GROUP BY run_id) l ON l.run_id = r.run_id
+           WHERE r.status != 'succeeded' AND COALESCE(l.last_load, r.started_at) < @cutoff""",
+        cutoff=cutoff,
+    )
+    return {row["run_id"]: resume_run(cfg, row["run_id"]) for row in stalled}
 
 
 def check_data_age(cfg: Settings, now: datetime | None = None) -> float | None:
@@ -214,6 +265,7 @@ def _extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
                 "failed": str(statuses["failed"]), "no_access": str(statuses["no_access"]),
                 "students": str(piece.students_done), "api_calls": str(calls.get("requests", 0)),
                 "rate_limited": str(calls.get("rate_limited", 0)), "last_piece": "false" if cont else "true",
+                "product_ids": ",".join(str(p) for p in task.product_ids),
             }  # fmt: skip
             if cont is not None:
                 metadata["next_index"] = str(cont.next_index)

@@ -2,6 +2,7 @@
 
     python -m progress_monitor.replay history --from 2026-10-05 --to 2026-10-26
     python -m progress_monitor.replay reextract --week 2026-11-16 --tag 5012
+    python -m progress_monitor.replay resume --run 2026-11-16
 
 Both read the same settings (environment) as the functions. `history` loads every progress shard of the
 snapshot weeks in the range through the loader's own code (load job, quality checks, MERGE by business
@@ -21,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from progress_monitor import gcp, logs, reporting
 from progress_monitor.events import ObjectRef
-from progress_monitor.pipeline import load_object, monday_of
+from progress_monitor.pipeline import load_object, monday_of, resume_run
 from progress_monitor.settings import Settings
 
 log = logging.getLogger("progress_monitor.replay")
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     history = sub.add_parser("history", help="rebuild the history of a week range from the kept shards")
     history.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
     history.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
+    resume = sub.add_parser("resume", help="re-publish what an unfinished run is waiting for (idempotent)")
+    resume.add_argument("--run", required=True)
     again = sub.add_parser("reextract", help="extract one tag's week again through the pipeline")
     again.add_argument("--week", required=True, type=date.fromisoformat)
     again.add_argument("--tag", required=True, type=int)
@@ -89,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "history":
         summary = replay_history(settings, args.first, args.last)
         print(json.dumps(summary.__dict__))
+        return 0
+    if args.command == "resume":
+        print(json.dumps(resume_run(settings, args.run)))
         return 0
     current = monday_of(datetime.now(UTC), settings.timezone)
     if args.week - timedelta(days=args.week.weekday()) != current and not args.past_week:
