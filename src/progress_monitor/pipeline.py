@@ -8,6 +8,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
+
+from google.api_core.exceptions import NotFound
 
 from progress_monitor import gcp, reporting, warehouse
 from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError, CallStats
@@ -453,14 +456,15 @@ def load_object(cfg: Settings, ref: ObjectRef, refresh_reports: bool = True) -> 
         blob = _get_blob(bucket, ref.name)
         if blob is None:
             return None  # already merged and deleted by an earlier delivery
-        rows = warehouse.load_contacts(
-            cfg,
-            uri,
-            int(blob.generation),
-            tag_id=int(match["tag"]),
-            snapshot_date=date.fromisoformat(match["date"]),
-        )
-        blob.delete()  # contact data lives only in the restricted table
+        try:
+            rows = warehouse.load_contacts(cfg, uri, int(blob.generation), tag_id=int(match["tag"]),
+                                           snapshot_date=date.fromisoformat(match["date"]))  # fmt: skip
+        except PermanentError:
+            if _get_blob(bucket, ref.name) is None:
+                return None  # a concurrent delivery merged and deleted it while we were loading
+            raise
+        with contextlib.suppress(NotFound):
+            blob.delete()  # contact data lives only in the restricted table
         return LoadResult(ref.name, "contacts", rows)
     return None  # rosters and other objects are not loaded
 

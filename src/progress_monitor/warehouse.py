@@ -177,12 +177,17 @@ def mark_fanned_out(settings: Settings, run_id: str) -> None:
 
 
 def refresh_run(settings: Settings, run_id: str) -> None:
-    """Recompute a run's counters and status from the loads ledger (idempotent, whatever the order)."""
+    """Recompute a run's counters and status from the loads ledger (idempotent, whatever the order).
+
+    A tag is done when its last piece *and every piece before it* are loaded, so a piece still being retried
+    keeps the run `running`."""
     ledger = "FROM `{loads}` WHERE run_id = @run_id"
     query(
         settings,
         f"""UPDATE `{{runs}}` SET
-              tags_done = (SELECT COUNT(DISTINCT tag_id) {ledger} AND last_piece),
+              tags_done = (SELECT COUNT(*) FROM (SELECT tag_id {ledger} GROUP BY tag_id
+                             HAVING MAX(CASE WHEN last_piece THEN 1 ELSE 0 END) = 1
+                                AND COUNT(DISTINCT piece) = MAX(CASE WHEN last_piece THEN piece ELSE -1 END) + 1)),
               pieces_loaded = (SELECT COUNT(*) {ledger}),
               records_loaded = (SELECT COALESCE(SUM(rows_merged), 0) {ledger}),
               failed_extractions = (SELECT COALESCE(SUM(failed), 0) {ledger}),
