@@ -36,13 +36,24 @@ def br_date(value: Any) -> str:
     return value.strftime("%d/%m/%Y") if isinstance(value, date) else "—"
 
 
+def _svg_open(title: str, width: int, height: int) -> str:
+    return (f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>')  # fmt: skip
+
+
+def _legend(names: list[str], x: int, y: int, step: int) -> list[str]:
+    """Colour swatch and name per series, left to right."""
+    return [f'<rect x="{x + i * step}" y="{y}" width="10" height="10" fill="{COLORS.get(name, "#111")}"/>'
+            f'<text x="{x + i * step + 14}" y="{y + 9}" font-size="11">{escape(name)}</text>'
+            for i, name in enumerate(names)]  # fmt: skip
+
+
 def line_chart(title: str, labels: list[str], series: dict[str, list[float | None]]) -> Markup:
     """A small line chart (0-100 %) as inline SVG."""
     width, height, left, bottom, top = 560, 235, 40, 30, 25
     inner_w, inner_h = width - left - 40, height - bottom - top
     step = inner_w / max(len(labels) - 1, 1)
-    parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']  # fmt: skip
+    parts = [_svg_open(title, width, height)]
     for tick in (0, 25, 50, 75, 100):
         y = top + inner_h * (1 - tick / 100)
         grid = f'<line x1="{left}" x2="{left + inner_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
@@ -58,11 +69,7 @@ def line_chart(title: str, labels: list[str], series: dict[str, list[float | Non
         parts.append(f'<polyline fill="none" stroke="{COLORS.get(name, "#111")}" stroke-width="2.5"{dash} '
                      f'points="{path}"/>')  # fmt: skip
         parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLORS.get(name, "#111")}"/>' for x, y in points]
-    legend_x = left
-    for name in series:
-        parts.append(f'<rect x="{legend_x}" y="0" width="10" height="10" fill="{COLORS.get(name, "#111")}"/>'
-                     f'<text x="{legend_x + 14}" y="9" font-size="11">{escape(name)}</text>')  # fmt: skip
-        legend_x += 90
+    parts += _legend(list(series), left, 0, 90)
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text in the SVG went through escape()
 
@@ -72,8 +79,7 @@ def stacked_bars(title: str, labels: list[str], shares: list[dict[str, float]]) 
     width, height, left = 560, 230, 40
     bar_area = width - left - 10
     bar_w = bar_area / max(len(labels), 1) * 0.6
-    parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']  # fmt: skip
+    parts = [_svg_open(title, width, height)]
     inner_h = height - 60
     for i, (label, share) in enumerate(zip(labels, shares, strict=True)):
         x = left + i * bar_area / max(len(labels), 1) + bar_w * 0.3
@@ -87,11 +93,7 @@ def stacked_bars(title: str, labels: list[str], shares: list[dict[str, float]]) 
             y += h
         parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 25}" font-size="10" text-anchor="middle">'
                      f"{escape(label)}</text>")  # fmt: skip
-    legend_x = left
-    for status in STATUSES:
-        parts.append(f'<rect x="{legend_x}" y="{height - 12}" width="10" height="10" fill="{COLORS[status]}"/>'
-                     f'<text x="{legend_x + 14}" y="{height - 3}" font-size="11">{escape(status)}</text>')  # fmt: skip
-        legend_x += 100
+    parts += _legend(STATUSES, left, height - 12, 100)
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text in the SVG went through escape()
 
