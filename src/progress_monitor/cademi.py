@@ -246,21 +246,33 @@ class CademiClient:
 
     # -- endpoints -------------------------------------------------------------------------------------
 
-    def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
-        """Every student holding the tag, across all pages, each id once."""
-        seen_ids: set[int] = set()
+    def _pages(
+        self, path: str, key: str, stats: CallStats | None = None, missing_is_empty: bool = False
+    ) -> Iterator[list[Any]]:
+        """Each non-empty page's `data[key]`, following only the cursor of `next_page_url` on our base URL;
+        stops on an empty page, a page without a next cursor, or a cursor already followed."""
         seen_cursors: set[str] = set()
         cursor: str | None = None
         while True:
-            params = {"cursor": cursor} if cursor else None
-            data = self._get(f"/usuario/lista_por_tag/{int(tag_id)}", params, stats)
-            users = data.get("usuario")
-            if users is None:
-                users = []
-            if not isinstance(users, list):
-                raise CademiMalformedError(f"lista_por_tag/{tag_id}: data.usuario is not a list")
-            if not users:
+            data = self._get(path, {"cursor": cursor} if cursor else None, stats)
+            items = data.get(key)
+            if items is None and missing_is_empty:
+                items = []
+            if not isinstance(items, list):
+                raise CademiMalformedError(f"{_redact_path(path)}: data.{key} is not a list")
+            if not items:
                 return
+            yield items
+            paginator = data.get("paginator")
+            cursor = cursor_of(paginator.get("next_page_url") if isinstance(paginator, dict) else None)
+            if cursor is None or cursor in seen_cursors:
+                return
+            seen_cursors.add(cursor)
+
+    def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
+        """Every student holding the tag, across all pages, each id once."""
+        seen_ids: set[int] = set()
+        for users in self._pages(f"/usuario/lista_por_tag/{int(tag_id)}", "usuario", stats, missing_is_empty=True):
             for index, item in enumerate(users):
                 try:
                     student = parse_student(item)
@@ -272,11 +284,6 @@ class CademiClient:
                 if student.user_id not in seen_ids:
                     seen_ids.add(student.user_id)
                     yield student
-            paginator = data.get("paginator")
-            cursor = cursor_of(paginator.get("next_page_url") if isinstance(paginator, dict) else None)
-            if cursor is None or cursor in seen_cursors:
-                return
-            seen_cursors.add(cursor)
 
     def progress(self, user: int | str, product_id: int, stats: CallStats | None = None) -> Progress:
         """One user's progress in one product; raises CademiBusinessError when the user has no access."""
@@ -286,21 +293,11 @@ class CademiClient:
     def list_tags(self) -> list[Tag]:
         """All tags of the school (follows a paginator if the API ever sends one)."""
         tags: dict[int, Tag] = {}
-        seen_cursors: set[str] = set()
-        cursor: str | None = None
-        while True:
-            data = self._get("/tag", {"cursor": cursor} if cursor else None)
-            items = data.get("itens")
-            if not isinstance(items, list):
-                raise CademiMalformedError("/tag: data.itens is not a list")
+        for items in self._pages("/tag", "itens"):
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get("id"), int) and item["id"] > 0:
                     tags.setdefault(item["id"], Tag(item["id"], str(item.get("nome") or "")))
-            paginator = data.get("paginator")
-            cursor = cursor_of(paginator.get("next_page_url") if isinstance(paginator, dict) else None)
-            if not items or cursor is None or cursor in seen_cursors:
-                return list(tags.values())
-            seen_cursors.add(cursor)
+        return list(tags.values())
 
     def accessible_products(self, user: int | str) -> set[int]:
         """Ids of the products whose access has not ended (GET /usuario/acesso/{user})."""
