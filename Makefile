@@ -68,7 +68,7 @@ reextract: install
 bench: install
 	$(BIN)/python -m devstack.bench
 
-# Twelve simulated weeks under injected faults, compared with the ground truth (~10 min)
+# Twelve simulated weeks under injected faults, compared with the ground truth (~20 min)
 soak: install
 	$(BIN)/python -m devstack.soak --weeks 12
 

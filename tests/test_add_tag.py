@@ -22,8 +22,9 @@ from functions_framework import create_app
 from google.auth import crypt, jwt
 
 from devstack.stack import LocalStack
-from progress_monitor import pipeline, tagapp, warehouse
-from progress_monitor.registry import Registry
+from progress_monitor import runtime, warehouse
+from progress_monitor.add_tag import app as tagapp
+from progress_monitor.add_tag.registry import Registry
 from progress_monitor.settings import Settings
 from tests.pipeline_world import UNREGISTERED_TAG, WEEKS, world
 
@@ -37,10 +38,14 @@ STAFF = "coordenacao@escola.local"
 @pytest.fixture(scope="module")
 def iap_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[crypt.Signer, Path]:
     private = ec.generate_private_key(ec.SECP256R1())
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()  # fmt: skip
-    public = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     keys = tmp_path_factory.mktemp("iap") / "keys.json"
     keys.write_text(json.dumps({"test-kid": public}))
     return crypt.ES256Signer.from_string(pem, "test-kid"), keys
@@ -48,8 +53,14 @@ def iap_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[crypt.Signer, Pat
 
 def iap_assertion(signer: crypt.Signer, email: str, audience: str = AUDIENCE) -> str:
     now = int(time.time())
-    claims = {"iss": "https://cloud.google.com/iap", "aud": audience, "email": email, "sub": "accounts.google.com:1",
-              "iat": now, "exp": now + 600}  # fmt: skip
+    claims = {
+        "iss": "https://cloud.google.com/iap",
+        "aud": audience,
+        "email": email,
+        "sub": "accounts.google.com:1",
+        "iat": now,
+        "exp": now + 600,
+    }
     token: bytes = jwt.encode(signer, claims)
     return token.decode()
 
@@ -59,29 +70,34 @@ def stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer,
     workdir = tmp_path_factory.mktemp("tagstack")
     scenario = workdir / "scenario.json"
     scenario.write_text(json.dumps(world()))
-    form_env = {"FORM_AUTH": "iap", "IAP_PUBLIC_KEYS_FILE": str(iap_key[1]), "IAP_AUDIENCE": AUDIENCE,
-                "FORM_ALLOWED_DOMAIN": "escola.local", "FORM_ALLOWED_EMAILS": ""}  # fmt: skip
+    form_env = {
+        "FORM_AUTH": "iap",
+        "IAP_PUBLIC_KEYS_FILE": str(iap_key[1]),
+        "IAP_AUDIENCE": AUDIENCE,
+        "FORM_ALLOWED_DOMAIN": "escola.local",
+        "FORM_ALLOWED_EMAILS": "",
+    }
     stack = LocalStack.start(workdir, scenario, piece_budget_s=5.0, extra_env=form_env)
     saved = dict(os.environ)
     stack.use_here()
     os.environ.update(form_env)
     os.environ.update(stack.local_secrets)
-    pipeline.reset_for_tests()
+    runtime.reset()
     tagapp.reset()
     yield stack
     stack.stop()
     os.environ.clear()
     os.environ.update(saved)
-    pipeline.reset_for_tests()
+    runtime.reset()
     tagapp.reset()
 
 
 def registered(tag_id: int) -> list[dict[str, Any]]:
-    return warehouse.query(Settings.from_env(), "SELECT * FROM `{registered_tags}` WHERE tag_id = @t", t=tag_id)
+    return warehouse.query(Settings.from_env(), "SELECT * FROM `${registered_tags}` WHERE tag_id = @t", t=tag_id)
 
 
 def count_tags() -> int:
-    return int(warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `{registered_tags}`")[0]["n"])
+    return int(warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `${registered_tags}`")[0]["n"])
 
 
 # -- the form through functions-framework ------------------------------------------------------------------
@@ -109,10 +125,15 @@ def test_the_form_refuses_requests_without_a_valid_staff_identity(stack: LocalSt
     client = create_app("add_tag", SOURCE, "http").test_client()
     response = client.get("/")
     assert response.status_code == 401 and "Entre com sua conta Google da escola" in response.get_data(as_text=True)
-    forged = iap_assertion(crypt.ES256Signer.from_string(
-        ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), "test-kid"),
-        STAFF)  # fmt: skip
+    forged = iap_assertion(
+        crypt.ES256Signer.from_string(
+            ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+            "test-kid",
+        ),
+        STAFF,
+    )
     assert client.get("/", headers={"X-Goog-IAP-JWT-Assertion": forged}).status_code == 401
     other_app = iap_assertion(iap_key[0], STAFF, audience="/projects/000/apps/other")
     assert client.get("/", headers={"X-Goog-IAP-JWT-Assertion": other_app}).status_code == 401
@@ -137,8 +158,13 @@ def test_get_shows_tracks_and_registered_tags_and_changes_nothing(form: Any) -> 
 
 def test_a_post_without_a_valid_csrf_token_is_refused(form: Any) -> None:
     before = count_tags()
-    fields = {"acao": "adicionar", "tag_id": str(UNREGISTERED_TAG), "track": "analista", "turma": "2027-01",
-              "start_date": "2027-01-04"}  # fmt: skip
+    fields = {
+        "acao": "adicionar",
+        "tag_id": str(UNREGISTERED_TAG),
+        "track": "analista",
+        "turma": "2027-01",
+        "start_date": "2027-01-04",
+    }
     assert form.post("/", data=fields).status_code == 403
     assert form.post("/", data={**fields, "csrf": "forged"}).status_code == 403
     assert count_tags() == before
@@ -215,8 +241,9 @@ def test_each_invalid_submission_gets_a_portuguese_field_message_and_nothing_is_
 
 
 def test_hostile_text_is_escaped_when_shown_back(form: Any) -> None:
-    response = post_form(form, tag_id='"><script>alert(1)</script>', track="analista", turma="2027-01",
-                         start_date="2027-01-04")  # fmt: skip
+    response = post_form(
+        form, tag_id='"><script>alert(1)</script>', track="analista", turma="2027-01", start_date="2027-01-04"
+    )
     html = response.get_data(as_text=True)
     assert "<script>" not in html and "&lt;script&gt;" in html
 
@@ -227,15 +254,14 @@ def test_the_form_deactivates_a_class_softly(form: Any) -> None:
     assert response.status_code == 200 and "desativada" in response.get_data(as_text=True)
     row = registered(7003)[0]
     assert row["active"] is False and row["deactivated_by"] == STAFF
-    history = warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `{registered_tags}`")
+    history = warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `${registered_tags}`")
     assert history[0]["n"] >= 3  # soft: the row stays
 
 
 def test_cademi_down_gives_a_try_again_answer_and_nothing_inserted(stack: LocalStack, form: Any) -> None:
     stack.admin().add_faults([{"path": "/tag", "status": 503, "times": 2}])
     before = count_tags()
-    response = post_form(form, tag_id=str(UNREGISTERED_TAG), track="analista", turma="2027-02",
-                         start_date="2027-02-01")  # fmt: skip
+    response = post_form(form, tag_id=str(UNREGISTERED_TAG), track="analista", turma="2027-02", start_date="2027-02-01")
     assert "tente novamente" in response.get_data(as_text=True)
     assert count_tags() == before
 
@@ -248,8 +274,13 @@ def test_two_coordinators_registering_the_same_tag_at_once_make_one_row(stack: L
     def register(who: str) -> None:
         registry = Registry(settings, tagapp.registry(settings).cademi)  # one "instance" each
         barrier.wait()
-        results.append(registry.register({"tag_id": str(UNREGISTERED_TAG), "track": "cientista", "turma": "2027-03",
-                                          "start_date": "2027-03-01"}, who, f"req-{who}"))  # fmt: skip
+        results.append(
+            registry.register(
+                {"tag_id": str(UNREGISTERED_TAG), "track": "cientista", "turma": "2027-03", "start_date": "2027-03-01"},
+                who,
+                f"req-{who}",
+            )
+        )
 
     threads = [threading.Thread(target=register, args=(w,)) for w in ("ana@escola.local", "bia@escola.local")]
     for t in threads:
@@ -262,14 +293,22 @@ def test_two_coordinators_registering_the_same_tag_at_once_make_one_row(stack: L
     rows = registered(UNREGISTERED_TAG)
     assert len(rows) == 1
     # Leave the registry as it was for the browser test.
-    warehouse.query(settings, "DELETE FROM `{registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+    warehouse.query(settings, "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
 
 
 # -- Slack -------------------------------------------------------------------------------------------------
 
 
-def slack_post(client: Any, stack: LocalStack, text: str, *, ts: int | None = None, secret: str | None = None,
-               tamper: bool = False, headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+def slack_post(
+    client: Any,
+    stack: LocalStack,
+    text: str,
+    *,
+    ts: int | None = None,
+    secret: str | None = None,
+    tamper: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Any:
     body = urlencode({"command": "/turma", "text": text, "user_name": "ana", "user_id": "U1", "team_id": "T1"})
     timestamp = str(ts if ts is not None else int(time.time()))
     key = (secret or stack.local_secrets["SLACK_SIGNING_SECRET"]).encode()
@@ -317,13 +356,20 @@ def test_a_replayed_slack_request_registers_one_tag(slack: Any, stack: LocalStac
     assert len(rows) == 1 and rows[0]["added_by"] == "slack:ana" and str(rows[0]["start_date"]) == "2027-05-05"
     answer = slack_post(slack, stack, f"desativar {UNREGISTERED_TAG}").get_json()["text"]
     assert "desativada" in answer and registered(UNREGISTERED_TAG)[0]["active"] is False
-    warehouse.query(Settings.from_env(), "DELETE FROM `{registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+    warehouse.query(Settings.from_env(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
 
 
 # -- a real browser on the local stack -----------------------------------------------------------------------
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_a_coordinator_registers_a_class_in_chromium(
@@ -383,8 +429,10 @@ def test_a_coordinator_registers_a_class_in_chromium(
 
             # A forged cross-site form posting to us (no CSRF token) is refused.
             attacker = staff.new_page()
-            attacker.set_content(f'<form method="post" action="{url}"><input name="acao" value="adicionar">'
-                                 '<input name="tag_id" value="7999"><button>go</button></form>')  # fmt: skip
+            attacker.set_content(
+                f'<form method="post" action="{url}"><input name="acao" value="adicionar">'
+                '<input name="tag_id" value="7999"><button>go</button></form>'
+            )
             attacker.get_by_role("button", name="go").click()
             attacker.wait_for_load_state()
             assert "Envio recusado" in attacker.content()
@@ -394,6 +442,7 @@ def test_a_coordinator_registers_a_class_in_chromium(
     # The next run extracts the new class.
     run_id = stack.trigger(__import__("datetime").date.fromisoformat(WEEKS[1]))
     assert stack.wait_run(run_id, timeout=240)["status"] == "succeeded"
-    rows = warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `{progress_history}` WHERE tag_id = @t",
-                           t=UNREGISTERED_TAG)  # fmt: skip
+    rows = warehouse.query(
+        Settings.from_env(), "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE tag_id = @t", t=UNREGISTERED_TAG
+    )
     assert rows[0]["n"] == 2  # its one student x the track's two products

@@ -169,8 +169,13 @@ def test_the_limiter_keeps_the_breach_counter_at_zero(simulator) -> None:
     assert counters.get("breaches", 0) == 0
 
 
-def test_the_api_key_is_sent_raw(simulator) -> None:
+def test_the_api_key_is_sent_raw_without_a_bearer_prefix(simulator) -> None:
     sim = simulator(school())
-    sim.api_key = "Bearer test-key"
+    client = sim.client()
+    sent: list[str] = []
+    client._session.hooks["response"].append(lambda r, **_: sent.append(r.request.headers["Authorization"]))
+    assert client.list_tags()  # the simulator, like Cademi, accepts only the raw key
+    assert sent == [sim.api_key] and not sent[0].startswith("Bearer")
+    sim.api_key = "Bearer " + sim.api_key
     with pytest.raises(CademiConfigError):
         sim.client().list_tags()

@@ -1,6 +1,7 @@
 """The pipeline end to end on the local emulator stack (Pub/Sub, fake-gcs-server, bqemulator, simulator).
 
-The tests run in file order on one stack; each week of the scenario is extracted once by the schedule.
+The tests share one stack but not an order: each one either runs the weekly runs it reads (`ensure_week`,
+once per stack) or makes a run of its own under a re-run label.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from functions_framework import create_app
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
-from progress_monitor import warehouse
+from progress_monitor import runs, runtime, warehouse
+from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.health import check_data_age, resume_run
 from progress_monitor.replay import reextract, replay_history
 from progress_monitor.settings import Settings
-from progress_monitor.shards import ProgressTask
 from tests.pipeline_world import (
     ALWAYS_FAILING,
     BIG_TAG,
@@ -32,6 +34,7 @@ from tests.pipeline_world import (
     MOVER,
     OTHER_TAG,
     SMALL_TAG,
+    UNREGISTERED_TAG,
     WEEKS,
     world,
 )
@@ -65,7 +68,7 @@ def settings() -> Settings:
 def history(week: str) -> dict[tuple[str, int, int, int], tuple[str, float | None, int | None, int | None]]:
     rows = warehouse.query(
         settings(),
-        "SELECT * FROM `{progress_history}` WHERE snapshot_date = @d",
+        "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d",
         d=date.fromisoformat(week),
     )
     out = {}
@@ -79,7 +82,7 @@ def history(week: str) -> dict[tuple[str, int, int, int], tuple[str, float | Non
 def count_rows(week: str) -> int:
     rows = warehouse.query(
         settings(),
-        "SELECT COUNT(*) AS n FROM `{progress_history}` WHERE snapshot_date = @d",
+        "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE snapshot_date = @d",
         d=date.fromisoformat(week),
     )
     return int(rows[0]["n"])
@@ -101,6 +104,13 @@ def run(stack: LocalStack, week_index: int, **kwargs: Any) -> dict[str, Any]:
     return row
 
 
+def ensure_week(stack: LocalStack, week_index: int) -> None:
+    """The scheduled run of a week, made once per stack by whichever test needs it first."""
+    row = stack.run_row(RunId(date.fromisoformat(WEEKS[week_index]))) or {}
+    if row.get("status") != "succeeded":
+        run(stack, week_index)
+
+
 def wait_for_log(stack: LocalStack, name: str, pattern: str, timeout: float = 60) -> None:
     log_path = stack.child(name).log_path
     assert log_path is not None
@@ -113,36 +123,41 @@ def wait_for_log(stack: LocalStack, name: str, pattern: str, timeout: float = 60
 
 
 def test_a_weekly_run_loads_exactly_what_the_api_served(stack: LocalStack) -> None:
-    row = run(stack, 0)
+    stack.admin().reset()
+    row = run(stack, 0, rerun="fresh")
     expected = expected_rows(load(stack.scenario_path), 0, FAILING)
     assert_history_equals_truth(stack, 0)
     assert row["tags_total"] == 3 and row["tags_done"] == 3
     assert row["records_loaded"] == len(expected)
     assert row["failed_extractions"] == 1 and row["no_access"] == 1
     assert row["pieces_loaded"] > 3  # the 155-student tag needed continuation pieces
-    # the unregistered tag was never listed
-    assert stack.admin().counters().get("lista_por_tag", 0) >= 3
+    listed = stack.admin().counters()
+    assert all(listed.get(f"lista_por_tag/{tag}", 0) >= 1 for tag in (BIG_TAG, SMALL_TAG, OTHER_TAG))
+    assert listed.get(f"lista_por_tag/{UNREGISTERED_TAG}", 0) == 0  # Cademi has it; the registry does not
 
 
 def test_a_failing_student_is_recorded_as_failed_not_zero(stack: LocalStack) -> None:
+    ensure_week(stack, 0)
     row = history(WEEKS[0])[(WEEKS[0], SMALL_TAG, *ALWAYS_FAILING)]
     assert row == ("failed", None, None, None)
 
 
 def test_a_duplicate_schedule_publish_makes_one_run(stack: LocalStack) -> None:
     stack.admin().set_week(WEEKS[1])
-    stack.publish_schedule({"week": WEEKS[1]})
-    stack.publish_schedule({"week": WEEKS[1]})
-    row = stack.wait_run(WEEKS[1], timeout=240)
-    assert row["status"] == "succeeded"
-    runs = warehouse.query(settings(), "SELECT run_id FROM `{runs}` WHERE snapshot_date = @d",
-                           d=date.fromisoformat(WEEKS[1]))  # fmt: skip
-    assert [r["run_id"] for r in runs] == [WEEKS[1]]
+    stack.publish_schedule({"week": WEEKS[1], "rerun": "dup"})
+    stack.publish_schedule({"week": WEEKS[1], "rerun": "dup"})
+    run_id = RunId(date.fromisoformat(WEEKS[1]), "dup")
+    row = stack.wait_run(run_id, timeout=240)
+    assert row["status"] == "succeeded" and row["tags_done"] == 3
+    found = warehouse.query(settings(), "SELECT run_id FROM `${runs}` WHERE run_id = @r", r=str(run_id))
+    assert len(found) == 1
     time.sleep(2)  # let any duplicate fan-out drain before comparing
     assert_history_equals_truth(stack, 1)
 
 
 def test_a_class_change_and_a_dropout_are_visible_in_the_history(stack: LocalStack) -> None:
+    ensure_week(stack, 0)
+    ensure_week(stack, 1)
     week0, week1 = history(WEEKS[0]), history(WEEKS[1])
     tags_of = {w: {k[1] for k in rows if k[2] == MOVER} for w, rows in ((0, week0), (1, week1))}
     assert tags_of == {0: {SMALL_TAG}, 1: {OTHER_TAG}}
@@ -150,23 +165,25 @@ def test_a_class_change_and_a_dropout_are_visible_in_the_history(stack: LocalSta
 
 
 def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
+    ensure_week(stack, 1)
     before = count_rows(WEEKS[1])
-    task = ProgressTask(WEEKS[1], date.fromisoformat(WEEKS[1]), BIG_TAG, (101, 102))
-    publisher, _ = stack._pubsub()
-    publisher.publish(publisher.topic_path("local-project", "progress-tasks"), json.dumps(task.to_json()).encode(),
-                      run_id=WEEKS[1], tag_id=str(BIG_TAG)).result()  # fmt: skip
+    runtime.publish_task(settings(), ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
     wait_for_log(stack, "extract_progress", r"shard already written.*\"tag_id\": 7001")
     assert count_rows(WEEKS[1]) == before
     assert_history_equals_truth(stack, 1)
 
 
 def _a_shard(week: str) -> tuple[str, int]:
-    rows = warehouse.query(settings(), "SELECT shard, generation FROM `{loads}` WHERE snapshot_date = @d LIMIT 1",
-                           d=date.fromisoformat(week))  # fmt: skip
+    rows = warehouse.query(
+        settings(),
+        "SELECT shard, generation FROM `${loads}` WHERE snapshot_date = @d LIMIT 1",
+        d=date.fromisoformat(week),
+    )
     return rows[0]["shard"], int(rows[0]["generation"])
 
 
 def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack) -> None:
+    ensure_week(stack, 0)
     shard, generation = _a_shard(WEEKS[0])
     before = count_rows(WEEKS[0])
     app = create_app("load_history", str(ROOT / "functions" / "load_history" / "main.py"), "cloudevent")
@@ -174,12 +191,18 @@ def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack)
     notification = {  # fake-gcs-server's Pub/Sub notification, as a push subscription delivers it
         "message": {
             "data": base64.b64encode(json.dumps({"name": shard, "bucket": "progress-shards"}).encode()).decode(),
-            "attributes": {"eventType": "OBJECT_FINALIZE", "bucketId": "progress-shards", "objectId": shard,
-                           "objectGeneration": str(generation), "payloadFormat": "JSON_API_V1"},
-            "messageId": "dup-1", "publishTime": "2026-09-07T12:00:00Z",
+            "attributes": {
+                "eventType": "OBJECT_FINALIZE",
+                "bucketId": "progress-shards",
+                "objectId": shard,
+                "objectGeneration": str(generation),
+                "payloadFormat": "JSON_API_V1",
+            },
+            "messageId": "dup-1",
+            "publishTime": "2026-09-07T12:00:00Z",
         },
         "subscription": "projects/local-project/subscriptions/load_history-push",
-    }  # fmt: skip
+    }
     for _ in range(2):
         response = client.post("/projects/local-project/topics/shard-events", json=notification)
         assert response.status_code == 200
@@ -193,20 +216,24 @@ def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack)
     }
     assert client.post("/", json=eventarc, headers=headers).status_code == 200
     assert count_rows(WEEKS[0]) == before
-    ledger = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `{loads}` WHERE shard = @s", s=shard)
+    ledger = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `${loads}` WHERE shard = @s", s=shard)
     assert ledger[0]["n"] == 1
     assert_history_equals_truth(stack, 0)
 
 
 def test_a_week_rerun_gives_the_same_rows_not_twice(stack: LocalStack) -> None:
+    ensure_week(stack, 0)
     before = count_rows(WEEKS[0])
     row = run(stack, 0, rerun="again")
     assert row["run_id"] == f"{WEEKS[0]}-again"
     assert count_rows(WEEKS[0]) == before
     assert_history_equals_truth(stack, 0)
-    reruns = warehouse.query(settings(), "SELECT COUNT(DISTINCT run_id) AS n FROM `{progress_history}` WHERE "
-                             "snapshot_date = @d", d=date.fromisoformat(WEEKS[0]))  # fmt: skip
-    assert reruns[0]["n"] == 1  # every row now comes from the re-run
+    reruns = warehouse.query(
+        settings(),
+        "SELECT DISTINCT run_id FROM `${progress_history}` WHERE snapshot_date = @d",
+        d=date.fromisoformat(WEEKS[0]),
+    )
+    assert [r["run_id"] for r in reruns] == [f"{WEEKS[0]}-again"]  # every row now comes from the re-run
 
 
 def test_5xx_and_429_bursts_still_give_complete_data(stack: LocalStack) -> None:
@@ -214,23 +241,28 @@ def test_5xx_and_429_bursts_still_give_complete_data(stack: LocalStack) -> None:
         {"path_prefix": f"/usuario/lista_por_tag/{BIG_TAG}", "week": 2, "status": 503, "times": 2},
         {"path_prefix": f"/usuario/lista_por_tag/{SMALL_TAG}", "week": 2, "body": "<html>502</html>", "times": 1},
     ]
-    faults += [{"path": f"/usuario/progresso_por_produto/{1001 + i}/101", "week": 2, "status": 429, "times": 2}
-               for i in range(0, 150, 10)]  # fmt: skip
-    faults += [{"path": f"/usuario/progresso_por_produto/{3001 + i}/302", "week": 2, "status": 500, "times": 3}
-               for i in range(3)]  # fmt: skip
-    stack.admin().add_faults(faults)
-    run(stack, 2)
-    assert stack.admin().counters()["faults_fired"] >= 30 + 9
+    faults += [
+        {"path": f"/usuario/progresso_por_produto/{1001 + i}/101", "week": 2, "status": 429, "times": 2}
+        for i in range(0, 150, 10)
+    ]
+    faults += [
+        {"path": f"/usuario/progresso_por_produto/{3001 + i}/302", "week": 2, "status": 500, "times": 3}
+        for i in range(3)
+    ]
+    admin = stack.admin()
+    fired_before = admin.counters().get("faults_fired", 0)
+    admin.add_faults(faults)
+    run(stack, 2, rerun="faults")
+    assert admin.counters()["faults_fired"] - fired_before >= 2 + 1 + 15 * 2 + 3 * 3  # every injected fault met
     assert_history_equals_truth(stack, 2)
 
 
-def test_extract_progress_killed_mid_tag_is_redelivered_and_completes(stack: LocalStack) -> None:
-    port = int(stack.endpoints["functions"]["extract_progress"].rsplit(":", 1)[1])
+def test_extract_progress_killed_mid_tag_completes_without_loss_or_duplicates(stack: LocalStack) -> None:
+    port = stack.port_of("extract_progress")
     admin = stack.admin()
     admin.add_faults([{"path": "/usuario/progresso_por_produto/1040/101", "week": 3, "delay_ms": 4000, "times": 1}])
     fired_before = admin.counters().get("faults_fired", 0)
-    admin.set_week(WEEKS[3])
-    stack.publish_schedule({"week": WEEKS[3]})
+    run_id = stack.trigger(date.fromisoformat(WEEKS[3]), rerun="kill")
     deadline = time.monotonic() + 60
     while admin.counters().get("faults_fired", 0) == fired_before:
         assert time.monotonic() < deadline, "the slow call never started"
@@ -238,25 +270,29 @@ def test_extract_progress_killed_mid_tag_is_redelivered_and_completes(stack: Loc
     stack.kill("extract_progress")  # dies while a piece of the big tag is in flight
     time.sleep(1)
     stack.restart("extract_progress", port)
-    row = stack.wait_run(WEEKS[3], timeout=90)
+    row = stack.wait_run(run_id, timeout=90)
     if row["status"] != "succeeded":
         # Pub/Sub redelivers a push that died with its process; the emulator sometimes drops it instead.
-        # The daily health check's resume sweep is the system's own answer to a lost message: use it.
-        from progress_monitor.pipeline import resume_run
-
-        assert resume_run(settings(), WEEKS[3])
-        row = stack.wait_run(WEEKS[3], timeout=120)
+        # The daily health check's resume sweep is the system's answer to a lost message: it must ask for
+        # exactly the one piece of the big tag that died, and nothing else.
+        resumed = resume_run(settings(), run_id)
+        assert len(resumed) == 1 and resumed[0].startswith(f"tag {BIG_TAG} piece "), resumed
+        row = stack.wait_run(run_id, timeout=120)
     assert row["status"] == "succeeded"
-    assert_history_equals_truth(stack, 3)
+    assert_history_equals_truth(stack, 3)  # `history` also fails on a duplicated key
+    pieces = warehouse.query(
+        settings(), "SELECT piece FROM `${loads}` WHERE run_id = @r AND tag_id = @t", r=str(run_id), t=BIG_TAG
+    )
+    assert sorted(p["piece"] for p in pieces) == list(range(len(pieces)))  # each piece loaded once, none lost
 
 
 def test_a_poison_message_is_dead_lettered_while_other_tags_complete(stack: LocalStack) -> None:
     stack.dead_letters()  # start from an empty dead-letter subscription
-    publisher, _ = stack._pubsub()
-    topic = publisher.topic_path("local-project", "progress-tasks")
-    publisher.publish(topic, b"\x00not json").result()
-    publisher.publish(topic, json.dumps({"run_id": WEEKS[2], "snapshot_date": WEEKS[2], "tag_id": -4,
-                                         "product_ids": [101]}).encode()).result()  # fmt: skip
+    cfg = settings()
+    failures_before = len(warehouse.query(cfg, "SELECT reason FROM `${failures}` WHERE stage = 'extract_progress'"))
+    runtime.publish(cfg, cfg.progress_topic, b"\x00not json")
+    poison = {"run_id": WEEKS[2], "snapshot_date": WEEKS[2], "tag_id": -4, "product_ids": [101]}
+    runtime.publish(cfg, cfg.progress_topic, json.dumps(poison).encode())
     row = run(stack, 2, rerun="poison")
     assert row["tags_done"] == 3
     deadline = time.monotonic() + 30
@@ -267,11 +303,12 @@ def test_a_poison_message_is_dead_lettered_while_other_tags_complete(stack: Loca
     reasons = sorted(d["attributes"]["reason"] for d in dead if d["topic"] == "progress-tasks-dlq")
     assert len(reasons) == 2, dead
     assert any("not JSON" in r for r in reasons) and any("tag_id" in r for r in reasons)
-    failures = warehouse.query(settings(), "SELECT reason FROM `{failures}` WHERE stage = 'extract_progress'")
-    assert len(failures) == 2
+    failures = warehouse.query(cfg, "SELECT reason FROM `${failures}` WHERE stage = 'extract_progress'")
+    assert len(failures) == failures_before + 2
 
 
 def test_no_cpf_login_auto_or_api_key_in_shards_tables_or_logs(stack: LocalStack) -> None:
+    ensure_week(stack, 0)
     texts = []
     gcs_root = Path(stack.endpoints["gcs_root"])
     files = [p for p in gcs_root.rglob("*") if p.is_file()]
@@ -280,49 +317,56 @@ def test_no_cpf_login_auto_or_api_key_in_shards_tables_or_logs(stack: LocalStack
     texts += [p.read_text(errors="replace") for p in files]
     texts += [p.read_text(errors="replace") for p in (stack.workdir / "logs").glob("*.log")]
     for table in warehouse.TABLES:
-        texts.append(json.dumps(warehouse.query(settings(), f"SELECT * FROM `{{{table}}}`"), default=str))
+        rows = warehouse.query(
+            settings(), "SELECT * FROM `${t}`", sql_vars={"t": warehouse.table_id(settings(), table)}
+        )
+        texts.append(json.dumps(rows, default=str))
     blob = "\n".join(texts)
     assert CPF_PREFIX not in blob and not re.search(r"\d{3}\.\d{3}\.\d{3}-\d{2}", blob)
     assert "crstk" not in blob and "login_auto" not in blob
     assert "pipeline-test-key" not in blob
-    students = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `{students}`")
+    students = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `${students}`")
     assert students[0]["n"] == 155 + 8 + 7  # tutors still get contact data, in the restricted table
 
 
 def test_replay_rebuilds_a_lost_history_idempotently(stack: LocalStack) -> None:
+    ensure_week(stack, 1)
+    ensure_week(stack, 2)
     cfg = settings()
     first, last = date.fromisoformat(WEEKS[1]), date.fromisoformat(WEEKS[2])
-    warehouse.query(cfg, "DELETE FROM `{progress_history}` WHERE snapshot_date BETWEEN @a AND @b", a=first, b=last)
+    warehouse.query(cfg, "DELETE FROM `${progress_history}` WHERE snapshot_date BETWEEN @a AND @b", a=first, b=last)
     assert count_rows(WEEKS[1]) == 0
     summary = replay_history(cfg, first, last)
     assert summary.weeks == 2 and summary.shards > 4
     assert_history_equals_truth(stack, 1)
     assert_history_equals_truth(stack, 2)
-    before = (count_rows(WEEKS[1]), count_rows(WEEKS[2]),
-              warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `{loads}`")[0]["n"])  # fmt: skip
+
+    def counts() -> tuple[int, int, int]:
+        ledger = warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `${loads}`")[0]["n"]
+        return count_rows(WEEKS[1]), count_rows(WEEKS[2]), ledger
+
+    before = counts()
     replay_history(cfg, first, last)
-    after = (
-        count_rows(WEEKS[1]),
-        count_rows(WEEKS[2]),
-        warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `{loads}`")[0]["n"],
-    )
-    assert after == before  # replaying twice changes nothing
+    assert counts() == before  # replaying twice changes nothing
 
 
 def test_reextracting_one_tag_of_one_week(stack: LocalStack) -> None:
+    ensure_week(stack, 3)
     cfg = settings()
     stack.admin().set_week(WEEKS[3])
     run_id = reextract(cfg, date.fromisoformat(WEEKS[3]), SMALL_TAG, "fix1")
+    assert run_id == RunId(date.fromisoformat(WEEKS[3]), "fix1")
     row = stack.wait_run(run_id, timeout=120)
     assert row["status"] == "succeeded" and row["tags_total"] == 1
     assert_history_equals_truth(stack, 3)
-    by_run = warehouse.query(cfg, "SELECT tag_id, run_id, COUNT(*) AS n FROM `{progress_history}` WHERE "
-                             "snapshot_date = @d GROUP BY tag_id, run_id", d=date.fromisoformat(WEEKS[3]))  # fmt: skip
-    assert {(r["tag_id"], r["run_id"]) for r in by_run} == {
-        (BIG_TAG, WEEKS[3]),
-        (OTHER_TAG, WEEKS[3]),
-        (SMALL_TAG, f"{WEEKS[3]}-fix1"),
-    }
+    by_run = warehouse.query(
+        cfg,
+        "SELECT DISTINCT tag_id, run_id FROM `${progress_history}` WHERE snapshot_date = @d",
+        d=date.fromisoformat(WEEKS[3]),
+    )
+    runs_of = {tag: {r["run_id"] for r in by_run if r["tag_id"] == tag} for tag in (BIG_TAG, SMALL_TAG, OTHER_TAG)}
+    assert runs_of[SMALL_TAG] == {str(run_id)}
+    assert str(run_id) not in runs_of[BIG_TAG] | runs_of[OTHER_TAG]
 
 
 def test_the_daily_health_check_flags_data_older_than_8_days(
@@ -330,8 +374,7 @@ def test_the_daily_health_check_flags_data_older_than_8_days(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from progress_monitor.pipeline import check_data_age
-
+    ensure_week(stack, 0)
     fresh = check_data_age(settings())
     assert fresh is not None and fresh < 1 and "stale" not in caplog.text
     stale = check_data_age(settings(), now=datetime.now(UTC) + timedelta(days=9))
@@ -339,13 +382,11 @@ def test_the_daily_health_check_flags_data_older_than_8_days(
 
 
 def test_a_run_whose_messages_were_lost_is_resumed(stack: LocalStack) -> None:
-    from progress_monitor.pipeline import resume_run
-
     cfg = settings()
-    run_id = f"{WEEKS[3]}-lost"
+    run_id = RunId(date.fromisoformat(WEEKS[3]), "lost")
     # A run recorded and marked fanned out whose per-tag messages never arrived (e.g. dead-lettered).
-    warehouse.start_run(cfg, run_id, date.fromisoformat(WEEKS[3]), 3)
-    warehouse.mark_fanned_out(cfg, run_id)
+    runs.start_run(cfg, run_id, 3)
+    runs.mark_fanned_out(cfg, run_id)
     stack.admin().set_week(WEEKS[3])
     assert sorted(resume_run(cfg, run_id)) == [f"tag {t} piece 0" for t in (BIG_TAG, SMALL_TAG, OTHER_TAG)]
     row = stack.wait_run(run_id, timeout=120)

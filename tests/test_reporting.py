@@ -43,26 +43,53 @@ FAILING_USER = 107
 def metrics_world() -> dict[str, Any]:
     users, memberships, progress = [], [], []
     for uid, (spans, p101, p102) in STUDENTS.items():
-        users.append({"id": uid, "nome": f"Aluna {uid}", "email": f"aluna{uid}@example.com", "doc": None,
-                      "celular": f"+55 11 90000-0{uid}", "criado_em": None})  # fmt: skip
+        users.append(
+            {
+                "id": uid,
+                "nome": f"Aluna {uid}",
+                "email": f"aluna{uid}@example.com",
+                "doc": None,
+                "celular": f"+55 11 90000-0{uid}",
+                "criado_em": None,
+            }
+        )
         memberships += [{"user": uid, "tag": t, "from_week": f, "to_week": to} for t, f, to in spans]
         for product, totals in ((101, p101), (102, p102)):
             lessons = [int(t // 10) for t in totals]
-            progress.append({"user": uid, "product": product, "total": [f"{t:g}%" for t in totals],
-                             "assistidas": lessons, "completas": lessons})  # fmt: skip
+            progress.append(
+                {
+                    "user": uid,
+                    "product": product,
+                    "total": [f"{t:g}%" for t in totals],
+                    "assistidas": lessons,
+                    "completas": lessons,
+                }
+            )
     return {
-        "api_key": "metrics-key", "rate_limit": {"per_second": 200, "per_minute": 12000}, "latency_ms": 0,
-        "weeks": WEEKS, "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
+        "api_key": "metrics-key",
+        "rate_limit": {"per_second": 200, "per_minute": 12000},
+        "latency_ms": 0,
+        "weeks": WEEKS,
+        "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
         "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}],
-        "users": users, "memberships": memberships, "progress": progress,
+        "users": users,
+        "memberships": memberships,
+        "progress": progress,
         "faults": [{"path": f"/usuario/progresso_por_produto/{FAILING_USER}/101", "status": 503, "times": 1_000_000}],
         "registry": {
-            "tracks": [{"id": "t1", "nome": "Trilha 1", "products": [{"product": 101, "due_week": 2},
-                                                                      {"product": 102, "due_week": 4}]}],
-            "tags": [{"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0]},
-                     {"tag_id": B, "track": "t1", "turma": "2026-07", "start_date": WEEKS[0]}],
+            "tracks": [
+                {
+                    "id": "t1",
+                    "nome": "Trilha 1",
+                    "products": [{"product": 101, "due_week": 2}, {"product": 102, "due_week": 4}],
+                }
+            ],
+            "tags": [
+                {"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0]},
+                {"tag_id": B, "track": "t1", "turma": "2026-07", "start_date": WEEKS[0]},
+            ],
         },
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +97,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     workdir = tmp_path_factory.mktemp("metrics")
     scenario = workdir / "scenario.json"
     scenario.write_text(json.dumps(metrics_world()))
-    stack = LocalStack.start(workdir, scenario, piece_budget_s=30,
-                             extra_env={"CADEMI_BACKOFF_BASE_S": "0.02", "CADEMI_BACKOFF_CAP_S": "0.1",
-                                        "CADEMI_MAX_ATTEMPTS": "3"})  # fmt: skip
+    stack = LocalStack.start(
+        workdir,
+        scenario,
+        piece_budget_s=30,
+        extra_env={"CADEMI_BACKOFF_BASE_S": "0.02", "CADEMI_BACKOFF_CAP_S": "0.1", "CADEMI_MAX_ATTEMPTS": "3"},
+    )
     stack.use_here()
     for week in WEEKS:
         run_id = stack.trigger(date.fromisoformat(week))
@@ -86,8 +116,11 @@ def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def student(user: int, week: int) -> dict[str, Any]:
-    found = rows("SELECT * FROM `{report_student_week}` WHERE user_id = @u AND snapshot_date = @d", u=user,
-                 d=date.fromisoformat(WEEKS[week]))  # fmt: skip
+    found = rows(
+        "SELECT * FROM `${report_student_week}` WHERE user_id = @u AND snapshot_date = @d",
+        u=user,
+        d=date.fromisoformat(WEEKS[week]),
+    )
     assert len(found) == 1, found
     return found[0]
 
@@ -106,8 +139,9 @@ def student(user: int, week: int) -> dict[str, Any]:
         (108, 75.0, 75.0, "no ritmo"),
     ],
 )
-def test_every_branch_of_the_status_rule(stack: LocalStack, user: int, actual: float, expected: float,
-                                         status: str) -> None:  # fmt: skip
+def test_every_branch_of_the_status_rule(
+    stack: LocalStack, user: int, actual: float, expected: float, status: str
+) -> None:
     row = student(user, 3)
     assert row["actual"] == pytest.approx(actual)
     assert row["expected"] == pytest.approx(expected)
@@ -129,20 +163,28 @@ def test_statuses_over_time_and_weeks_behind(stack: LocalStack) -> None:
 def test_a_failed_extraction_is_flagged_not_zero(stack: LocalStack) -> None:
     row = student(FAILING_USER, 3)
     assert row["products_failed"] == 1 and row["products_ok"] == 1 and row["has_failed_extraction"]
-    product = rows("SELECT * FROM `{report_product_week}` WHERE user_id = @u AND product_id = 101 AND "
-                   "snapshot_date = @d", u=FAILING_USER, d=date.fromisoformat(WEEKS[3]))[0]  # fmt: skip
+    product = rows(
+        "SELECT * FROM `${report_product_week}` WHERE user_id = @u AND product_id = 101 AND snapshot_date = @d",
+        u=FAILING_USER,
+        d=date.fromisoformat(WEEKS[3]),
+    )[0]
     assert product["extraction_status"] == "failed" and product["actual"] is None and product["expected"] is None
 
 
 def test_product_level_expected_progress(stack: LocalStack) -> None:
-    found = rows("SELECT snapshot_date, product_id, expected FROM `{report_product_week}` WHERE user_id = 102 "
-                 "ORDER BY product_id, snapshot_date")  # fmt: skip
+    found = rows(
+        "SELECT snapshot_date, product_id, expected FROM `${report_product_week}` WHERE user_id = 102 "
+        "ORDER BY product_id, snapshot_date"
+    )
     assert [r["expected"] for r in found] == [0, 50, 100, 100, 0, 0, 0, 50]
 
 
 def test_class_summary(stack: LocalStack) -> None:
-    summary = rows("SELECT * FROM `{report_class_week}` WHERE tag_id = @t AND snapshot_date = @d", t=A,
-                   d=date.fromisoformat(WEEKS[3]))[0]  # fmt: skip
+    summary = rows(
+        "SELECT * FROM `${report_class_week}` WHERE tag_id = @t AND snapshot_date = @d",
+        t=A,
+        d=date.fromisoformat(WEEKS[3]),
+    )[0]
     # present in week 3: 101-107 and 109 (108 moved to B, 110 dropped out)
     assert summary["students"] == 8
     assert summary["mean_actual"] == pytest.approx((90 + 75 + 60 + 20 + 60 + 100 + 50 + 60) / 8)  # 64.375
@@ -158,23 +200,29 @@ def test_class_summary(stack: LocalStack) -> None:
 
 
 def test_a_class_change_and_a_dropout(stack: LocalStack) -> None:
-    found = rows("SELECT snapshot_date, movement, user_id, from_tag_id, to_tag_id FROM `{report_movements}` "
-                 "ORDER BY user_id")  # fmt: skip
-    movements = [(r["snapshot_date"].isoformat(), r["movement"], r["user_id"], r["from_tag_id"], r["to_tag_id"])
-                 for r in found]  # fmt: skip
+    found = rows(
+        "SELECT snapshot_date, movement, user_id, from_tag_id, to_tag_id FROM `${report_movements}` ORDER BY user_id"
+    )
+    movements = [
+        (r["snapshot_date"].isoformat(), r["movement"], r["user_id"], r["from_tag_id"], r["to_tag_id"]) for r in found
+    ]
     assert movements == [(WEEKS[2], "mudança de turma", 108, A, B), (WEEKS[2], "desistência", 110, A, None)]
     assert student(108, 3)["tag_id"] == B and student(108, 3)["status"] == "no ritmo"  # history followed them
 
 
 def test_the_tutors_list_holds_only_students_behind_with_contacts(stack: LocalStack) -> None:
-    found = rows("SELECT user_id, status, weeks_behind, celular FROM `{tutor_list}` ORDER BY user_id")
+    found = rows("SELECT user_id, status, weeks_behind, celular FROM `${tutor_list}` ORDER BY user_id")
     assert [(r["user_id"], r["status"], r["weeks_behind"]) for r in found] == [
-        (103, "atrasado", 2), (104, "em risco", 3), (105, "em risco", 1), (109, "atrasado", 1)]  # fmt: skip
+        (103, "atrasado", 2),
+        (104, "em risco", 3),
+        (105, "em risco", 1),
+        (109, "atrasado", 1),
+    ]
     assert all(r["celular"] for r in found)
 
 
 def test_run_health(stack: LocalStack) -> None:
-    found = rows("SELECT * FROM `{report_run_health}` WHERE is_latest")
+    found = rows("SELECT * FROM `${report_run_health}` WHERE is_latest")
     assert len(found) == 1 and found[0]["run_id"] == WEEKS[3] and found[0]["status"] == "succeeded"
     assert found[0]["failed_extractions"] == 1 and found[0]["latest_complete_week"].isoformat() == WEEKS[3]
     assert found[0]["data_age_hours"] is not None
@@ -205,6 +253,16 @@ def test_the_html_preview_renders_in_chromium_with_the_key_figures(stack: LocalS
         finally:
             browser.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
-    for figure in ("64,4%", "71,9%", "+16,2 p.p.", "Aluna 104", "em risco", "mudança de turma", "desistência",
-                   "Lista dos tutores", "Saúde das execuções", "2026-W26"):  # fmt: skip
+    for figure in (
+        "64,4%",
+        "71,9%",
+        "+16,2 p.p.",
+        "Aluna 104",
+        "em risco",
+        "mudança de turma",
+        "desistência",
+        "Lista dos tutores",
+        "Saúde das execuções",
+        "2026-W26",
+    ):
         assert figure in text, figure

@@ -47,15 +47,21 @@ def tf_locals() -> dict[str, Any]:
 
 
 def resources(kind: str) -> dict[str, Any]:
-    return {unquote(name): unquote(body) for block in parsed()["resource"] for k, group in block.items()
-            if unquote(k) == kind for name, body in group.items()}  # fmt: skip
+    return {
+        unquote(name): unquote(body)
+        for block in parsed()["resource"]
+        for k, group in block.items()
+        if unquote(k) == kind
+        for name, body in group.items()
+    }
 
 
 def test_terraform_is_formatted() -> None:
     if shutil.which("terraform") is None:
         pytest.skip("terraform is not installed")
-    result = subprocess.run(["terraform", "fmt", "-check", "-recursive", str(TF)], capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        ["terraform", "fmt", "-check", "-recursive", str(TF)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -80,8 +86,17 @@ def test_environment_variables_match_the_settings_object() -> None:
     env = set(loc["common_env"]) | set(loc["form_env"])
     unknown = env - names
     assert not unknown, f"Terraform sets variables the settings object does not read: {unknown}"
-    for required in ("GCP_PROJECT", "BQ_DATASET", "SHARDS_BUCKET", "CADEMI_BASE_URL", "SECRETS_BACKEND", "FORM_AUTH",
-                     "IAP_AUDIENCE", "PIECE_BUDGET_S", "CADEMI_RATE_PER_SECOND"):  # fmt: skip
+    for required in (
+        "GCP_PROJECT",
+        "BQ_DATASET",
+        "SHARDS_BUCKET",
+        "CADEMI_BASE_URL",
+        "SECRETS_BACKEND",
+        "FORM_AUTH",
+        "IAP_AUDIENCE",
+        "PIECE_BUDGET_S",
+        "CADEMI_RATE_PER_SECOND",
+    ):
         assert required in env
 
 
@@ -114,8 +129,11 @@ def test_extract_progress_runs_as_one_instance() -> None:
 
 
 def test_function_requirements_match_the_lock() -> None:
-    lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))  # fmt: skip
+    lock = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     for line in (ROOT / "functions" / "requirements.txt").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==")
@@ -141,14 +159,15 @@ sys.path.insert(0, {dest!r})
 import main
 import progress_monitor
 assert progress_monitor.__file__.startswith({dest!r}), progress_monitor.__file__
-from progress_monitor import reporting, warehouse, tagapp
+from progress_monitor import reporting, warehouse
+from progress_monitor.add_tag import app
 from progress_monitor.settings import Settings
 for name in ("report_product_week", "report_student_week", "report_class_week", "report_movements",
              "report_run_health", "tutor_list"):
     reporting.sql_text(name, Settings())
 for table in warehouse.TABLES:
     warehouse.schema_json(table)
-tagapp._env.get_template("add_tag.html")
+app._env.get_template("add_tag.html")
 print("ok")
 """
 
@@ -162,16 +181,22 @@ def test_each_zip_contains_everything_its_main_imports(folder: str, tmp_path: Pa
         target.write_bytes((PACKAGE / rel).read_bytes())
     code = CHECK.format(src=str(ROOT / "src"), dest=str(tmp_path))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
-                            timeout=120, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
 def test_checkov_finds_nothing_that_is_not_skipped_with_a_reason() -> None:
     checkov = ROOT / ".venv-checkov" / "bin" / "checkov"
     assert checkov.exists(), "make installs checkov in .venv-checkov"
-    result = subprocess.run([str(checkov), "-d", str(TF), "--framework", "terraform", "--quiet", "--compact",
-                             "--skip-download"], capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    result = subprocess.run(
+        [str(checkov), "-d", str(TF), "--framework", "terraform", "--quiet", "--compact", "--skip-download"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-4000:]
     for path in TF.glob("*.tf"):
         for line in path.read_text().splitlines():

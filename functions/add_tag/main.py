@@ -7,7 +7,8 @@ from typing import Any
 
 import functions_framework
 
-from progress_monitor import logs, pipeline, tagapp
+from progress_monitor import logs, runtime
+from progress_monitor.add_tag import app
 
 logs.configure()
 
@@ -15,10 +16,10 @@ logs.configure()
 @functions_framework.http
 def add_tag(request: Any) -> Any:
     """The web form: GET shows it, POST registers or deactivates a class."""
-    return tagapp.handle_form(request, pipeline.settings())
+    return app.handle_form(request, runtime.settings())
 
 
 @functions_framework.http
 def slack_command(request: Any) -> Any:
     """`/turma adicionar|listar|desativar|ajuda` from Slack."""
-    return tagapp.handle_slack(request, pipeline.settings())
+    return app.handle_slack(request, runtime.settings())

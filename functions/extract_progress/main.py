@@ -4,7 +4,8 @@ from typing import Any
 
 import functions_framework
 
-from progress_monitor import logs, pipeline
+from progress_monitor import logs
+from progress_monitor.stages import extract
 
 logs.configure()
 
@@ -12,4 +13,4 @@ logs.configure()
 @functions_framework.cloud_event
 def extract_progress(event: Any) -> None:
     """Extract one piece of a tag within the time budget."""
-    pipeline.handle_progress_task(event)
+    extract.handle_progress_task(event)

@@ -1,15 +1,19 @@
-"""extract_tags: fired weekly by Cloud Scheduler through Pub/Sub; fans out one message per active tag."""
+"""extract_tags: fired weekly by Cloud Scheduler through Pub/Sub; fans out one message per active tag.
+
+The same topic carries the daily health check (resume stalled runs, alert on stale data).
+"""
 
 from typing import Any
 
 import functions_framework
 
-from progress_monitor import logs, pipeline
+from progress_monitor import logs
+from progress_monitor.stages import schedule
 
 logs.configure()
 
 
 @functions_framework.cloud_event
 def extract_tags(event: Any) -> None:
-    """Start the week's run (idempotent per scheduled slot)."""
-    pipeline.handle_schedule(event)
+    """Start the week's run (idempotent per scheduled slot), or run the daily health check."""
+    schedule.handle_schedule(event)

@@ -4,7 +4,8 @@ from typing import Any
 
 import functions_framework
 
-from progress_monitor import logs, pipeline
+from progress_monitor import logs
+from progress_monitor.stages import load
 
 logs.configure()
 
@@ -12,4 +13,4 @@ logs.configure()
 @functions_framework.cloud_event
 def load_history(event: Any) -> None:
     """Load one shard into the BigQuery history, exactly once per business key."""
-    pipeline.handle_shard_event(event)
+    load.handle_shard_event(event)

@@ -287,6 +287,7 @@ class Handler(BaseHTTPRequestHandler):
             return 200, _envelope({"produto": product})
         if len(parts) == 3 and parts[:2] == ["usuario", "lista_por_tag"]:
             state.count("lista_por_tag")
+            state.count(f"lista_por_tag/{parts[2][:12]}")  # which tags were listed, for the tests
             return self._list_by_tag(parts[2], query.get("cursor", [""])[0])
         if len(parts) == 4 and parts[:2] == ["usuario", "progresso_por_produto"]:
             state.count("progresso_por_produto")

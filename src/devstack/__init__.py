@@ -1,1 +1,2 @@
-"""Local development stack: starts the simulator (and, later, the emulators) and runs the weekly job."""
+"""Local development stack: the emulators, the Cademi simulator and the functions, wired like the cloud;
+the weekly job, replay, soak and bench commands run on it."""

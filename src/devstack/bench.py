@@ -30,6 +30,7 @@ import requests
 
 from devstack.stack import LocalStack
 from progress_monitor import warehouse
+from progress_monitor.contracts import RunId
 from progress_monitor.settings import Settings
 
 WEEK = "2026-03-02"
@@ -50,8 +51,9 @@ def school(tags: int, students: int, products: int, rate: float, latency_ms: flo
             users.append({"id": uid, "nome": f"Aluno {uid}", "email": f"a{uid}@example.com"})
             memberships.append({"user": uid, "tag": 9001 + t, "from_week": 0, "to_week": None})
             for p in product_ids:
-                progress.append({"user": uid, "product": p, "total": [f"{(uid * p) % 101}%"], "assistidas": [1],
-                                 "completas": [1]})  # fmt: skip
+                progress.append(
+                    {"user": uid, "product": p, "total": [f"{(uid * p) % 101}%"], "assistidas": [1], "completas": [1]}
+                )
     return {
         "api_key": "bench-key",
         "rate_limit": {"per_second": rate, "per_minute": rate * 60, "breach": "429"},
@@ -64,12 +66,19 @@ def school(tags: int, students: int, products: int, rate: float, latency_ms: flo
         "access": [{"user": p["user"], "product": p["product"]} for p in progress],
         "progress": progress,
         "registry": {
-            "tracks": [{"id": "trilha", "nome": "Trilha", "products": [{"product": p, "due_week": 4 * (i + 1)}
-                                                                        for i, p in enumerate(product_ids)]}],
-            "tags": [{"tag_id": 9001 + t, "track": "trilha", "turma": f"2026-{t + 1:02d}", "start_date": WEEK}
-                     for t in range(tags)],
+            "tracks": [
+                {
+                    "id": "trilha",
+                    "nome": "Trilha",
+                    "products": [{"product": p, "due_week": 4 * (i + 1)} for i, p in enumerate(product_ids)],
+                }
+            ],
+            "tags": [
+                {"tag_id": 9001 + t, "track": "trilha", "turma": f"2026-{t + 1:02d}", "start_date": WEEK}
+                for t in range(tags)
+            ],
         },
-    }  # fmt: skip
+    }
 
 
 @contextmanager
@@ -92,7 +101,7 @@ def pipeline_run(stack: LocalStack) -> dict[str, Any]:
     admin.reset()
     published = time.time()
     stack.publish_schedule({"week": WEEK})
-    row = stack.wait_run(WEEK, timeout=3600)
+    row = stack.wait_run(RunId.parse(WEEK), timeout=3600)
     if row.get("status") != "succeeded":
         raise RuntimeError(f"bench run did not succeed: {row}")
     counters, window = admin.counters(), admin.window()
@@ -101,8 +110,9 @@ def pipeline_run(stack: LocalStack) -> dict[str, Any]:
     calls = int(counters.get("requests_total", 0))
     first, last = window["first"] or published, window["last"] or published
     # "the last row in BigQuery": the latest loaded_at of the run's history rows
-    loaded = warehouse.query(Settings.from_env(), "SELECT MAX(loaded_at) AS t FROM `{progress_history}` "
-                             "WHERE run_id = @run_id", run_id=WEEK)[0]["t"]  # fmt: skip
+    loaded = warehouse.query(
+        Settings.from_env(), "SELECT MAX(loaded_at) AS t FROM `${progress_history}` WHERE run_id = @run_id", run_id=WEEK
+    )[0]["t"]
     finished = loaded.timestamp()
     students = sum(len(scenario.members(t["tag_id"], 0)) for t in scenario.raw["registry"]["tags"])
     products = len(scenario.raw["registry"]["tracks"][0]["products"])
@@ -155,8 +165,12 @@ def legacy_run(stack: LocalStack, students_per_tag: int) -> dict[str, Any]:
                 calls += 1
                 time.sleep(LEGACY_SLEEP_S)
     elapsed = time.monotonic() - started
-    return {"calls": calls, "elapsed_s": round(elapsed, 2), "rate": round(calls / elapsed, 3),
-            "breaches": int(admin.counters().get("breaches", 0))}  # fmt: skip
+    return {
+        "calls": calls,
+        "elapsed_s": round(elapsed, 2),
+        "rate": round(calls / elapsed, 3),
+        "breaches": int(admin.counters().get("breaches", 0)),
+    }
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -213,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="BENCHMARKS.md")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-"))
-    results: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                                          f"{platform.python_version()}"}  # fmt: skip
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
 
     print(f"phase 1: pipeline at {args.rate:g} req/s, {args.latency_ms:g} ms latency", flush=True)
     scenario = school(args.tags, args.students, args.products, args.rate, args.latency_ms)
@@ -225,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         legacy = legacy_run(stack, args.legacy_students)
         print(f"  legacy: {legacy}", flush=True)
     legacy_projected_s = fast["calls"] / legacy["rate"]
-    fast["legacy"] = {**legacy, "projected_s_for_school": round(legacy_projected_s, 1),
-                      "speedup": round(legacy_projected_s / fast["end_to_end_s"], 2)}  # fmt: skip
+    fast["legacy"] = {
+        **legacy,
+        "projected_s_for_school": round(legacy_projected_s, 1),
+        "speedup": round(legacy_projected_s / fast["end_to_end_s"], 2),
+    }
     results["fast"] = fast
 
     print("phase 2: Cademi's real 2 req/s (production defaults)", flush=True)
@@ -242,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack(root / "memory", school(1, 300, 15, 2000, 0), piece_budget_s=PIECE_BUDGET_S) as stack:
         big = pipeline_run(stack)
         memory = peak_rss_mb(stack.child("extract_progress").pid)
-    results["memory"] = {"peak_rss_mb": memory, "function_memory_mb": FUNCTION_MEMORY_MB,
-                         "calls": big["calls"], "records": big["records_loaded"], "pieces": big["pieces"]}  # fmt: skip
+    results["memory"] = {
+        "peak_rss_mb": memory,
+        "function_memory_mb": FUNCTION_MEMORY_MB,
+        "calls": big["calls"],
+        "records": big["records_loaded"],
+        "pieces": big["pieces"],
+    }
     print(f"  {results['memory']}", flush=True)
 
     results["projection"] = projection(fast["calls_per_student_product"], real["utilisation"] or 0.97)

@@ -38,7 +38,7 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
     counters = admin.counters()
     dead = stack.dead_letters()
     return {
-        "run_id": run_id,
+        "run_id": str(run_id),
         "status": row.get("status"),
         "tags": row.get("tags_total"),
         "tags_done": row.get("tags_done"),
@@ -66,8 +66,14 @@ def _print_run(summary: dict[str, Any]) -> None:
 
 def _rate_note(stack: LocalStack) -> str:
     rate = stack.endpoints["client_rate"]
-    fast = float(rate["per_second"]) > 2 or float(rate["per_minute"]) > 120
-    note = "faster than Cademi's real 2 req/s, simulator set to match" if fast else "Cademi's real limit"
+    budget = Settings(
+        cademi_rate_per_second=float(rate["per_second"]), cademi_rate_per_minute=float(rate["per_minute"])
+    )
+    note = (
+        "Cademi's real limit"
+        if budget.rate_is_production
+        else "faster than Cademi's real 2 req/s, simulator set to match"
+    )
     return f"client rate budget {rate['per_second']} req/s, {rate['per_minute']} req/min ({note})"
 
 

@@ -15,8 +15,15 @@ from progress_monitor import warehouse
 from progress_monitor.settings import Settings
 
 STATUSES = ["adiantado", "no ritmo", "atrasado", "em risco", "concluído"]
-COLORS = {"adiantado": "#2563eb", "no ritmo": "#16a34a", "atrasado": "#f59e0b", "em risco": "#dc2626",
-          "concluído": "#7c3aed", "real": "#1d4ed8", "esperado": "#9ca3af"}  # fmt: skip
+COLORS = {
+    "adiantado": "#2563eb",
+    "no ritmo": "#16a34a",
+    "atrasado": "#f59e0b",
+    "em risco": "#dc2626",
+    "concluído": "#7c3aed",
+    "real": "#1d4ed8",
+    "esperado": "#9ca3af",
+}
 
 
 def pct(value: Any, digits: int = 1) -> str:
@@ -37,15 +44,19 @@ def br_date(value: Any) -> str:
 
 
 def _svg_open(title: str, width: int, height: int) -> str:
-    return (f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" width="{width}" '
-            f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>')  # fmt: skip
+    return (
+        f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+    )
 
 
 def _legend(names: list[str], x: int, y: int, step: int) -> list[str]:
     """Colour swatch and name per series, left to right."""
-    return [f'<rect x="{x + i * step}" y="{y}" width="10" height="10" fill="{COLORS.get(name, "#111")}"/>'
-            f'<text x="{x + i * step + 14}" y="{y + 9}" font-size="11">{escape(name)}</text>'
-            for i, name in enumerate(names)]  # fmt: skip
+    return [
+        f'<rect x="{x + i * step}" y="{y}" width="10" height="10" fill="{COLORS.get(name, "#111")}"/>'
+        f'<text x="{x + i * step + 14}" y="{y + 9}" font-size="11">{escape(name)}</text>'
+        for i, name in enumerate(names)
+    ]
 
 
 def line_chart(title: str, labels: list[str], series: dict[str, list[float | None]]) -> Markup:
@@ -66,8 +77,9 @@ def line_chart(title: str, labels: list[str], series: dict[str, list[float | Non
         points = [(left + i * step, top + inner_h * (1 - v / 100)) for i, v in enumerate(values) if v is not None]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
         dash = ' stroke-dasharray="5 4"' if name == "esperado" else ""
-        parts.append(f'<polyline fill="none" stroke="{COLORS.get(name, "#111")}" stroke-width="2.5"{dash} '
-                     f'points="{path}"/>')  # fmt: skip
+        parts.append(
+            f'<polyline fill="none" stroke="{COLORS.get(name, "#111")}" stroke-width="2.5"{dash} points="{path}"/>'
+        )
         parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLORS.get(name, "#111")}"/>' for x, y in points]
     parts += _legend(list(series), left, 0, 90)
     parts.append("</svg>")
@@ -87,12 +99,16 @@ def stacked_bars(title: str, labels: list[str], shares: list[dict[str, float]]) 
         for status in STATUSES:
             h = inner_h * share.get(status, 0.0)
             if h > 0:
-                parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                             f'fill="{COLORS[status]}"><title>{escape(status)}: {pct(100 * share[status], 0)}'
-                             "</title></rect>")  # fmt: skip
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                    f'fill="{COLORS[status]}"><title>{escape(status)}: {pct(100 * share[status], 0)}'
+                    "</title></rect>"
+                )
             y += h
-        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 25}" font-size="10" text-anchor="middle">'
-                     f"{escape(label)}</text>")  # fmt: skip
+        parts.append(
+            f'<text x="{x + bar_w / 2:.1f}" y="{height - 25}" font-size="10" text-anchor="middle">'
+            f"{escape(label)}</text>"
+        )
     parts += _legend(STATUSES, left, height - 12, 100)
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text in the SVG went through escape()
@@ -105,7 +121,7 @@ def _rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
 def gather(settings: Settings) -> dict[str, Any]:
     """Everything the pages show, read from the reporting tables and views."""
     return {
-        "classes": _rows(settings, "SELECT * FROM `{report_class_week}` ORDER BY tag_id, snapshot_date"),
+        "classes": _rows(settings, "SELECT * FROM `${report_class_week}` ORDER BY tag_id, snapshot_date"),
         "overall": _rows(
             settings,
             """SELECT snapshot_date, iso_week, COUNT(*) AS students, AVG(actual) AS mean_actual,
@@ -115,11 +131,11 @@ def gather(settings: Settings) -> dict[str, Any]:
                       SAFE_DIVIDE(COUNTIF(status = 'atrasado'), COUNTIF(status IS NOT NULL)) AS atrasado,
                       SAFE_DIVIDE(COUNTIF(status = 'em risco'), COUNTIF(status IS NOT NULL)) AS em_risco,
                       SAFE_DIVIDE(COUNTIF(status = 'concluído'), COUNTIF(status IS NOT NULL)) AS concluido
-               FROM `{report_student_week}` GROUP BY snapshot_date, iso_week ORDER BY snapshot_date""",
+               FROM `${report_student_week}` GROUP BY snapshot_date, iso_week ORDER BY snapshot_date""",
         ),
-        "tutors": _rows(settings, "SELECT * FROM `{tutor_list}` ORDER BY status DESC, weeks_behind DESC, gap"),
-        "movements": _rows(settings, "SELECT * FROM `{report_movements}` ORDER BY snapshot_date, movement, user_id"),
-        "runs": _rows(settings, "SELECT * FROM `{report_run_health}` ORDER BY started_at DESC"),
+        "tutors": _rows(settings, "SELECT * FROM `${tutor_list}` ORDER BY status DESC, weeks_behind DESC, gap"),
+        "movements": _rows(settings, "SELECT * FROM `${report_movements}` ORDER BY snapshot_date, movement, user_id"),
+        "runs": _rows(settings, "SELECT * FROM `${report_run_health}` ORDER BY started_at DESC"),
     }
 
 
@@ -131,26 +147,49 @@ def render(data: dict[str, Any]) -> str:
     env.filters.update(pct=pct, signed=signed, br_date=br_date)
     overall = data["overall"]
     labels = [r["iso_week"] for r in overall]
-    overview_line = line_chart("Progresso médio: real e esperado", labels, {
-        "real": [r["mean_actual"] for r in overall], "esperado": [r["mean_expected"] for r in overall]})  # fmt: skip
-    overview_bars = stacked_bars("Alunos por situação, por semana", labels, [
-        {"adiantado": r["adiantado"] or 0, "no ritmo": r["no_ritmo"] or 0, "atrasado": r["atrasado"] or 0,
-         "em risco": r["em_risco"] or 0, "concluído": r["concluido"] or 0} for r in overall])  # fmt: skip
+    overview_line = line_chart(
+        "Progresso médio: real e esperado",
+        labels,
+        {"real": [r["mean_actual"] for r in overall], "esperado": [r["mean_expected"] for r in overall]},
+    )
+    overview_bars = stacked_bars(
+        "Alunos por situação, por semana",
+        labels,
+        [
+            {
+                "adiantado": r["adiantado"] or 0,
+                "no ritmo": r["no_ritmo"] or 0,
+                "atrasado": r["atrasado"] or 0,
+                "em risco": r["em_risco"] or 0,
+                "concluído": r["concluido"] or 0,
+            }
+            for r in overall
+        ],
+    )
     by_class: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in data["classes"]:
         by_class[row["tag_id"]].append(row)
     class_charts = {
-        tag: line_chart(f"Turma {rows[-1]['turma']} (tag {tag})", [r["iso_week"] for r in rows],
-                        {"real": [r["mean_actual"] for r in rows], "esperado": [r["mean_expected"] for r in rows]})
+        tag: line_chart(
+            f"Turma {rows[-1]['turma']} (tag {tag})",
+            [r["iso_week"] for r in rows],
+            {"real": [r["mean_actual"] for r in rows], "esperado": [r["mean_expected"] for r in rows]},
+        )
         for tag, rows in by_class.items()
-    }  # fmt: skip
+    }
     latest = overall[-1] if overall else None
     template = resources.files("devstack").joinpath("report.html.j2").read_text(encoding="utf-8")
     return env.from_string(template).render(
-        generated=datetime.now(UTC).strftime("%d/%m/%Y %H:%M UTC"), latest=latest, overview_line=overview_line,
-        overview_bars=overview_bars, by_class=by_class, class_charts=class_charts, tutors=data["tutors"],
-        movements=data["movements"], runs=data["runs"],
-    )  # fmt: skip
+        generated=datetime.now(UTC).strftime("%d/%m/%Y %H:%M UTC"),
+        latest=latest,
+        overview_line=overview_line,
+        overview_bars=overview_bars,
+        by_class=by_class,
+        class_charts=class_charts,
+        tutors=data["tutors"],
+        movements=data["movements"],
+        runs=data["runs"],
+    )
 
 
 def write_report(settings: Settings, path: Path) -> Path:

@@ -130,8 +130,20 @@ def start_simulator(
     port: int = 0,
 ) -> Child:
     """Run `python -m cademi_sim` and wait for its ready line (which carries the chosen port)."""
-    cmd = [sys.executable, "-m", "cademi_sim", "--scenario", str(scenario), "--port", str(port),
-           "--week", str(week), "--admin-token", admin_token, *(extra_args or [])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cademi_sim",
+        "--scenario",
+        str(scenario),
+        "--port",
+        str(port),
+        "--week",
+        str(week),
+        "--admin-token",
+        admin_token,
+        *(extra_args or []),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
     child = Child("cademi-simulator", proc.pid, proc)
     assert proc.stdout is not None

@@ -26,7 +26,8 @@ from cademi_sim.scenario import Scenario, load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
 from progress_monitor import warehouse
-from progress_monitor.pipeline import resume_run
+from progress_monitor.contracts import RunId
+from progress_monitor.health import resume_run
 from progress_monitor.settings import Settings
 
 EVENTS = ("duplicates", "kill", "bigquery_restart", "poison")
@@ -50,15 +51,31 @@ class SoakReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.duplicated or self.wrong or self.unexpected or self.run_mismatches
-                    or self.dead_letters_unaccounted)  # fmt: skip
+        return not (
+            self.missing
+            or self.duplicated
+            or self.wrong
+            or self.unexpected
+            or self.run_mismatches
+            or self.dead_letters_unaccounted
+        )
 
     def summary(self) -> dict[str, Any]:
-        return {"weeks": self.weeks, "expected": self.expected, "present": self.present,
-                "missing": len(self.missing), "duplicated": len(self.duplicated), "wrong": len(self.wrong),
-                "unexpected": len(self.unexpected), "run_mismatches": self.run_mismatches,
-                "dead_letters_unaccounted": self.dead_letters_unaccounted, "faults_fired": self.faults_fired,
-                "events": self.events, "resumes": self.resumes, "ok": self.ok}  # fmt: skip
+        return {
+            "weeks": self.weeks,
+            "expected": self.expected,
+            "present": self.present,
+            "missing": len(self.missing),
+            "duplicated": len(self.duplicated),
+            "wrong": len(self.wrong),
+            "unexpected": len(self.unexpected),
+            "run_mismatches": self.run_mismatches,
+            "dead_letters_unaccounted": self.dead_letters_unaccounted,
+            "faults_fired": self.faults_fired,
+            "events": self.events,
+            "resumes": self.resumes,
+            "ok": self.ok,
+        }
 
 
 def designated_failures(scenario: Scenario) -> set[tuple[int, int]]:
@@ -87,9 +104,13 @@ def week_faults(rng: random.Random, scenario: Scenario, week: int) -> list[dict[
     chosen = rng.sample(pairs, min(len(pairs), 40))
     faults: list[dict[str, Any]] = []
     kinds: list[dict[str, Any]] = [
-             {"status": 503, "times": 3}, {"status": 429, "times": 2}, {"status": 500, "times": 1},
-             {"body": "<html>Bad gateway</html>", "times": 2}, {"delay_ms": 2500, "times": 1},
-             {"delay_ms": 600, "times": 2}]  # fmt: skip
+        {"status": 503, "times": 3},
+        {"status": 429, "times": 2},
+        {"status": 500, "times": 1},
+        {"body": "<html>Bad gateway</html>", "times": 2},
+        {"delay_ms": 2500, "times": 1},
+        {"delay_ms": 600, "times": 2},
+    ]
     for i, (user, product) in enumerate(chosen):
         faults.append(
             {"path": f"/usuario/progresso_por_produto/{user}/{product}", "week": week, **kinds[i % len(kinds)]}
@@ -114,8 +135,12 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
     rng = random.Random(seed)
     scenario = load(scenario_path)
     weeks = min(weeks, len(scenario.weeks))
-    env = {"CHAOS_LOADER_FAIL_RATE": "0.15", "CADEMI_READ_TIMEOUT_S": "1.5", "CADEMI_BACKOFF_BASE_S": "0.1",
-           "CADEMI_BACKOFF_CAP_S": "1.0"}  # fmt: skip
+    env = {
+        "CHAOS_LOADER_FAIL_RATE": "0.15",
+        "CADEMI_READ_TIMEOUT_S": "1.5",
+        "CADEMI_BACKOFF_BASE_S": "0.1",
+        "CADEMI_BACKOFF_CAP_S": "1.0",
+    }
     stack = LocalStack.start(workdir, scenario_path, piece_budget_s=8.0, ack_deadline_s=60, extra_env=env)
     report = SoakReport(weeks)
     poisons: list[bytes] = []
@@ -151,8 +176,10 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
             if "duplicates" in events:
                 time.sleep(2.0)  # let the second deliveries drain before the stretch ends
                 stack.duplicate_deliveries(False)
-            log(f"week {run_id}: {row.get('status')} {row.get('records_loaded')} records, "
-                f"{row.get('failed_extractions')} failed; events {sorted(events) or '-'}")  # fmt: skip
+            log(
+                f"week {run_id}: {row.get('status')} {row.get('records_loaded')} records, "
+                f"{row.get('failed_extractions')} failed; events {sorted(events) or '-'}"
+            )
         time.sleep(3.0)  # late duplicates and dead letters
         compare(stack, scenario, weeks, report, poisons)
     finally:
@@ -160,7 +187,7 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
     return report
 
 
-def wait_resuming(stack: LocalStack, run_id: str, report: SoakReport, quiet_s: float = 90.0) -> dict[str, Any]:
+def wait_resuming(stack: LocalStack, run_id: RunId, report: SoakReport, quiet_s: float = 90.0) -> dict[str, Any]:
     """Wait for the run; when nothing is loaded for `quiet_s`, do what the daily health check does in the
     cloud (resume_run) and count it: the Pub/Sub emulator can drop a push that was in flight to a killed
     process, which Pub/Sub itself redelivers."""
@@ -177,7 +204,7 @@ def wait_resuming(stack: LocalStack, run_id: str, report: SoakReport, quiet_s: f
             resumed = resume_run(Settings.from_env(), run_id)
             report.resumes.append(f"{run_id}: {resumed}")
             quiet_since = time.monotonic()
-    return stack.run_row(run_id) or {"run_id": run_id, "status": "missing"}
+    return stack.run_row(run_id) or {"run_id": str(run_id), "status": "missing"}
 
 
 def _wait_calls(admin: Any, calls: int, timeout: float = 300) -> None:
@@ -193,8 +220,9 @@ def compare(stack: LocalStack, scenario: Scenario, weeks: int, report: SoakRepor
     expected: dict[Any, Any] = {}
     for week in range(weeks):
         expected.update(expected_rows(scenario, week, failing))
-    rows = warehouse.query(cfg, "SELECT * FROM `{progress_history}` WHERE snapshot_date <= @last",
-                           last=scenario.weeks[weeks - 1])  # fmt: skip
+    rows = warehouse.query(
+        cfg, "SELECT * FROM `${progress_history}` WHERE snapshot_date <= @last", last=scenario.weeks[weeks - 1]
+    )
     counts: Counter[Any] = Counter()
     actual: dict[Any, Any] = {}
     for r in rows:
@@ -209,13 +237,20 @@ def compare(stack: LocalStack, scenario: Scenario, weeks: int, report: SoakRepor
     for week in range(weeks):
         snapshot = scenario.weeks[week].isoformat()
         week_rows = [v for k, v in expected.items() if k[0] == snapshot]
-        run = stack.run_row(snapshot) or {}
-        want = {"status": "succeeded", "records_loaded": len(week_rows),
-                "failed_extractions": sum(1 for v in week_rows if v[0] == "failed")}  # fmt: skip
+        run = stack.run_row(RunId.parse(snapshot)) or {}
+        want = {
+            "status": "succeeded",
+            "records_loaded": len(week_rows),
+            "failed_extractions": sum(1 for v in week_rows if v[0] == "failed"),
+        }
         got = {k: run.get(k) for k in want}
         if got != want:
-            ledger = warehouse.query(cfg, "SELECT shard, generation, rows_in_shard, rows_merged, dq_duplicates, "
-                                     "students FROM `{loads}` WHERE run_id = @r", r=snapshot)  # fmt: skip
+            ledger = warehouse.query(
+                cfg,
+                "SELECT shard, generation, rows_in_shard, rows_merged, dq_duplicates, "
+                "students FROM `${loads}` WHERE run_id = @r",
+                r=snapshot,
+            )
             report.run_mismatches.append(f"{snapshot}: runs table says {got}, truth {want}; ledger {ledger}")
     known = set(poisons)
     for message in stack.dead_letters(1000):
@@ -228,8 +263,9 @@ def soak_scenario(path: Path, weeks: int, seed: int) -> Path:
     first = date(2026, 11, 16) - timedelta(weeks=weeks - 1)
     raw = demo.generate(seed=seed, n_weeks=weeks, first_week=first)
     users = [u["id"] for u in raw["users"]]
-    raw["faults"].append({"path": f"/usuario/progresso_por_produto/{users[40]}/102", "status": 500,
-                          "times": ALWAYS_FAILING_TIMES})  # fmt: skip
+    raw["faults"].append(
+        {"path": f"/usuario/progresso_por_produto/{users[40]}/102", "status": 500, "times": ALWAYS_FAILING_TIMES}
+    )
     path.write_text(json.dumps(raw), encoding="utf-8")
     return path
 
@@ -244,10 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     scenario = Path(args.scenario) if args.scenario else soak_scenario(workdir / "scenario.json", args.weeks, args.seed)
     report = run_soak(scenario, args.weeks, args.seed, workdir / "stack")
     summary = report.summary()
-    print(f"expected {report.expected}, present {report.present}, missing {len(report.missing)}, "
-          f"duplicated {len(report.duplicated)}, wrong {len(report.wrong)}, unexpected {len(report.unexpected)}, "
-          f"run mismatches {len(report.run_mismatches)}, unaccounted dead letters "
-          f"{len(report.dead_letters_unaccounted)}")  # fmt: skip
+    print(
+        f"expected {report.expected}, present {report.present}, missing {len(report.missing)}, "
+        f"duplicated {len(report.duplicated)}, wrong {len(report.wrong)}, unexpected {len(report.unexpected)}, "
+        f"run mismatches {len(report.run_mismatches)}, unaccounted dead letters "
+        f"{len(report.dead_letters_unaccounted)}"
+    )
     for line in report.run_mismatches + report.dead_letters_unaccounted:
         print(f"  {line}")
     print(json.dumps(summary))

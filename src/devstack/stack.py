@@ -25,6 +25,7 @@ from typing import Any
 from cademi_sim.admin import SimulatorAdmin
 from cademi_sim.scenario import Scenario, load
 from devstack.procs import Child, StartupError, free_port, spawn, start_simulator, wait_for_http, wait_for_port
+from progress_monitor.contracts import RunId
 
 PROJECT = "local-project"
 SCHEDULE_TOPIC = "weekly-schedule"
@@ -45,8 +46,13 @@ SIM_ADMIN_TOKEN = "local-admin"  # noqa: S105 - guards the loopback-only simulat
 
 def _which_pubsub_emulator() -> Path:
     try:
-        sdk = subprocess.run(["gcloud", "info", "--format=value(installation.sdk_root)"], capture_output=True,
-                             text=True, timeout=60, check=True).stdout.strip()  # fmt: skip
+        sdk = subprocess.run(
+            ["gcloud", "info", "--format=value(installation.sdk_root)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         raise StartupError("gcloud is missing: install google-cloud-cli-pubsub-emulator") from exc
     script = Path(sdk) / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
@@ -131,17 +137,30 @@ class LocalStack:
             "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in (*FUNCTIONS, *HTTP_FUNCTIONS)},
         }
 
-        pubsub = spawn("pubsub-emulator", [str(_which_pubsub_emulator()), "--host=127.0.0.1",
-                                           f"--port={ports['pubsub']}"], logs)  # fmt: skip
+        pubsub = spawn(
+            "pubsub-emulator", [str(_which_pubsub_emulator()), "--host=127.0.0.1", f"--port={ports['pubsub']}"], logs
+        )
         self.children.append(pubsub)
         bq = spawn(
             "bqemulator",
-            [str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-port", str(ports["bq"]),
-             "--grpc-port", str(ports["bq_grpc"]), "--project", PROJECT, "--persistent",
-             "--data-dir", str(self.workdir / "bqdata"), "--log-level", "warning"],
+            [
+                str(Path(sys.executable).parent / "bqemulator"),
+                "start",
+                "--rest-port",
+                str(ports["bq"]),
+                "--grpc-port",
+                str(ports["bq_grpc"]),
+                "--project",
+                PROJECT,
+                "--persistent",
+                "--data-dir",
+                str(self.workdir / "bqdata"),
+                "--log-level",
+                "warning",
+            ],
             logs,
             env={**os.environ, "HOME": str(_bqemulator_home(self.workdir)), "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
-        )  # fmt: skip
+        )
         self.children.append(bq)
         with open(logs / "cademi-simulator.log", "a") as sim_log:
             sim = start_simulator(self.scenario_path, admin_token=SIM_ADMIN_TOKEN, stderr=sim_log)
@@ -153,12 +172,30 @@ class LocalStack:
         self._create_topics()
         gcs = spawn(
             "fake-gcs-server",
-            [str(_fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(ports["gcs"]),
-             "-backend", "filesystem", "-filesystem-root", str(gcs_root), "-event.pubsub-project-id", PROJECT,
-             "-event.pubsub-topic", SHARD_EVENTS_TOPIC, "-event.list", "finalize", "-log-level", "warn"],
+            [
+                str(_fake_gcs_binary()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(ports["gcs"]),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(gcs_root),
+                "-event.pubsub-project-id",
+                PROJECT,
+                "-event.pubsub-topic",
+                SHARD_EVENTS_TOPIC,
+                "-event.list",
+                "finalize",
+                "-log-level",
+                "warn",
+            ],
             logs,
             env={**os.environ, "PUBSUB_EMULATOR_HOST": self.endpoints["pubsub"]},
-        )  # fmt: skip
+        )
         self.children.append(gcs)
         wait_for_port(gcs, ports["gcs"])
         wait_for_http(bq, f"{self.endpoints['bigquery']}/bigquery/v2/projects/{PROJECT}/datasets", timeout=90)
@@ -180,8 +217,9 @@ class LocalStack:
             "SLACK_SIGNING_SECRET": self.local_secrets["SLACK_SIGNING_SECRET"],
             **extra_env,
         }
-        self.endpoints["function_env"] = {k: env[k] for k in ("CADEMI_RATE_PER_SECOND", "CADEMI_RATE_PER_MINUTE",
-                                                               "PIECE_BUDGET_S")}  # fmt: skip
+        self.endpoints["function_env"] = {
+            k: env[k] for k in ("CADEMI_RATE_PER_SECOND", "CADEMI_RATE_PER_MINUTE", "PIECE_BUDGET_S")
+        }
         self._prepare_storage_and_tables()
         # One process per function, like max_instance_count = 1 in the cloud: its one rate limiter is then
         # the whole fleet's. THREADS plays the per-instance concurrency.
@@ -191,12 +229,22 @@ class LocalStack:
             threads = str(extract_threads) if name == "extract_progress" else "4"
             child = spawn(
                 name,
-                [str(Path(sys.executable).parent / "functions-framework"), "--source",
-                 str(ROOT / "functions" / folder / "main.py"), "--target", target, "--signature-type", signature,
-                 "--host", "127.0.0.1", "--port", str(ports[name])],
+                [
+                    str(Path(sys.executable).parent / "functions-framework"),
+                    "--source",
+                    str(ROOT / "functions" / folder / "main.py"),
+                    "--target",
+                    target,
+                    "--signature-type",
+                    signature,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports[name]),
+                ],
                 logs,
                 env={**env, "THREADS": threads, "WORKERS": "1"},
-            )  # fmt: skip
+            )
             self.children.append(child)
         for name in (*FUNCTIONS, *HTTP_FUNCTIONS):
             wait_for_port(self.child(name), ports[name])
@@ -221,9 +269,9 @@ class LocalStack:
         """Point this process's Google clients and settings at the stack."""
         os.environ.update(self.function_env())
         os.environ["CADEMI_API_KEY"] = self.scenario.api_key
-        from progress_monitor import pipeline
+        from progress_monitor import runtime
 
-        pipeline.reset_for_tests()
+        runtime.reset()
 
     def stop(self) -> None:
         """Stop every process this stack started, each by its PID, newest first."""
@@ -258,8 +306,12 @@ class LocalStack:
     # -- state for `make up` / `make trigger` / `make down` ----------------------------------------------
 
     def save(self) -> None:
-        state = {"workdir": str(self.workdir), "scenario": str(self.scenario_path), "endpoints": self.endpoints,
-                 "children": [c.to_json() for c in self.children]}  # fmt: skip
+        state = {
+            "workdir": str(self.workdir),
+            "scenario": str(self.scenario_path),
+            "endpoints": self.endpoints,
+            "children": [c.to_json() for c in self.children],
+        }
         (self.workdir / "stack.json").write_text(json.dumps(state, indent=1))
 
     @classmethod
@@ -268,8 +320,9 @@ class LocalStack:
         if not path.exists():
             raise StartupError(f"no running stack in {workdir}: run `make up` first")
         state = json.loads(path.read_text())
-        children = [Child(c["name"], c["pid"], None, Path(c["log"]) if c["log"] else None, c["info"])
-                    for c in state["children"]]  # fmt: skip
+        children = [
+            Child(c["name"], c["pid"], None, Path(c["log"]) if c["log"] else None, c["info"]) for c in state["children"]
+        ]
         return cls(Path(state["workdir"]), Path(state["scenario"]), state["endpoints"], children)
 
     # -- resources -----------------------------------------------------------------------------------------
@@ -302,32 +355,37 @@ class LocalStack:
         return {
             "name": subscriber.subscription_path(PROJECT, f"{function}-{suffix}"),
             "topic": publisher.topic_path(PROJECT, topic),
-            "push_config": {"push_endpoint": f"{self.endpoints['functions'][function]}/projects/{PROJECT}/topics/"
-                                             f"{topic}"},
+            "push_config": {
+                "push_endpoint": f"{self.endpoints['functions'][function]}/projects/{PROJECT}/topics/{topic}"
+            },
             "ack_deadline_seconds": self.endpoints.get("ack_deadline_s") or ack_deadline,
             "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
-            "dead_letter_policy": {"dead_letter_topic": publisher.topic_path(PROJECT, dlq),
-                                   "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS},
-        }  # fmt: skip
+            "dead_letter_policy": {
+                "dead_letter_topic": publisher.topic_path(PROJECT, dlq),
+                "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+            },
+        }
 
     def _create_subscriptions(self) -> None:
         from google.api_core import exceptions
 
         publisher, subscriber = self._pubsub()
         for name, (_, _, dlq, _) in FUNCTIONS.items():
-            dead_letters = {"name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
-                            "topic": publisher.topic_path(PROJECT, dlq)}  # fmt: skip
+            dead_letters = {
+                "name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
+                "topic": publisher.topic_path(PROJECT, dlq),
+            }
             for request in (self._push_subscription(name, "push"), dead_letters):
                 with contextlib.suppress(exceptions.AlreadyExists):
                     subscriber.create_subscription(request=request)
 
     def _prepare_storage_and_tables(self) -> None:
         self.use_here()
-        from progress_monitor import gcp, warehouse
+        from progress_monitor import runtime, warehouse
         from progress_monitor.settings import Settings
 
         settings = Settings.from_env()
-        client = gcp.storage(settings)
+        client = runtime.storage(settings)
         if client.lookup_bucket(settings.shards_bucket) is None:
             client.create_bucket(settings.shards_bucket)
         warehouse.ensure_tables(settings)
@@ -344,7 +402,7 @@ class LocalStack:
         message_id: str = publisher.publish(publisher.topic_path(PROJECT, SCHEDULE_TOPIC), data).result(timeout=30)
         return message_id
 
-    def trigger(self, week: date, *, rerun: str | None = None, tag_ids: list[int] | None = None) -> str:
+    def trigger(self, week: date, *, rerun: str | None = None, tag_ids: list[int] | None = None) -> RunId:
         """Set the simulator's clock to `week` and publish the weekly schedule message; returns the run id."""
         weeks = [d.isoformat() for d in self.scenario.weeks]
         if week.isoformat() not in weeks:
@@ -356,17 +414,16 @@ class LocalStack:
         if tag_ids is not None:
             body["tag_ids"] = tag_ids
         self.publish_schedule(body)
-        return week.isoformat() + (f"-{rerun}" if rerun else "")
+        return RunId(week, rerun)
 
-    def run_row(self, run_id: str) -> dict[str, Any] | None:
+    def run_row(self, run_id: RunId) -> dict[str, Any] | None:
         """The run's row, or None (also while BigQuery is briefly unreachable, e.g. being restarted)."""
         from progress_monitor import warehouse
         from progress_monitor.errors import TransientError
         from progress_monitor.settings import Settings
 
         try:
-            rows = warehouse.query(Settings.from_env(), "SELECT * FROM `{runs}` WHERE run_id = @run_id",
-                                   run_id=run_id)  # fmt: skip
+            rows = warehouse.query(Settings.from_env(), "SELECT * FROM `${runs}` WHERE run_id = @r", r=str(run_id))
         except TransientError:
             return None
         return rows[0] if rows else None
@@ -390,7 +447,7 @@ class LocalStack:
                     path = subscriber.subscription_path(PROJECT, f"{name}-dup")
                     subscriber.delete_subscription(request={"subscription": path})
 
-    def wait_run(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
+    def wait_run(self, run_id: RunId, timeout: float = 600.0) -> dict[str, Any]:
         """Poll the runs table until the run has failed, or succeeded and its reports are rebuilt (or the
         timeout passes)."""
         deadline = time.monotonic() + timeout
@@ -403,7 +460,7 @@ class LocalStack:
             if row and (row["status"] == "failed" or (row["status"] == "succeeded" and row["reports_refreshed_at"])):
                 return row
             time.sleep(0.5)
-        return row or {"run_id": run_id, "status": "missing"}
+        return row or {"run_id": str(run_id), "status": "missing"}
 
     def dead_letters(self, max_messages: int = 100) -> list[dict[str, Any]]:
         """Pull (and acknowledge) what reached every dead-letter topic."""
@@ -416,8 +473,13 @@ class LocalStack:
             response = subscriber.pull(request=request, timeout=10)
             ids = []
             for received in response.received_messages:
-                found.append({"topic": dlq, "data": received.message.data.decode(errors="replace"),
-                              "attributes": dict(received.message.attributes)})  # fmt: skip
+                found.append(
+                    {
+                        "topic": dlq,
+                        "data": received.message.data.decode(errors="replace"),
+                        "attributes": dict(received.message.attributes),
+                    }
+                )
                 ids.append(received.ack_id)
             if ids:
                 subscriber.acknowledge(request={"subscription": sub, "ack_ids": ids})
@@ -440,22 +502,29 @@ def seed_registry(settings: Any, scenario: Scenario) -> None:
         for position, item in enumerate(track["products"], start=1):
             warehouse.query(
                 settings,
-                """MERGE `{tracks}` T USING (SELECT @track_id AS track_id, @product_id AS product_id) S
+                """MERGE `${tracks}` T USING (SELECT @track_id AS track_id, @product_id AS product_id) S
                    ON T.track_id = S.track_id AND T.product_id = S.product_id
                    WHEN NOT MATCHED THEN INSERT (track_id, track_name, product_id, product_name, position, due_week)
                    VALUES (@track_id, @track_name, @product_id, @product_name, @position, @due_week)""",
-                track_id=track["id"], track_name=track["nome"], product_id=item["product"],
-                product_name=products[item["product"]]["nome"], position=position, due_week=item["due_week"],
-            )  # fmt: skip
+                track_id=track["id"],
+                track_name=track["nome"],
+                product_id=item["product"],
+                product_name=products[item["product"]]["nome"],
+                position=position,
+                due_week=item["due_week"],
+            )
     for tag in scenario.raw["registry"]["tags"]:
         warehouse.query(
             settings,
-            """MERGE `{registered_tags}` T USING (SELECT @tag_id AS tag_id) S ON T.tag_id = S.tag_id
+            """MERGE `${registered_tags}` T USING (SELECT @tag_id AS tag_id) S ON T.tag_id = S.tag_id
                WHEN NOT MATCHED THEN INSERT (tag_id, track_id, turma, start_date, active, added_by, added_at)
                VALUES (@tag_id, @track_id, @turma, @start_date, TRUE, 'scenario-seed', @now)""",
-            tag_id=tag["tag_id"], track_id=tag["track"], turma=tag["turma"],
-            start_date=date.fromisoformat(tag["start_date"]), now=datetime.now(UTC),
-        )  # fmt: skip
+            tag_id=tag["tag_id"],
+            track_id=tag["track"],
+            turma=tag["turma"],
+            start_date=date.fromisoformat(tag["start_date"]),
+            now=datetime.now(UTC),
+        )
 
 
 def remove_workdir(workdir: Path) -> None:

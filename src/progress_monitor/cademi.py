@@ -299,19 +299,6 @@ class CademiClient:
                     tags.setdefault(item["id"], Tag(item["id"], str(item.get("nome") or "")))
         return list(tags.values())
 
-    def accessible_products(self, user: int | str) -> set[int]:
-        """Ids of the products whose access has not ended (GET /usuario/acesso/{user})."""
-        data = self._get(f"/usuario/acesso/{user_path(user)}")
-        acesso = data.get("acesso")
-        if not isinstance(acesso, list):
-            raise CademiMalformedError("data.acesso is not a list")
-        products: set[int] = set()
-        for item in acesso:
-            produto = item.get("produto") if isinstance(item, dict) else None
-            if isinstance(produto, dict) and isinstance(produto.get("id"), int) and not item.get("encerrado"):
-                products.add(produto["id"])
-        return products
-
     # -- transport -------------------------------------------------------------------------------------
 
     def _get(

@@ -4,11 +4,12 @@
     python -m progress_monitor.replay reextract --week 2026-11-16 --tag 5012
     python -m progress_monitor.replay resume --run 2026-11-16
 
-Both read the same settings (environment) as the functions. `history` loads every progress shard of the
+All three read the same settings (environment) as the functions. `history` loads every progress shard of the
 snapshot weeks in the range through the loader's own code (load job, quality checks, MERGE by business
 key), so replaying twice changes nothing and an older shard never overwrites a newer extraction.
 `reextract` publishes a schedule message for one tag (a new run id `WEEK-LABEL`), so the normal pipeline
 extracts it again; Cademi serves *current* progress, so in the cloud only the current week is meaningful.
+`resume` re-publishes what an unfinished run is waiting for (as the daily health check does).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from progress_monitor import gcp, logs, reporting
-from progress_monitor.events import ObjectRef
-from progress_monitor.pipeline import load_object, monday_of, resume_run
+from progress_monitor import logs, reporting, runtime
+from progress_monitor.contracts import RUN_LABEL, ObjectRef, RunId, monday_of, week_shards_prefix
+from progress_monitor.health import resume_run
 from progress_monitor.settings import Settings
+from progress_monitor.stages.load import load_object
 
 log = logging.getLogger("progress_monitor.replay")
 MAX_WEEKS = 520
@@ -49,12 +51,12 @@ def mondays(first: date, last: date) -> list[date]:
 
 def replay_history(settings: Settings, first: date, last: date) -> ReplaySummary:
     """Load every progress shard of the weeks in the range again (idempotent), then refresh the reports."""
-    bucket = gcp.storage(settings).bucket(settings.shards_bucket)
+    bucket = runtime.shards_bucket(settings)
     weeks = mondays(first, last)
     shards = rows = 0
     for week in weeks:
-        for blob in bucket.list_blobs(prefix=f"progress/snapshot_date={week.isoformat()}/"):
-            ref = ObjectRef(bucket.name, blob.name, int(blob.generation))
+        for blob in bucket.list_blobs(prefix=week_shards_prefix(week)):
+            ref = ObjectRef(settings.shards_bucket, blob.name, int(blob.generation or 0))
             result = load_object(settings, ref, refresh_reports=False)  # once at the end instead
             if result is not None:
                 shards += 1
@@ -64,28 +66,46 @@ def replay_history(settings: Settings, first: date, last: date) -> ReplaySummary
     return ReplaySummary(len(weeks), shards, rows)
 
 
-def reextract(settings: Settings, week: date, tag_id: int, label: str) -> str:
-    """Ask the pipeline to extract one tag's week again; returns the new run id."""
+def reextract(settings: Settings, week: date, tag_id: int, label: str) -> RunId:
+    """Ask the pipeline to extract one tag's week again; returns the new run's id."""
+    run_id = RunId(week - timedelta(days=week.weekday()), label)
     body = {"week": week.isoformat(), "rerun": label, "tag_ids": [tag_id]}
-    gcp.publish(settings, settings.schedule_topic, json.dumps(body).encode())
-    return f"{(week - timedelta(days=week.weekday())).isoformat()}-{label}"
+    runtime.publish(settings, settings.schedule_topic, json.dumps(body).encode())
+    return run_id
+
+
+def _run_id(text: str) -> RunId:
+    try:
+        return RunId.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _label(text: str) -> str:
+    if not RUN_LABEL.match(text):
+        raise argparse.ArgumentTypeError("a label is 1-20 lower-case letters, digits or dashes")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="progress_monitor.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="progress_monitor.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     history = sub.add_parser("history", help="rebuild the history of a week range from the kept shards")
     history.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
     history.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
     resume = sub.add_parser("resume", help="re-publish what an unfinished run is waiting for (idempotent)")
-    resume.add_argument("--run", required=True)
+    resume.add_argument("--run", required=True, type=_run_id)
     again = sub.add_parser("reextract", help="extract one tag's week again through the pipeline")
     again.add_argument("--week", required=True, type=date.fromisoformat)
     again.add_argument("--tag", required=True, type=int)
-    again.add_argument("--label", default=f"manual{datetime.now(UTC):%H%M%S}")
-    again.add_argument("--past-week", action="store_true",
-                       help="allow a past week (Cademi serves today's progress: only for a simulator)")  # fmt: skip
+    again.add_argument("--label", type=_label, default=f"manual{datetime.now(UTC):%H%M%S}")
+    again.add_argument(
+        "--past-week",
+        action="store_true",
+        help="allow a past week (Cademi serves today's progress: only for a simulator)",
+    )
     args = parser.parse_args(argv)
     logs.configure()
     settings = Settings.from_env()
@@ -98,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     current = monday_of(datetime.now(UTC), settings.timezone)
     if args.week - timedelta(days=args.week.weekday()) != current and not args.past_week:
-        print(f"refusing: {args.week} is not in the current week ({current}); Cademi would serve today's "
-              "progress under an old date. Use --past-week only against a simulator.", file=sys.stderr)  # fmt: skip
+        print(
+            f"refusing: {args.week} is not in the current week ({current}); Cademi would serve today's "
+            "progress under an old date. Use --past-week only against a simulator.",
+            file=sys.stderr,
+        )
         return 2
-    print(reextract(settings, args.week, args.tag, args.label))
+    print(str(reextract(settings, args.week, args.tag, args.label)))
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from string import Template
 from urllib.parse import urlencode
 
 from progress_monitor import warehouse
@@ -27,41 +26,42 @@ VIEWS = ("report_run_health", "tutor_list")
 
 
 def sql_text(name: str, settings: Settings) -> str:
-    """A reporting query with project, datasets and status thresholds filled in."""
+    """A reporting query with project, datasets and status thresholds filled in (also read by Terraform)."""
     read = resources.files("progress_monitor").joinpath
-    status_case = Template(read("sql/status_case.sql").read_text(encoding="utf-8")).substitute(
-        ahead_gap=settings.status_ahead_gap,
-        behind_gap=settings.status_behind_gap,
-        risk_gap=settings.status_risk_gap,
-    )
-    return Template(read(f"sql/{name}.sql").read_text(encoding="utf-8")).substitute(
-        project=settings.gcp_project,
-        dataset=settings.bq_dataset,
-        restricted_dataset=settings.bq_restricted_dataset,
-        status_case=status_case.strip(),
-    )
+    thresholds = {
+        "ahead_gap": str(settings.status_ahead_gap),
+        "behind_gap": str(settings.status_behind_gap),
+        "risk_gap": str(settings.status_risk_gap),
+    }
+    status_case = warehouse.render(settings, read("sql/status_case.sql").read_text(encoding="utf-8"), thresholds)
+    names = {
+        "project": settings.gcp_project,
+        "dataset": settings.bq_dataset,
+        "restricted_dataset": settings.bq_restricted_dataset,
+        "status_case": status_case.strip(),
+    }
+    return warehouse.render(settings, read(f"sql/{name}.sql").read_text(encoding="utf-8"), names)
 
 
 def refresh(settings: Settings) -> None:
     """Rebuild every reporting table and (re)create the views; idempotent."""
     for name, clustering in MATERIALISED.items():
-        table = warehouse.table_id(settings, name)
         warehouse.query(
             settings,
-            f"CREATE OR REPLACE TABLE `{table}` PARTITION BY snapshot_date CLUSTER BY {clustering} AS\n"
-            + _escape(sql_text(name, settings)),
+            "CREATE OR REPLACE TABLE `${target}` PARTITION BY snapshot_date CLUSTER BY ${clustering} AS\n${body}",
+            sql_vars={
+                "target": warehouse.table_id(settings, name),
+                "clustering": clustering,
+                "body": sql_text(name, settings),
+            },
         )
     for name in VIEWS:
         warehouse.query(
             settings,
-            f"CREATE OR REPLACE VIEW `{warehouse.table_id(settings, name)}` AS\n" + _escape(sql_text(name, settings)),
+            "CREATE OR REPLACE VIEW `${target}` AS\n${body}",
+            sql_vars={"target": warehouse.table_id(settings, name), "body": sql_text(name, settings)},
         )
     log.info("reporting tables refreshed")
-
-
-def _escape(sql: str) -> str:
-    """warehouse.query formats `{name}` placeholders; literal braces in reporting SQL must survive."""
-    return sql.replace("{", "{{").replace("}", "}}")
 
 
 def looker_studio_url(settings: Settings) -> str:
@@ -75,14 +75,16 @@ def looker_studio_url(settings: Settings) -> str:
     }
     params: dict[str, str] = {"c.mode": "edit", "r.reportName": "Progresso dos alunos"}
     for alias, table in sources.items():
-        params.update({
-            f"ds.{alias}.connector": "bigQuery",
-            f"ds.{alias}.type": "TABLE",
-            f"ds.{alias}.projectId": settings.gcp_project,
-            f"ds.{alias}.datasetId": settings.bq_dataset,
-            f"ds.{alias}.tableId": table,
-            f"ds.{alias}.datasourceName": table,
-        })  # fmt: skip
+        params.update(
+            {
+                f"ds.{alias}.connector": "bigQuery",
+                f"ds.{alias}.type": "TABLE",
+                f"ds.{alias}.projectId": settings.gcp_project,
+                f"ds.{alias}.datasetId": settings.bq_dataset,
+                f"ds.{alias}.tableId": table,
+                f"ds.{alias}.datasourceName": table,
+            }
+        )
     return "https://lookerstudio.google.com/reporting/create?" + urlencode(params)
 
 

@@ -99,7 +99,7 @@ class Registry:
 
     def tracks(self) -> dict[str, str]:
         """Track id -> name, for the form's choice."""
-        rows = warehouse.query(self.settings, "SELECT DISTINCT track_id, track_name FROM `{tracks}` ORDER BY 1")
+        rows = warehouse.query(self.settings, "SELECT DISTINCT track_id, track_name FROM `${tracks}` ORDER BY 1")
         return {r["track_id"]: r["track_name"] for r in rows}
 
     def list_tags(self) -> list[dict[str, Any]]:
@@ -108,7 +108,7 @@ class Registry:
             self.settings,
             """SELECT r.tag_id, r.track_id, r.turma, r.start_date, r.active, r.added_by, r.added_at,
                       r.deactivated_by, r.deactivated_at
-               FROM `{registered_tags}` r ORDER BY r.added_at DESC, r.tag_id DESC""",
+               FROM `${registered_tags}` r ORDER BY r.added_at DESC, r.tag_id DESC""",
         )
 
     def register(self, raw: dict[str, Any], added_by: str, request_id: str) -> Outcome:
@@ -133,25 +133,35 @@ class Registry:
             known = {t.tag_id for t in self.cademi.list_tags()}
         except CademiConfigError:
             log.error("Cademi refused the API key while checking a tag")
-            return Outcome(False, "A Cademi recusou nossa chave de acesso. Avise a equipe de dados. "
-                                  "Nada foi registrado.")  # fmt: skip
+            return Outcome(
+                False, "A Cademi recusou nossa chave de acesso. Avise a equipe de dados. Nada foi registrado."
+            )
         except CademiError as exc:
             log.warning("Cademi unavailable while checking tag %d: %s", tag_id, exc)
-            return Outcome(False, "A Cademi não respondeu a tempo; tente novamente em alguns minutos. "
-                                  "Nada foi registrado.")  # fmt: skip
+            return Outcome(
+                False, "A Cademi não respondeu a tempo; tente novamente em alguns minutos. Nada foi registrado."
+            )
         if tag_id not in known:
-            return Outcome(False, "Corrija os campos indicados.",
-                           {"tag_id": f"Tag: a tag {tag_id} não existe na Cademi. Confira o número."})  # fmt: skip
+            return Outcome(
+                False,
+                "Corrija os campos indicados.",
+                {"tag_id": f"Tag: a tag {tag_id} não existe na Cademi. Confira o número."},
+            )
         return None
 
     def _insert(self, tag: NewTag, track_name: str, added_by: str, request_id: str) -> Outcome:
         params: dict[str, Any] = {
-            "tag_id": tag.tag_id, "track_id": tag.track_id, "turma": tag.turma, "start_date": tag.start_date,
-            "added_by": added_by[:200], "now": datetime.now(UTC), "request_id": request_id,
-        }  # fmt: skip
+            "tag_id": tag.tag_id,
+            "track_id": tag.track_id,
+            "turma": tag.turma,
+            "start_date": tag.start_date,
+            "added_by": added_by[:200],
+            "now": datetime.now(UTC),
+            "request_id": request_id,
+        }
         # One statement: inserts only if neither the tag nor the track + turma pair exists. Concurrent
         # MERGEs on the table are serialised by BigQuery (the loser fails and is re-checked below).
-        sql = """MERGE `{registered_tags}` T
+        sql = """MERGE `${registered_tags}` T
                  USING (SELECT @tag_id AS tag_id, @track_id AS track_id, @turma AS turma) S
                  ON T.tag_id = S.tag_id OR (T.track_id = S.track_id AND T.turma = S.turma)
                  WHEN NOT MATCHED THEN INSERT
@@ -163,22 +173,34 @@ class Registry:
             log.warning("registering tag %d did not complete: %s", tag.tag_id, exc)
         rows = warehouse.query(
             self.settings,
-            """SELECT tag_id, track_id, turma, request_id FROM `{registered_tags}`
+            """SELECT tag_id, track_id, turma, request_id FROM `${registered_tags}`
                WHERE tag_id = @tag_id OR (track_id = @track_id AND turma = @turma)""",
-            tag_id=tag.tag_id, track_id=tag.track_id, turma=tag.turma,
-        )  # fmt: skip
+            tag_id=tag.tag_id,
+            track_id=tag.track_id,
+            turma=tag.turma,
+        )
         mine = [r for r in rows if r["tag_id"] == tag.tag_id and r["request_id"] == request_id]
         if mine:
             log.info("tag %d registered by %s", tag.tag_id, added_by, extra={"tag_id": tag.tag_id})
-            return Outcome(True, f"Turma registrada: tag {tag.tag_id}, trilha {track_name}, turma {tag.turma}. "
-                                 "Ela entra na próxima extração semanal.", tag=tag)  # fmt: skip
+            return Outcome(
+                True,
+                f"Turma registrada: tag {tag.tag_id}, trilha {track_name}, turma {tag.turma}. "
+                "Ela entra na próxima extração semanal.",
+                tag=tag,
+            )
         if any(r["tag_id"] == tag.tag_id for r in rows):
-            return Outcome(False, "Corrija os campos indicados.",
-                           {"tag_id": f"Tag: a tag {tag.tag_id} já está registrada."})  # fmt: skip
+            return Outcome(
+                False, "Corrija os campos indicados.", {"tag_id": f"Tag: a tag {tag.tag_id} já está registrada."}
+            )
         if rows:
-            return Outcome(False, "Corrija os campos indicados.",
-                           {"turma": f"Turma: a trilha {tag.track_id} já tem a turma {tag.turma} registrada "
-                                     f"(tag {rows[0]['tag_id']})."})  # fmt: skip
+            return Outcome(
+                False,
+                "Corrija os campos indicados.",
+                {
+                    "turma": f"Turma: a trilha {tag.track_id} já tem a turma {tag.turma} registrada "
+                    f"(tag {rows[0]['tag_id']})."
+                },
+            )
         return Outcome(False, "O registro não foi concluído; tente novamente. Nada foi registrado.")
 
     def deactivate(self, raw_tag: Any, by: str) -> Outcome:
@@ -187,17 +209,20 @@ class Registry:
         if not TAG_ID.match(text):
             return Outcome(False, "Informe o número de uma tag registrada.", {"tag_id": "Tag inválida."})
         tag_id = int(text)
-        rows = warehouse.query(self.settings, "SELECT active FROM `{registered_tags}` WHERE tag_id = @tag_id",
-                               tag_id=tag_id)  # fmt: skip
+        rows = warehouse.query(
+            self.settings, "SELECT active FROM `${registered_tags}` WHERE tag_id = @tag_id", tag_id=tag_id
+        )
         if not rows:
             return Outcome(False, f"A tag {tag_id} não está registrada.")
         if not rows[0]["active"]:
             return Outcome(True, f"A tag {tag_id} já estava desativada.")
         warehouse.query(
             self.settings,
-            """UPDATE `{registered_tags}` SET active = FALSE, deactivated_by = @by, deactivated_at = @now
+            """UPDATE `${registered_tags}` SET active = FALSE, deactivated_by = @by, deactivated_at = @now
                WHERE tag_id = @tag_id AND active""",
-            tag_id=tag_id, by=by[:200], now=datetime.now(UTC),
-        )  # fmt: skip
+            tag_id=tag_id,
+            by=by[:200],
+            now=datetime.now(UTC),
+        )
         log.info("tag %d deactivated by %s", tag_id, by, extra={"tag_id": tag_id})
         return Outcome(True, f"Tag {tag_id} desativada: o histórico continua, e ela não será mais extraída.")

@@ -12,11 +12,18 @@ import jinja2
 from flask import Request, Response
 from markupsafe import escape
 
-from progress_monitor import webauth
+from progress_monitor.add_tag.identity import (
+    Forbidden,
+    Unauthenticated,
+    csrf_token,
+    csrf_valid,
+    slack_signature_valid,
+    staff_identity,
+)
+from progress_monitor.add_tag.registry import Outcome, Registry
 from progress_monitor.cademi import CademiClient
 from progress_monitor.errors import TransientError
 from progress_monitor.ratelimit import RateLimiter
-from progress_monitor.registry import Outcome, Registry
 from progress_monitor.secrets import SecretUnavailableError, get_secret
 from progress_monitor.settings import CADEMI_API_KEY, FORM_CSRF_SECRET, SLACK_SIGNING_SECRET, Settings
 
@@ -40,7 +47,7 @@ HELP = (
 )
 
 _env = jinja2.Environment(
-    loader=jinja2.PackageLoader("progress_monitor", "templates"),
+    loader=jinja2.PackageLoader("progress_monitor.add_tag", "templates"),
     autoescape=jinja2.select_autoescape(["html"]),  # every value is untrusted input
     undefined=jinja2.StrictUndefined,
 )
@@ -60,12 +67,20 @@ def registry(settings: Settings) -> Registry:
                 api_key = ""
             client = None
             if api_key:
-                limiter = RateLimiter(settings.cademi_rate_per_second, settings.cademi_rate_per_minute,
-                                      settings.cademi_rate_safety)  # fmt: skip
+                limiter = RateLimiter(
+                    settings.cademi_rate_per_second, settings.cademi_rate_per_minute, settings.cademi_rate_safety
+                )
                 timeout = settings.interactive_timeout_s
-                client = CademiClient(settings.cademi_base_url, api_key, limiter, connect_timeout_s=timeout,
-                                      read_timeout_s=timeout, max_attempts=2, backoff_base_s=0.2,
-                                      backoff_cap_s=0.5)  # fmt: skip
+                client = CademiClient(
+                    settings.cademi_base_url,
+                    api_key,
+                    limiter,
+                    connect_timeout_s=timeout,
+                    read_timeout_s=timeout,
+                    max_attempts=2,
+                    backoff_base_s=0.2,
+                    backoff_cap_s=0.5,
+                )
             _registry = Registry(settings, client)
         return _registry
 
@@ -96,11 +111,11 @@ def handle_form(request: Request, settings: Settings) -> Response:
     if request.method not in ("GET", "POST"):
         return _message_page("Método não permitido", "Use o formulário da página.", 405)
     try:
-        identity = webauth.staff_identity(settings, request.headers)
-    except webauth.Unauthenticated as exc:
+        identity = staff_identity(settings, request.headers)
+    except Unauthenticated as exc:
         log.warning("form request refused: %s", exc)
         return _message_page("Acesso restrito", "Entre com sua conta Google da escola para usar esta página.", 401)
-    except webauth.Forbidden as exc:
+    except Forbidden as exc:
         log.warning("form request from a non-staff account refused: %s", exc)
         return _message_page("Acesso negado", "Sua conta não está na lista da equipe da escola.", 403)
     try:
@@ -116,10 +131,14 @@ def handle_form(request: Request, settings: Settings) -> Response:
             return _message_page("Envio grande demais", "O formulário enviado é grande demais.", 413)
         form = request.form
         token = form.get("csrf")
-        if not webauth.csrf_valid(secret, identity, token):
+        if not csrf_valid(secret, identity, token):
             log.warning("form POST with an invalid CSRF token refused")
-            return _message_page("Envio recusado", "A página expirou ou o envio não veio deste formulário. "
-                                 "Recarregue a página e tente de novo. Nada foi alterado.", 403)  # fmt: skip
+            return _message_page(
+                "Envio recusado",
+                "A página expirou ou o envio não veio deste formulário. "
+                "Recarregue a página e tente de novo. Nada foi alterado.",
+                403,
+            )
         action = form.get("acao")
         try:
             if action == "adicionar":
@@ -139,9 +158,14 @@ def handle_form(request: Request, settings: Settings) -> Response:
     except TransientError:
         return _message_page("Indisponível", "O banco de dados não respondeu; tente novamente em instantes.", 503)
     page = _env.get_template("add_tag.html").render(
-        identity=identity, csrf=webauth.csrf_token(secret, identity), outcome=outcome, values=values,
-        tracks=tracks, tags=tags, action_url=request.path or "/",
-    )  # fmt: skip
+        identity=identity,
+        csrf=csrf_token(secret, identity),
+        outcome=outcome,
+        values=values,
+        tracks=tracks,
+        tags=tags,
+        action_url=request.path or "/",
+    )
     status = 200 if outcome is None or outcome.ok else 422
     return _html(page, status)
 
@@ -166,7 +190,7 @@ def handle_slack(request: Request, settings: Settings) -> Response:
     except SecretUnavailableError:
         log.error("Slack signing secret unavailable; refusing the request")
         return Response("not configured", status=503)
-    if not webauth.slack_signature_valid(secret, request.headers, body, settings.slack_max_skew_s):
+    if not slack_signature_valid(secret, request.headers, body, settings.slack_max_skew_s):
         log.warning("Slack request with a missing, stale or wrong signature refused")
         return Response("invalid signature", status=401)
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", errors="replace")).items() if v}
@@ -178,8 +202,10 @@ def handle_slack(request: Request, settings: Settings) -> Response:
     try:
         if command == "adicionar":
             if len(words) != 5:
-                return _slack("Uso: `/turma adicionar <tag> <trilha> <turma> <início>`, por exemplo "
-                              "`/turma adicionar 5012 analista 2026-03 2026-03-02`.")  # fmt: skip
+                return _slack(
+                    "Uso: `/turma adicionar <tag> <trilha> <turma> <início>`, por exemplo "
+                    "`/turma adicionar 5012 analista 2026-03 2026-03-02`."
+                )
             fields = dict(zip(("tag_id", "track", "turma", "start_date"), words[1:], strict=True))
             request_id = hashlib.sha256(request.headers.get("X-Slack-Signature", "").encode()).hexdigest()[:32]
             outcome = reg.register(fields, identity, request_id)
@@ -191,8 +217,10 @@ def handle_slack(request: Request, settings: Settings) -> Response:
             tags = reg.list_tags()
             if not tags:
                 return _slack("Nenhuma turma registrada ainda.")
-            lines = [f"• tag {t['tag_id']} — {t['track_id']} {t['turma']} ({'ativa' if t['active'] else 'desativada'})"
-                     for t in tags[:30]]  # fmt: skip
+            lines = [
+                f"• tag {t['tag_id']} — {t['track_id']} {t['turma']} ({'ativa' if t['active'] else 'desativada'})"
+                for t in tags[:30]
+            ]
             return _slack("*Turmas registradas (mais novas primeiro)*\n" + "\n".join(lines))
         if command == "desativar":
             if len(words) != 2:

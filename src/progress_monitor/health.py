@@ -1,0 +1,79 @@
+"""The daily health check (the schedule topic's `{"health_check": true}` message) and the resume command.
+
+No week is lost: a run whose messages were dead-lettered or dropped is resumed from what its shards say.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from progress_monitor import runtime, warehouse
+from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.settings import Settings
+from progress_monitor.shard_store import latest_shards
+
+log = logging.getLogger("progress_monitor.health")
+STALE_AFTER_DAYS = 8
+
+
+def daily_check(cfg: Settings) -> None:
+    resume_stalled_runs(cfg)
+    check_data_age(cfg)
+
+
+def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
+    """Re-publish whatever an unfinished run is waiting for; safe any time (every step is idempotent).
+
+    A tag with no shard gets its piece-0 task again; a tag whose latest shard says where the next piece starts
+    gets that continuation again. Pub/Sub normally delivers both, but a message dead-lettered after its
+    attempts (a long outage) would otherwise leave the run unfinished.
+    """
+    rows = warehouse.query(cfg, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
+    if not rows or rows[0]["status"] == "succeeded":
+        return []
+    latest = latest_shards(runtime.shards_bucket(cfg), run_id)
+    republished = []
+    for tag in warehouse.active_tags(cfg):
+        shard = latest.get(tag.tag_id)
+        if shard is None:
+            runtime.publish_task(cfg, ProgressTask(run_id, tag.tag_id, tag.product_ids))
+            republished.append(f"tag {tag.tag_id} piece 0")
+        elif shard.next_index is not None:
+            runtime.publish_task(cfg, shard.task.next(shard.next_index))
+            republished.append(f"tag {tag.tag_id} piece {shard.task.piece + 1}")
+    if republished:
+        log.warning("resumed a stalled run: %s", ", ".join(republished), extra={"run_id": str(run_id)})
+    return republished
+
+
+def resume_stalled_runs(cfg: Settings, quiet_for: timedelta = timedelta(hours=1)) -> dict[str, list[str]]:
+    """Resume every unfinished run with no shard loaded for `quiet_for`."""
+    stalled = warehouse.query(
+        cfg,
+        """SELECT r.run_id FROM `${runs}` r LEFT JOIN (SELECT run_id, MAX(loaded_at) AS last_load FROM `${loads}`
+           GROUP BY run_id) l ON l.run_id = r.run_id
+           WHERE r.status != 'succeeded' AND COALESCE(l.last_load, r.started_at) < @cutoff""",
+        cutoff=datetime.now(UTC) - quiet_for,
+    )
+    resumed = {}
+    for row in stalled:
+        run_id = RunId.parse_or_none(row["run_id"])
+        if run_id is None:
+            log.error("runs table holds a malformed run id; not resumed", extra={"run_id": str(row["run_id"])[:40]})
+            continue
+        resumed[str(run_id)] = resume_run(cfg, run_id)
+    return resumed
+
+
+def check_data_age(cfg: Settings, now: datetime | None = None) -> float | None:
+    """ERROR (alerted on) when the last successful run finished more than STALE_AFTER_DAYS ago."""
+    rows = warehouse.query(cfg, "SELECT MAX(finished_at) AS finished FROM `${runs}` WHERE status = 'succeeded'")
+    finished = rows[0]["finished"] if rows else None
+    age_days = None if finished is None else ((now or datetime.now(UTC)) - finished).total_seconds() / 86400
+    if age_days is None or age_days > STALE_AFTER_DAYS:
+        age = "never" if age_days is None else f"{age_days:.1f}"
+        log.error("progress data is stale: the last successful run finished %s days ago", age)
+    else:
+        log.info("data age %.1f days", age_days)
+    return age_days

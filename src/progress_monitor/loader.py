@@ -1,0 +1,205 @@
+"""Loading one shard into BigQuery: load job into a staging table, quality checks, MERGE, then the ledger.
+
+The quality checks are defined once (`CHECKS`); their counts and the MERGE's filter are generated from them.
+Every step is idempotent: a duplicate event, a re-written shard or a re-run week leaves one row per
+(snapshot_date, tag_id, user_id, product_id) holding the latest extraction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions
+from google.cloud import bigquery
+
+from progress_monitor import runtime
+from progress_monitor.contracts import ShardMeta, monday_of
+from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.runs import refresh_run
+from progress_monitor.settings import Settings
+from progress_monitor.warehouse import query, schema_fields
+
+STAGING_TTL = timedelta(days=1)
+PROGRESS_COLUMNS = (
+    "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, extracted_at"
+)
+# Each check: the ledger column counting the rows that fail it, and the condition of a failing row.
+# A row is merged only when it fails none. Conditions are NULL-safe: a NULL outcome counts as failing.
+CHECKS = {
+    "dq_out_of_range": "status = 'ok' AND (total IS NULL OR total < 0 OR total > 100)",
+    "dq_bad_dates": "snapshot_date IS NULL OR snapshot_date != @snapshot_date OR snapshot_date > @today",
+    "dq_unknown_products": """product_id IS NULL OR product_id NOT IN (
+        SELECT t.product_id FROM `${tracks}` t JOIN `${registered_tags}` r ON t.track_id = r.track_id
+        WHERE r.tag_id = @tag_id)""",
+    "dq_bad_status": """status IS NULL OR status NOT IN ('ok', 'failed', 'no_access') OR user_id IS NULL
+        OR tag_id IS NULL OR tag_id != @tag_id OR extracted_at IS NULL""",
+}
+FAILS = {name: f"COALESCE(({condition}), TRUE)" for name, condition in CHECKS.items()}
+VALID_ROW = "NOT (" + " OR ".join(FAILS.values()) + ")"
+ROW_KEY = "CONCAT(CAST(user_id AS STRING), '/', CAST(product_id AS STRING))"
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    rows_in_shard: int
+    rows_merged: int  # distinct valid keys: what the MERGE wrote (or found already there)
+    checks: dict[str, int]  # ledger column -> rows; dq_duplicates counts only among valid rows
+
+
+def _staging_table(settings: Settings, kind: str, uri: str, generation: int, fields: list[Any]) -> str:
+    """A staging table per load attempt, expiring after a day if the attempt dies before dropping it.
+
+    Staged rows of a kind that holds contact data go to the restricted dataset, like their final table."""
+    # Unique per attempt: two deliveries of the same event must not load into, or drop, each other's table.
+    digest = hashlib.sha256(f"{uri}#{generation}".encode()).hexdigest()[:16]
+    dataset = settings.bq_restricted_dataset if kind == "contacts" else settings.bq_dataset
+    name = f"{settings.gcp_project}.{dataset}._staging_{kind}_{digest}_{uuid.uuid4().hex[:8]}"
+    table = bigquery.Table(name, schema=fields)
+    table.expires = datetime.now(UTC) + STAGING_TTL
+    runtime.bigquery(settings).create_table(table, exists_ok=True)
+    return name
+
+
+def _load_into(settings: Settings, table: str, uri: str, fields: list[Any]) -> None:
+    config = bigquery.LoadJobConfig(
+        schema=fields,
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        max_bad_records=0,
+    )
+    try:
+        runtime.bigquery(settings).load_table_from_uri(uri, table, job_config=config).result(timeout=300)
+    except exceptions.BadRequest as exc:
+        raise PermanentError(f"shard {uri} cannot be loaded: {exc.message}") from exc
+    except exceptions.NotFound as exc:
+        raise PermanentError(f"shard {uri} no longer exists") from exc
+    except (exceptions.GoogleAPIError, ConnectionError, TimeoutError) as exc:
+        raise TransientError(f"load job for {uri} failed: {type(exc).__name__}") from exc
+
+
+def _drop(settings: Settings, table: str) -> None:
+    runtime.bigquery(settings).delete_table(table, not_found_ok=True)
+
+
+CHECK_COUNTS = (
+    "SELECT COUNT(*) AS rows_in_shard,\n"
+    + "".join(f"COALESCE(SUM(CASE WHEN {fails} THEN 1 ELSE 0 END), 0) AS {name},\n" for name, fails in FAILS.items())
+    + f"COALESCE(SUM(CASE WHEN {VALID_ROW} THEN 1 ELSE 0 END), 0) AS valid_rows,\n"
+    + f"COUNT(DISTINCT CASE WHEN {VALID_ROW} THEN {ROW_KEY} END) AS valid_keys\n"
+    + "FROM `${staging}`"
+)
+MERGE_PROGRESS = (
+    """MERGE `${progress_history}` T
+    USING (
+      SELECT """
+    + PROGRESS_COLUMNS
+    + """ FROM (
+        -- Duplicates inside one shard keep the latest extraction; the MERGE then sees one row per key.
+        SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, product_id ORDER BY extracted_at DESC) AS rn
+        FROM `${staging}` WHERE """
+    + VALID_ROW
+    + """
+      ) WHERE rn = 1
+    ) S
+    ON T.snapshot_date = S.snapshot_date AND T.tag_id = S.tag_id
+       AND T.user_id = S.user_id AND T.product_id = S.product_id
+    WHEN MATCHED AND S.extracted_at >= T.extracted_at THEN UPDATE SET
+      status = S.status, total = S.total, assistidas = S.assistidas, completas = S.completas,
+      error = S.error, run_id = S.run_id, extracted_at = S.extracted_at, shard = @shard, loaded_at = @now
+    WHEN NOT MATCHED THEN INSERT ("""
+    + PROGRESS_COLUMNS
+    + """, shard, loaded_at)
+      VALUES (S.snapshot_date, S.tag_id, S.user_id, S.product_id, S.status, S.total, S.assistidas,
+              S.completas, S.error, S.run_id, S.extracted_at, @shard, @now)"""
+)
+
+
+def load_progress_shard(settings: Settings, uri: str, shard: str, generation: int, meta: ShardMeta) -> LoadOutcome:
+    """Load one progress shard (described by its metadata), then record it in the ledger and the run."""
+    task = meta.task
+    fields = [f for f in schema_fields("progress_history", nullable=True) if f.name not in ("shard", "loaded_at")]
+    staging = _staging_table(settings, "progress", uri, generation, fields)
+    _load_into(settings, staging, uri, fields)
+    try:
+        # The last day of the current week in the school's time zone: a snapshot from the future is refused.
+        today = monday_of(datetime.now(UTC), settings.timezone) + timedelta(days=6)
+        params: dict[str, Any] = {"tag_id": task.tag_id, "snapshot_date": task.snapshot_date, "today": today}
+        counts = query(settings, CHECK_COUNTS, sql_vars={"staging": staging}, **params)[0]
+        if settings.chaos_loader_fail_rate and random.random() < settings.chaos_loader_fail_rate:
+            raise TransientError("chaos: loader failed between its load job and its MERGE (soak test)")
+        query(settings, MERGE_PROGRESS, sql_vars={"staging": staging}, shard=shard, now=datetime.now(UTC), **params)
+        checks = {name: int(counts[name]) for name in CHECKS}
+        checks["dq_duplicates"] = int(counts["valid_rows"]) - int(counts["valid_keys"])
+        outcome = LoadOutcome(int(counts["rows_in_shard"]), int(counts["valid_keys"]), checks)
+        _record_load(settings, shard, generation, meta, outcome)
+    finally:
+        _drop(settings, staging)
+    refresh_run(settings, task.run_id)
+    return outcome
+
+
+def _record_load(settings: Settings, shard: str, generation: int, meta: ShardMeta, outcome: LoadOutcome) -> None:
+    """One ledger row per shard: a duplicate event keeps the row, a re-written shard replaces it."""
+    counts = meta.counts()
+    values: dict[str, Any] = {
+        "shard": shard,
+        "generation": generation,
+        "run_id": str(meta.task.run_id),
+        "snapshot_date": meta.task.snapshot_date,
+        "tag_id": meta.task.tag_id,
+        "piece": meta.task.piece,
+        "last_piece": meta.last_piece,
+        "rows_in_shard": outcome.rows_in_shard,
+        "rows_merged": outcome.rows_merged,
+        **{name: counts[name] for name in ("failed", "no_access", "students", "api_calls", "rate_limited")},
+        **outcome.checks,
+        "loaded_at": datetime.now(UTC),
+    }
+    columns = ", ".join(values)
+    source = ", ".join(f"@{k} AS {k}" for k in values)
+    updates = ", ".join(f"{k} = S.{k}" for k in values if k != "shard")
+    inserts = ", ".join(f"S.{k}" for k in values)
+    query(
+        settings,
+        "MERGE `${loads}` T USING (SELECT " + source + ") S ON T.shard = S.shard\n"
+        "WHEN MATCHED AND S.generation > T.generation THEN UPDATE SET " + updates + "\n"
+        "WHEN NOT MATCHED THEN INSERT (" + columns + ") VALUES (" + inserts + ")",
+        **values,
+    )
+
+
+MERGE_CONTACTS = """MERGE `${students}` T
+    USING (SELECT user_id, ANY_VALUE(nome) AS nome, ANY_VALUE(email) AS email, ANY_VALUE(celular) AS celular
+           FROM `${staging}` WHERE user_id IS NOT NULL GROUP BY user_id) S
+    ON T.user_id = S.user_id
+    WHEN MATCHED AND @snapshot_date >= T.last_seen_date THEN UPDATE SET nome = S.nome,
+      email = S.email, celular = S.celular, last_tag_id = @tag_id, last_seen_date = @snapshot_date,
+      updated_at = @now
+    WHEN NOT MATCHED THEN INSERT (user_id, nome, email, celular, last_tag_id, last_seen_date, updated_at)
+      VALUES (S.user_id, S.nome, S.email, S.celular, @tag_id, @snapshot_date, @now)"""
+
+
+def load_contacts(settings: Settings, uri: str, generation: int, *, tag_id: int, snapshot_date: date) -> int:
+    """Merge a tag's contact data into the restricted students table (latest snapshot wins)."""
+    fields = [f for f in schema_fields("students", nullable=True) if f.name != "updated_at"]
+    staging = _staging_table(settings, "contacts", uri, generation, fields)
+    _load_into(settings, staging, uri, fields)
+    try:
+        rows = query(settings, "SELECT COUNT(*) AS n FROM `${staging}`", sql_vars={"staging": staging})
+        query(
+            settings,
+            MERGE_CONTACTS,
+            sql_vars={"staging": staging},
+            tag_id=tag_id,
+            snapshot_date=snapshot_date,
+            now=datetime.now(UTC),
+        )
+    finally:
+        _drop(settings, staging)
+    return int(rows[0]["n"])

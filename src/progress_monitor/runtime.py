@@ -1,0 +1,98 @@
+"""The process's settings and clients, each created once and shared by every request of the instance.
+
+Functions call `settings()` and the client getters; tests that change the environment call `reset()`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery as bq
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+from google.cloud import storage as gcs  # type: ignore[attr-defined]
+
+from progress_monitor.cademi import CademiClient
+from progress_monitor.contracts import ProgressTask
+from progress_monitor.secrets import get_secret
+from progress_monitor.settings import CADEMI_API_KEY, Settings
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_cademi: CademiClient | None = None
+_bigquery: bq.Client | None = None
+_storage: gcs.Client | None = None
+_publisher: pubsub_v1.PublisherClient | None = None
+
+
+def settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = Settings.from_env()
+        return _settings
+
+
+def cademi_client(cfg: Settings) -> CademiClient:
+    """One Cademi client (one HTTP session, one rate limiter) per process, shared by every request."""
+    global _cademi
+    with _lock:
+        if _cademi is None:
+            _cademi = CademiClient.from_settings(cfg, get_secret(cfg, CADEMI_API_KEY))
+        return _cademi
+
+
+def bigquery(cfg: Settings) -> bq.Client:
+    """The BigQuery client (the emulator's REST endpoint when BIGQUERY_EMULATOR_HOST is set)."""
+    global _bigquery
+    with _lock:
+        if _bigquery is None:
+            if cfg.bigquery_emulator_host:
+                _bigquery = bq.Client(
+                    project=cfg.gcp_project,
+                    credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                    client_options=ClientOptions(api_endpoint=cfg.bigquery_emulator_host),
+                )
+            else:
+                _bigquery = bq.Client(project=cfg.gcp_project)
+        return _bigquery
+
+
+def storage(cfg: Settings) -> gcs.Client:
+    """The Cloud Storage client (fake-gcs-server when STORAGE_EMULATOR_HOST is set, read by the library)."""
+    global _storage
+    with _lock:
+        if _storage is None:
+            credentials = AnonymousCredentials() if cfg.storage_emulator_host else None  # type: ignore[no-untyped-call]
+            _storage = gcs.Client(project=cfg.gcp_project, credentials=credentials)
+        return _storage
+
+
+def shards_bucket(cfg: Settings) -> gcs.Bucket:
+    return storage(cfg).bucket(cfg.shards_bucket)
+
+
+def publish(cfg: Settings, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
+    """Publish one message and wait for the server's id (raises on failure, so the caller is retried)."""
+    global _publisher
+    with _lock:
+        if _publisher is None:
+            _publisher = pubsub_v1.PublisherClient()  # PUBSUB_EMULATOR_HOST is read by the library
+        client = _publisher
+    future = client.publish(client.topic_path(cfg.gcp_project, topic), data, **(attributes or {}))
+    message_id: str = future.result(timeout=60)
+    return message_id
+
+
+def publish_task(cfg: Settings, task: ProgressTask) -> None:
+    """Publish one progress task (a tag's piece 0, or a continuation) on the progress topic."""
+    publish(cfg, cfg.progress_topic, task.encode(), task.attributes())
+
+
+def reset() -> None:
+    """Forget cached settings and clients (tests that change the environment or restart an emulator)."""
+    global _settings, _cademi, _bigquery, _storage, _publisher
+    with _lock:
+        _settings = _cademi = _bigquery = _storage = _publisher = None

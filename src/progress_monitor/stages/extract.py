@@ -1,0 +1,115 @@
+"""Stage 2, extract_progress: one progress task -> one shard in Cloud Storage, written once, and the
+task of the next piece when the time budget ran out before the tag's roster did."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from google.cloud import storage  # type: ignore[attr-defined]
+
+from progress_monitor import runtime
+from progress_monitor.cademi import CademiConfigError, CademiError, CallStats
+from progress_monitor.contracts import (
+    ProgressTask,
+    PubSubMessage,
+    ShardMeta,
+    parse_progress_shard,
+    progress_shard_name,
+    pubsub_message,
+)
+from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.extraction import PieceExtraction
+from progress_monitor.settings import Settings
+from progress_monitor.shard_store import NDJSON, create_once, freeze_roster, get_blob, ndjson, read_roster
+from progress_monitor.stages.failures import guard
+
+log = logging.getLogger("progress_monitor.extract")
+
+
+@dataclass(frozen=True)
+class PieceResult:
+    shard: str
+    records: int
+    next_piece: int | None
+    skipped: bool  # the shard already existed (a redelivery or a duplicate)
+
+
+def handle_progress_task(event: Any) -> PieceResult | None:
+    """extract_progress: extract one piece, write its shard once, publish the continuation."""
+    cfg = runtime.settings()
+    message = pubsub_message(event)
+    return guard(cfg, "extract_progress", cfg.progress_dlq_topic, message, lambda: extract_piece(cfg, message))
+
+
+def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
+    task = ProgressTask.from_json(message.json())
+    context = {"run_id": str(task.run_id), "tag_id": task.tag_id, "piece": task.piece}
+    bucket = runtime.shards_bucket(cfg)
+    name = progress_shard_name(task)
+    existing = get_blob(bucket, name)
+    if existing is not None:
+        # A redelivery or duplicate of a piece that already finished: only pass its continuation on.
+        log.info("shard already written; nothing to extract", extra={**context, "shard": name})
+        return _follow_existing(cfg, name, existing)
+    try:
+        client = runtime.cademi_client(cfg)
+    except Exception as exc:
+        raise PermanentError(f"Cademi client cannot be configured: {exc}") from exc
+    stats = CallStats()
+    try:
+        if task.piece == 0:
+            roster = freeze_roster(bucket, task, list(client.iter_tag_students(task.tag_id, stats)))
+        else:
+            roster = read_roster(bucket, task)
+        piece = PieceExtraction(
+            client, task, roster, budget_s=cfg.piece_budget_s, workers=cfg.cademi_workers, stats=stats
+        )
+        statuses: Counter[str] = Counter()
+        with tempfile.TemporaryFile("w+b") as spool:
+            for record in piece.records():
+                spool.write(ndjson(record.to_json()))
+                statuses[record.status] += 1
+            calls = stats.snapshot()
+            meta = ShardMeta(
+                task=task,
+                records=statuses.total(),
+                failed=statuses["failed"],
+                no_access=statuses["no_access"],
+                students=piece.students_done,
+                api_calls=calls.get("requests", 0),
+                rate_limited=calls.get("rate_limited", 0),
+                next_index=piece.next_index,
+            )
+            created = create_once(bucket, name, spool, meta.to_metadata(), NDJSON)
+    except CademiConfigError as exc:
+        raise PermanentError(f"Cademi refused our credentials ({exc.code}): fix the API key or URL") from exc
+    except CademiError as exc:
+        raise TransientError(f"listing tag {task.tag_id} failed: {exc}") from exc
+    if not created:
+        # A concurrent duplicate wrote this piece first, maybe cut at another student: follow *its*
+        # continuation, so the next piece starts exactly where the stored shard ends.
+        return _follow_existing(cfg, name, get_blob(bucket, name))
+    if meta.next_index is not None:
+        runtime.publish_task(cfg, task.next(meta.next_index))
+    log.info(
+        "piece extracted: %d records, %d failed",
+        meta.records,
+        meta.failed,
+        extra={**context, "shard": name, "count": meta.records},
+    )
+    return PieceResult(name, meta.records, task.piece + 1 if meta.next_index is not None else None, skipped=False)
+
+
+def _follow_existing(cfg: Settings, name: str, existing: storage.Blob | None) -> PieceResult:
+    """Publish the continuation the stored shard records (idempotent: the next piece is created once)."""
+    parsed = parse_progress_shard(name)
+    if existing is None or parsed is None:
+        raise TransientError(f"shard {name} vanished after a conflicting write")
+    meta = ShardMeta.from_metadata(existing.metadata, parsed)
+    if meta.next_index is not None:
+        runtime.publish_task(cfg, meta.task.next(meta.next_index))
+    return PieceResult(name, meta.records, meta.task.piece + 1 if meta.next_index is not None else None, True)

@@ -1,0 +1,65 @@
+"""The failure policy of every stage, decided here in one place.
+
+A TransientError (or any unexpected exception) propagates, so Pub/Sub redelivers the event with backoff. A
+PermanentError is logged with its reason, the message is published to the stage's dead-letter topic and
+recorded in the `failures` table, and the event is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from progress_monitor import runtime
+from progress_monitor.contracts import PubSubMessage, RunId
+from progress_monitor.errors import PermanentError
+from progress_monitor.runs import record_failure
+from progress_monitor.settings import Settings
+
+log = logging.getLogger("progress_monitor.failures")
+T = TypeVar("T")
+MAX_DEAD_LETTER_BYTES = 9 * 1024 * 1024  # under Pub/Sub's 10 MB message limit
+KEPT_ATTRIBUTES = ("run_id", "tag_id", "piece")
+
+
+def guard(cfg: Settings, stage: str, dlq_topic: str, message: PubSubMessage, work: Callable[[], T]) -> T | None:
+    """Run `work`; a PermanentError dead-letters `message` and returns None, anything else propagates."""
+    try:
+        return work()
+    except PermanentError as exc:
+        dead_letter(cfg, stage, dlq_topic, message, str(exc))
+        return None
+
+
+def _small_int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() and len(text) <= 12 else None
+
+
+def dead_letter(cfg: Settings, stage: str, topic: str, message: PubSubMessage, reason: str) -> None:
+    """Log the reason, keep the message on the dead-letter topic, and record it for run health."""
+    attributes = message.attributes
+    run_id = RunId.parse_or_none(attributes.get("run_id"))
+    tag_id = _small_int(attributes.get("tag_id"))
+    log.error(
+        "permanent failure in %s; message dead-lettered: %s",
+        stage,
+        reason,
+        extra={"reason": reason, "event_id": message.message_id, "run_id": str(run_id or ""), "tag_id": tag_id},
+    )
+    kept = {k: v[:100] for k, v in attributes.items() if k in KEPT_ATTRIBUTES}
+    runtime.publish(
+        cfg,
+        topic,
+        message.data[:MAX_DEAD_LETTER_BYTES],
+        {"stage": stage, "reason": reason[:1000], "original_message_id": message.message_id, **kept},
+    )
+    record_failure(
+        cfg,
+        stage,
+        reason,
+        run_id=run_id,
+        tag_id=tag_id,
+        piece=_small_int(attributes.get("piece")),
+        message_id=message.message_id or None,
+    )

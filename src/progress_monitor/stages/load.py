@@ -1,0 +1,124 @@
+"""Stage 3, load_history: a finalized object in the shards bucket -> BigQuery, exactly once per key.
+
+Progress shards are merged into the history; contacts files into the restricted students table (and then
+deleted); rosters and any other object are ignored. When a run's last shard lands, the reports are rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core.exceptions import NotFound
+
+from progress_monitor import loader, reporting, runs, runtime
+from progress_monitor.contracts import (
+    ObjectRef,
+    PubSubMessage,
+    RunId,
+    ShardMeta,
+    ShardName,
+    parse_contacts,
+    parse_progress_shard,
+    storage_object,
+)
+from progress_monitor.errors import PermanentError
+from progress_monitor.settings import Settings
+from progress_monitor.shard_store import get_blob
+from progress_monitor.stages.failures import dead_letter, guard
+
+log = logging.getLogger("progress_monitor.load")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    shard: str
+    kind: str
+    rows: int
+
+
+def handle_shard_event(event: Any) -> LoadResult | None:
+    """load_history: load a finalized object (Eventarc CloudEvent, or fake-gcs-server's Pub/Sub notification)."""
+    cfg = runtime.settings()
+    message_id = str(event.get("id") or "") if hasattr(event, "get") else ""
+    try:
+        ref = storage_object(event)
+    except PermanentError as exc:
+        dead_letter(cfg, "load_history", cfg.shards_dlq_topic, PubSubMessage(message_id, b"", {}, None), str(exc))
+        return None
+    if ref is None:
+        return None
+    payload = json.dumps({"bucket": ref.bucket, "name": ref.name, "generation": ref.generation}).encode()
+    message = PubSubMessage(message_id, payload, {}, None)
+    return guard(cfg, "load_history", cfg.shards_dlq_topic, message, lambda: load_object(cfg, ref))
+
+
+def load_object(cfg: Settings, ref: ObjectRef, refresh_reports: bool = True) -> LoadResult | None:
+    """Load one object of the shards bucket (progress shard or contacts); other objects are ignored."""
+    if ref.bucket != cfg.shards_bucket:
+        raise PermanentError(f"event for unexpected bucket {ref.bucket!r}")
+    if (shard := parse_progress_shard(ref.name)) is not None:
+        return _load_progress(cfg, ref, shard, refresh_reports)
+    if (contacts := parse_contacts(ref.name)) is not None:
+        return _load_contacts(cfg, ref, contacts.tag_id, contacts.run_id)
+    return None
+
+
+def _load_progress(cfg: Settings, ref: ObjectRef, shard: ShardName, refresh_reports: bool) -> LoadResult | None:
+    blob = get_blob(runtime.shards_bucket(cfg), ref.name)
+    if blob is None:
+        log.warning("shard no longer exists; nothing to load", extra={"shard": ref.name})
+        return None
+    meta = ShardMeta.from_metadata(blob.metadata, shard)
+    uri = f"gs://{ref.bucket}/{ref.name}"
+    outcome = loader.load_progress_shard(cfg, uri, ref.name, int(blob.generation or 0), meta)
+    if refresh_reports and runs.run_status(cfg, shard.run_id) == "succeeded":
+        log.info("run succeeded", extra={"run_id": str(shard.run_id)})
+        _refresh_reports(cfg, shard.run_id)
+    rejected = outcome.rows_in_shard - outcome.rows_merged
+    log.log(
+        logging.WARNING if rejected else logging.INFO,
+        "shard loaded: %d rows merged, %d rejected by quality checks or duplicated",
+        outcome.rows_merged,
+        rejected,
+        extra={
+            "run_id": str(shard.run_id),
+            "tag_id": shard.tag_id,
+            "piece": shard.piece,
+            "shard": ref.name,
+            "count": outcome.rows_merged,
+        },
+    )
+    return LoadResult(ref.name, "progress", outcome.rows_merged)
+
+
+def _load_contacts(cfg: Settings, ref: ObjectRef, tag_id: int, run_id: RunId) -> LoadResult | None:
+    bucket = runtime.shards_bucket(cfg)
+    blob = get_blob(bucket, ref.name)
+    if blob is None:
+        return None  # already merged and deleted by an earlier delivery
+    uri = f"gs://{ref.bucket}/{ref.name}"
+    try:
+        rows = loader.load_contacts(
+            cfg, uri, int(blob.generation or 0), tag_id=tag_id, snapshot_date=run_id.snapshot_date
+        )
+    except PermanentError:
+        if get_blob(bucket, ref.name) is None:
+            return None  # a concurrent delivery merged and deleted it while we were loading
+        raise
+    with contextlib.suppress(NotFound):
+        blob.delete()  # contact data lives only in the restricted table
+    return LoadResult(ref.name, "contacts", rows)
+
+
+def _refresh_reports(cfg: Settings, run_id: RunId) -> None:
+    """The run is complete: rebuild what the dashboards read. The load itself already succeeded, so a
+    failure here is logged for the operator (run health shows stale reports) instead of redelivering."""
+    try:
+        reporting.refresh(cfg)
+        runs.mark_reports_refreshed(cfg, run_id)
+    except Exception:
+        log.exception("reporting refresh failed after the run completed", extra={"run_id": str(run_id)})

@@ -1,0 +1,270 @@
+"""The messages, object names, metadata and events the stages exchange: round trips and refusals."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import date
+from typing import Any
+
+import pytest
+from cloudevents.http import CloudEvent
+
+from progress_monitor.contracts import (
+    ObjectRef,
+    ProgressTask,
+    RunId,
+    ShardMeta,
+    ShardName,
+    contacts_name,
+    parse_contacts,
+    parse_progress_shard,
+    progress_shard_name,
+    pubsub_message,
+    roster_name,
+    storage_object,
+)
+from progress_monitor.errors import PermanentError
+
+MONDAY = date(2026, 9, 7)
+
+
+# -- RunId -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["2026-09-07", "2026-09-07-again", "2026-09-07-a", "2026-09-07-" + "x" * 20])
+def test_run_ids_round_trip(text: str) -> None:
+    assert str(RunId.parse(text)) == text
+
+
+def test_a_run_id_holds_its_week_and_label() -> None:
+    assert RunId.parse("2026-09-07-fix1") == RunId(MONDAY, "fix1")
+    assert RunId.parse("2026-09-07").label is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "2026-09-08",  # a Tuesday: runs are named by their week's Monday
+        "2026-13-07",
+        "2026-09-07-",
+        "2026-09-07-Again",
+        "2026-09-07--x",
+        "2026-09-07-" + "x" * 21,
+        "2026-09-07/../x",
+        "garbage",
+        None,
+        20260907,
+    ],
+)
+def test_malformed_run_ids_are_refused(text: object) -> None:
+    with pytest.raises(ValueError):
+        RunId.parse(text)
+    assert RunId.parse_or_none(text) is None
+
+
+# -- ProgressTask ----------------------------------------------------------------------------------------
+
+
+def test_a_progress_task_round_trips_through_its_message() -> None:
+    task = ProgressTask(RunId(MONDAY, "again"), 7001, (101, 102), piece=3, next_index=42)
+    assert ProgressTask.from_json(json.loads(task.encode())) == task
+    assert task.attributes() == {"run_id": "2026-09-07-again", "tag_id": "7001", "piece": "3"}
+
+
+def test_the_next_task_continues_the_same_tag_one_piece_later() -> None:
+    task = ProgressTask(RunId(MONDAY), 7001, (101, 102), piece=3, next_index=42)
+    assert task.next(50) == ProgressTask(RunId(MONDAY), 7001, (101, 102), piece=4, next_index=50)
+
+
+def test_a_piece_zero_task_may_omit_piece_and_next_index() -> None:
+    raw = {"run_id": "2026-09-07", "snapshot_date": "2026-09-07", "tag_id": 7001, "product_ids": [101]}
+    assert ProgressTask.from_json(raw) == ProgressTask(RunId(MONDAY), 7001, (101,))
+
+
+GOOD = {"run_id": "2026-09-07", "snapshot_date": "2026-09-07", "tag_id": 7001, "product_ids": [101], "piece": 0}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"run_id": "garbage"}, "run_id"),
+        ({"run_id": None}, "run_id"),
+        ({"snapshot_date": "2026-09-14"}, "snapshot_date"),
+        ({"tag_id": -4}, "tag_id"),
+        ({"tag_id": "7001"}, "tag_id"),
+        ({"tag_id": True}, "tag_id"),
+        ({"product_ids": []}, "product_ids"),
+        ({"product_ids": "101"}, "product_ids"),
+        ({"product_ids": [101, 101]}, "product_ids"),
+        ({"product_ids": [0]}, "product_ids"),
+        ({"product_ids": list(range(1, 102))}, "product_ids"),
+        ({"piece": 10000}, "piece"),
+        ({"next_index": -1}, "next_index"),
+        ({"next_index": 1.5}, "next_index"),
+    ],
+)
+def test_a_malformed_task_is_refused_by_name(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(PermanentError, match=field):
+        ProgressTask.from_json({**GOOD, **change})
+
+
+# -- ShardMeta -------------------------------------------------------------------------------------------
+
+TASK = ProgressTask(RunId(MONDAY, "again"), 7001, (101, 102), piece=2, next_index=10)
+NAME = ShardName(TASK.run_id, TASK.tag_id, TASK.piece)
+
+
+@pytest.mark.parametrize("next_index", [None, 25])
+def test_shard_metadata_round_trips_through_string_values(next_index: int | None) -> None:
+    meta = ShardMeta(
+        TASK, records=30, failed=1, no_access=2, students=15, api_calls=33, rate_limited=0, next_index=next_index
+    )
+    stored = meta.to_metadata()
+    assert all(isinstance(v, str) for v in stored.values())
+    back = ShardMeta.from_metadata(stored, NAME)
+    assert back == meta and back.last_piece == (next_index is None)
+    assert back.counts()["api_calls"] == 33
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"records": ""},
+        {"failed": "-1"},
+        {"api_calls": "1e3"},
+        {"last_piece": "maybe"},
+        {"last_piece": "false"},  # not the last piece, yet no next_index
+        {"piece": "3"},  # says another piece than its name
+        {"run_id": "2026-09-07"},
+        {"product_ids": "101,x"},
+    ],
+)
+def test_malformed_shard_metadata_is_refused(change: dict[str, str]) -> None:
+    stored = {**ShardMeta(TASK, 30, 1, 2, 15, 33, 0, None).to_metadata(), **change}
+    with pytest.raises(PermanentError, match=r"shard metadata|task field"):
+        ShardMeta.from_metadata(stored, NAME)
+
+
+def test_missing_shard_metadata_is_refused() -> None:
+    with pytest.raises(PermanentError):
+        ShardMeta.from_metadata(None, NAME)
+
+
+# -- object names ----------------------------------------------------------------------------------------
+
+
+def test_object_names_are_deterministic_and_parse_back() -> None:
+    name = progress_shard_name(TASK)
+    assert name == "progress/snapshot_date=2026-09-07/run=2026-09-07-again/tag=7001/piece=0002.ndjson"
+    assert parse_progress_shard(name) == NAME
+    assert roster_name(TASK.run_id, 7001) == "rosters/snapshot_date=2026-09-07/run=2026-09-07-again/tag=7001.json"
+    contacts = contacts_name(TASK.run_id, 7001)
+    assert parse_contacts(contacts) == ShardName(TASK.run_id, 7001)
+    assert parse_progress_shard(contacts) is None and parse_contacts(name) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rosters/snapshot_date=2026-09-07/run=2026-09-07/tag=7001.json",
+        "progress/snapshot_date=2026-09-14/run=2026-09-07/tag=7001/piece=0000.ndjson",  # run of another week
+        "progress/snapshot_date=2026-09-07/run=2026-09-07-BAD/tag=7001/piece=0000.ndjson",
+        "progress/snapshot_date=2026-09-07/run=2026-09-07/tag=7001/piece=0.ndjson",
+        "progress/snapshot_date=2026-09-07/run=2026-09-07/tag=7001/piece=0000.ndjson.tmp",
+        "progress/snapshot_date=2026-09-08/run=2026-09-08/tag=7001/piece=0000.ndjson",  # not a Monday
+        "../progress/snapshot_date=2026-09-07/run=2026-09-07/tag=7001/piece=0000.ndjson",
+    ],
+)
+def test_other_objects_are_not_taken_for_shards(name: str) -> None:
+    assert parse_progress_shard(name) is None
+
+
+# -- events ----------------------------------------------------------------------------------------------
+
+
+def pubsub_event(data: bytes | str, attributes: dict[str, str] | None = None) -> CloudEvent:
+    encoded = data if isinstance(data, str) else base64.b64encode(data).decode()
+    message = {
+        "data": encoded,
+        "attributes": attributes or {},
+        "messageId": "m-1",
+        "publishTime": "2026-09-07T12:00:00.123Z",
+    }
+    return CloudEvent(
+        {"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub"},
+        {"message": message, "subscription": "projects/p/subscriptions/s"},
+    )
+
+
+def test_a_pubsub_push_is_decoded() -> None:
+    message = pubsub_message(pubsub_event(b'{"week": "2026-09-07"}', {"run_id": "2026-09-07"}))
+    assert message.json() == {"week": "2026-09-07"} and message.attributes == {"run_id": "2026-09-07"}
+    assert message.message_id == "m-1" and message.publish_time is not None
+    assert message.publish_time.isoformat() == "2026-09-07T12:00:00.123000+00:00"
+
+
+def test_an_empty_message_body_is_an_empty_object() -> None:
+    assert pubsub_message(pubsub_event(b"")).json() == {}
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (pubsub_event("not base64!!"), "base64"),
+        (CloudEvent({"type": "t", "source": "s"}, {"nothing": 1}), "no Pub/Sub message"),
+        (CloudEvent({"type": "t", "source": "s"}, "just text"), "not JSON"),
+    ],
+)
+def test_malformed_pushes_are_refused_by_name(event: CloudEvent, reason: str) -> None:
+    with pytest.raises(PermanentError, match=reason):
+        pubsub_message(event)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"\x00not json", "not JSON"), (b"[1, 2]", "not a JSON object"), (b" " * (64 * 1024 + 1), "larger")],
+)
+def test_malformed_message_bodies_are_refused_by_name(body: bytes, reason: str) -> None:
+    with pytest.raises(PermanentError, match=reason):
+        pubsub_message(pubsub_event(body)).json()
+
+
+def test_both_finalize_event_shapes_give_the_same_object() -> None:
+    eventarc = CloudEvent(
+        {"type": "google.cloud.storage.object.v1.finalized", "source": "//storage"},
+        {"bucket": "progress-shards", "name": "progress/x.ndjson", "generation": "1712"},
+    )
+    notification = pubsub_event(
+        json.dumps({"name": "progress/x.ndjson"}).encode(),
+        {
+            "eventType": "OBJECT_FINALIZE",
+            "bucketId": "progress-shards",
+            "objectId": "progress/x.ndjson",
+            "objectGeneration": "1712",
+        },
+    )
+    expected = ObjectRef("progress-shards", "progress/x.ndjson", 1712)
+    assert storage_object(eventarc) == expected and storage_object(notification) == expected
+
+
+def test_other_storage_notifications_are_ignored() -> None:
+    deleted = pubsub_event(b"{}", {"eventType": "OBJECT_DELETE", "bucketId": "b", "objectId": "o"})
+    assert storage_object(deleted) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"bucket": "b", "generation": "1"}, "bucket or object name"),
+        ({"bucket": "", "name": "o", "generation": "1"}, "bucket or object name"),
+        ({"bucket": "b", "name": "o", "generation": "-1"}, "generation"),
+        ({"bucket": "b", "name": "o"}, "generation"),
+        ([1, 2], "not an object"),
+    ],
+)
+def test_malformed_finalize_events_are_refused_by_name(data: Any, reason: str) -> None:
+    event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage"}, data)
+    with pytest.raises(PermanentError, match=reason):
+        storage_object(event)
