@@ -10,7 +10,7 @@ TO ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint test run up trigger down replay reextract looker-url bench soak clean
+.PHONY: install lint unit test run up trigger down replay reextract looker-url bench soak clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: install
 	$(BIN)/ruff check src tests functions
 	$(BIN)/ruff format --check src tests functions
 	$(BIN)/mypy
+
+# The pure contracts alone: no network, no emulator, a few seconds.
+unit: install
+	$(BIN)/pytest -q tests/unit
 
 test: lint $(CHROMIUM) $(CHECKOV)
 	$(BIN)/pytest $(PYTEST_ARGS)

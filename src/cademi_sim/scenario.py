@@ -122,19 +122,19 @@ def parse(raw: Any) -> Scenario:
         if m.get("to_week") is not None and m["to_week"] < m["from_week"]:
             raise ScenarioError(f"{where}.to_week: before from_week")
 
+    def check_user_and_product(item: dict[str, Any], where: str) -> None:
+        if item["user"] not in sc.users_by_id:
+            raise ScenarioError(f"{where}.user: unknown user {item['user']}")
+        if item["product"] not in sc.products:
+            raise ScenarioError(f"{where}.product: unknown product {item['product']}")
+
     for i, a in enumerate(raw.get("access", [])):
-        if a["user"] not in sc.users_by_id:
-            raise ScenarioError(f"scenario.access[{i}].user: unknown user {a['user']}")
-        if a["product"] not in sc.products:
-            raise ScenarioError(f"scenario.access[{i}].product: unknown product {a['product']}")
+        check_user_and_product(a, f"scenario.access[{i}]")
         sc.access.setdefault(a["user"], []).append(a["product"])
 
     for i, p in enumerate(raw["progress"]):
         where = f"scenario.progress[{i}]"
-        if p["user"] not in sc.users_by_id:
-            raise ScenarioError(f"{where}.user: unknown user {p['user']}")
-        if p["product"] not in sc.products:
-            raise ScenarioError(f"{where}.product: unknown product {p['product']}")
+        check_user_and_product(p, where)
         for key in ("total", "assistidas", "completas"):
             if len(p[key]) != n_weeks:
                 raise ScenarioError(f"{where}.{key}: has {len(p[key])} values for {n_weeks} weeks")
