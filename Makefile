@@ -30,6 +30,16 @@ $(CHECKOV):
 	$(PY) -m venv .venv-checkov
 	.venv-checkov/bin/pip install -q --disable-pip-version-check checkov==3.3.30
 
+# The Google provider's schema, offline: the prebuilt CDK bindings carry it (their jsii assembly); only the
+# data is used, so no jsii runtime is installed. Release 21.1.0 is built from google provider 8.7.0, the
+# version infra/terraform/versions.tf pins.
+TFSCHEMA := .venv-tfschema/provider-schema.json
+$(TFSCHEMA): tests/tf_schema.py
+	$(PY) -m venv .venv-tfschema
+	.venv-tfschema/bin/pip install -q --disable-pip-version-check --no-deps cdktn-provider-google==21.1.0 \
+		cdktn-provider-google-beta==21.1.0
+	$(PY) tests/tf_schema.py build .venv-tfschema $@
+
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
@@ -43,7 +53,7 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: lint $(CHROMIUM) $(CHECKOV)
+test: lint $(CHROMIUM) $(CHECKOV) $(TFSCHEMA)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install
@@ -81,4 +91,4 @@ looker-url: install
 	@$(BIN)/python -m progress_monitor.reporting looker-url
 
 clean:
-	rm -rf $(VENV) .venv-checkov .mypy_cache .ruff_cache .pytest_cache var
+	rm -rf $(VENV) .venv-checkov .venv-tfschema .mypy_cache .ruff_cache .pytest_cache var

@@ -3,7 +3,7 @@ resource "google_bigquery_dataset" "main" {
   dataset_id  = local.dataset
   location    = var.region
   description = "Learning-progress history, registry, runs and the reporting tables (no contact data)."
-  depends_on  = [google_project_service.apis]
+  depends_on  = [time_sleep.apis_ready]
 }
 
 resource "google_bigquery_dataset" "restricted" {
@@ -11,7 +11,7 @@ resource "google_bigquery_dataset" "restricted" {
   dataset_id  = local.restricted_dataset
   location    = var.region
   description = "Restricted to tutors: students' contact data and the tutors' list."
-  depends_on  = [google_project_service.apis]
+  depends_on  = [time_sleep.apis_ready]
 }
 
 # Tables from the same schema files the code and the tests use.

@@ -8,7 +8,7 @@ resource "google_compute_region_network_endpoint_group" "form" {
     # By name, not by reference: the function's environment needs this backend's id (IAP audience).
     service = local.function_names["add_tag"]
   }
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis_ready]
 }
 
 resource "google_compute_backend_service" "form" {
@@ -38,11 +38,13 @@ resource "google_cloud_run_service_iam_member" "iap_invoker" {
   location = var.region
   service  = google_cloudfunctions2_function.fn["add_tag"].name
   role     = "roles/run.invoker"
-  member   = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-iap.iam.gserviceaccount.com"
+  member   = local.iap_agent
 }
 
 # Slack cannot present Google credentials: the endpoint is public and every request must carry Slack's
-# HMAC signature, verified in code (timestamp window, constant-time comparison).
+# HMAC signature, verified in code (timestamp window, constant-time comparison). Where the organisation
+# enforces domain-restricted sharing (iam.allowedPolicyMemberDomains, the default for new organisations) this
+# grant is refused: the project needs that policy's exception first (README, "Deploy", step 2).
 resource "google_cloud_run_service_iam_member" "slack_public" {
   # checkov:skip=CKV_GCP_102: Slack cannot send Google credentials; every request is verified by its HMAC signature in code
   location = var.region
@@ -56,6 +58,7 @@ resource "google_compute_managed_ssl_certificate" "form" {
   managed {
     domains = [var.form.domain]
   }
+  depends_on = [time_sleep.apis_ready]
 }
 
 resource "google_compute_url_map" "form" {
@@ -74,10 +77,12 @@ resource "google_compute_ssl_policy" "form" {
   name            = "${var.prefix}-form-tls"
   profile         = "RESTRICTED"
   min_tls_version = "TLS_1_2"
+  depends_on      = [time_sleep.apis_ready]
 }
 
 resource "google_compute_global_address" "form" {
-  name = "${var.prefix}-form"
+  name       = "${var.prefix}-form"
+  depends_on = [time_sleep.apis_ready]
 }
 
 resource "google_compute_global_forwarding_rule" "form" {

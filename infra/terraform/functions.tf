@@ -36,8 +36,9 @@ resource "google_cloudfunctions2_function" "fn" {
   location = var.region
 
   build_config {
-    runtime     = "python311"
-    entry_point = each.value.entry_point
+    runtime         = "python311"
+    entry_point     = each.value.entry_point
+    service_account = google_service_account.builder.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -79,5 +80,16 @@ resource "google_cloudfunctions2_function" "fn" {
     }
   }
 
-  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.reader]
+  # Everything a function needs at its first request or build exists first: its secrets' bindings, the
+  # build account's roles, and (for load_history's Eventarc trigger, created with the function) the whole
+  # event chain plus a wait for a fresh project's Eventarc agent to propagate.
+  depends_on = [
+    time_sleep.apis_ready,
+    time_sleep.agents_ready,
+    google_secret_manager_secret_iam_member.reader,
+    google_project_iam_member.builder,
+    google_storage_bucket_iam_member.builder_sources,
+    google_project_iam_member.gcs_publisher,
+    google_project_iam_member.trigger_receiver,
+  ]
 }

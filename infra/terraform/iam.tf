@@ -1,23 +1,64 @@
-# One service account per function, with only the roles it needs.
+# One service account per function, with exactly the access its code uses (tests/test_terraform_iam.py holds
+# this file against a table of every Google API call each function makes).
 resource "google_service_account" "fn" {
   for_each     = local.functions
   account_id   = "${var.prefix}-${replace(each.key, "_", "-")}"
   display_name = "progress monitor: ${each.key}"
+  depends_on   = [time_sleep.apis_ready]
 }
 
 resource "google_service_account" "pusher" {
   account_id   = "${var.prefix}-pubsub-push"
   display_name = "progress monitor: Pub/Sub push to the functions"
+  depends_on   = [time_sleep.apis_ready]
 }
 
 resource "google_service_account" "trigger" {
   account_id   = "${var.prefix}-eventarc"
   display_name = "progress monitor: Eventarc trigger of load_history"
+  depends_on   = [time_sleep.apis_ready]
+}
+
+# Builds the functions' images. New projects' default build identity may lack these roles (organisations that
+# enforce iam.automaticIamGrantsForDefaultServiceAccounts), so the build runs as an account of our own.
+resource "google_service_account" "builder" {
+  account_id   = "${var.prefix}-builder"
+  display_name = "progress monitor: builds the functions"
+  depends_on   = [time_sleep.apis_ready]
+}
+
+resource "google_project_iam_member" "builder" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"])
+  project  = var.project_id
+  role     = each.value
+  member   = google_service_account.builder.member
+}
+
+resource "google_storage_bucket_iam_member" "builder_sources" {
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.builder.member
 }
 
 locals {
-  # function => BigQuery access on the main dataset (every function queries or writes it)
-  bigquery_writers = ["extract_tags", "extract_progress", "load_history", "add_tag", "slack_command"]
+  # BigQuery, table by table: what each function's queries read and write. load_history alone creates tables
+  # (its staging tables, and the reporting tables it rebuilds), so it alone holds dataEditor on the datasets.
+  table_readers = {
+    extract_tags     = ["registered_tags", "tracks", "loads"]
+    extract_progress = ["loads"]
+    add_tag          = ["tracks"]
+    slack_command    = ["tracks"]
+  }
+  table_writers = {
+    extract_tags     = ["runs", "failures"]
+    extract_progress = ["runs", "failures"]
+    add_tag          = ["registered_tags"]
+    slack_command    = ["registered_tags"]
+  }
+  table_bindings = merge(
+    merge([for fn, tables in local.table_readers : { for t in tables : "${fn}/${t}/read" => { fn = fn, table = t, role = "roles/bigquery.dataViewer" } }]...),
+    merge([for fn, tables in local.table_writers : { for t in tables : "${fn}/${t}/write" => { fn = fn, table = t, role = "roles/bigquery.dataEditor" } }]...),
+  )
   # function => topics it publishes to
   publishers = {
     extract_tags     = ["progress", "schedule_dlq"]
@@ -25,43 +66,71 @@ locals {
     load_history     = ["shards_dlq"]
   }
   publisher_bindings = merge([for fn, topics in local.publishers : { for t in topics : "${fn}/${t}" => { fn = fn, topic = t } }]...)
+  # The shards bucket: extract_tags lists it and reads object metadata (the daily resume of stalled runs);
+  # extract_progress reads and creates objects (create-once: it never overwrites or deletes); the loader reads
+  # them (its load jobs run with its identity) and deletes merged contact files (below).
+  bucket_bindings = {
+    "extract_tags/viewer"      = { fn = "extract_tags", role = "roles/storage.objectViewer" }
+    "extract_progress/viewer"  = { fn = "extract_progress", role = "roles/storage.objectViewer" }
+    "extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectCreator" }
+    "load_history/viewer"      = { fn = "load_history", role = "roles/storage.objectViewer" }
+  }
 }
 
 resource "google_project_iam_member" "bigquery_jobs" {
-  for_each = toset(local.bigquery_writers)
+  for_each = local.functions
   project  = var.project_id
   role     = "roles/bigquery.jobUser"
-  member   = "serviceAccount:${google_service_account.fn[each.key].email}"
+  member   = google_service_account.fn[each.key].member
 }
 
-resource "google_bigquery_dataset_iam_member" "writer" {
-  for_each   = toset(local.bigquery_writers)
-  dataset_id = google_bigquery_dataset.main.dataset_id
+resource "google_bigquery_table_iam_member" "table" {
+  for_each   = local.table_bindings
+  dataset_id = google_bigquery_table.table[each.value.table].dataset_id
+  table_id   = google_bigquery_table.table[each.value.table].table_id
+  role       = each.value.role
+  member     = google_service_account.fn[each.value.fn].member
+}
+
+# The loader: staging tables and the whole history in the main dataset; contact data (and its staging
+# tables) only in the restricted one.
+resource "google_bigquery_dataset_iam_member" "loader" {
+  for_each   = { main = google_bigquery_dataset.main.dataset_id, restricted = google_bigquery_dataset.restricted.dataset_id }
+  dataset_id = each.value
   role       = "roles/bigquery.dataEditor"
-  member     = "serviceAccount:${google_service_account.fn[each.key].email}"
+  member     = google_service_account.fn["load_history"].member
 }
 
-# Contact data: only the loader writes it.
-resource "google_bigquery_dataset_iam_member" "restricted_writer" {
-  dataset_id = google_bigquery_dataset.restricted.dataset_id
-  role       = "roles/bigquery.dataEditor"
-  member     = "serviceAccount:${google_service_account.fn["load_history"].email}"
-}
-
-# extract_progress writes shards and rosters; the loader reads shards (its BigQuery load jobs run with its
-# identity) and deletes merged contact files.
 resource "google_storage_bucket_iam_member" "shards" {
-  for_each = toset(["extract_progress", "load_history"])
+  for_each = local.bucket_bindings
   bucket   = google_storage_bucket.shards.name
-  role     = "roles/storage.objectUser"
-  member   = "serviceAccount:${google_service_account.fn[each.key].email}"
+  role     = each.value.role
+  member   = google_service_account.fn[each.value.fn].member
+}
+
+# Deleting merged contact files: a role with only storage.objects.delete, limited to the contacts/ prefix.
+resource "google_project_iam_custom_role" "contacts_deleter" {
+  role_id     = "${replace(var.prefix, "-", "_")}_contacts_deleter"
+  title       = "progress monitor: delete merged contact files"
+  permissions = ["storage.objects.delete"]
+  depends_on  = [time_sleep.apis_ready]
+}
+
+resource "google_storage_bucket_iam_member" "loader_contacts" {
+  bucket = google_storage_bucket.shards.name
+  role   = google_project_iam_custom_role.contacts_deleter.id
+  member = google_service_account.fn["load_history"].member
+  condition {
+    title      = "contacts-only"
+    expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.shards.name}/objects/contacts/\")"
+  }
 }
 
 resource "google_pubsub_topic_iam_member" "publisher" {
   for_each = local.publisher_bindings
   topic    = google_pubsub_topic.topic[each.value.topic].name
   role     = "roles/pubsub.publisher"
-  member   = "serviceAccount:${google_service_account.fn[each.value.fn].email}"
+  member   = google_service_account.fn[each.value.fn].member
 }
 
 # Push subscriptions invoke the two event functions with an OIDC token of the pusher account.
@@ -70,36 +139,33 @@ resource "google_cloud_run_service_iam_member" "pusher" {
   location = var.region
   service  = google_cloudfunctions2_function.fn[each.key].name
   role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.pusher.email}"
+  member   = google_service_account.pusher.member
+}
+
+# The Eventarc chain of load_history: Cloud Storage's agent publishes to Eventarc's topic, and the trigger's
+# identity receives events and invokes the function. Eventarc's own agent gets its role from Google when
+# created (apis.tf creates it and waits for it to propagate).
+resource "google_project_iam_member" "gcs_publisher" {
+  project = var.project_id
+  role    = "roles/pubsub.publisher"
+  member  = local.gcs_agent
+}
+
+resource "google_project_iam_member" "trigger_receiver" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = google_service_account.trigger.member
 }
 
 resource "google_cloud_run_service_iam_member" "trigger" {
   location = var.region
   service  = google_cloudfunctions2_function.fn["load_history"].name
   role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.trigger.email}"
+  member   = google_service_account.trigger.member
 }
 
-resource "google_project_iam_member" "trigger_receiver" {
-  project = var.project_id
-  role    = "roles/eventarc.eventReceiver"
-  member  = "serviceAccount:${google_service_account.trigger.email}"
-}
-
-# Cloud Storage publishes the finalize events Eventarc routes.
-data "google_storage_project_service_account" "gcs" {}
-
-resource "google_project_iam_member" "gcs_publisher" {
-  project = var.project_id
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
-}
-
-# The Pub/Sub service agent moves undeliverable messages to the dead-letter topics.
-locals {
-  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-}
-
+# The Pub/Sub service agent moves undeliverable messages to the dead-letter topics (publisher there,
+# subscriber on the source subscription) and signs the push subscriptions' OIDC tokens.
 resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   for_each = { for k, v in local.push : k => v.dlq }
   topic    = google_pubsub_topic.topic[each.value].name

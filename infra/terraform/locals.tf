@@ -68,4 +68,5 @@ locals {
 
 data "google_project" "this" {
   project_id = var.project_id
+  depends_on = [time_sleep.apis_ready] # Resource Manager API
 }

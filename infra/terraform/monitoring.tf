@@ -5,6 +5,7 @@ resource "google_monitoring_notification_channel" "email" {
   labels = {
     email_address = each.value
   }
+  depends_on = [time_sleep.apis_ready]
 }
 
 # A weekly run failed: any permanent failure (dead-lettered message) or function error.
@@ -31,6 +32,7 @@ resource "google_monitoring_alert_policy" "run_failed" {
   documentation {
     content = "See the run health page and the dead-letter subscriptions (*-dlq-sub); README, Operations."
   }
+  depends_on = [time_sleep.apis_ready]
 }
 
 # Data older than 8 days. Metric-absence alerts cannot wait longer than 23.5 hours, so the check is made in
@@ -45,7 +47,7 @@ resource "google_cloud_scheduler_job" "daily_health" {
     topic_name = google_pubsub_topic.topic["schedule"].id
     data       = base64encode(jsonencode({ health_check = true }))
   }
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis_ready]
 }
 
 resource "google_monitoring_alert_policy" "data_stale" {
@@ -67,4 +69,47 @@ resource "google_monitoring_alert_policy" "data_stale" {
     }
     auto_close = "604800s"
   }
+  depends_on = [time_sleep.apis_ready]
+}
+
+# A message dead-lettered by Pub/Sub itself (its delivery attempts ran out) logs nothing in our code, so the
+# ERROR alert above never sees it: alert on what reaches the dead-letter subscriptions instead. Our own
+# dead-lettering (a permanent failure) lands there too.
+resource "google_monitoring_alert_policy" "dead_letters" {
+  display_name          = "${var.prefix}: messages dead-lettered"
+  combiner              = "OR"
+  notification_channels = [for c in google_monitoring_notification_channel.email : c.id]
+  conditions {
+    display_name = "a dead-letter subscription holds messages"
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.label.subscription_id = one_of(${join(", ", [for s in google_pubsub_subscription.dead_letters : "\"${s.name}\""])})"
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+  conditions {
+    display_name = "Pub/Sub gave up delivering a message"
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND metric.type = \"pubsub.googleapis.com/subscription/dead_letter_message_count\" AND resource.label.subscription_id = one_of(${join(", ", [for s in google_pubsub_subscription.push : "\"${s.name}\""])})"
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+  alert_strategy {
+    auto_close = "604800s"
+  }
+  documentation {
+    content = "Read the messages and their `reason` attribute on the *-dlq-sub subscriptions; README, Operations."
+  }
+  depends_on = [time_sleep.apis_ready]
 }

@@ -3,15 +3,15 @@ resource "google_pubsub_topic" "topic" {
   for_each                   = local.topics
   name                       = each.value
   message_retention_duration = "604800s"
-  depends_on                 = [google_project_service.apis]
+  depends_on                 = [time_sleep.apis_ready]
 }
 
 # extract_tags and extract_progress are pushed by our own subscriptions (as in the local stack), so each has
-# a retry policy, a dead-letter topic and an ack deadline longer than a piece. The push path names the topic,
+# a retry policy, a dead-letter topic and an ack deadline longer than the function's timeout. The push path names the topic,
 # which functions-framework turns into the CloudEvent source.
 locals {
   push = {
-    extract_tags     = { topic = "schedule", dlq = "schedule_dlq", ack = 120 }
+    extract_tags     = { topic = "schedule", dlq = "schedule_dlq", ack = 180 } # longer than its 120 s timeout
     extract_progress = { topic = "progress", dlq = "progress_dlq", ack = 600 }
   }
 }

@@ -8,5 +8,5 @@ resource "google_cloud_scheduler_job" "weekly" {
     topic_name = google_pubsub_topic.topic["schedule"].id
     data       = base64encode("{}")
   }
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis_ready]
 }

@@ -5,7 +5,7 @@ resource "google_secret_manager_secret" "secret" {
   replication {
     auto {}
   }
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis_ready]
 }
 
 locals {

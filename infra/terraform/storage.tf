@@ -36,7 +36,7 @@ resource "google_storage_bucket" "shards" {
       type = "Delete"
     }
   }
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis_ready]
 }
 
 resource "google_storage_bucket" "sources" {
@@ -56,5 +56,5 @@ resource "google_storage_bucket" "sources" {
       type = "Delete"
     }
   }
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis_ready]
 }

@@ -67,8 +67,9 @@ variable "prefix" {
   description = "Prefix of every resource name (lower case, e.g. the school's short name)."
   type        = string
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,14}$", var.prefix))
-    error_message = "prefix: 2-15 lower-case letters, digits or dashes, starting with a letter."
+    # The longest service account id is "<prefix>-extract-progress" (17 more characters), and ids are 6-30.
+    condition     = can(regex("^[a-z][a-z0-9-]{0,11}[a-z0-9]$", var.prefix))
+    error_message = "prefix: 2-13 lower-case letters, digits or dashes, starting with a letter and not ending with a dash."
   }
 }
 

@@ -381,7 +381,7 @@ class LocalStack:
 
     def _prepare_storage_and_tables(self) -> None:
         self.use_here()
-        from progress_monitor import runtime, warehouse
+        from progress_monitor import reporting, runtime, warehouse
         from progress_monitor.settings import Settings
 
         settings = Settings.from_env()
@@ -389,6 +389,7 @@ class LocalStack:
         if client.lookup_bucket(settings.shards_bucket) is None:
             client.create_bucket(settings.shards_bucket)
         warehouse.ensure_tables(settings)
+        reporting.create_deployed_views(settings)  # as Terraform does
         seed_registry(settings, self.scenario)
 
     # -- driving runs --------------------------------------------------------------------------------------

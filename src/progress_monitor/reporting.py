@@ -22,7 +22,10 @@ MATERIALISED = {
     "report_class_week": "tag_id",
     "report_movements": "from_tag_id",
 }
-VIEWS = ("report_run_health", "tutor_list")
+VIEWS = ("tutor_list",)  # rebuilt with the tables after each run
+# Created once at deploy (Terraform in the cloud, `create_deployed_views` on the local stack): run health reads
+# only `runs` and must exist before any run has succeeded, i.e. exactly when a failing run needs it.
+DEPLOYED_VIEWS = ("report_run_health",)
 
 
 def sql_text(name: str, settings: Settings) -> str:
@@ -55,13 +58,22 @@ def refresh(settings: Settings) -> None:
                 "body": sql_text(name, settings),
             },
         )
-    for name in VIEWS:
+    _create_views(settings, VIEWS)
+    log.info("reporting tables refreshed")
+
+
+def create_deployed_views(settings: Settings) -> None:
+    """What Terraform creates in the cloud: the views that exist from the start (local stack only)."""
+    _create_views(settings, DEPLOYED_VIEWS)
+
+
+def _create_views(settings: Settings, names: tuple[str, ...]) -> None:
+    for name in names:
         warehouse.query(
             settings,
             "CREATE OR REPLACE VIEW `${target}` AS\n${body}",
             sql_vars={"target": warehouse.table_id(settings, name), "body": sql_text(name, settings)},
         )
-    log.info("reporting tables refreshed")
 
 
 def looker_studio_url(settings: Settings) -> str:
