@@ -252,13 +252,13 @@ def test_every_resource_waits_for_the_apis_and_agents_it_needs() -> None:
                 for name, body in instances.items():
                     prefix = "data." if section == "data" else ""
                     nodes[f"{prefix}{unquote(kind)}.{unquote(name)}"] = body_text(body)
-    locals_text = body_text(tf_locals())
+    local_values = {name: body_text(value) for name, value in tf_locals().items()}
 
-    def references(text: str) -> set[str]:
+    def references(text: str, seen_locals: frozenset[str] = frozenset()) -> set[str]:
         found = {f"{k}.{n}" for k, n in REFERENCE.findall(text)}
         found |= {f"data.{k}.{n}" for k, n in re.findall(r"\bdata\.(google_[a-z0-9_]+)\.([a-z0-9_]+)", text)}
-        if "local." in text:  # locals may carry references (agents' members, bucket names)
-            found |= {f"{k}.{n}" for k, n in REFERENCE.findall(locals_text) if f"local." in text}
+        for name in set(re.findall(r"\blocal\.([a-z0-9_]+)", text)) - seen_locals:  # what a local refers to
+            found |= references(local_values.get(name, ""), seen_locals | {name})
         return found & set(nodes)
 
     ready: dict[str, bool] = {"time_sleep.apis_ready": True, "google_project_service.apis": False}
