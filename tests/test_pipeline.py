@@ -21,7 +21,7 @@ from functions_framework import create_app
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
-from progress_monitor import runs, runtime, warehouse
+from progress_monitor import lanes, runs, runtime, warehouse
 from progress_monitor.contracts import ProgressTask, RunId
 from progress_monitor.health import check_data_age, resume_run
 from progress_monitor.replay import reextract, replay_history
@@ -384,7 +384,9 @@ def test_the_daily_health_check_flags_data_older_than_8_days(
 def test_a_run_whose_messages_were_lost_is_resumed(stack: LocalStack) -> None:
     cfg = settings()
     run_id = RunId(date.fromisoformat(WEEKS[3]), "lost")
-    # A run recorded and marked fanned out whose per-tag messages never arrived (e.g. dead-lettered).
+    # A run recorded and fanned out whose per-tag messages never arrived (e.g. dead-lettered): its tags are
+    # frozen, no lane has claimed any of them.
+    lanes.write_manifest(runtime.shards_bucket(cfg), run_id, warehouse.active_tags(cfg))
     runs.start_run(cfg, run_id, 3)
     runs.mark_fanned_out(cfg, run_id)
     stack.admin().set_week(WEEKS[3])

@@ -31,16 +31,31 @@ PROJECT = "local-project"
 SCHEDULE_TOPIC = "weekly-schedule"
 SHARD_EVENTS_TOPIC = "shard-events"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class EventFunction:
+    """A pipeline function as deployed: its trigger topic, dead-letter topic, ack deadline, delivery attempts,
+    and its Cloud Run capacity (instances x concurrency), which the local front enforces."""
+
+    topic: str
+    dlq: str
+    ack_deadline_s: int
+    max_delivery_attempts: int
+    instances: int
+    concurrency: int
+
+
 FUNCTIONS = {
-    # name: (entry point, topic it is pushed from, dead-letter topic, ack deadline seconds)
-    "extract_tags": ("extract_tags", SCHEDULE_TOPIC, "weekly-schedule-dlq", 120),
-    "extract_progress": ("extract_progress", "progress-tasks", "progress-tasks-dlq", 300),
-    "load_history": ("load_history", SHARD_EVENTS_TOPIC, "shard-events-dlq", 300),
+    "extract_tags": EventFunction(SCHEDULE_TOPIC, "weekly-schedule-dlq", 180, 5, 3, 1),
+    "extract_progress": EventFunction("progress-tasks", "progress-tasks-dlq", 600, 5, 1, 4),
+    # Eventarc retries a finalize event for 24 hours rather than dead-lettering it after 5 attempts: locally,
+    # Pub/Sub's maximum number of attempts stands in for that.
+    "load_history": EventFunction(SHARD_EVENTS_TOPIC, "shard-events-dlq", 300, 100, 3, 1),
 }
 # HTTP functions: name -> (source folder, entry point). Both entry points share functions/add_tag/.
 HTTP_FUNCTIONS = {"add_tag": ("add_tag", "add_tag"), "slack_command": ("add_tag", "slack_command")}
 LOCAL_STAFF = "coordenacao@escola.local"
-MAX_DELIVERY_ATTEMPTS = 5
 SIM_ADMIN_TOKEN = "local-admin"  # noqa: S105 - guards the loopback-only simulator's admin endpoints
 
 
@@ -104,28 +119,50 @@ class LocalStack:
         scenario_path: Path,
         *,
         piece_budget_s: float = 20.0,
-        extract_threads: int = 4,
+        progress_instances: int = 1,
+        progress_concurrency: int = 4,
+        front_queue_s: float = 10.0,
         ack_deadline_s: int | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> LocalStack:
-        """Start every process, create topics, bucket, tables and subscriptions, seed the registry."""
+        """Start every process, create topics, bucket, tables and subscriptions, seed the registry.
+
+        Each pipeline function runs as its instances' processes behind a front that admits what Cloud Run
+        would (`devstack.front`); extract_progress's capacity is `progress_instances x progress_concurrency`.
+        """
         workdir.mkdir(parents=True, exist_ok=True)
         stack = cls(workdir.resolve(), scenario_path.resolve())
+        capacity = {
+            name: (progress_instances, progress_concurrency)
+            if name == "extract_progress"
+            else (spec.instances, spec.concurrency)
+            for name, spec in FUNCTIONS.items()
+        }
         try:
-            stack._start(piece_budget_s, extract_threads, ack_deadline_s, extra_env or {})
+            stack._start(piece_budget_s, capacity, front_queue_s, ack_deadline_s, extra_env or {})
         except BaseException:
             stack.stop()
             raise
         return stack
 
     def _start(
-        self, piece_budget_s: float, extract_threads: int, ack_deadline_s: int | None, extra_env: dict[str, str]
+        self,
+        piece_budget_s: float,
+        capacity: dict[str, tuple[int, int]],
+        front_queue_s: float,
+        ack_deadline_s: int | None,
+        extra_env: dict[str, str],
     ) -> None:
         scenario = self.scenario
         logs = self.workdir / "logs"
         gcs_root = self.workdir / "gcs"
         gcs_root.mkdir(exist_ok=True)
         ports = {name: free_port() for name in ("pubsub", "gcs", "bq", "bq_grpc", *FUNCTIONS, *HTTP_FUNCTIONS)}
+        # The processes ("instances") of each pipeline function, behind its front on ports[name].
+        instances = {
+            name: [name if i == 0 else f"{name}#{i + 1}" for i in range(capacity[name][0])] for name in FUNCTIONS
+        }
+        process_ports = {process: free_port() for names in instances.values() for process in names}
         self.endpoints = {
             "project": PROJECT,
             "dataset": "progress",
@@ -134,7 +171,9 @@ class LocalStack:
             "gcs": f"http://127.0.0.1:{ports['gcs']}",
             "bigquery": f"http://127.0.0.1:{ports['bq']}",
             "gcs_root": str(gcs_root),
+            # What Pub/Sub pushes to (a pipeline function's front) or what a browser calls (the HTTP ones).
             "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in (*FUNCTIONS, *HTTP_FUNCTIONS)},
+            "processes": {process: f"http://127.0.0.1:{port}" for process, port in process_ports.items()},
         }
 
         pubsub = spawn(
@@ -221,32 +260,52 @@ class LocalStack:
             k: env[k] for k in ("CADEMI_RATE_PER_SECOND", "CADEMI_RATE_PER_MINUTE", "PIECE_BUDGET_S")
         }
         self._prepare_storage_and_tables()
-        # One process per function, like max_instance_count = 1 in the cloud: its one rate limiter is then
-        # the whole fleet's. THREADS plays the per-instance concurrency.
-        processes = [(name, name, target, "cloudevent") for name, (target, _, _, _) in FUNCTIONS.items()]
-        processes += [(name, folder, target, "http") for name, (folder, target) in HTTP_FUNCTIONS.items()]
-        for name, folder, target, signature in processes:
-            threads = str(extract_threads) if name == "extract_progress" else "4"
-            child = spawn(
-                name,
-                [
-                    str(Path(sys.executable).parent / "functions-framework"),
-                    "--source",
-                    str(ROOT / "functions" / folder / "main.py"),
-                    "--target",
-                    target,
-                    "--signature-type",
-                    signature,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(ports[name]),
-                ],
-                logs,
-                env={**env, "THREADS": threads, "WORKERS": "1"},
-            )
-            self.children.append(child)
-        for name in (*FUNCTIONS, *HTTP_FUNCTIONS):
+        lanes = capacity["extract_progress"][0] * capacity["extract_progress"][1]
+        env.setdefault("EXTRACTION_LANES", str(lanes))  # as Terraform sets it: the extraction capacity
+        self.endpoints["function_env"]["EXTRACTION_LANES"] = env["EXTRACTION_LANES"]
+
+        def function_process(name: str, folder: str, target: str, signature: str, port: int, threads: int) -> Child:
+            command = [
+                str(Path(sys.executable).parent / "functions-framework"),
+                "--source",
+                str(ROOT / "functions" / folder / "main.py"),
+                "--target",
+                target,
+                "--signature-type",
+                signature,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
+            return spawn(name, command, logs, env={**env, "THREADS": str(threads), "WORKERS": "1"})
+
+        for name in FUNCTIONS:
+            concurrency = capacity[name][1]
+            for process in instances[name]:
+                self.children.append(
+                    function_process(process, name, name, "cloudevent", process_ports[process], concurrency)
+                )
+            front = [
+                sys.executable,
+                "-m",
+                "devstack.front",
+                "--port",
+                str(ports[name]),
+                "--concurrency",
+                str(concurrency),
+                "--queue-s",
+                str(front_queue_s),
+            ]
+            front += [arg for process in instances[name] for arg in ("--backend", self.endpoints["processes"][process])]
+            self.children.append(spawn(f"front-{name}", front, logs, env=dict(os.environ)))
+        for name, (folder, target) in HTTP_FUNCTIONS.items():
+            self.children.append(function_process(name, folder, target, "http", ports[name], 4))
+        for process, port in process_ports.items():
+            wait_for_port(self.child(process), port)
+        for name in FUNCTIONS:
+            wait_for_port(self.child(f"front-{name}"), ports[name])
+        for name in HTTP_FUNCTIONS:
             wait_for_port(self.child(name), ports[name])
         self.endpoints["ack_deadline_s"] = ack_deadline_s
         self._create_subscriptions()
@@ -343,7 +402,7 @@ class LocalStack:
         from google.api_core import exceptions
 
         publisher, _ = self._pubsub()
-        topics = {SHARD_EVENTS_TOPIC} | {t for _, t, dlq, _ in FUNCTIONS.values() for t in (t, dlq)}
+        topics = {SHARD_EVENTS_TOPIC} | {t for spec in FUNCTIONS.values() for t in (spec.topic, spec.dlq)}
         for topic in sorted(topics):
             with contextlib.suppress(exceptions.AlreadyExists):
                 publisher.create_topic(name=publisher.topic_path(PROJECT, topic))
@@ -351,18 +410,19 @@ class LocalStack:
     def _push_subscription(self, function: str, suffix: str) -> dict[str, Any]:
         """A push subscription to one function, with the cloud's retry policy and dead-letter topic."""
         publisher, subscriber = self._pubsub()
-        _, topic, dlq, ack_deadline = FUNCTIONS[function]
+        spec = FUNCTIONS[function]
+        topic = spec.topic
         return {
             "name": subscriber.subscription_path(PROJECT, f"{function}-{suffix}"),
             "topic": publisher.topic_path(PROJECT, topic),
             "push_config": {
                 "push_endpoint": f"{self.endpoints['functions'][function]}/projects/{PROJECT}/topics/{topic}"
             },
-            "ack_deadline_seconds": self.endpoints.get("ack_deadline_s") or ack_deadline,
+            "ack_deadline_seconds": self.endpoints.get("ack_deadline_s") or spec.ack_deadline_s,
             "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
             "dead_letter_policy": {
-                "dead_letter_topic": publisher.topic_path(PROJECT, dlq),
-                "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+                "dead_letter_topic": publisher.topic_path(PROJECT, spec.dlq),
+                "max_delivery_attempts": spec.max_delivery_attempts,
             },
         }
 
@@ -370,7 +430,8 @@ class LocalStack:
         from google.api_core import exceptions
 
         publisher, subscriber = self._pubsub()
-        for name, (_, _, dlq, _) in FUNCTIONS.items():
+        for name, spec in FUNCTIONS.items():
+            dlq = spec.dlq
             dead_letters = {
                 "name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
                 "topic": publisher.topic_path(PROJECT, dlq),
@@ -430,8 +491,8 @@ class LocalStack:
         return rows[0] if rows else None
 
     def port_of(self, name: str) -> int:
-        """The port a stack process listens on."""
-        urls = {"bqemulator": self.endpoints["bigquery"], **self.endpoints["functions"]}
+        """The port a stack process listens on (a function's process, not its front)."""
+        urls = {"bqemulator": self.endpoints["bigquery"], **self.endpoints["functions"], **self.endpoints["processes"]}
         return int(urls[name].rsplit(":", 1)[1])
 
     def duplicate_deliveries(self, on: bool) -> None:
@@ -467,7 +528,7 @@ class LocalStack:
         """Pull (and acknowledge) what reached every dead-letter topic."""
         _, subscriber = self._pubsub()
         found = []
-        for _, _, dlq, _ in FUNCTIONS.values():
+        for dlq in (spec.dlq for spec in FUNCTIONS.values()):
             sub = subscriber.subscription_path(PROJECT, f"{dlq}-sub")
             # return_immediately: an empty dead-letter subscription must not block the summary.
             request = {"subscription": sub, "max_messages": max_messages, "return_immediately": True}

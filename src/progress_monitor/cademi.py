@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
-from progress_monitor.ratelimit import RateLimiter
+from progress_monitor.ratelimit import CallBudget
 from progress_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class CademiClient:
         self,
         base_url: str,
         api_key: str,
-        limiter: RateLimiter,
+        limiter: CallBudget,
         *,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 30.0,
@@ -224,11 +224,8 @@ class CademiClient:
         self._session.headers.update({"Authorization": api_key, "Accept": "application/json"})
 
     @classmethod
-    def from_settings(cls, settings: Settings, api_key: str) -> CademiClient:
-        """Build a client with the settings' rate budget, timeouts and retry policy."""
-        limiter = RateLimiter(
-            settings.cademi_rate_per_second, settings.cademi_rate_per_minute, settings.cademi_rate_safety
-        )
+    def from_settings(cls, settings: Settings, api_key: str, limiter: CallBudget) -> CademiClient:
+        """Build a client with the settings' timeouts and retry policy, calling within `limiter`."""
         return cls(
             settings.cademi_base_url,
             api_key,
@@ -355,6 +352,7 @@ class CademiClient:
         if status == 429 or code == 429 or (409 in (status, code) and _RATE_LIMIT_MSG.search(msg)):
             counters.add("rate_limited")
             log.error("Cademi rate limit breached on %s: the client budget is too high", _redact_path(path))
+            self.limiter.breached()
             raise _Transient(f"rate limited ({status})", retry_after)
         if status >= 500 or code >= 500:
             raise _Transient(f"HTTP {status}", retry_after)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from progress_monitor import runtime, warehouse
+from progress_monitor import lanes, runtime, warehouse
 from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import latest_shards
 
@@ -25,23 +26,42 @@ def daily_check(cfg: Settings) -> None:
 def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
     """Re-publish whatever an unfinished run is waiting for; safe any time (every step is idempotent).
 
-    A tag with no shard gets its piece-0 task again; a tag whose latest shard says where the next piece starts
-    gets that continuation again. Pub/Sub normally delivers both, but a message dead-lettered after its
-    attempts (a long outage) would otherwise leave the run unfinished.
+    Each claimed tag with no shard gets its piece-0 task again, and each one whose latest shard says where
+    the next piece starts gets that continuation again; then, if fewer tags are in progress than there are
+    lanes (a lane's message was lost), lanes are opened again on the unclaimed tags. Pub/Sub normally
+    delivers everything, but a message dead-lettered after its attempts (a long outage) would otherwise leave
+    the run unfinished.
     """
     rows = warehouse.query(cfg, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
     if not rows or rows[0]["status"] == "succeeded":
         return []
-    latest = latest_shards(runtime.shards_bucket(cfg), run_id)
+    bucket = runtime.shards_bucket(cfg)
+    try:
+        tags = lanes.read_manifest(bucket, run_id)
+    except PermanentError as exc:
+        log.error("run %s cannot be resumed: %s", run_id, exc, extra={"run_id": str(run_id)})
+        return []
+    latest = latest_shards(bucket, run_id)
+    held = lanes.claims(bucket, run_id)
     republished = []
-    for tag in warehouse.active_tags(cfg):
+    in_progress = 0
+    for tag in tags:
         shard = latest.get(tag.tag_id)
+        if tag.tag_id not in held:
+            continue  # not started: its lane has not reached it
         if shard is None:
             runtime.publish_task(cfg, ProgressTask(run_id, tag.tag_id, tag.product_ids))
             republished.append(f"tag {tag.tag_id} piece 0")
         elif shard.next_index is not None:
             runtime.publish_task(cfg, shard.task.next(shard.next_index))
             republished.append(f"tag {tag.tag_id} piece {shard.task.piece + 1}")
+        else:
+            continue  # done
+        in_progress += 1
+    for task in lanes.reopen(bucket, run_id, tags, cfg.extraction_lanes - in_progress):
+        runtime.publish_task(cfg, task)
+        lanes.mark_published(bucket, run_id, task.tag_id)
+        republished.append(f"tag {task.tag_id} piece 0")
     if republished:
         log.warning("resumed a stalled run: %s", ", ".join(republished), extra={"run_id": str(run_id)})
     return republished

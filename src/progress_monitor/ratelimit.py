@@ -1,10 +1,25 @@
-"""A thread-safe rate limiter that never lets calls start faster than the budget."""
+"""A thread-safe rate limiter of one process, and the interface every Cademi budget offers the client."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+WIDEN_FACTOR = 1.5
+WIDEN_FOR_S = 120.0
+
+
+class CallBudget(Protocol):
+    """What the Cademi client needs of a budget: wait for the right to start a call; hear of a breach."""
+
+    @property
+    def rate(self) -> float: ...
+
+    def acquire(self) -> None: ...
+
+    def breached(self) -> None: ...
 
 
 class RateLimiter:
@@ -30,6 +45,7 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = 0.0
+        self._widen_until = float("-inf")
 
     @property
     def rate(self) -> float:
@@ -41,7 +57,15 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot)
-            self._next_slot = slot + self.interval
+            widened = now < self._widen_until
+            self._next_slot = slot + self.interval * (WIDEN_FACTOR if widened else 1.0)
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
+
+    def breached(self) -> None:
+        """The server refused a call for its rate: widen the spacing for a while, after a pause."""
+        with self._lock:
+            now = self._clock()
+            self._widen_until = now + WIDEN_FOR_S
+            self._next_slot = max(self._next_slot, now + self.interval * WIDEN_FACTOR)

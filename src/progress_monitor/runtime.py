@@ -13,14 +13,17 @@ from google.cloud import bigquery as bq
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
+from progress_monitor.budget import FleetBudget
 from progress_monitor.cademi import CademiClient
 from progress_monitor.contracts import ProgressTask
+from progress_monitor.ratelimit import CallBudget, RateLimiter
 from progress_monitor.secrets import get_secret
 from progress_monitor.settings import CADEMI_API_KEY, Settings
 
 _lock = threading.Lock()
 _settings: Settings | None = None
 _cademi: CademiClient | None = None
+_budget: CallBudget | None = None
 _bigquery: bq.Client | None = None
 _storage: gcs.Client | None = None
 _publisher: pubsub_v1.PublisherClient | None = None
@@ -35,12 +38,25 @@ def settings() -> Settings:
         return _settings
 
 
+def cademi_budget(cfg: Settings) -> CallBudget:
+    """The school-wide Cademi budget as this process takes part in it (budget.py), created once."""
+    global _budget
+    with _lock:
+        if _budget is None:
+            if cfg.cademi_fleet_budget == "gcs":
+                _budget = FleetBudget(_storage_client(cfg).bucket(cfg.shards_bucket), cfg.cademi_interval_s)
+            else:
+                _budget = RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
+        return _budget
+
+
 def cademi_client(cfg: Settings) -> CademiClient:
-    """One Cademi client (one HTTP session, one rate limiter) per process, shared by every request."""
+    """One Cademi client (one HTTP session) per process, shared by every request, within the school's budget."""
     global _cademi
+    budget = cademi_budget(cfg)
     with _lock:
         if _cademi is None:
-            _cademi = CademiClient.from_settings(cfg, get_secret(cfg, CADEMI_API_KEY))
+            _cademi = CademiClient.from_settings(cfg, get_secret(cfg, CADEMI_API_KEY), budget)
         return _cademi
 
 
@@ -62,12 +78,16 @@ def bigquery(cfg: Settings) -> bq.Client:
 
 def storage(cfg: Settings) -> gcs.Client:
     """The Cloud Storage client (fake-gcs-server when STORAGE_EMULATOR_HOST is set, read by the library)."""
-    global _storage
     with _lock:
-        if _storage is None:
-            credentials = AnonymousCredentials() if cfg.storage_emulator_host else None  # type: ignore[no-untyped-call]
-            _storage = gcs.Client(project=cfg.gcp_project, credentials=credentials)
-        return _storage
+        return _storage_client(cfg)
+
+
+def _storage_client(cfg: Settings) -> gcs.Client:
+    global _storage
+    if _storage is None:
+        credentials = AnonymousCredentials() if cfg.storage_emulator_host else None  # type: ignore[no-untyped-call]
+        _storage = gcs.Client(project=cfg.gcp_project, credentials=credentials)
+    return _storage
 
 
 def shards_bucket(cfg: Settings) -> gcs.Bucket:
@@ -93,6 +113,6 @@ def publish_task(cfg: Settings, task: ProgressTask) -> None:
 
 def reset() -> None:
     """Forget cached settings and clients (tests that change the environment or restart an emulator)."""
-    global _settings, _cademi, _bigquery, _storage, _publisher
+    global _settings, _cademi, _budget, _bigquery, _storage, _publisher
     with _lock:
-        _settings = _cademi = _bigquery = _storage = _publisher = None
+        _settings = _cademi = _budget = _bigquery = _storage = _publisher = None

@@ -33,9 +33,15 @@ class Settings:
     cademi_backoff_base_s: float = 0.5
     cademi_backoff_cap_s: float = 30.0
     cademi_workers: int = 4
+    # Where the school-wide budget is held: "gcs" (one slot sequence in the shards bucket, shared by every
+    # process: budget.py) or "process" (a limiter per process: holds only with a single process; the local
+    # comparison tests and the bench use it to show what the fleet-wide guard prevents).
+    cademi_fleet_budget: str = "gcs"
 
     # Extraction: each piece stops starting new students after this many seconds.
     piece_budget_s: float = 300.0
+    # How many tags a run extracts at once (lanes.py): extract_progress's capacity, instances x concurrency.
+    extraction_lanes: int = 4
 
     # Google Cloud resources
     gcp_project: str = "local-project"
@@ -121,8 +127,12 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be > 0")
         if not 0 <= self.cademi_rate_safety < 1:
             raise SettingsError("CADEMI_RATE_SAFETY must be in [0, 1)")
-        if self.cademi_max_attempts < 1 or self.cademi_workers < 1:
-            raise SettingsError("CADEMI_MAX_ATTEMPTS and CADEMI_WORKERS must be >= 1")
+        if self.cademi_max_attempts < 1 or self.cademi_workers < 1 or self.extraction_lanes < 1:
+            raise SettingsError("CADEMI_MAX_ATTEMPTS, CADEMI_WORKERS and EXTRACTION_LANES must be >= 1")
+        if self.cademi_fleet_budget not in ("gcs", "process"):
+            raise SettingsError("CADEMI_FLEET_BUDGET must be 'gcs' or 'process'")
+        if self.cademi_fleet_budget == "process" and not self.storage_emulator_host:
+            raise SettingsError("CADEMI_FLEET_BUDGET=process cannot hold the school's budget in the cloud")
         for name in ("bq_dataset", "bq_restricted_dataset"):
             if not getattr(self, name).replace("_", "").isalnum():
                 raise SettingsError(f"{name.upper()} must be letters, digits and underscores")
@@ -140,6 +150,12 @@ class Settings:
     @property
     def allowed_emails(self) -> frozenset[str]:
         return frozenset(e.strip().lower() for e in self.form_allowed_emails.split(",") if e.strip())
+
+    @property
+    def cademi_interval_s(self) -> float:
+        """Seconds between two call starts: the tighter of the two budgets, widened by the safety margin."""
+        interval = max(1.0 / self.cademi_rate_per_second, 60.0 / self.cademi_rate_per_minute)
+        return interval * (1.0 + self.cademi_rate_safety)
 
     @property
     def rate_is_production(self) -> bool:

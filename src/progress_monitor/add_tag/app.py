@@ -12,6 +12,7 @@ import jinja2
 from flask import Request, Response
 from markupsafe import escape
 
+from progress_monitor import runtime
 from progress_monitor.add_tag.identity import (
     Forbidden,
     Unauthenticated,
@@ -23,7 +24,6 @@ from progress_monitor.add_tag.identity import (
 from progress_monitor.add_tag.registry import Outcome, Registry
 from progress_monitor.cademi import CademiClient
 from progress_monitor.errors import TransientError
-from progress_monitor.ratelimit import RateLimiter
 from progress_monitor.secrets import SecretUnavailableError, get_secret
 from progress_monitor.settings import CADEMI_API_KEY, FORM_CSRF_SECRET, SLACK_SIGNING_SECRET, Settings
 
@@ -67,14 +67,12 @@ def registry(settings: Settings) -> Registry:
                 api_key = ""
             client = None
             if api_key:
-                limiter = RateLimiter(
-                    settings.cademi_rate_per_second, settings.cademi_rate_per_minute, settings.cademi_rate_safety
-                )
                 timeout = settings.interactive_timeout_s
+                # The school's one budget: a registration during a run takes a slot like any piece's call.
                 client = CademiClient(
                     settings.cademi_base_url,
                     api_key,
-                    limiter,
+                    runtime.cademi_budget(settings),
                     connect_timeout_s=timeout,
                     read_timeout_s=timeout,
                     max_attempts=2,

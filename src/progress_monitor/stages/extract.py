@@ -11,7 +11,7 @@ from typing import Any
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import runtime
+from progress_monitor import lanes, runtime
 from progress_monitor.cademi import CademiConfigError, CademiError, CallStats
 from progress_monitor.contracts import (
     ProgressTask,
@@ -93,8 +93,7 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         # A concurrent duplicate wrote this piece first, maybe cut at another student: follow *its*
         # continuation, so the next piece starts exactly where the stored shard ends.
         return _follow_existing(cfg, name, get_blob(bucket, name))
-    if meta.next_index is not None:
-        runtime.publish_task(cfg, task.next(meta.next_index))
+    _pass_on(cfg, meta)
     log.info(
         "piece extracted: %d records, %d failed",
         meta.records,
@@ -110,6 +109,25 @@ def _follow_existing(cfg: Settings, name: str, existing: storage.Blob | None) ->
     if existing is None or parsed is None:
         raise TransientError(f"shard {name} vanished after a conflicting write")
     meta = ShardMeta.from_metadata(existing.metadata, parsed)
+    _pass_on(cfg, meta)
+    return PieceResult(name, meta.records, meta.task.piece + 1 if meta.next_index is not None else None, True)
+
+
+def _pass_on(cfg: Settings, meta: ShardMeta) -> None:
+    """What follows a written piece: the tag's next piece, or, after its last, the lane's next tag."""
     if meta.next_index is not None:
         runtime.publish_task(cfg, meta.task.next(meta.next_index))
-    return PieceResult(name, meta.records, meta.task.piece + 1 if meta.next_index is not None else None, True)
+        return
+    bucket = runtime.shards_bucket(cfg)
+    run_id = meta.task.run_id
+    try:
+        successor = lanes.next_after(bucket, run_id, meta.task.tag_id)
+    except PermanentError as exc:  # e.g. a run started before lanes existed: its lanes end here
+        log.error("lane of tag %d cannot pass on: %s", meta.task.tag_id, exc, extra={"run_id": str(run_id)})
+        return
+    if successor is not None:
+        runtime.publish_task(cfg, successor)
+        lanes.mark_published(bucket, run_id, successor.tag_id)
+        log.info(
+            "lane passed on to tag %d", successor.tag_id, extra={"run_id": str(run_id), "tag_id": meta.task.tag_id}
+        )

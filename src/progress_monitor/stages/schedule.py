@@ -11,8 +11,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from progress_monitor import health, runs, runtime, warehouse
-from progress_monitor.contracts import RUN_LABEL, ProgressTask, PubSubMessage, RunId, monday_of, pubsub_message
+from progress_monitor import health, lanes, runs, runtime, warehouse
+from progress_monitor.contracts import RUN_LABEL, PubSubMessage, RunId, monday_of, pubsub_message
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.stages.failures import guard
@@ -86,14 +86,23 @@ def _dispatch(cfg: Settings, message: PubSubMessage) -> FanOut | None:
 
 
 def fan_out(cfg: Settings, plan: RunPlan) -> FanOut:
-    """Record the run once, then publish a piece-0 task per tag; a duplicate delivery publishes nothing."""
-    tags = [t for t in warehouse.active_tags(cfg) if plan.tag_ids is None or t.tag_id in plan.tag_ids]
+    """Freeze the run's tags and record the run once, then start one tag per extraction lane (lanes.py);
+    each lane passes itself on to the next tag. A duplicate delivery publishes nothing."""
+    active = [t for t in warehouse.active_tags(cfg) if plan.tag_ids is None or t.tag_id in plan.tag_ids]
+    bucket = runtime.shards_bucket(cfg)
+    tags = lanes.write_manifest(bucket, plan.run_id, active)
     context = {"run_id": str(plan.run_id), "snapshot_date": plan.run_id.snapshot_date.isoformat()}
     if runs.start_run(cfg, plan.run_id, len(tags)):
         log.info("run already fanned out; duplicate schedule message ignored", extra=context)
         return FanOut(plan.run_id, len(tags), duplicate=True)
-    for tag in tags:
-        runtime.publish_task(cfg, ProgressTask(plan.run_id, tag.tag_id, tag.product_ids))
+    for task in lanes.start(bucket, plan.run_id, tags, cfg.extraction_lanes):
+        runtime.publish_task(cfg, task)
+        lanes.mark_published(bucket, plan.run_id, task.tag_id)
     runs.mark_fanned_out(cfg, plan.run_id)
-    log.info("run started: %d tags", len(tags), extra={**context, "count": len(tags)})
+    log.info(
+        "run started: %d tags in %d lanes",
+        len(tags),
+        min(len(tags), cfg.extraction_lanes),
+        extra={**context, "count": len(tags)},
+    )
     return FanOut(plan.run_id, len(tags), duplicate=False)

@@ -1,0 +1,149 @@
+"""A local front that treats a function the way Cloud Run does, where it matters to the pipeline.
+
+Cloud Run admits at most `max instances x concurrency` requests to a service. A request that finds every slot
+busy waits in a queue for about 10 s, then gets `429 Too Many Requests` (which Pub/Sub counts as a failed
+delivery attempt). functions-framework alone queues requests in its threads without limit, so locally nobody
+would see it: this front sits between the Pub/Sub emulator's pushes and the function's processes ("instances")
+and enforces the rule.
+
+    python -m devstack.front --port 8080 --backend http://127.0.0.1:9001 --backend http://127.0.0.1:9002 \
+        --concurrency 2 --queue-s 10
+
+Each backend (a process of the function) gets at most `concurrency` requests at once; a request goes to the
+least busy backend with a free slot. It prints one JSON line when it listens; `GET /__front/stats` answers
+what it admitted, queued and refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+STATS_PATH = "/__front/stats"
+
+
+class Slots:
+    """Free request slots per backend; `take` waits up to the queue timeout for any of them."""
+
+    def __init__(self, backends: list[str], concurrency: int) -> None:
+        self.backends = backends
+        self.free = dict.fromkeys(backends, concurrency)
+        self.cond = threading.Condition()
+        self.stats = {"admitted": 0, "queued": 0, "refused": 0, "in_flight": 0, "max_in_flight": 0}
+
+    def take(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            waited = False
+            while True:
+                backend = max(self.backends, key=lambda b: self.free[b])
+                if self.free[backend] > 0:
+                    self.free[backend] -= 1
+                    self.stats["admitted"] += 1
+                    self.stats["in_flight"] += 1
+                    self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.stats["in_flight"])
+                    return backend
+                if not waited:
+                    self.stats["queued"] += 1
+                    waited = True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.stats["refused"] += 1
+                    return None
+                self.cond.wait(left)
+
+    def give_back(self, backend: str) -> None:
+        with self.cond:
+            self.free[backend] += 1
+            self.stats["in_flight"] -= 1
+            self.cond.notify()
+
+
+class FrontHandler(BaseHTTPRequestHandler):
+    server: FrontServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the functions log the requests themselves."""
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _proxy(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path == STATS_PATH:
+            with self.server.slots.cond:
+                stats = dict(self.server.slots.stats)
+            self._reply(200, json.dumps(stats).encode(), "application/json")
+            return
+        backend = self.server.slots.take(self.server.queue_s)
+        if backend is None:
+            # What Cloud Run answers when no instance can take the request within its queue timeout.
+            self._reply(429, b"Rate exceeded.")
+            return
+        try:
+            target = urlsplit(backend)
+            conn = http.client.HTTPConnection(
+                target.hostname or "127.0.0.1", target.port, timeout=self.server.request_timeout_s
+            )
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
+            conn.request(self.command, self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            conn.close()
+        except (OSError, http.client.HTTPException):
+            # The instance died mid-request (or never answered): Cloud Run answers 503.
+            self._reply(503, b"Service Unavailable")
+            return
+        finally:
+            self.server.slots.give_back(backend)
+        self._reply(response.status, data, response.getheader("Content-Type") or "text/plain")
+
+    do_GET = _proxy
+    do_POST = _proxy
+
+
+class FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, port: int, slots: Slots, queue_s: float, request_timeout_s: float) -> None:
+        super().__init__(("127.0.0.1", port), FrontHandler)
+        self.slots = slots
+        self.queue_s = queue_s
+        self.request_timeout_s = request_timeout_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack.front", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backend", action="append", required=True, help="a process of the function")
+    parser.add_argument("--concurrency", type=int, required=True, help="requests at once per backend")
+    parser.add_argument("--queue-s", type=float, default=10.0, help="how long a request waits for a slot")
+    parser.add_argument("--request-timeout-s", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.queue_s < 0:
+        parser.error("concurrency must be >= 1 and queue-s >= 0")
+    server = FrontServer(args.port, Slots(args.backend, args.concurrency), args.queue_s, args.request_timeout_s)
+    print(json.dumps({"event": "ready", "port": args.port, "backends": args.backend}), flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

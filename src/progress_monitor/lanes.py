@@ -1,0 +1,149 @@
+"""Extraction lanes: a run extracts at most `EXTRACTION_LANES` tags at once, so no task waits for capacity.
+
+Cloud Run answers 429 when every slot of `extract_progress` (instances x concurrency) is busy for ~10 s, and
+Pub/Sub counts that as a delivery attempt: publishing every tag at once would park the extra tags in retries
+and dead-letter them after five attempts. So a run is admitted in lanes, as many as there are slots:
+extract_tags starts one tag per lane, and when a tag's last piece is written its lane claims the next
+unclaimed tag of the run and publishes its piece 0. Claims are objects created once, so two lanes never take
+the same tag; a claim records the tag whose lane took it, so a redelivered last piece finds the tag its lane
+already claimed instead of opening another lane.
+
+Objects (ids only), next to the run's shards:
+    lanes/snapshot_date=D/run=R/tags.json       the run's tags in order, with their products (written once)
+    lanes/snapshot_date=D/run=R/tag=T.json      the claim of tag T: {"after": the tag whose lane took it, or null}
+    lanes/snapshot_date=D/run=R/published/tag=T once T's piece 0 is published (a duplicate does not again)
+Every object is created once and never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from google.api_core import exceptions
+from google.cloud import storage  # type: ignore[attr-defined]
+
+from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.shard_store import create_once, get_blob
+from progress_monitor.warehouse import ActiveTag
+
+log = logging.getLogger(__name__)
+CLAIM = re.compile(r"/tag=(\d{1,12})\.json$")
+
+
+def _prefix(run_id: RunId) -> str:
+    return f"lanes/snapshot_date={run_id.snapshot_date.isoformat()}/run={run_id}/"
+
+
+def _claim_name(run_id: RunId, tag_id: int) -> str:
+    return f"{_prefix(run_id)}tag={tag_id}.json"
+
+
+@dataclass(frozen=True)
+class Claim:
+    tag_id: int
+    after: int | None  # the tag whose lane claimed this one; None for a lane's first tag
+    published: bool
+
+
+def write_manifest(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag]) -> list[ActiveTag]:
+    """The run's tags, frozen once: a redelivered fan-out gets the tags the first one saw."""
+    body = json.dumps([{"tag_id": t.tag_id, "product_ids": list(t.product_ids)} for t in tags]).encode()
+    if create_once(bucket, f"{_prefix(run_id)}tags.json", body, {}, "application/json"):
+        return tags
+    return read_manifest(bucket, run_id)
+
+
+def read_manifest(bucket: storage.Bucket, run_id: RunId) -> list[ActiveTag]:
+    blob = get_blob(bucket, f"{_prefix(run_id)}tags.json")
+    if blob is None:
+        raise PermanentError(f"run {run_id} has no tag manifest")
+    try:
+        raw = json.loads(blob.download_as_bytes())
+        return [ActiveTag(int(t["tag_id"]), tuple(int(p) for p in t["product_ids"])) for t in raw]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PermanentError(f"tag manifest of run {run_id} is unusable: {exc}") from exc
+
+
+def claims(bucket: storage.Bucket, run_id: RunId) -> dict[int, Claim]:
+    """Every claim of the run, by tag."""
+    found: dict[int, int | None] = {}
+    published: set[int] = set()
+    try:
+        for blob in bucket.list_blobs(prefix=_prefix(run_id)):
+            match = CLAIM.search(blob.name)
+            if match and "/published/" in blob.name:
+                published.add(int(match[1]))
+            elif match:
+                found[int(match[1])] = _after(blob)
+    except exceptions.GoogleAPIError as exc:
+        raise TransientError(f"cannot list the lanes of run {run_id}: {type(exc).__name__}") from exc
+    return {tag: Claim(tag, after, tag in published) for tag, after in found.items()}
+
+
+def _after(blob: storage.Blob) -> int | None:
+    try:
+        after = json.loads(blob.download_as_bytes()).get("after")
+        return int(after) if after is not None else None
+    except (ValueError, TypeError, AttributeError):
+        return -1  # unreadable: taken by a lane we cannot name
+
+
+def _claim(bucket: storage.Bucket, run_id: RunId, tag_id: int, after: int | None) -> bool:
+    return create_once(
+        bucket, _claim_name(run_id, tag_id), json.dumps({"after": after}).encode(), {}, "application/json"
+    )
+
+
+def mark_published(bucket: storage.Bucket, run_id: RunId, tag_id: int) -> None:
+    """Record that a claimed tag's piece 0 is published, so a duplicate does not publish it again."""
+    create_once(bucket, f"{_prefix(run_id)}published/tag={tag_id}.json", b"{}", {}, "application/json")
+
+
+def start(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag], lanes: int) -> list[ProgressTask]:
+    """The first tag of each lane: claimed, and its piece-0 task unless a first delivery published it."""
+    for tag in tags[:lanes]:
+        _claim(bucket, run_id, tag.tag_id, None)
+    held = claims(bucket, run_id)
+    return [
+        ProgressTask(run_id, tag.tag_id, tag.product_ids)
+        for tag in tags[:lanes]
+        if tag.tag_id in held and not held[tag.tag_id].published
+    ]
+
+
+def reopen(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag], count: int) -> list[ProgressTask]:
+    """Open up to `count` lanes again on unclaimed tags (the resume of a run whose lanes were lost)."""
+    opened: list[ProgressTask] = []
+    for tag in tags:
+        if len(opened) >= count:
+            break
+        if _claim(bucket, run_id, tag.tag_id, None):
+            opened.append(ProgressTask(run_id, tag.tag_id, tag.product_ids))
+    return opened
+
+
+def next_after(bucket: storage.Bucket, run_id: RunId, finished: int) -> ProgressTask | None:
+    """The tag the lane of `finished` takes next, with its piece-0 task; None when it is already published
+    (a redelivered last piece) or when every tag of the run is taken (the lane ends)."""
+    manifest = {t.tag_id: t for t in read_manifest(bucket, run_id)}
+    held = claims(bucket, run_id)
+    mine = next((c for c in held.values() if c.after == finished), None)
+    if mine is None:
+        for tag_id in manifest:
+            if tag_id in held:
+                continue
+            if _claim(bucket, run_id, tag_id, finished):
+                mine = Claim(tag_id, finished, published=False)
+                break
+            blob = get_blob(bucket, _claim_name(run_id, tag_id))  # lost the race: whose lane took it?
+            if blob is not None and _after(blob) == finished:
+                mine = claims(bucket, run_id)[tag_id]  # a duplicate of this very piece did
+                break
+    if mine is None or mine.published:
+        return None
+    tag = manifest[mine.tag_id]
+    return ProgressTask(run_id, tag.tag_id, tag.product_ids)
