@@ -75,6 +75,7 @@ class FleetBudget:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.bucket = bucket
+        self.object_name = BUDGET_OBJECT
         self.interval = interval
         self.batch = max(1, math.ceil(BATCH_SECONDS / interval))
         self._clock = clock
@@ -131,10 +132,10 @@ class FleetBudget:
 
     def _update(self, change: Callable[[BudgetState], BudgetState]) -> None:
         """Read-modify-write of the budget object, conditioned on its generation (retried on a race)."""
-        blob = self.bucket.blob(BUDGET_OBJECT)
+        blob = self.bucket.blob(self.object_name)
         for attempt in range(MAX_CLAIM_ATTEMPTS):
             try:
-                current = self.bucket.get_blob(BUDGET_OBJECT)
+                current = self.bucket.get_blob(self.object_name)
                 if current is None:
                     state, generation = BudgetState(0.0), 0
                 else:

@@ -23,11 +23,13 @@ class CallBudget(Protocol):
 
 
 class RateLimiter:
-    """Spaces call starts evenly: at most `per_second` in any second and `per_minute` in any minute.
+    """Spaces call starts evenly: at most `per_second` in any second and `per_minute` in any minute, within one
+    process (the school-wide budget across processes is budget.FleetBudget).
 
-    Even spacing (rather than bursts inside a window) keeps every sliding window the server may use under
-    its limit; `safety` widens the spacing so loopback or network jitter cannot squeeze two starts closer
-    together than the server tolerates.
+    Callers pass one at a time through a gate, and the next start is counted from the moment the previous
+    caller actually left it: a thread that wakes up late pushes the next start later instead of letting it
+    crowd in. `safety` widens the spacing so network jitter cannot squeeze two arrivals closer than the
+    server tolerates; after a breach the spacing widens for a while.
     """
 
     def __init__(
@@ -43,8 +45,8 @@ class RateLimiter:
         self.interval = max(1.0 / per_second, 60.0 / per_minute) * (1.0 + safety)
         self._clock = clock
         self._sleep = sleep
-        self._lock = threading.Lock()
-        self._next_slot = 0.0
+        self._gate = threading.Lock()
+        self._next_start = float("-inf")
         self._widen_until = float("-inf")
 
     @property
@@ -54,18 +56,16 @@ class RateLimiter:
 
     def acquire(self) -> None:
         """Block until this caller may start one call."""
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next_slot)
-            widened = now < self._widen_until
-            self._next_slot = slot + self.interval * (WIDEN_FACTOR if widened else 1.0)
-        wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
+        with self._gate:
+            wait = self._next_start - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+            started = self._clock()
+            widened = started < self._widen_until
+            self._next_start = started + self.interval * (WIDEN_FACTOR if widened else 1.0)
 
     def breached(self) -> None:
         """The server refused a call for its rate: widen the spacing for a while, after a pause."""
-        with self._lock:
-            now = self._clock()
-            self._widen_until = now + WIDEN_FOR_S
-            self._next_slot = max(self._next_slot, now + self.interval * WIDEN_FACTOR)
+        now = self._clock()
+        self._widen_until = now + WIDEN_FOR_S
+        self._next_start = max(self._next_start, now + self.interval * WIDEN_FACTOR)

@@ -153,3 +153,16 @@ def test_settings_from_env_parses_and_validates() -> None:
         Settings.from_env({"CADEMI_WORKERS": "many"})
     with pytest.raises(SettingsError, match="https"):
         Settings.from_env({"CADEMI_BASE_URL": "http://cademi.example.com/api/v1"})
+
+
+def test_rate_limiter_widens_its_spacing_after_a_breach() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(per_second=2, per_minute=120, safety=0.0, clock=clock.time, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.breached()
+    starts = []
+    for _ in range(4):
+        limiter.acquire()
+        starts.append(clock.time())
+    assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([0.75] * 3)  # 1.5 x 0.5 s
+
