@@ -24,3 +24,4 @@ def test_the_history_equals_the_ground_truth_after_three_weeks_of_faults(tmp_pat
     assert not report.missing and not report.duplicated and not report.wrong and not report.unexpected, summary
     assert not report.run_mismatches, summary
     assert not report.dead_letters_unaccounted, summary
+    assert report.rate_breaches == 0, summary

@@ -123,9 +123,18 @@ def test_every_secret_the_code_reads_is_declared_and_granted() -> None:
     assert set(loc["secret_readers"]["slack_command"]) == {"CADEMI_API_KEY", "SLACK_SIGNING_SECRET"}
 
 
-def test_extract_progress_runs_as_one_instance() -> None:
-    text = (TF / "functions.tf").read_text()
-    assert re.search(r'max_instance_count\s*=\s*each.key == "extract_progress" \? 1', text)
+def test_a_runs_lanes_are_extract_progress_slots() -> None:
+    """Lanes beyond the slots would park tasks in Cloud Run's queue (429s, dead letters); fewer waste capacity."""
+    loc = tf_locals()
+    assert (
+        loc["common_env"]["EXTRACTION_LANES"]
+        == "${tostring(local.progress_instances * var.extraction.concurrent_pieces)}"
+    )
+    service = resources("google_cloudfunctions2_function")["fn"]["service_config"][0]
+    assert service["max_instance_count"] == '${each.key == "extract_progress" ? local.progress_instances : 3}'
+    assert service["max_instance_request_concurrency"].startswith(
+        '${each.key == "extract_progress" ? var.extraction.concurrent_pieces'
+    )
 
 
 def test_function_requirements_match_the_lock() -> None:

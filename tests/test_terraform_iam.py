@@ -31,6 +31,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("topic.publish", "progress"),  # fan-out, resume
         ("topic.publish", "schedule_dlq"),  # failure policy
         ("objects.read", "shards"),  # health.resume_run: list a run's shards and read their metadata
+        ("objects.create", "shards"),  # lanes: the run's tag manifest and its lanes' first claims
     },
     # stages/extract.py, shard_store.py, stages/failures.py
     "extract_progress": RUN_BOOKKEEPING
@@ -38,8 +39,9 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("bigquery.jobs", "project"),
         ("secret", "CADEMI_API_KEY"),
         ("objects.read", "shards"),  # get_blob, read_roster
-        ("objects.create", "shards"),  # create_once (if_generation_match=0: never an overwrite)
-        ("topic.publish", "progress"),  # continuations
+        ("objects.create", "shards"),  # create_once (if_generation_match=0: never an overwrite), lane claims
+        ("objects.readwrite", "shards/budget/cademi.json"),  # budget.FleetBudget claims call slots
+        ("topic.publish", "progress"),  # continuations, a lane's next tag
         ("topic.publish", "progress_dlq"),
     },
     # stages/load.py, loader.py (staging tables in both datasets), reporting.refresh (tables and views)
@@ -59,6 +61,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("table.write", "registered_tags"),
         ("secret", "CADEMI_API_KEY"),
         ("secret", "FORM_CSRF_SECRET"),
+        ("objects.readwrite", "shards/budget/cademi.json"),  # the tag check with Cademi takes a budget slot
     },
     "slack_command": {
         ("bigquery.jobs", "project"),
@@ -67,6 +70,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("table.write", "registered_tags"),
         ("secret", "CADEMI_API_KEY"),
         ("secret", "SLACK_SIGNING_SECRET"),
+        ("objects.readwrite", "shards/budget/cademi.json"),
     },
 }
 # What one grant of a role allows, in the terms of CALLS.
@@ -126,6 +130,14 @@ def grants() -> dict[str, set[tuple[str, str]]]:
     (fn,) = FN_MEMBER.findall(body_text(contacts))
     grant(fn, ("objects.delete", "shards/contacts/"))
     seen.add("google_storage_bucket_iam_member.loader_contacts")
+
+    budget = resources("google_storage_bucket_iam_member")["cademi_budget"]
+    assert budget["role"] == "roles/storage.objectUser"
+    assert "/objects/budget/cademi.json" in budget["condition"][0]["expression"]
+    assert budget["condition"][0]["expression"].startswith("resource.name ==")  # that object only
+    for fn in budget["for_each"].removeprefix("${toset([").removesuffix("])}").replace('"', "").split(", "):
+        grant(fn, ("objects.readwrite", "shards/budget/cademi.json"))
+    seen.add("google_storage_bucket_iam_member.cademi_budget")
 
     for fn, topics in loc["publishers"].items():
         grant(fn, *(("topic.publish", t) for t in topics))

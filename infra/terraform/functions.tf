@@ -52,9 +52,9 @@ resource "google_cloudfunctions2_function" "fn" {
     timeout_seconds       = each.value.timeout
     available_memory      = each.value.memory
     available_cpu         = each.key == "extract_progress" ? "1" : "0.583"
-    # The whole school shares Cademi's 2 req/s: extract_progress runs as ONE instance whose one rate limiter
-    # is the fleet's; several tags' pieces share it through per-instance concurrency.
-    max_instance_count               = each.key == "extract_progress" ? 1 : 3
+    # extract_progress: one instance whose concurrent pieces are the run's lanes. The Cademi budget does not
+    # rest on this cap (Cloud Run may briefly exceed it): every call takes a slot from the shared budget object.
+    max_instance_count               = each.key == "extract_progress" ? local.progress_instances : 3
     max_instance_request_concurrency = each.key == "extract_progress" ? var.extraction.concurrent_pieces : 1
     # The form is reachable only through the IAP load balancer; the Slack endpoint is public (signed).
     # Pub/Sub push and Eventarc from this project count as internal traffic.

@@ -66,11 +66,13 @@ locals {
     load_history     = ["shards_dlq"]
   }
   publisher_bindings = merge([for fn, topics in local.publishers : { for t in topics : "${fn}/${t}" => { fn = fn, topic = t } }]...)
-  # The shards bucket: extract_tags lists it and reads object metadata (the daily resume of stalled runs);
-  # extract_progress reads and creates objects (create-once: it never overwrites or deletes); the loader reads
-  # them (its load jobs run with its identity) and deletes merged contact files (below).
+  # The shards bucket: extract_tags lists it and reads object metadata (the daily resume of stalled runs) and
+  # creates a run's lane objects; extract_progress reads and creates objects (create-once: it never overwrites
+  # or deletes); the loader reads them (its load jobs run with its identity) and deletes merged contact files
+  # (below). The Cademi budget object is the one object rewritten (below).
   bucket_bindings = {
     "extract_tags/viewer"      = { fn = "extract_tags", role = "roles/storage.objectViewer" }
+    "extract_tags/creator"     = { fn = "extract_tags", role = "roles/storage.objectCreator" }
     "extract_progress/viewer"  = { fn = "extract_progress", role = "roles/storage.objectViewer" }
     "extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectCreator" }
     "load_history/viewer"      = { fn = "load_history", role = "roles/storage.objectViewer" }
@@ -123,6 +125,19 @@ resource "google_storage_bucket_iam_member" "loader_contacts" {
   condition {
     title      = "contacts-only"
     expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.shards.name}/objects/contacts/\")"
+  }
+}
+
+# The school-wide Cademi budget (budget.py): every function that calls Cademi rewrites one object, conditioned
+# on its generation. objectUser (read, create, overwrite) on that object's name only.
+resource "google_storage_bucket_iam_member" "cademi_budget" {
+  for_each = toset(["extract_progress", "add_tag", "slack_command"])
+  bucket   = google_storage_bucket.shards.name
+  role     = "roles/storage.objectUser"
+  member   = google_service_account.fn[each.key].member
+  condition {
+    title      = "cademi-budget-object"
+    expression = "resource.name == \"projects/_/buckets/${google_storage_bucket.shards.name}/objects/budget/cademi.json\""
   }
 }
 

@@ -11,7 +11,10 @@ locals {
     add_tag          = { source = "add_tag", entry_point = "add_tag", timeout = 60, memory = "256Mi" }
     slack_command    = { source = "add_tag", entry_point = "slack_command", timeout = 30, memory = "256Mi" }
   }
-  function_names = { for k, v in local.functions : k => "${var.prefix}-${replace(k, "_", "-")}" }
+  # extract_progress's instance cap bounds its slots (lanes), not the Cademi rate: the school-wide budget is
+  # one slot sequence in the shards bucket (budget.py), held however many instances run.
+  progress_instances = 1
+  function_names     = { for k, v in local.functions : k => "${var.prefix}-${replace(k, "_", "-")}" }
 
   topics = {
     schedule     = "${var.prefix}-weekly-schedule"
@@ -57,6 +60,9 @@ locals {
     CADEMI_RATE_PER_MINUTE = tostring(var.cademi.rate_per_minute)
     CADEMI_WORKERS         = tostring(var.extraction.workers_per_piece)
     PIECE_BUDGET_S         = tostring(var.extraction.piece_budget_s)
+    # A run extracts at most as many tags at once as extract_progress has slots (lanes.py): no task ever
+    # waits for a busy instance, so none is refused with 429 and dead-lettered.
+    EXTRACTION_LANES = tostring(local.progress_instances * var.extraction.concurrent_pieces)
   }
   form_env = {
     FORM_AUTH           = "iap"

@@ -113,3 +113,31 @@ resource "google_monitoring_alert_policy" "dead_letters" {
   }
   depends_on = [time_sleep.apis_ready]
 }
+
+# Cademi refused a call for its rate: the budget held by construction should make this never happen, so any
+# breach is worth a look (the run slows down by itself; breaches per run are in run health).
+resource "google_monitoring_alert_policy" "rate_breach" {
+  display_name          = "${var.prefix}: Cademi rate limit breached"
+  combiner              = "OR"
+  notification_channels = [for c in google_monitoring_notification_channel.email : c.id]
+  conditions {
+    display_name = "a function logged a Cademi 429"
+    condition_matched_log {
+      filter = <<-EOT
+        resource.type="cloud_run_revision"
+        resource.labels.service_name=~"^${var.prefix}-"
+        jsonPayload.message=~"^Cademi rate limit breached"
+      EOT
+    }
+  }
+  alert_strategy {
+    notification_rate_limit {
+      period = "3600s"
+    }
+    auto_close = "604800s"
+  }
+  documentation {
+    content = "Run health shows rate_limited per run. Check CADEMI_RATE_PER_SECOND and whether another system uses the school's API key."
+  }
+  depends_on = [time_sleep.apis_ready]
+}

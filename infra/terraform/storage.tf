@@ -12,7 +12,7 @@ resource "google_storage_bucket" "shards" {
   lifecycle_rule {
     condition {
       age            = var.shard_retention_days
-      matches_prefix = ["progress/", "rosters/"]
+      matches_prefix = ["progress/", "rosters/", "lanes/"]
     }
     action {
       type = "Delete"

@@ -4,7 +4,9 @@ Phases (each on its own local stack, simulator and client budget set to the same
 1. the pipeline at BENCH_RATE req/s with BENCH_LATENCY_MS latency: utilisation, breaches, calls per
    student-product, end-to-end overhead; then the old in-house way (one call at a time, 0.8 s sleep) on a
    sample of the same school, and the speed-up;
-2. the same at Cademi's real 2 req/s on a small school, to show the production defaults behave;
+2. Cademi's real 2 req/s with production defaults, >= 1,000 calls, 150 +- 100 ms latency, three ways side by
+   side: a limiter per process (the design before the school-wide budget), the school-wide budget with one
+   instance, and with two instances of extract_progress;
 3. peak memory of the extract_progress process on one 300-student x 15-product tag;
 4. a projection to a 60-tag x 300-student x 15-product school at 2 req/s.
 Writes BENCHMARKS.md and prints the figures as one JSON object on its last line.
@@ -40,7 +42,9 @@ PIECE_BUDGET_S = 300.0  # production piece budget
 LOAD_JOBS_PER_TABLE_PER_DAY = 1500  # BigQuery quota
 
 
-def school(tags: int, students: int, products: int, rate: float, latency_ms: float) -> dict[str, Any]:
+def school(
+    tags: int, students: int, products: int, rate: float, latency_ms: float | dict[str, float]
+) -> dict[str, Any]:
     """A synthetic school: every student has access to every product of the one track."""
     product_ids = list(range(101, 101 + products))
     users, memberships, progress = [], [], []
@@ -247,13 +251,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["fast"] = fast
 
-    print("phase 2: Cademi's real 2 req/s (production defaults)", flush=True)
-    with running_stack(root / "real", school(2, 10, 3, 2.0, 150), piece_budget_s=PIECE_BUDGET_S) as stack:
-        real = pipeline_run(stack)
-        print(f"  {real}", flush=True)
-        legacy_real = legacy_run(stack, 2)
-        print(f"  legacy: {legacy_real}", flush=True)
-    real["legacy"] = {**legacy_real, "speedup_in_rate": round(real["achieved_rate"] / legacy_real["rate"], 2)}
+    print("phase 2: Cademi's real 2 req/s, production defaults, >= 1,000 calls, 150 +- 100 ms latency", flush=True)
+    real_school = school(4, 85, 3, 2.0, {"mean": 150, "jitter": 100})
+    ways: dict[str, dict[str, Any]] = {
+        "per_process": {"extra_env": {"CADEMI_FLEET_BUDGET": "process"}},
+        "fleet": {},
+        "fleet_two_instances": {"progress_instances": 2, "progress_concurrency": 2},
+    }
+    real: dict[str, Any] = {}
+    for name, options in ways.items():
+        with running_stack(root / name, real_school, piece_budget_s=PIECE_BUDGET_S, **options) as stack:
+            real[name] = pipeline_run(stack)
+            print(f"  {name}: {real[name]}", flush=True)
+            if name == "fleet":
+                legacy_real = legacy_run(stack, 2)
+                print(f"  legacy: {legacy_real}", flush=True)
+    fleet = real["fleet"]
+    real["legacy"] = {**legacy_real, "speedup_in_rate": round(fleet["achieved_rate"] / legacy_real["rate"], 2)}
+    real["guard_cost"] = round((real["per_process"]["utilisation"] or 0) - (fleet["utilisation"] or 0), 3)
     results["real"] = real
 
     print("phase 3: memory of extract_progress on a 300-student x 15-product tag", flush=True)
@@ -269,10 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"  {results['memory']}", flush=True)
 
-    results["projection"] = projection(fast["calls_per_student_product"], real["utilisation"] or 0.97)
+    results["projection"] = projection(fast["calls_per_student_product"], fleet["utilisation"] or 0.97)
+    guarded = (fleet, real["fleet_two_instances"])
     results["targets"] = {
         "utilisation_ge_0_95": (fast["utilisation"] or 0) >= 0.95,
-        "zero_breaches": fast["breaches"] == 0 and real["breaches"] == 0,
+        "zero_breaches": fast["breaches"] == 0,
+        "real_utilisation_ge_0_95": all((w["utilisation"] or 0) >= 0.95 for w in guarded),
+        "real_zero_breaches": all(w["breaches"] == 0 for w in guarded),
+        "real_calls_ge_1000": all(w["calls"] >= 1000 for w in guarded),
         "overhead_le_1_10": fast["overhead"] <= 1.10,
         "memory_under_function_limit": memory < FUNCTION_MEMORY_MB,
     }
@@ -280,6 +299,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}", flush=True)
     print(json.dumps(results))
     return 0
+
+
+WAYS = ("per_process", "fleet", "fleet_two_instances")
+
+
+def three_ways(real: dict[str, Any], met: dict[str, str]) -> str:
+    """Section 3's table: one column per way of holding the budget, guarded ways in bold where targeted."""
+    rows = [
+        ("API calls", "calls", "", f">= 1,000 ({met['real_calls_ge_1000']})"),
+        ("achieved rate (req/s)", "achieved_rate", "", ""),
+        ("utilisation", "utilisation", "**", f">= 0.95 ({met['real_utilisation_ge_0_95']})"),
+        ("breaches", "breaches", "**", f"0 ({met['real_zero_breaches']})"),
+        ("end-to-end overhead", "overhead", "", ""),
+        ("pieces", "pieces", "", ""),
+    ]
+    lines = ["| figure | limiter per process | school-wide budget | school-wide, two instances | target |"]
+    lines.append("|---|---|---|---|---|")
+    for label, key, bold, target in rows:
+        cells = [str(real[w][key]) if w == "per_process" else f"{bold}{real[w][key]}{bold}" for w in WAYS]
+        lines.append(f"| {label} | {' | '.join(cells)} | {target} |")
+    return "\n".join(lines)
 
 
 def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
@@ -329,20 +369,22 @@ same school, against the same simulator:
 | pipeline time for the whole school | {f["end_to_end_s"]} s |
 | **speed-up** | **{f["legacy"]["speedup"]}x** |
 
-## 3. At Cademi's real limit (2 req/s, production defaults)
+## 3. At Cademi's real limit: 2 req/s, production defaults, three ways side by side
 
-A small school (2 tags x 10 students x 3 products, 150 ms latency) with the production budget of 2 req/s,
-120 req/min and the 300 s piece budget:
+A school of 4 tags x 85 students x 3 products, 150 +- 100 ms latency (uniform), the production budget of
+2 req/s, 120 req/min, the 3 % spacing margin and the 300 s piece budget; each way on its own stack and
+simulator, one after the other in this run:
+- *a limiter per process*: the design before the school-wide budget (`CADEMI_FLEET_BUDGET=process`), which
+  holds only while exactly one process calls Cademi;
+- *school-wide budget*: every call takes a slot of one sequence kept in the shards bucket (`budget.py`);
+- *school-wide budget, two instances*: two processes of extract_progress behind the front.
 
-| figure | value |
-|---|---|
-| API calls | {real["calls"]} |
-| achieved rate | {real["achieved_rate"]} req/s |
-| utilisation | **{real["utilisation"]}** |
-| breaches | **{real["breaches"]}** |
-| end-to-end overhead | {real["overhead"]} |
-| the old way's rate on the same simulator | {real["legacy"]["rate"]} req/s |
-| speed-up in rate | {real["legacy"]["speedup_in_rate"]}x |
+{three_ways(real, {k: ok[v] for k, v in t.items()})}
+
+What the school-wide guard costs in utilisation, against a limiter per process with one instance:
+**{real["guard_cost"]}** (claims are batched, about 4 s of slots per write of the budget object, and a slot a
+thread would use late is skipped rather than crowd the next one). The old in-house way's rate on the same
+simulator: {real["legacy"]["rate"]} req/s ({real["legacy"]["speedup_in_rate"]}x slower than the pipeline).
 
 ## 4. Memory
 

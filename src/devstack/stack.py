@@ -46,12 +46,15 @@ class EventFunction:
     concurrency: int
 
 
+# extract_tags and load_history are deployed as up to 3 instances of concurrency 1: locally one process of 3
+# threads behind a front admitting 3 gives the same capacity with fewer processes. extract_progress's
+# instances are real processes (LocalStack.start's progress_instances): the budget must hold across them.
 FUNCTIONS = {
-    "extract_tags": EventFunction(SCHEDULE_TOPIC, "weekly-schedule-dlq", 180, 5, 3, 1),
+    "extract_tags": EventFunction(SCHEDULE_TOPIC, "weekly-schedule-dlq", 180, 5, 1, 3),
     "extract_progress": EventFunction("progress-tasks", "progress-tasks-dlq", 600, 5, 1, 4),
     # Eventarc retries a finalize event for 24 hours rather than dead-lettering it after 5 attempts: locally,
     # Pub/Sub's maximum number of attempts stands in for that.
-    "load_history": EventFunction(SHARD_EVENTS_TOPIC, "shard-events-dlq", 300, 100, 3, 1),
+    "load_history": EventFunction(SHARD_EVENTS_TOPIC, "shard-events-dlq", 300, 100, 1, 3),
 }
 # HTTP functions: name -> (source folder, entry point). Both entry points share functions/add_tag/.
 HTTP_FUNCTIONS = {"add_tag": ("add_tag", "add_tag"), "slack_command": ("add_tag", "slack_command")}

@@ -33,8 +33,8 @@ from progress_monitor.ratelimit import WIDEN_FACTOR, WIDEN_FOR_S
 log = logging.getLogger(__name__)
 BUDGET_OBJECT = "budget/cademi.json"
 BATCH_SECONDS = 4.0  # slots claimed at once: few writes to the object (Cloud Storage allows ~1/s per object)
+MAX_BATCH = 40  # at the fast rates of local tests, smaller batches so two processes interleave finely
 LEAD_S = 0.25  # a batch starts this far ahead of now, so its first slot is not past when the claim returns
-ON_TIME = 0.03  # a slot is used at most this fraction of the interval late; later, it is skipped
 MAX_CLAIM_ATTEMPTS = 20
 
 
@@ -68,16 +68,20 @@ class FleetBudget:
         self,
         bucket: storage.Bucket,
         interval: float,
+        late_tolerance_s: float,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        """`late_tolerance_s`: how late a slot may still be used (`Settings.cademi_late_tolerance_s`: half the
+        slack the safety margin leaves in any one-second window); a later one is skipped."""
+        if interval <= 0 or late_tolerance_s < 0:
+            raise ValueError("interval must be positive and the tolerance not negative")
         self.bucket = bucket
         self.object_name = BUDGET_OBJECT
         self.interval = interval
-        self.batch = max(1, math.ceil(BATCH_SECONDS / interval))
+        self.late_tolerance_s = late_tolerance_s
+        self.batch = max(1, min(MAX_BATCH, math.ceil(BATCH_SECONDS / interval)))
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -99,7 +103,7 @@ class FleetBudget:
             wait = slot - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            if self._clock() - slot <= ON_TIME * self.interval:
+            if self._clock() - slot <= self.late_tolerance_s:
                 return
             with self._lock:
                 self.skipped += 1  # woke too late: using it would crowd the next slot, maybe another process's
@@ -121,8 +125,8 @@ class FleetBudget:
 
         def take(state: BudgetState) -> BudgetState:
             interval = self.interval * (WIDEN_FACTOR if state.widen_until > now else 1.0)
-            # A small guard between batches: the last slot of another process may be used a little late.
-            first = max(now + LEAD_S, state.next_slot + ON_TIME * interval)
+            # A guard between batches: the last slot of another process may be used a little late.
+            first = max(now + LEAD_S, state.next_slot + self.late_tolerance_s)
             claimed[:] = [first + i * interval for i in range(self.batch)]
             return BudgetState(first + self.batch * interval, state.widen_until)
 

@@ -44,7 +44,8 @@ def cademi_budget(cfg: Settings) -> CallBudget:
     with _lock:
         if _budget is None:
             if cfg.cademi_fleet_budget == "gcs":
-                _budget = FleetBudget(_storage_client(cfg).bucket(cfg.shards_bucket), cfg.cademi_interval_s)
+                bucket = _storage_client(cfg).bucket(cfg.shards_bucket)
+                _budget = FleetBudget(bucket, cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
             else:
                 _budget = RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
         return _budget

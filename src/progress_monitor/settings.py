@@ -158,6 +158,13 @@ class Settings:
         return interval * (1.0 + self.cademi_rate_safety)
 
     @property
+    def cademi_late_tolerance_s(self) -> float:
+        """How late a budget slot may still be used: half the slack the safety margin leaves between the first
+        and the last call of any full one-second window (15 ms at 2 req/s and 3 %), whatever the rate."""
+        per_window = max(1.0, self.cademi_rate_per_second)
+        return max(0.0, (per_window * self.cademi_interval_s - 1.0) / 2)
+
+    @property
     def rate_is_production(self) -> bool:
         """True when the client budget is Cademi's documented school limit."""
         return (

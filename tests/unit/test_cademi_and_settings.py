@@ -166,3 +166,9 @@ def test_rate_limiter_widens_its_spacing_after_a_breach() -> None:
         starts.append(clock.time())
     assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([0.75] * 3)  # 1.5 x 0.5 s
 
+
+def test_a_budget_slot_may_be_late_by_half_the_safety_slack_whatever_the_rate() -> None:
+    assert Settings().cademi_late_tolerance_s == pytest.approx(0.015)  # 2 req/s, 120 req/min, 3 %
+    fast = Settings(cademi_rate_per_second=150, cademi_rate_per_minute=9000)
+    assert fast.cademi_late_tolerance_s == pytest.approx(0.015)
+    assert Settings(cademi_rate_safety=0.0).cademi_late_tolerance_s == 0.0
