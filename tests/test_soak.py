@@ -13,6 +13,7 @@ from tests.pipeline_world import world
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(900)
 def test_the_history_equals_the_ground_truth_after_three_weeks_of_faults(tmp_path: Path) -> None:
     scenario = tmp_path / "scenario.json"
     scenario.write_text(json.dumps(world()))

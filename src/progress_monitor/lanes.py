@@ -10,7 +10,7 @@ already claimed instead of opening another lane.
 
 Objects (ids only), next to the run's shards:
     lanes/snapshot_date=D/run=R/tags.json       the run's tags in order, with their products (written once)
-    lanes/snapshot_date=D/run=R/tag=T.json      the claim of tag T: {"after": the tag whose lane took it, or null}
+    lanes/snapshot_date=D/run=R/tag=T.json      the claim of tag T; metadata `after`: the tag whose lane took it
     lanes/snapshot_date=D/run=R/published/tag=T once T's piece 0 is published (a duplicate does not again)
 Every object is created once and never rewritten.
 """
@@ -85,17 +85,17 @@ def claims(bucket: storage.Bucket, run_id: RunId) -> dict[int, Claim]:
 
 
 def _after(blob: storage.Blob) -> int | None:
-    try:
-        after = json.loads(blob.download_as_bytes()).get("after")
-        return int(after) if after is not None else None
-    except (ValueError, TypeError, AttributeError):
-        return -1  # unreadable: taken by a lane we cannot name
+    """Whose lane took a claim: in the object's metadata, so listing the claims reads no object."""
+    after = (blob.metadata or {}).get("after", "-1")
+    if after == "":
+        return None
+    return int(after) if after.isdigit() else -1  # unreadable: taken by a lane we cannot name
 
 
 def _claim(bucket: storage.Bucket, run_id: RunId, tag_id: int, after: int | None) -> bool:
-    return create_once(
-        bucket, _claim_name(run_id, tag_id), json.dumps({"after": after}).encode(), {}, "application/json"
-    )
+    marker = "" if after is None else str(after)
+    body = json.dumps({"after": after}).encode()
+    return create_once(bucket, _claim_name(run_id, tag_id), body, {"after": marker}, "application/json")
 
 
 def mark_published(bucket: storage.Bucket, run_id: RunId, tag_id: int) -> None:
