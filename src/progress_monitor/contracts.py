@@ -248,6 +248,23 @@ def contacts_name(run_id: RunId, tag_id: int) -> str:
     return f"contacts/{_prefix(run_id)}/tag={tag_id}.ndjson"
 
 
+def lanes_prefix(run_id: RunId) -> str:
+    """Where a run's lane objects live (lanes.py): its tag manifest, the claims, the published markers."""
+    return f"lanes/{_prefix(run_id)}/"
+
+
+def lane_manifest_name(run_id: RunId) -> str:
+    return f"{lanes_prefix(run_id)}tags.json"
+
+
+def lane_claim_name(run_id: RunId, tag_id: int) -> str:
+    return f"{lanes_prefix(run_id)}tag={tag_id}.json"
+
+
+def lane_published_name(run_id: RunId, tag_id: int) -> str:
+    return f"{lanes_prefix(run_id)}published/tag={tag_id}.json"
+
+
 @dataclass(frozen=True)
 class ShardName:
     """The parts of a progress shard's (or contacts file's) object name."""

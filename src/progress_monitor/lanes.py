@@ -25,21 +25,20 @@ from dataclasses import dataclass
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.contracts import (
+    ProgressTask,
+    RunId,
+    lane_claim_name,
+    lane_manifest_name,
+    lane_published_name,
+    lanes_prefix,
+)
 from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.shard_store import create_once, get_blob
 from progress_monitor.warehouse import ActiveTag
 
 log = logging.getLogger(__name__)
 CLAIM = re.compile(r"/tag=(\d{1,12})\.json$")
-
-
-def _prefix(run_id: RunId) -> str:
-    return f"lanes/snapshot_date={run_id.snapshot_date.isoformat()}/run={run_id}/"
-
-
-def _claim_name(run_id: RunId, tag_id: int) -> str:
-    return f"{_prefix(run_id)}tag={tag_id}.json"
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,13 @@ class Claim:
 def write_manifest(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag]) -> list[ActiveTag]:
     """The run's tags, frozen once: a redelivered fan-out gets the tags the first one saw."""
     body = json.dumps([{"tag_id": t.tag_id, "product_ids": list(t.product_ids)} for t in tags]).encode()
-    if create_once(bucket, f"{_prefix(run_id)}tags.json", body, {}, "application/json"):
+    if create_once(bucket, lane_manifest_name(run_id), body, {}, "application/json"):
         return tags
     return read_manifest(bucket, run_id)
 
 
 def read_manifest(bucket: storage.Bucket, run_id: RunId) -> list[ActiveTag]:
-    blob = get_blob(bucket, f"{_prefix(run_id)}tags.json")
+    blob = get_blob(bucket, lane_manifest_name(run_id))
     if blob is None:
         raise PermanentError(f"run {run_id} has no tag manifest")
     try:
@@ -73,7 +72,7 @@ def claims(bucket: storage.Bucket, run_id: RunId) -> dict[int, Claim]:
     found: dict[int, int | None] = {}
     published: set[int] = set()
     try:
-        for blob in bucket.list_blobs(prefix=_prefix(run_id)):
+        for blob in bucket.list_blobs(prefix=lanes_prefix(run_id)):
             match = CLAIM.search(blob.name)
             if match and "/published/" in blob.name:
                 published.add(int(match[1]))
@@ -95,12 +94,12 @@ def _after(blob: storage.Blob) -> int | None:
 def _claim(bucket: storage.Bucket, run_id: RunId, tag_id: int, after: int | None) -> bool:
     marker = "" if after is None else str(after)
     body = json.dumps({"after": after}).encode()
-    return create_once(bucket, _claim_name(run_id, tag_id), body, {"after": marker}, "application/json")
+    return create_once(bucket, lane_claim_name(run_id, tag_id), body, {"after": marker}, "application/json")
 
 
 def mark_published(bucket: storage.Bucket, run_id: RunId, tag_id: int) -> None:
     """Record that a claimed tag's piece 0 is published, so a duplicate does not publish it again."""
-    create_once(bucket, f"{_prefix(run_id)}published/tag={tag_id}.json", b"{}", {}, "application/json")
+    create_once(bucket, lane_published_name(run_id, tag_id), b"{}", {}, "application/json")
 
 
 def start(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag], lanes: int) -> list[ProgressTask]:
@@ -139,7 +138,7 @@ def next_after(bucket: storage.Bucket, run_id: RunId, finished: int) -> Progress
             if _claim(bucket, run_id, tag_id, finished):
                 mine = Claim(tag_id, finished, published=False)
                 break
-            blob = get_blob(bucket, _claim_name(run_id, tag_id))  # lost the race: whose lane took it?
+            blob = get_blob(bucket, lane_claim_name(run_id, tag_id))  # lost the race: whose lane took it?
             if blob is not None and _after(blob) == finished:
                 mine = claims(bucket, run_id)[tag_id]  # a duplicate of this very piece did
                 break

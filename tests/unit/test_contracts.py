@@ -17,6 +17,10 @@ from progress_monitor.contracts import (
     ShardMeta,
     ShardName,
     contacts_name,
+    lane_claim_name,
+    lane_manifest_name,
+    lane_published_name,
+    lanes_prefix,
     parse_contacts,
     parse_progress_shard,
     progress_shard_name,
@@ -163,6 +167,15 @@ def test_object_names_are_deterministic_and_parse_back() -> None:
     contacts = contacts_name(TASK.run_id, 7001)
     assert parse_contacts(contacts) == ShardName(TASK.run_id, 7001)
     assert parse_progress_shard(contacts) is None and parse_contacts(name) is None
+
+
+def test_lane_objects_live_under_their_run_and_are_not_shards() -> None:
+    run = RunId(MONDAY, "again")
+    names = [lane_manifest_name(run), lane_claim_name(run, 7001), lane_published_name(run, 7001)]
+    assert all(n.startswith(lanes_prefix(run)) for n in names)
+    assert lanes_prefix(run) == "lanes/snapshot_date=2026-09-07/run=2026-09-07-again/"
+    assert lanes_prefix(RunId(MONDAY)) not in lanes_prefix(run)  # another run of the week is another prefix
+    assert not any(parse_progress_shard(n) or parse_contacts(n) for n in names)
 
 
 @pytest.mark.parametrize(
