@@ -335,8 +335,8 @@ pipeline and the old way side by side against the same simulator. Reproduce with
 ## 1. Utilisation of the allowed rate (the pipeline through the local stack)
 
 School: {args.tags} tags x {args.students} students x {args.products} products, simulator and client budget at
-{f["allowed_rate"]:g} req/s, {args.latency_ms:g} ms latency; Pub/Sub fan-out to one extract_progress process
-running the tags' pieces concurrently through its one rate limiter.
+{f["allowed_rate"]:g} req/s, {args.latency_ms:g} ms latency; the tags' pieces run concurrently
+in one extract_progress process (one lane per slot), every call taking a slot of the school-wide budget.
 
 | figure | value | target |
 |---|---|---|
