@@ -82,7 +82,7 @@ reextract: install
 bench: install
 	$(BIN)/python -m devstack.bench
 
-# Twelve simulated weeks under injected faults, compared with the ground truth (~20 min)
+# Twelve simulated weeks under injected faults, through the fronts with two instances, compared with the ground truth (~30 min)
 soak: install
 	$(BIN)/python -m devstack.soak --weeks 12
 
