@@ -78,7 +78,7 @@ reextract: install
 	@test -n "$(WEEK)" -a -n "$(TAG)" || (echo "usage: make reextract WEEK=YYYY-MM-DD TAG=id" && exit 2)
 	$(BIN)/python -m devstack reextract --week $(WEEK) --tag $(TAG)
 
-# Rate-limit utilisation, the old way side by side, overhead, memory, projection -> BENCHMARKS.md (~5 min)
+# Utilisation (three ways at 2 req/s, >= 1,000 calls), the old way, overhead, memory, projection -> BENCHMARKS.md (~35 min)
 bench: install
 	$(BIN)/python -m devstack.bench
 

@@ -144,8 +144,8 @@ def test_two_instances_with_duplicate_deliveries_hold_the_school_budget(tmp_path
         row = stack.wait_run(run_id, timeout=300)
         assert row["status"] == "succeeded" and row["tags_done"] == 4
         counters = admin.counters()
-        assert counters.get("tag", 0) >= 1  # the registration checked the tag with Cademi, within the budget
         if budget == "gcs":
+            assert counters.get("tag", 0) >= 1  # the registration checked the tag with Cademi, within the budget
             assert counters.get("breaches", 0) == 0, counters
             assert row["rate_limited"] == 0
             assert_history_is_the_scenario(stack)
