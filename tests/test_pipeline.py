@@ -273,10 +273,11 @@ def test_extract_progress_killed_mid_tag_completes_without_loss_or_duplicates(st
     row = stack.wait_run(run_id, timeout=90)
     if row["status"] != "succeeded":
         # Pub/Sub redelivers a push that died with its process; the emulator sometimes drops it instead.
-        # The daily health check's resume sweep is the system's answer to a lost message: it must ask for
-        # exactly the one piece of the big tag that died, and nothing else.
+        # The daily health check's resume sweep is the system's answer to a lost message: it must ask for the
+        # pieces that died with the process (it runs several tags' pieces at once), one piece per unfinished tag.
         resumed = resume_run(settings(), run_id)
-        assert len(resumed) == 1 and resumed[0].startswith(f"tag {BIG_TAG} piece "), resumed
+        tags = [item.split()[1] for item in resumed]
+        assert tags and len(tags) == len(set(tags)) <= 3, resumed
         row = stack.wait_run(run_id, timeout=120)
     assert row["status"] == "succeeded"
     assert_history_equals_truth(stack, 3)  # `history` also fails on a duplicated key
