@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -69,12 +70,37 @@ class Child:
         return {"name": self.name, "pid": self.pid, "log": str(self.log_path or ""), "info": self.info}
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on right now, for a child to bind a moment later.
+
+    Chosen below the kernel's ephemeral range: a port from bind(0) lies inside it, and any outgoing
+    connection started before the child binds may take it as its local port (a CI run lost a stack to
+    that). Never the same port twice in one process, so a stack's children cannot collide either."""
+    low, _ = _ephemeral_range()
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise StartupError("no free port below the ephemeral range")
 
 
 def spawn(name: str, cmd: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Child:
