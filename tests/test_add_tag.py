@@ -3,14 +3,16 @@ form on the local stack (IAP identity verified with a key pair made for the test
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = str(ROOT / "functions" / "add_tag" / "main.py")
 AUDIENCE = "/projects/000/apps/escola-local"
 STAFF = "coordenacao@escola.local"
+TEAM, COORDINATOR = "TESCOLA01", "UANA0001"
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +54,10 @@ def iap_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[crypt.Signer, Pat
     return crypt.ES256Signer.from_string(pem, "test-kid"), keys
 
 
-def iap_assertion(signer: crypt.Signer, email: str, audience: str = AUDIENCE) -> str:
+def iap_assertion(signer: crypt.Signer, email: str, audience: str = AUDIENCE, hd: str | None = "escola.local") -> str:
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {"hd": hd} if hd else {}
+    claims |= {
         "iss": "https://cloud.google.com/iap",
         "aud": audience,
         "email": email,
@@ -76,6 +80,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer,
         "IAP_AUDIENCE": AUDIENCE,
         "FORM_ALLOWED_DOMAIN": "escola.local",
         "FORM_ALLOWED_EMAILS": "",
+        "SLACK_TEAM_ID": TEAM,
+        "SLACK_ALLOWED_USERS": f"{COORDINATOR},UOTHER02",
     }
     stack = LocalStack.start(workdir, scenario, piece_budget_s=5.0, extra_env=form_env)
     saved = dict(os.environ)
@@ -137,9 +143,29 @@ def test_the_form_refuses_requests_without_a_valid_staff_identity(stack: LocalSt
     assert client.get("/", headers={"X-Goog-IAP-JWT-Assertion": forged}).status_code == 401
     other_app = iap_assertion(iap_key[0], STAFF, audience="/projects/000/apps/other")
     assert client.get("/", headers={"X-Goog-IAP-JWT-Assertion": other_app}).status_code == 401
-    outsider = iap_assertion(iap_key[0], "someone@gmail.com")
+    outsider = iap_assertion(iap_key[0], "someone@gmail.com", hd=None)
     response = client.get("/", headers={"X-Goog-IAP-JWT-Assertion": outsider})
     assert response.status_code == 403 and "lista da equipe" in response.get_data(as_text=True)
+    # An address at the school's domain from a consumer Google account (no Workspace `hd` claim), or from
+    # another Workspace, is not staff.
+    for hd in (None, "outra.escola"):
+        look_alike = iap_assertion(iap_key[0], STAFF, hd=hd)
+        assert client.get("/", headers={"X-Goog-IAP-JWT-Assertion": look_alike}).status_code == 403
+
+
+def test_the_form_fails_closed_without_an_iap_audience(
+    stack: LocalStack, iap_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an audience any IAP application's token of the organisation would pass: nobody gets in."""
+    monkeypatch.setenv("IAP_AUDIENCE", "")
+    runtime.reset()
+    try:
+        client = create_app("add_tag", SOURCE, "http").test_client()
+        response = client.get("/", headers={"X-Goog-IAP-JWT-Assertion": iap_assertion(iap_key[0], STAFF)})
+        assert response.status_code == 503 and "não está configurado" in response.get_data(as_text=True)
+    finally:
+        monkeypatch.undo()
+        runtime.reset()
 
 
 def test_get_shows_tracks_and_registered_tags_and_changes_nothing(form: Any) -> None:
@@ -308,8 +334,10 @@ def slack_post(
     secret: str | None = None,
     tamper: bool = False,
     headers: dict[str, str] | None = None,
+    user_id: str = COORDINATOR,
+    team_id: str = TEAM,
 ) -> Any:
-    body = urlencode({"command": "/turma", "text": text, "user_name": "ana", "user_id": "U1", "team_id": "T1"})
+    body = urlencode({"command": "/turma", "text": text, "user_name": "ana", "user_id": user_id, "team_id": team_id})
     timestamp = str(ts if ts is not None else int(time.time()))
     key = (secret or stack.local_secrets["SLACK_SIGNING_SECRET"]).encode()
     signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
@@ -353,7 +381,9 @@ def test_a_replayed_slack_request_registers_one_tag(slack: Any, stack: LocalStac
     assert first.status_code == second.status_code == 200
     assert "registrada" in first.get_json()["text"] and "registrada" in second.get_json()["text"]
     rows = registered(UNREGISTERED_TAG)
-    assert len(rows) == 1 and rows[0]["added_by"] == "slack:ana" and str(rows[0]["start_date"]) == "2027-05-05"
+    assert (
+        len(rows) == 1 and rows[0]["added_by"] == f"slack:{COORDINATOR}" and str(rows[0]["start_date"]) == "2027-05-05"
+    )
     answer = slack_post(slack, stack, f"desativar {UNREGISTERED_TAG}").get_json()["text"]
     assert "desativada" in answer and registered(UNREGISTERED_TAG)[0]["active"] is False
     warehouse.query(Settings.from_env(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
@@ -446,3 +476,183 @@ def test_a_coordinator_registers_a_class_in_chromium(
         Settings.from_env(), "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE tag_id = @t", t=UNREGISTERED_TAG
     )
     assert rows[0]["n"] == 2  # its one student x the track's two products
+
+
+# -- hostile inputs: each gets a named answer and changes nothing --------------------------------------------
+
+
+def registry_state() -> list[tuple[Any, ...]]:
+    rows = warehouse.query(
+        Settings.from_env(), "SELECT tag_id, active, turma FROM `${registered_tags}` ORDER BY tag_id"
+    )
+    return [(r["tag_id"], r["active"], r["turma"]) for r in rows]
+
+
+class CountingStream(io.BytesIO):
+    """A request body that counts what the server read of it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.bytes_read += len(chunk)
+        return chunk
+
+
+def chunked_post(client: Any, body: bytes, headers: dict[str, str] | None = None) -> tuple[Any, int]:
+    """POST `body` with no Content-Length, as a chunked request reaches the function (gunicorn marks such a
+    body's end itself: wsgi.input_terminated)."""
+    stream = CountingStream(body)
+    response = client.post(
+        "/",
+        input_stream=stream,
+        headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"},
+    )
+    response.get_data()
+    return response, stream.bytes_read
+
+
+def issued_token(identity: str, issued: str) -> str:
+    secret = os.environ["FORM_CSRF_SECRET"].encode()
+    mac = hmac.new(secret, f"{identity}|{issued}".encode(), hashlib.sha256).hexdigest()
+    return base64.urlsafe_b64encode(f"{issued}.{mac}".encode()).decode()
+
+
+VALID = {"tag_id": str(UNREGISTERED_TAG), "track": "analista", "turma": "2027-06", "start_date": "2027-06-07"}
+# (name, fields replacing the valid ones; None: use the page's CSRF token), expected status, text in the answer.
+FORM_HOSTILE: list[tuple[str, dict[str, str], int, str]] = [
+    ("no csrf", {"csrf": ""}, 403, "Nada foi alterado"),
+    ("csrf of another identity", {"csrf": "@other"}, 403, "Nada foi alterado"),
+    ("expired csrf", {"csrf": "@expired"}, 403, "Nada foi alterado"),
+    ("csrf with non-ASCII digits", {"csrf": "@unicode"}, 403, "Nada foi alterado"),
+    ("csrf not base64", {"csrf": "%%%not-base64%%%"}, 403, "Nada foi alterado"),
+    ("formula as tag", {"tag_id": "=1+1"}, 422, "apenas o número"),
+    ("arabic-indic digits as tag", {"tag_id": "٧٩٩٩"}, 422, "apenas o número"),
+    ("superscript digits as tag", {"tag_id": "²³"}, 422, "apenas o número"),
+    ("tag with trailing newline", {"tag_id": f"{UNREGISTERED_TAG}\n\n"}, 200, "registrada"),  # stripped, valid
+    ("arabic-indic digits in turma", {"turma": "٢٠٢٧-06"}, 422, "AAAA-MM"),
+    ("turma with a newline inside", {"turma": "2027-06\nx"}, 422, "AAAA-MM"),
+    ("markup as track", {"track": "<script>alert(1)</script>"}, 422, "trilhas cadastradas"),
+    ("sql as date", {"start_date": "2027-06-07'; DELETE FROM x;--"}, 422, "data inválida"),
+    ("full-width digits in date", {"start_date": "２０２７-06-07"}, 422, "data inválida"),
+    ("unknown action", {"acao": "apagar-tudo"}, 422, "Ação desconhecida"),
+]
+
+
+@pytest.mark.parametrize(("fields", "status", "text"), [c[1:] for c in FORM_HOSTILE], ids=[c[0] for c in FORM_HOSTILE])
+def test_hostile_form_posts_get_a_named_answer_and_change_nothing(
+    form: Any, fields: dict[str, str], status: int, text: str
+) -> None:
+    warehouse.query(Settings.from_env(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+    before = registry_state()
+    token = csrf_of(form.get("/").get_data(as_text=True))
+    special = {
+        "@other": issued_token("someone-else@escola.local", str(int(time.time()))),
+        "@expired": issued_token(STAFF, str(int(time.time()) - 5 * 3600)),
+        "@unicode": issued_token(STAFF, "١٧٦٤٠٠٠٠٠٠"),
+    }
+    data = {"csrf": token, "acao": "adicionar", **VALID, **fields}
+    data["csrf"] = special.get(data["csrf"], data["csrf"])
+    response = form.post("/", data=data)
+    html = response.get_data(as_text=True)
+    assert response.status_code == status and text in html, re.findall(r'id="erro-[^"]+">[^<]*', html)
+    if status == 200:  # the one valid case: exactly one row, then removed again
+        assert len(registered(UNREGISTERED_TAG)) == 1
+        warehouse.query(Settings.from_env(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+    assert registry_state() == before
+
+
+def test_oversized_and_undecodable_form_bodies_are_refused_unread(form: Any) -> None:
+    before = registry_state()
+    token = csrf_of(form.get("/").get_data(as_text=True))
+    big = urlencode({"csrf": token, "acao": "adicionar", **VALID, "pad": "x" * (2 * 1024 * 1024)}).encode()
+    response, read = chunked_post(form, big)
+    assert response.status_code == 413 and "grande demais" in response.get_data(as_text=True)
+    assert read == tagapp.MAX_BODY + 1  # the stream was capped, not read whole
+    response = form.post("/", data=big, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413
+    response = form.post("/", data=b"csrf=\xff\xfe&acao=adicionar", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400 and "não pôde ser lido" in response.get_data(as_text=True)
+    assert form.put("/", data={"x": "1"}).status_code == 405
+    assert registry_state() == before
+
+
+def signed(body: str, ts: str | None = None, secret: str | None = None) -> dict[str, str]:
+    timestamp = ts if ts is not None else str(int(time.time()))
+    key = (secret or os.environ["SLACK_SIGNING_SECRET"]).encode()
+    mac = hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=" + mac}
+
+
+def slack_body(text: str, user_id: str = COORDINATOR, team_id: str = TEAM) -> str:
+    return urlencode({"command": "/turma", "text": text, "user_id": user_id, "user_name": "ana", "team_id": team_id})
+
+
+DEACTIVATE = "desativar 7001"
+Sign = Callable[[str], dict[str, str]]
+
+
+def at(offset_s: int) -> Sign:
+    return lambda body: signed(body, ts=str(int(time.time()) + offset_s))
+
+
+def ts(text: str) -> Sign:
+    return lambda body: signed(body, ts=text)
+
+
+# (name, body, how it is signed), expected status, text in the ephemeral answer ("" for a bare 401).
+SLACK_HOSTILE: list[tuple[str, str, Sign, int, str]] = [
+    ("no signature", slack_body(DEACTIVATE), lambda body: {}, 401, ""),
+    ("signature without v0", slack_body(DEACTIVATE), lambda body: {**signed(body), "X-Slack-Signature": "x"}, 401, ""),
+    ("wrong secret", slack_body(DEACTIVATE), lambda body: signed(body, secret="not-it"), 401, ""),
+    ("stale timestamp", slack_body(DEACTIVATE), at(-400), 401, ""),
+    ("future timestamp", slack_body(DEACTIVATE), at(+400), 401, ""),
+    ("superscript timestamp", slack_body(DEACTIVATE), ts("²"), 401, ""),
+    ("arabic-indic timestamp", slack_body(DEACTIVATE), ts("١٧٠٠٠٠٠٠٠٠"), 401, ""),
+    ("another workspace", slack_body(DEACTIVATE, team_id="TOTHER001"), signed, 200, "só funciona no Slack da escola"),
+    ("no workspace", slack_body(DEACTIVATE, team_id=""), signed, 200, "só funciona no Slack da escola"),
+    ("member not allowed", slack_body(DEACTIVATE, user_id="UGUEST001"), signed, 200, "não tem permissão"),
+    ("no member id", slack_body(DEACTIVATE, user_id=""), signed, 200, "não tem permissão"),
+    ("allowed id and a newline", slack_body(DEACTIVATE, user_id=COORDINATOR + "\n"), signed, 200, "não tem permissão"),
+    ("arabic-indic digits as tag", slack_body("desativar ٧٠٠١"), signed, 200, "Informe o número"),
+    ("sql as tag", slack_body("desativar 7001' OR '1'='1"), signed, 200, "Uso:"),
+    ("formula as tag", slack_body("adicionar =1+1 analista 2027-04 2027-04-05"), signed, 200, "apenas o número"),
+    ("markup as track", slack_body("adicionar 7999 <b>x</b> 2027-04 2027-04-05"), signed, 200, "trilhas cadastradas"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "sign", "status", "text"), [c[1:] for c in SLACK_HOSTILE], ids=[c[0] for c in SLACK_HOSTILE]
+)
+def test_hostile_slack_requests_get_a_named_answer_and_change_nothing(
+    slack: Any, body: str, sign: Sign, status: int, text: str
+) -> None:
+    before = registry_state()
+    response = slack.post("/", data=body, headers={**sign(body), "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == status
+    if text:
+        answer = response.get_json()
+        assert answer["response_type"] == "ephemeral" and text in answer["text"], answer
+    assert registry_state() == before
+
+
+def test_oversized_and_undecodable_slack_bodies_are_refused_unread(slack: Any) -> None:
+    before = registry_state()
+    big = slack_body(DEACTIVATE) + "&pad=" + "x" * (2 * 1024 * 1024)
+    response, read = chunked_post(slack, big.encode(), signed(big))
+    assert response.status_code == 413 and read == tagapp.MAX_BODY + 1
+    response = slack.post("/", data=big, headers={**signed(big), "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413
+    raw = b"text=desativar+7001&user_id=" + COORDINATOR.encode() + b"&team_id=" + TEAM.encode() + b"&x=\xff"
+    timestamp = str(int(time.time()))
+    mac = hmac.new(
+        os.environ["SLACK_SIGNING_SECRET"].encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256
+    )
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=" + mac.hexdigest()}
+    response = slack.post("/", data=raw, headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and "ilegível" in response.get_json()["text"]
+    assert slack.get("/").status_code == 405
+    assert registry_state() == before

@@ -7,8 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from progress_monitor.cademi import (
+    MAX_PAGES,
     CademiBusinessError,
     CademiConfigError,
+    CademiPaginationError,
     CademiUnavailableError,
 )
 from tests.scenarios import school
@@ -48,6 +50,15 @@ def test_a_repeated_cursor_stops_pagination(simulator) -> None:
     sim = simulator(scenario)
     assert len(list(sim.client().iter_tag_students(5001))) == 151
     assert sim.admin.counters()["lista_por_tag"] == 2
+
+
+def test_a_cursor_that_never_ends_is_refused_after_the_page_cap(simulator) -> None:
+    scenario = school(n_students=3, products=(101,))
+    scenario["quirks"] = {"endless_cursor": [5001], "per_page": 2}
+    sim = simulator(scenario)
+    with pytest.raises(CademiPaginationError, match=f"more than {MAX_PAGES} pages"):
+        list(sim.client().iter_tag_students(5001))
+    assert sim.admin.counters()["lista_por_tag"] == MAX_PAGES
 
 
 @pytest.mark.parametrize("code", [403, 405])

@@ -42,7 +42,9 @@ class SimState:
         self.fault_left: list[int] = [int(f.get("times", 1)) for f in self.faults]
         quirks = scenario.raw.get("quirks", {})
         self.per_page = int(quirks.get("per_page", PER_PAGE))
-        self.quirk_tags = {k: set(quirks.get(k, [])) for k in ("empty_last_page", "repeat_cursor", "overlap_pages")}
+        self.quirk_tags = {
+            k: set(quirks.get(k, [])) for k in ("empty_last_page", "repeat_cursor", "overlap_pages", "endless_cursor")
+        }
 
     def admit(self, now: float) -> float | None:
         """Record an arrival; return None if within the limit, else seconds until a slot frees."""
@@ -339,10 +341,18 @@ class Handler(BaseHTTPRequestHandler):
             if cursor_tag != tag_id or offset < 0:
                 return 409, _error(409, "Cursor inválido")
         members = state.scenario.members(tag_id, state.week)
-        page = members[offset : offset + state.per_page]
-        end = offset + len(page)
         next_offset: int | None = None
-        if page and end < len(members):
+        if tag_id in state.quirk_tags["endless_cursor"] and members:
+            # A broken paginator: pages cycle through the class with a cursor that never repeats.
+            start = offset % len(members)
+            page = (members[start:] + members[:start])[: state.per_page]
+            end = next_offset = offset + len(page)
+        else:
+            page = members[offset : offset + state.per_page]
+            end = offset + len(page)
+        if next_offset is not None:
+            pass
+        elif page and end < len(members):
             overlap = 1 if tag_id in state.quirk_tags["overlap_pages"] else 0
             next_offset = end - overlap
         elif page and tag_id in state.quirk_tags["empty_last_page"]:

@@ -59,6 +59,7 @@ FUNCTIONS = {
 # HTTP functions: name -> (source folder, entry point). Both entry points share functions/add_tag/.
 HTTP_FUNCTIONS = {"add_tag": ("add_tag", "add_tag"), "slack_command": ("add_tag", "slack_command")}
 LOCAL_STAFF = "coordenacao@escola.local"
+LOCAL_SLACK_TEAM, LOCAL_SLACK_USER = "TESCOLA01", "UCOORD01"  # the local Slack workspace and its one coordinator
 SIM_ADMIN_TOKEN = "local-admin"  # noqa: S105 - guards the loopback-only simulator's admin endpoints
 
 
@@ -257,6 +258,8 @@ class LocalStack:
             "FORM_ALLOWED_DOMAIN": LOCAL_STAFF.split("@")[1],
             "FORM_CSRF_SECRET": self.local_secrets["FORM_CSRF_SECRET"],
             "SLACK_SIGNING_SECRET": self.local_secrets["SLACK_SIGNING_SECRET"],
+            "SLACK_TEAM_ID": LOCAL_SLACK_TEAM,
+            "SLACK_ALLOWED_USERS": LOCAL_SLACK_USER,
             **extra_env,
         }
         self.endpoints["function_env"] = {
@@ -513,8 +516,8 @@ class LocalStack:
                     subscriber.delete_subscription(request={"subscription": path})
 
     def wait_run(self, run_id: RunId, timeout: float = 600.0) -> dict[str, Any]:
-        """Poll the runs table until the run has failed, or succeeded and its reports are rebuilt (or the
-        timeout passes)."""
+        """Poll the runs table until the run has failed, or finished (succeeded or incomplete) with its reports
+        rebuilt (or the timeout passes)."""
         deadline = time.monotonic() + timeout
         row: dict[str, Any] | None = None
         while time.monotonic() < deadline:
@@ -522,7 +525,8 @@ class LocalStack:
                 if not child.alive():
                     raise StartupError(f"{child.name} died; see {child.log_path}")
             row = self.run_row(run_id)
-            if row and (row["status"] == "failed" or (row["status"] == "succeeded" and row["reports_refreshed_at"])):
+            finished = row and row["status"] in ("succeeded", "incomplete") and row["reports_refreshed_at"]
+            if row and (row["status"] == "failed" or finished):
                 return row
             time.sleep(0.5)
         return row or {"run_id": str(run_id), "status": "missing"}

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
+from progress_monitor.contracts import parse_uint
 from progress_monitor.ratelimit import CallBudget
 from progress_monitor.settings import Settings
 
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 # A rate-limit breach may come back as 409 with a message about the limit (behaviour unknown upstream).
 _RATE_LIMIT_MSG = re.compile(r"limit|limite|too many|requisi[cç]", re.IGNORECASE)
-_SAFE_SEGMENT = re.compile(r"^([0-9]+|[a-z_]*)$")
-_PERCENT = re.compile(r"^\s*(\d{1,3}(?:[.,]\d+)?)\s*%?\s*$")
+MAX_PAGES = 200  # 30,000 students at 150 a page: far beyond any class
+_SAFE_SEGMENT = re.compile(r"[0-9]+|[a-z_]*")
+_PERCENT = re.compile(r"\s*([0-9]{1,3}(?:[.,][0-9]+)?)\s*%?\s*", re.ASCII)
 
 
 class CademiError(Exception):
@@ -50,6 +52,14 @@ class CademiBusinessError(CademiApiError):
 
 class CademiUnavailableError(CademiError):
     """Transient failures (429, 5xx, timeouts, non-JSON) persisted through every attempt."""
+
+
+class CademiOutageError(CademiError):
+    """Several students in a row failed on every call: the API is down, not one student's data."""
+
+
+class CademiPaginationError(CademiError):
+    """A list's cursor kept going past MAX_PAGES: a broken paginator, never a real class."""
 
 
 class CademiMalformedError(CademiError):
@@ -110,7 +120,7 @@ def parse_total(value: Any) -> float:
         raise CademiMalformedError(f"total={value!r} is not a percentage")
     if isinstance(value, int | float):
         number = float(value)
-    elif isinstance(value, str) and (match := _PERCENT.match(value)):
+    elif isinstance(value, str) and (match := _PERCENT.fullmatch(value)):
         number = float(match.group(1).replace(",", "."))
     else:
         raise CademiMalformedError(f"total={str(value)[:40]!r} is not a percentage")
@@ -136,8 +146,8 @@ def parse_student(item: Any) -> Student:
     if not isinstance(item, dict):
         raise CademiMalformedError("user item is not an object")
     user_id = item.get("id")
-    if isinstance(user_id, str) and user_id.isdigit():
-        user_id = int(user_id)
+    if isinstance(user_id, str):
+        user_id = parse_uint(user_id)
     if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id <= 0:
         raise CademiMalformedError("user item has no positive integer id")
     return Student(
@@ -247,10 +257,11 @@ class CademiClient:
         self, path: str, key: str, stats: CallStats | None = None, missing_is_empty: bool = False
     ) -> Iterator[list[Any]]:
         """Each non-empty page's `data[key]`, following only the cursor of `next_page_url` on our base URL;
-        stops on an empty page, a page without a next cursor, or a cursor already followed."""
+        stops on an empty page, a page without a next cursor, or a cursor already followed, and refuses to go
+        past MAX_PAGES (a cursor that never repeats would otherwise loop until the function's timeout)."""
         seen_cursors: set[str] = set()
         cursor: str | None = None
-        while True:
+        for _ in range(MAX_PAGES):
             data = self._get(path, {"cursor": cursor} if cursor else None, stats)
             items = data.get(key)
             if items is None and missing_is_empty:
@@ -265,6 +276,7 @@ class CademiClient:
             if cursor is None or cursor in seen_cursors:
                 return
             seen_cursors.add(cursor)
+        raise CademiPaginationError(f"{_redact_path(path)}: more than {MAX_PAGES} pages; the cursor never ends")
 
     def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
         """Every student holding the tag, across all pages, each id once."""
@@ -389,4 +401,4 @@ def _retry_after(value: str | None) -> float | None:
 
 def _redact_path(path: str) -> str:
     """Paths may address users by email; logs keep only numeric segments."""
-    return "/".join(p if _SAFE_SEGMENT.match(p) else "<user>" for p in path.split("/"))
+    return "/".join(p if _SAFE_SEGMENT.fullmatch(p) else "<user>" for p in path.split("/"))

@@ -20,11 +20,30 @@ from zoneinfo import ZoneInfo
 
 from progress_monitor.errors import PermanentError
 
+# -- strict parsers: ASCII only, the whole text or nothing -------------------------------------------------------
+# str.isdigit() accepts "²" and "٢", which int() then refuses or reads; "$" matches before a trailing newline.
+# Every id, count and label from outside is read by one of these, never by isdigit() or a "$"-anchored match.
+
+_DIGITS = re.compile(r"[0-9]{1,20}", re.ASCII)
+
+
+def parse_uint(text: object, max_digits: int = 12) -> int | None:
+    """A non-negative integer written in ASCII digits (at most `max_digits`), or None."""
+    if not isinstance(text, str) or len(text) > max_digits or not _DIGITS.fullmatch(text):
+        return None
+    return int(text)
+
+
+def strict(pattern: str) -> re.Pattern[str]:
+    """A pattern whose \\d means [0-9]; use it with fullmatch()."""
+    return re.compile(pattern, re.ASCII)
+
+
 # -- weeks and run ids ---------------------------------------------------------------------------------------------
 
 RUN_LABEL_MAX = 20
-RUN_ID = re.compile(rf"^(?P<date>\d{{4}}-\d{{2}}-\d{{2}})(?:-(?P<label>[a-z0-9][a-z0-9-]{{0,{RUN_LABEL_MAX - 1}}}))?$")
-RUN_LABEL = re.compile(rf"^[a-z0-9][a-z0-9-]{{0,{RUN_LABEL_MAX - 1}}}$")
+RUN_ID = strict(rf"(?P<date>\d{{4}}-\d{{2}}-\d{{2}})(?:-(?P<label>[a-z0-9][a-z0-9-]{{0,{RUN_LABEL_MAX - 1}}}))?")
+RUN_LABEL = strict(rf"[a-z0-9][a-z0-9-]{{0,{RUN_LABEL_MAX - 1}}}")
 
 
 def monday_of(moment: datetime, tz: str) -> date:
@@ -43,7 +62,7 @@ class RunId:
     def __post_init__(self) -> None:
         if self.snapshot_date.weekday() != 0:
             raise ValueError(f"a run's snapshot date is a Monday, not {self.snapshot_date}")
-        if self.label is not None and not RUN_LABEL.match(self.label):
+        if self.label is not None and not RUN_LABEL.fullmatch(self.label):
             raise ValueError(f"a re-run label is 1-{RUN_LABEL_MAX} lower-case letters, digits or dashes")
 
     def __str__(self) -> str:
@@ -52,7 +71,7 @@ class RunId:
     @classmethod
     def parse(cls, text: object) -> RunId:
         """Parse an untrusted run id; ValueError when it is not one."""
-        match = RUN_ID.match(text) if isinstance(text, str) else None
+        match = RUN_ID.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise ValueError("not a run id (YYYY-MM-DD or YYYY-MM-DD-label)")
         return cls(date.fromisoformat(match["date"]), match["label"])
@@ -185,19 +204,19 @@ class ShardMeta:
         meta = meta or {}
 
         def number(key: str) -> int:
-            value = meta.get(key, "")
-            if not value.isdigit() or len(value) > 12:
+            value = parse_uint(meta.get(key))
+            if value is None:
                 raise PermanentError(f"shard metadata {key!r} is missing or not a count")
-            return int(value)
+            return value
 
-        products = meta.get("product_ids", "").split(",")
-        if not all(p.isdigit() and len(p) <= 12 for p in products):
+        products = [parse_uint(p) for p in meta.get("product_ids", "").split(",")]
+        if None in products:
             raise PermanentError("shard metadata 'product_ids' is malformed")
         task = ProgressTask.from_json(
             {
                 "run_id": meta.get("run_id"),
                 "tag_id": number("tag_id"),
-                "product_ids": [int(p) for p in products],
+                "product_ids": products,
                 "piece": number("piece"),
                 # Where the piece started; absent on shards written before it was recorded.
                 "next_index": number("start_index") if "start_index" in meta else 0,
@@ -215,8 +234,8 @@ class ShardMeta:
 # -- object names in the shards bucket --------------------------------------------------------------------
 
 _RUN_PART = r"snapshot_date=(?P<date>\d{4}-\d{2}-\d{2})/run=(?P<run>[a-z0-9-]{10,31})/tag=(?P<tag>\d{1,12})"
-PROGRESS_SHARD = re.compile(rf"^progress/{_RUN_PART}/piece=(?P<piece>\d{{4}})\.ndjson$")
-CONTACTS = re.compile(rf"^contacts/{_RUN_PART}\.ndjson$")
+PROGRESS_SHARD = strict(rf"progress/{_RUN_PART}/piece=(?P<piece>\d{{4}})\.ndjson")
+CONTACTS = strict(rf"contacts/{_RUN_PART}\.ndjson")
 
 
 def _prefix(run_id: RunId) -> str:
@@ -279,7 +298,7 @@ class ShardName:
 
 
 def _parse_name(pattern: re.Pattern[str], name: str) -> ShardName | None:
-    match = pattern.match(name)
+    match = pattern.fullmatch(name)
     run_id = RunId.parse_or_none(match["run"]) if match else None
     if match is None or run_id is None or run_id.snapshot_date.isoformat() != match["date"]:
         return None
@@ -375,6 +394,30 @@ def pubsub_message(event: Any) -> PubSubMessage:
     )
 
 
+def event_as_message(event: Any) -> PubSubMessage:
+    """As much of an event as can be read, for the dead-letter topic: the Pub/Sub message when there is one,
+    else the event's raw data (a malformed envelope is kept for the operator, not re-parsed)."""
+    try:
+        return pubsub_message(event)
+    except PermanentError:
+        pass
+    event_id = event.get("id") if hasattr(event, "get") else None
+    try:
+        data = event.get_data() if hasattr(event, "get_data") else event.get("data")
+    except Exception:
+        data = None
+    if isinstance(data, str):
+        raw = data.encode("utf-8", "replace")
+    elif isinstance(data, bytes):
+        raw = data
+    else:
+        try:
+            raw = json.dumps(data).encode()
+        except (TypeError, ValueError):
+            raw = repr(data).encode()
+    return PubSubMessage(str(event_id or "")[:100], raw[:MAX_MESSAGE_BYTES], {}, None)
+
+
 def storage_object(event: Any) -> ObjectRef | None:
     """The object of a finalize event: an Eventarc CloudEvent, or a Pub/Sub notification (fake-gcs-server).
 
@@ -392,7 +435,7 @@ def storage_object(event: Any) -> ObjectRef | None:
         bucket, name, generation = data.get("bucket"), data.get("name"), data.get("generation")
     if not isinstance(bucket, str) or not bucket or not isinstance(name, str) or not name:
         raise PermanentError("storage event lacks bucket or object name")
-    gen = str(generation)
-    if not gen.isdigit() or len(gen) > 20:
+    gen = parse_uint(str(generation), max_digits=20)
+    if gen is None:
         raise PermanentError("storage event generation is not a number")
-    return ObjectRef(bucket=bucket, name=name, generation=int(gen))
+    return ObjectRef(bucket=bucket, name=name, generation=gen)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -16,6 +17,8 @@ from progress_monitor.cademi import (
     CademiClient,
     CademiConfigError,
     CademiError,
+    CademiOutageError,
+    CademiUnavailableError,
     CallStats,
 )
 from progress_monitor.contracts import ProgressTask
@@ -69,6 +72,7 @@ class PieceExtraction:
         budget_s: float,
         workers: int = 4,
         stats: CallStats | None = None,
+        outage_students: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not task.next_index < len(roster) and not (task.piece == 0 and not roster):
@@ -82,15 +86,22 @@ class PieceExtraction:
         self.next_index: int | None = None
         self.students_done = 0
         self.stats = stats or CallStats()  # this piece's own API calls, retries and breaches
+        self.outage_students = outage_students
+        self._unavailable: Counter[int] = Counter()  # per student: calls that failed transiently after retries
+        self._unavailable_lock = threading.Lock()
         self._clock = clock
 
     def records(self) -> Iterator[ProgressRecord]:
-        """Stream the piece's records; sets `next_index` when the budget ran out before the roster did."""
+        """Stream the piece's records; sets `next_index` when the budget ran out before the roster did.
+
+        Raises CademiOutageError when `outage_students` students in a row failed on every call: the caller
+        writes nothing and the piece is retried later, so an outage never fills the history with failed rows."""
         deadline = self._clock() + self.budget_s
         products = self.task.product_ids
         index = self.task.next_index
         pending: deque[list[Future[ProgressRecord]]] = deque()
         in_flight = 0
+        down_in_a_row = 0
         executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"tag{self.task.tag_id}")
         try:
             while True:
@@ -106,8 +117,11 @@ class PieceExtraction:
                 if not pending:
                     break
                 futures = pending.popleft()
-                for future in futures:
-                    yield future.result()
+                student = [future.result() for future in futures]
+                down_in_a_row = down_in_a_row + 1 if self._all_unavailable(student[0].user_id) else 0
+                if down_in_a_row >= self.outage_students:
+                    raise CademiOutageError(f"{down_in_a_row} students in a row failed on every call")
+                yield from student
                 in_flight -= len(futures)
                 self.students_done += 1
         finally:
@@ -116,6 +130,10 @@ class PieceExtraction:
                     future.cancel()
             executor.shutdown(wait=True, cancel_futures=True)
         self.next_index = index if index < len(self.roster) else None
+
+    def _all_unavailable(self, user_id: int) -> bool:
+        with self._unavailable_lock:
+            return self._unavailable[user_id] == len(self.task.product_ids)
 
     def _fetch(self, user_id: int, product_id: int) -> ProgressRecord:
         status, error = STATUS_OK, None
@@ -131,6 +149,9 @@ class PieceExtraction:
             status, error = STATUS_NO_ACCESS, exc.msg[:200]
         except CademiError as exc:
             status, error = STATUS_FAILED, str(exc)[:300]
+            if isinstance(exc, CademiUnavailableError):
+                with self._unavailable_lock:
+                    self._unavailable[user_id] += 1
             log.warning(
                 "progress extraction failed for user %d product %d: %s",
                 user_id,

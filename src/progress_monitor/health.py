@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from progress_monitor import lanes, runtime, warehouse
+from progress_monitor import lanes, runs, runtime, warehouse
 from progress_monitor.contracts import ProgressTask, RunId
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
@@ -33,7 +33,7 @@ def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
     the run unfinished.
     """
     rows = warehouse.query(cfg, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
-    if not rows or rows[0]["status"] == "succeeded":
+    if not rows or rows[0]["status"] in runs.FINISHED:
         return []
     bucket = runtime.shards_bucket(cfg)
     try:
@@ -73,7 +73,7 @@ def resume_stalled_runs(cfg: Settings, quiet_for: timedelta = timedelta(hours=1)
         cfg,
         """SELECT r.run_id FROM `${runs}` r LEFT JOIN (SELECT run_id, MAX(loaded_at) AS last_load FROM `${loads}`
            GROUP BY run_id) l ON l.run_id = r.run_id
-           WHERE r.status != 'succeeded' AND COALESCE(l.last_load, r.started_at) < @cutoff""",
+           WHERE r.status NOT IN ('succeeded', 'incomplete') AND COALESCE(l.last_load, r.started_at) < @cutoff""",
         cutoff=datetime.now(UTC) - quiet_for,
     )
     resumed = {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 
 from google.api_core import exceptions
@@ -32,13 +31,15 @@ from progress_monitor.contracts import (
     lane_manifest_name,
     lane_published_name,
     lanes_prefix,
+    parse_uint,
+    strict,
 )
 from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.shard_store import create_once, get_blob
 from progress_monitor.warehouse import ActiveTag
 
 log = logging.getLogger(__name__)
-CLAIM = re.compile(r"/tag=(\d{1,12})\.json$")
+CLAIM = strict(r"(?:.*/)?tag=(\d{1,12})\.json")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def claims(bucket: storage.Bucket, run_id: RunId) -> dict[int, Claim]:
     published: set[int] = set()
     try:
         for blob in bucket.list_blobs(prefix=lanes_prefix(run_id)):
-            match = CLAIM.search(blob.name)
+            match = CLAIM.fullmatch(blob.name)
             if match and "/published/" in blob.name:
                 published.add(int(match[1]))
             elif match:
@@ -88,7 +89,8 @@ def _after(blob: storage.Blob) -> int | None:
     after = (blob.metadata or {}).get("after", "-1")
     if after == "":
         return None
-    return int(after) if after.isdigit() else -1  # unreadable: taken by a lane we cannot name
+    value = parse_uint(after)
+    return -1 if value is None else value  # unreadable: taken by a lane we cannot name
 
 
 def _claim(bucket: storage.Bucket, run_id: RunId, tag_id: int, after: int | None) -> bool:

@@ -2,7 +2,7 @@
 
 The quality checks are defined once (`CHECKS`); their counts and the MERGE's filter are generated from them.
 Every step is idempotent: a duplicate event, a re-written shard or a re-run week leaves one row per
-(snapshot_date, tag_id, user_id, product_id) holding the latest extraction.
+(snapshot_date, tag_id, user_id, product_id) holding the best observation (the history rule below).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from progress_monitor.settings import Settings
 from progress_monitor.warehouse import query, schema_fields
 
 STAGING_TTL = timedelta(days=1)
+LOADER_COLUMNS = ("last_failed_at", "last_failure", "shard", "loaded_at")  # written by the MERGE, not in shards
 PROGRESS_COLUMNS = (
     "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, extracted_at"
 )
@@ -94,36 +95,58 @@ CHECK_COUNTS = (
     + f"COUNT(DISTINCT CASE WHEN {VALID_ROW} THEN {ROW_KEY} END) AS valid_keys\n"
     + "FROM `${staging}`"
 )
+# The history rule: an observation never replaces a better one. `ok` beats `no_access`, which beats `failed`,
+# whatever their times; between two of the same rank the later extraction wins. A failed attempt that does not
+# win still leaves its time and error in last_failed_at / last_failure. Both are functions of the set of
+# observations, not of their order, so a replay, a re-run or a late redelivery reaches the same row.
+STATUS_RANK = {"ok": 2, "no_access": 1, "failed": 0}
+
+
+def _rank(status: str) -> str:
+    cases = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in STATUS_RANK.items())
+    return f"(CASE {status} {cases} ELSE -1 END)"
+
+
+T_RANK = _rank("T.status")
+S_WINS = f"(S.status_rank > {T_RANK} OR (S.status_rank = {T_RANK} AND S.extracted_at >= T.extracted_at))"
+S_LATEST_FAILURE = "(S.status = 'failed' AND (T.last_failed_at IS NULL OR S.extracted_at > T.last_failed_at))"
 MERGE_PROGRESS = (
     """MERGE `${progress_history}` T
     USING (
       SELECT """
     + PROGRESS_COLUMNS
-    + """ FROM (
-        -- Duplicates inside one shard keep the latest extraction; the MERGE then sees one row per key.
-        SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id, product_id ORDER BY extracted_at DESC) AS rn
-        FROM `${staging}` WHERE """
+    + """, status_rank FROM (
+        -- Duplicates inside one shard keep the best observation; the MERGE then sees one row per key.
+        SELECT *, ROW_NUMBER() OVER (
+          PARTITION BY user_id, product_id ORDER BY status_rank DESC, extracted_at DESC) AS rn
+        FROM (SELECT *, """
+    + _rank("status")
+    + """ AS status_rank FROM `${staging}` WHERE """
     + VALID_ROW
-    + """
+    + f""")
       ) WHERE rn = 1
     ) S
     ON T.snapshot_date = S.snapshot_date AND T.tag_id = S.tag_id
        AND T.user_id = S.user_id AND T.product_id = S.product_id
-    WHEN MATCHED AND S.extracted_at >= T.extracted_at THEN UPDATE SET
+    WHEN MATCHED AND {S_WINS} THEN UPDATE SET
       status = S.status, total = S.total, assistidas = S.assistidas, completas = S.completas,
-      error = S.error, run_id = S.run_id, extracted_at = S.extracted_at, shard = @shard, loaded_at = @now
+      error = S.error, run_id = S.run_id, extracted_at = S.extracted_at, shard = @shard, loaded_at = @now,
+      last_failure = IF({S_LATEST_FAILURE}, S.error, T.last_failure),
+      last_failed_at = IF({S_LATEST_FAILURE}, S.extracted_at, T.last_failed_at)
+    WHEN MATCHED AND {S_LATEST_FAILURE} THEN UPDATE SET last_failure = S.error, last_failed_at = S.extracted_at
     WHEN NOT MATCHED THEN INSERT ("""
     + PROGRESS_COLUMNS
-    + """, shard, loaded_at)
+    + """, last_failed_at, last_failure, shard, loaded_at)
       VALUES (S.snapshot_date, S.tag_id, S.user_id, S.product_id, S.status, S.total, S.assistidas,
-              S.completas, S.error, S.run_id, S.extracted_at, @shard, @now)"""
+              S.completas, S.error, S.run_id, S.extracted_at, IF(S.status = 'failed', S.extracted_at, NULL),
+              IF(S.status = 'failed', S.error, NULL), @shard, @now)"""
 )
 
 
 def load_progress_shard(settings: Settings, uri: str, shard: str, generation: int, meta: ShardMeta) -> LoadOutcome:
     """Load one progress shard (described by its metadata), then record it in the ledger and the run."""
     task = meta.task
-    fields = [f for f in schema_fields("progress_history", nullable=True) if f.name not in ("shard", "loaded_at")]
+    fields = [f for f in schema_fields("progress_history", nullable=True) if f.name not in LOADER_COLUMNS]
     staging = _staging_table(settings, "progress", uri, generation, fields)
     _load_into(settings, staging, uri, fields)
     try:
@@ -178,9 +201,11 @@ MERGE_CONTACTS = """MERGE `${students}` T
     USING (SELECT user_id, ANY_VALUE(nome) AS nome, ANY_VALUE(email) AS email, ANY_VALUE(celular) AS celular
            FROM `${staging}` WHERE user_id IS NOT NULL GROUP BY user_id) S
     ON T.user_id = S.user_id
-    WHEN MATCHED AND @snapshot_date >= T.last_seen_date THEN UPDATE SET nome = S.nome,
-      email = S.email, celular = S.celular, last_tag_id = @tag_id, last_seen_date = @snapshot_date,
-      updated_at = @now
+    WHEN MATCHED AND @snapshot_date >= T.last_seen_date THEN UPDATE SET
+      -- An empty value from Cademi never erases a stored one.
+      nome = COALESCE(NULLIF(TRIM(S.nome), ''), T.nome), email = COALESCE(NULLIF(TRIM(S.email), ''), T.email),
+      celular = COALESCE(NULLIF(TRIM(S.celular), ''), T.celular), last_tag_id = @tag_id,
+      last_seen_date = @snapshot_date, updated_at = @now
     WHEN NOT MATCHED THEN INSERT (user_id, nome, email, celular, last_tag_id, last_seen_date, updated_at)
       VALUES (S.user_id, S.nome, S.email, S.celular, @tag_id, @snapshot_date, @now)"""
 

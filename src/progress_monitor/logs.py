@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Context fields copied from `extra=` into the JSON line.
-CONTEXT_FIELDS = ("run_id", "tag_id", "piece", "snapshot_date", "event_id", "shard", "reason", "count")
+CONTEXT_FIELDS = ("run_id", "tag_id", "piece", "snapshot_date", "event_id", "shard", "reason", "count", "slack_user")
 
 
 class JsonFormatter(logging.Formatter):

@@ -82,7 +82,7 @@ def _run_id(text: str) -> RunId:
 
 
 def _label(text: str) -> str:
-    if not RUN_LABEL.match(text):
+    if not RUN_LABEL.fullmatch(text):
         raise argparse.ArgumentTypeError("a label is 1-20 lower-case letters, digits or dashes")
     return text
 

@@ -28,6 +28,16 @@ VIEWS = ("tutor_list",)  # rebuilt with the tables after each run
 DEPLOYED_VIEWS = ("report_run_health",)
 
 
+# What a spreadsheet reads as a formula when it starts a cell (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(column: str) -> str:
+    """SQL for `column` as text a spreadsheet never runs: a leading formula character gets a quote before it."""
+    starts = ", ".join("'" + c.replace("\t", "\\t").replace("\r", "\\r") + "'" for c in FORMULA_STARTS)
+    return f'IF(SUBSTR({column}, 1, 1) IN ({starts}), CONCAT("\'", {column}), {column})'
+
+
 def sql_text(name: str, settings: Settings) -> str:
     """A reporting query with project, datasets and status thresholds filled in (also read by Terraform)."""
     read = resources.files("progress_monitor").joinpath
@@ -42,6 +52,7 @@ def sql_text(name: str, settings: Settings) -> str:
         "dataset": settings.bq_dataset,
         "restricted_dataset": settings.bq_restricted_dataset,
         "status_case": status_case.strip(),
+        **{f"neutral_{column}": spreadsheet_safe(f"c.{column}") for column in ("nome", "email", "celular")},
     }
     return warehouse.render(settings, read(f"sql/{name}.sql").read_text(encoding="utf-8"), names)
 

@@ -9,6 +9,8 @@ from progress_monitor.contracts import RunId
 from progress_monitor.settings import Settings
 from progress_monitor.warehouse import query
 
+FINISHED = ("succeeded", "incomplete")  # every tag loaded; `incomplete`: too many failed extractions
+
 
 def start_run(settings: Settings, run_id: RunId, tags_total: int) -> bool:
     """Record the run once; True when an earlier delivery already fanned it out."""
@@ -61,7 +63,8 @@ def refresh_run(settings: Settings, run_id: RunId) -> None:
     """Recompute a run's counters and status from the loads ledger (idempotent, whatever the order).
 
     A tag is done when its last piece *and every piece before it* are loaded, so a piece still being retried
-    keeps the run `running`."""
+    keeps the run `running`. A finished run whose failed extractions exceed RUN_MAX_FAILED_SHARE of its records
+    is `incomplete`: its good rows are in the history, but it is not reported as a success."""
     # Composed as text, then rendered once: `${loads}` appears in every generated sub-query.
     ledger = "FROM `${loads}` WHERE run_id = @run_id"
     counters = [f"{column} = (SELECT COALESCE(SUM({expr}), 0) {ledger})" for column, expr in LEDGER_SUMS.items()]
@@ -76,13 +79,15 @@ def refresh_run(settings: Settings, run_id: RunId) -> None:
     query(
         settings,
         """UPDATE `${runs}` SET
-             status = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total THEN 'succeeded'
+             status = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
+                             THEN IF(failed_extractions > @max_failed_share * records_loaded, 'incomplete', 'succeeded')
                            WHEN errors > 0 THEN 'failed' ELSE 'running' END,
              finished_at = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
                                 THEN COALESCE(finished_at, @now) ELSE NULL END
            WHERE run_id = @run_id""",
         run_id=str(run_id),
         now=datetime.now(UTC),
+        max_failed_share=settings.run_max_failed_share,
     )
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+SLACK_TEAM = re.compile(r"T[A-Z0-9]{2,20}", re.ASCII)
+SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}", re.ASCII)
 PRODUCTION_RATE_PER_SECOND = 2.0
 PRODUCTION_RATE_PER_MINUTE = 120.0
 
@@ -40,6 +43,12 @@ class Settings:
 
     # Extraction: each piece stops starting new students after this many seconds.
     piece_budget_s: float = 300.0
+    # An outage: this many students in a row whose every call failed transiently (after retries) stop the
+    # piece without writing it; Pub/Sub redelivers it later instead of recording a dead API as failed rows.
+    outage_students: int = 3
+    # A run whose failed extractions exceed this share of its records is `incomplete`, not `succeeded` (run
+    # health shows it; the log line alerts). 5 %: one pair in twenty missing makes tutors' lists unreliable.
+    run_max_failed_share: float = 0.05
     # How many tags a run extracts at once (lanes.py): extract_progress's capacity, instances x concurrency.
     extraction_lanes: int = 4
 
@@ -77,6 +86,10 @@ class Settings:
     # Interactive Cademi checks (form, Slack) must answer fast: short timeouts, one retry at most.
     interactive_timeout_s: float = 2.0
     slack_max_skew_s: int = 300
+    # Slack: the workspace (team id) whose requests are accepted, and the members (user ids, comma-separated)
+    # who may use /turma. A signature only proves the request came from Slack, not who may change the registry.
+    slack_team_id: str = ""
+    slack_allowed_users: str = ""
 
     # Fault injection for the soak test only (refused outside the emulators): the loader fails between its
     # load job and its MERGE with this probability.
@@ -129,6 +142,8 @@ class Settings:
             raise SettingsError("CADEMI_RATE_SAFETY must be in [0, 1)")
         if self.cademi_max_attempts < 1 or self.cademi_workers < 1 or self.extraction_lanes < 1:
             raise SettingsError("CADEMI_MAX_ATTEMPTS, CADEMI_WORKERS and EXTRACTION_LANES must be >= 1")
+        if self.outage_students < 1 or not 0 <= self.run_max_failed_share <= 1:
+            raise SettingsError("OUTAGE_STUDENTS must be >= 1 and RUN_MAX_FAILED_SHARE in [0, 1]")
         if self.cademi_fleet_budget not in ("gcs", "process"):
             raise SettingsError("CADEMI_FLEET_BUDGET must be 'gcs' or 'process'")
         if self.cademi_fleet_budget == "process" and not self.storage_emulator_host:
@@ -147,6 +162,27 @@ class Settings:
         if self.secrets_backend not in ("env", "secret_manager"):
             raise SettingsError("SECRETS_BACKEND must be 'env' or 'secret_manager'")
 
+    def form_config_error(self) -> str | None:
+        """Why the form must refuse every request, or None. IAP without an audience would accept a token minted
+        for any other IAP application of the organisation, so it fails closed instead."""
+        if self.form_auth == "iap" and not self.iap_audience:
+            return "FORM_AUTH=iap needs IAP_AUDIENCE (the backend service's audience)"
+        if not (self.allowed_emails or self.form_allowed_domain):
+            return "FORM_ALLOWED_EMAILS or FORM_ALLOWED_DOMAIN must name the staff"
+        return None
+
+    def slack_config_error(self) -> str | None:
+        """Why the Slack command must refuse every request, or None."""
+        if not SLACK_TEAM.fullmatch(self.slack_team_id):
+            return "SLACK_TEAM_ID must be the workspace's team id (T…)"
+        if not self.slack_users:
+            return "SLACK_ALLOWED_USERS must list the Slack user ids (U…) allowed to use /turma"
+        return None
+
+    @property
+    def slack_users(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.slack_allowed_users.split(",") if SLACK_USER.fullmatch(u.strip()))
+
     @property
     def allowed_emails(self) -> frozenset[str]:
         return frozenset(e.strip().lower() for e in self.form_allowed_emails.split(",") if e.strip())
@@ -163,6 +199,11 @@ class Settings:
         and the last call of any full one-second window (15 ms at 2 req/s and 3 %), whatever the rate."""
         per_window = max(1.0, self.cademi_rate_per_second)
         return max(0.0, (per_window * self.cademi_interval_s - 1.0) / 2)
+
+    @property
+    def cademi_is_simulator(self) -> bool:
+        """True when Cademi is the local simulator (plain http is allowed only there): it can serve past weeks."""
+        return self.cademi_base_url.startswith(("http://127.0.0.1", "http://localhost"))
 
     @property
     def rate_is_production(self) -> bool:

@@ -13,7 +13,8 @@ from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.stages.schedule import RunPlan, plan_run
 
-CFG = Settings()  # America/Sao_Paulo
+CFG = Settings()  # America/Sao_Paulo, the real Cademi
+SIMULATED = Settings(cademi_base_url="http://127.0.0.1:8081/api/v1")  # can serve any week of its scenario
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
 
@@ -35,7 +36,8 @@ def message(body: dict[str, Any] | None = None, published: str | None = None) ->
     ],
 )
 def test_the_week_is_the_publish_times_week_in_sao_paulo(published: str, week: date) -> None:
-    assert plan_run(CFG, message(published=published), now=NOW) == RunPlan(RunId(week))
+    handled = datetime.fromisoformat(published)  # delivered at once, as the schedule message is
+    assert plan_run(CFG, message(published=published), now=handled) == RunPlan(RunId(week))
 
 
 def test_the_same_slot_redelivered_a_day_later_is_the_same_run() -> None:
@@ -49,8 +51,16 @@ def test_without_a_publish_time_the_current_week_is_used() -> None:
 
 
 def test_week_rerun_and_tags_are_read_from_the_body() -> None:
-    plan = plan_run(CFG, message({"week": "2026-11-19", "rerun": "fix-1", "tag_ids": [7001, 7002]}), now=NOW)
-    assert plan == RunPlan(RunId(date(2026, 11, 16), "fix-1"), frozenset({7001, 7002}))
+    plan = plan_run(CFG, message({"week": "2026-11-26", "rerun": "fix-1", "tag_ids": [7001, 7002]}), now=NOW)
+    assert plan == RunPlan(RunId(date(2026, 11, 23), "fix-1"), frozenset({7001, 7002}))
+
+
+def test_a_past_week_is_refused_unless_cademi_is_the_simulator() -> None:
+    """Cademi serves today's progress: a past week would file it under an old date (replay rebuilds the past)."""
+    for body, published in (({"week": "2026-01-05", "rerun": "x"}, None), ({}, "2026-11-16T11:00:00+00:00")):
+        with pytest.raises(PermanentError, match="past week"):
+            plan_run(CFG, message(body, published), now=NOW)
+    assert plan_run(SIMULATED, message({"week": "2026-01-05"}), now=NOW).run_id == RunId(date(2026, 1, 5))
 
 
 def test_a_future_week_is_refused() -> None:
@@ -68,6 +78,9 @@ def test_a_future_week_is_refused() -> None:
         ({"rerun": "Again"}, "rerun"),
         ({"rerun": "x" * 21}, "rerun"),
         ({"rerun": 5}, "rerun"),
+        ({"rerun": "abc\n"}, "rerun"),  # "$" would have let the newline through into the run id
+        ({"week": "２０２６-11-23"}, "week"),  # full-width digits
+        ({"week": "2026-11-23\n"}, "week"),
         ({"tag_ids": "7001"}, "tag_ids"),
         ({"tag_ids": [7001, "7002"]}, "tag_ids"),
         ({"tag_ids": [True]}, "tag_ids"),

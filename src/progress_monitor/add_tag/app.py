@@ -29,6 +29,7 @@ from progress_monitor.settings import CADEMI_API_KEY, FORM_CSRF_SECRET, SLACK_SI
 
 log = logging.getLogger("progress_monitor.add_tag")
 MAX_BODY = 16 * 1024
+MAX_FIELDS = 50
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
@@ -56,30 +57,32 @@ _registry: Registry | None = None
 
 
 def registry(settings: Settings) -> Registry:
-    """One Registry per instance, with a Cademi client tuned for interactive use (short timeouts)."""
+    """One Registry per instance, with a Cademi client tuned for interactive use (short timeouts).
+
+    Without the API key (a Secret Manager hiccup) the answer is a registry that refuses tag checks for this
+    request only: nothing is cached, so the next request reads the secret again."""
     global _registry
     with _lock:
-        if _registry is None:
-            try:
-                api_key = get_secret(settings, CADEMI_API_KEY)
-            except SecretUnavailableError:
-                log.error("Cademi API key unavailable: tag checks will be refused")
-                api_key = ""
-            client = None
-            if api_key:
-                timeout = settings.interactive_timeout_s
-                # The school's one budget: a registration during a run takes a slot like any piece's call.
-                client = CademiClient(
-                    settings.cademi_base_url,
-                    api_key,
-                    runtime.cademi_budget(settings),
-                    connect_timeout_s=timeout,
-                    read_timeout_s=timeout,
-                    max_attempts=2,
-                    backoff_base_s=0.2,
-                    backoff_cap_s=0.5,
-                )
-            _registry = Registry(settings, client)
+        if _registry is not None:
+            return _registry
+        try:
+            api_key = get_secret(settings, CADEMI_API_KEY)
+        except SecretUnavailableError:
+            log.error("Cademi API key unavailable: tag checks are refused until it can be read")
+            return Registry(settings, None)
+        timeout = settings.interactive_timeout_s
+        # The school's one budget: a registration during a run takes a slot like any piece's call.
+        client = CademiClient(
+            settings.cademi_base_url,
+            api_key,
+            runtime.cademi_budget(settings),
+            connect_timeout_s=timeout,
+            read_timeout_s=timeout,
+            max_attempts=2,
+            backoff_base_s=0.2,
+            backoff_cap_s=0.5,
+        )
+        _registry = Registry(settings, client)
         return _registry
 
 
@@ -91,6 +94,32 @@ def reset() -> None:
 
 def _html(body: str, status: int = 200) -> Response:
     return Response(body, status=status, mimetype="text/html", headers=SECURITY_HEADERS)
+
+
+def read_body(request: Request, limit: int = MAX_BODY) -> bytes | None:
+    """The raw body, or None when it is longer than `limit`: read from the stream with a cap, so a chunked
+    body (no Content-Length) is refused after limit + 1 bytes instead of being read whole."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = request.stream.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+def unread(response: Response) -> Response:
+    """A refusal sent without reading the rest of the body: functions-framework reads the whole request
+    before any non-streamed response (to avoid connection resets), which would undo the cap. Streamed, it
+    leaves the body to the server, which drops the connection."""
+    response.response = iter([response.get_data()])
+    return response
+
+
+def parse_form(body: bytes) -> dict[str, str] | None:
+    """An url-encoded body as single values (the first of each name), or None when it is not UTF-8."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return {k: v[0] for k, v in parse_qs(text, max_num_fields=MAX_FIELDS).items() if v}
 
 
 def _message_page(title: str, text: str, status: int) -> Response:
@@ -108,6 +137,9 @@ def handle_form(request: Request, settings: Settings) -> Response:
     """GET shows the form and the registered tags; POST adds or deactivates, then re-renders."""
     if request.method not in ("GET", "POST"):
         return _message_page("Método não permitido", "Use o formulário da página.", 405)
+    if (problem := settings.form_config_error()) is not None:
+        log.error("form refused every request: %s", problem)
+        return _message_page("Indisponível", "O formulário não está configurado. Avise a equipe de dados.", 503)
     try:
         identity = staff_identity(settings, request.headers)
     except Unauthenticated as exc:
@@ -125,9 +157,12 @@ def handle_form(request: Request, settings: Settings) -> Response:
     outcome: Outcome | None = None
     values: dict[str, str] = {}
     if request.method == "POST":
-        if request.content_length and request.content_length > MAX_BODY:
-            return _message_page("Envio grande demais", "O formulário enviado é grande demais.", 413)
-        form = request.form
+        body = read_body(request)
+        if body is None:
+            return unread(_message_page("Envio grande demais", "O formulário enviado é grande demais.", 413))
+        form = parse_form(body)
+        if form is None:
+            return _message_page("Envio inválido", "O formulário enviado não pôde ser lido. Nada foi alterado.", 400)
         token = form.get("csrf")
         if not csrf_valid(secret, identity, token):
             log.warning("form POST with an invalid CSRF token refused")
@@ -142,7 +177,7 @@ def handle_form(request: Request, settings: Settings) -> Response:
             if action == "adicionar":
                 values = {k: str(form.get(k, ""))[:64] for k in ("tag_id", "track", "turma", "start_date")}
                 request_id = hashlib.sha256(json.dumps([token, values]).encode()).hexdigest()[:32]
-                outcome = reg.register(dict(form), identity, request_id)
+                outcome = reg.register(form, identity, request_id)
                 if outcome.ok:
                     values = {}
             elif action == "desativar":
@@ -180,9 +215,12 @@ def handle_slack(request: Request, settings: Settings) -> Response:
     """Verify Slack's signature on the raw body, then run `/turma <subcomando>` and answer ephemerally."""
     if request.method != "POST":
         return Response("method not allowed", status=405)
-    body = request.get_data(cache=True)
-    if len(body) > MAX_BODY:
-        return Response("payload too large", status=413)
+    if (problem := settings.slack_config_error()) is not None:
+        log.error("Slack command refused every request: %s", problem)
+        return Response("not configured", status=503)
+    body = read_body(request)
+    if body is None:
+        return unread(Response("payload too large", status=413))
     try:
         secret = get_secret(settings, SLACK_SIGNING_SECRET)
     except SecretUnavailableError:
@@ -191,9 +229,19 @@ def handle_slack(request: Request, settings: Settings) -> Response:
     if not slack_signature_valid(secret, request.headers, body, settings.slack_max_skew_s):
         log.warning("Slack request with a missing, stale or wrong signature refused")
         return Response("invalid signature", status=401)
-    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", errors="replace")).items() if v}
-    user = form.get("user_name") or form.get("user_id") or "slack"
-    identity = f"slack:{user[:80]}"
+    form = parse_form(body)
+    if form is None:
+        return _slack("Pedido ilegível: o Slack enviou um texto que não é UTF-8. Nada foi alterado.")
+    if form.get("team_id") != settings.slack_team_id:
+        log.warning("Slack request from another workspace refused")
+        return _slack("Este comando só funciona no Slack da escola. Nada foi alterado.")
+    user_id = form.get("user_id", "")
+    if user_id not in settings.slack_users:
+        log.warning("Slack request from a member outside the allow-list refused", extra={"slack_user": user_id[:30]})
+        return _slack(
+            "Você não tem permissão para usar /turma. Peça à coordenação para incluir seu usuário. Nada foi alterado."
+        )
+    identity = f"slack:{user_id}"  # the id, which members cannot change (their user name they can)
     words = form.get("text", "").split()
     command = words[0].lower() if words else "ajuda"
     reg = registry(settings)

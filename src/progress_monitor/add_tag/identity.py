@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from progress_monitor.contracts import parse_uint
 from progress_monitor.settings import Settings
 
 IAP_ISSUER = "https://cloud.google.com/iap"
@@ -49,9 +50,12 @@ def _iap_keys(settings: Settings) -> dict[str, str]:
 
 def staff_identity(settings: Settings, headers: Any) -> str:
     """The verified email of the caller, or Unauthenticated / Forbidden (`headers`: any mapping-like)."""
+    claims: dict[str, Any] = {}
     if settings.form_auth == "dev":
         email = settings.form_dev_user.lower()  # explicit local identity; settings refuse it outside emulators
     else:
+        if not settings.iap_audience:  # fail closed: without it a token of any IAP app would be accepted
+            raise Unauthenticated("IAP_AUDIENCE is not set")
         token = headers.get(IAP_HEADER)
         if not token:
             raise Unauthenticated("missing IAP assertion")
@@ -59,16 +63,18 @@ def staff_identity(settings: Settings, headers: Any) -> str:
 
         try:
             claims = jwt.decode(  # type: ignore[no-untyped-call]
-                token, certs=_iap_keys(settings), audience=settings.iap_audience or None
+                token, certs=_iap_keys(settings), audience=settings.iap_audience
             )
         except (ValueError, KeyError) as exc:
             raise Unauthenticated(f"invalid IAP assertion: {exc}") from exc
         if claims.get("iss") != IAP_ISSUER or not isinstance(claims.get("email"), str):
             raise Unauthenticated("IAP assertion has the wrong issuer or no email")
         email = claims["email"].lower()
-    allowed = settings.allowed_emails
     domain = settings.form_allowed_domain.lower().lstrip("@")
-    if email in allowed or (domain and email.endswith("@" + domain)):
+    # A domain admits only that Workspace's accounts: IAP's `hd` claim names it (a consumer Google account with
+    # an address at the domain has none). The local dev identity has no claims and is checked by address.
+    workspace = settings.form_auth == "dev" or claims.get("hd") == domain
+    if email in settings.allowed_emails or (domain and email.endswith("@" + domain) and workspace):
         return email
     raise Forbidden(email)
 
@@ -85,9 +91,12 @@ def csrf_valid(secret: str, identity: str, token: Any, now: float | None = None)
         return False
     try:
         issued, mac = base64.urlsafe_b64decode(token.encode()).decode().split(".", 1)
-        age = (now if now is not None else time.time()) - int(issued)
     except (ValueError, UnicodeDecodeError):
         return False
+    issued_at = parse_uint(issued)
+    if issued_at is None:
+        return False
+    age = (now if now is not None else time.time()) - issued_at
     if not 0 <= age <= CSRF_TTL_S:
         return False
     expected = hmac.new(secret.encode(), f"{identity}|{issued}".encode(), hashlib.sha256).hexdigest()
@@ -98,9 +107,10 @@ def slack_signature_valid(secret: str, headers: Any, body: bytes, max_skew_s: in
     """Slack's v0 signature: HMAC-SHA256 of `v0:{timestamp}:{raw body}`, compared in constant time."""
     timestamp = headers.get("X-Slack-Request-Timestamp", "")
     signature = headers.get("X-Slack-Signature", "")
-    if not timestamp.isdigit() or not signature.startswith("v0="):
+    sent_at = parse_uint(timestamp)
+    if sent_at is None or not isinstance(signature, str) or not signature.startswith("v0="):
         return False
-    if abs((now if now is not None else time.time()) - int(timestamp)) > max_skew_s:
+    if abs((now if now is not None else time.time()) - sent_at) > max_skew_s:
         return False
     base = b"v0:" + timestamp.encode() + b":" + body
     expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()

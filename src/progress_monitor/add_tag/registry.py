@@ -6,7 +6,6 @@ Every message here is shown to coordinators, so it is in Brazilian Portuguese an
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -14,16 +13,17 @@ from typing import Any
 
 from progress_monitor import warehouse
 from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError
+from progress_monitor.contracts import strict
 from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_FIELD = 64  # no legitimate value is longer; a 10 kB field is refused before anything else
-TURMA = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-TAG_ID = re.compile(r"^[1-9]\d{0,8}$")
-BR_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+TURMA = strict(r"(\d{4})-(0[1-9]|1[0-2])")
+TAG_ID = strict(r"[1-9]\d{0,8}")
+BR_DATE = strict(r"(\d{2})/(\d{2})/(\d{4})")
+ISO_DATE = strict(r"\d{4}-\d{2}-\d{2}")
 FIELDS = ("tag_id", "track", "turma", "start_date")
 LABELS = {"tag_id": "Tag", "track": "Trilha", "turma": "Turma", "start_date": "Início da turma"}
 
@@ -59,11 +59,11 @@ def parse_fields(raw: dict[str, Any], tracks: set[str], today: date) -> tuple[Ne
             errors[name] = f"{LABELS[name]}: o valor é longo demais (máximo {MAX_FIELD} caracteres)."
         elif not value:
             errors[name] = f"{LABELS[name]}: campo obrigatório."
-    if "tag_id" not in errors and not TAG_ID.match(values["tag_id"]):
+    if "tag_id" not in errors and not TAG_ID.fullmatch(values["tag_id"]):
         errors["tag_id"] = "Tag: use apenas o número da tag na Cademi (um inteiro positivo de até 9 dígitos)."
     if "track" not in errors and values["track"] not in tracks:
         errors["track"] = "Trilha: escolha uma das trilhas cadastradas."
-    if "turma" not in errors and not TURMA.match(values["turma"]):
+    if "turma" not in errors and not TURMA.fullmatch(values["turma"]):
         errors["turma"] = "Turma: use o formato AAAA-MM, por exemplo 2026-03."
     start: date | None = None
     if "start_date" not in errors:
@@ -79,9 +79,9 @@ def parse_fields(raw: dict[str, Any], tracks: set[str], today: date) -> tuple[Ne
 
 def _parse_date(text: str) -> date | None:
     try:
-        if ISO_DATE.match(text):
+        if ISO_DATE.fullmatch(text):
             return date.fromisoformat(text)
-        match = BR_DATE.match(text)
+        match = BR_DATE.fullmatch(text)
         if match:
             return date(int(match[3]), int(match[2]), int(match[1]))
     except ValueError:
@@ -206,7 +206,7 @@ class Registry:
     def deactivate(self, raw_tag: Any, by: str) -> Outcome:
         """Soft-deactivate a class that ended: its history stays, the pipeline stops extracting it."""
         text = _clean(raw_tag)
-        if not TAG_ID.match(text):
+        if not TAG_ID.fullmatch(text):
             return Outcome(False, "Informe o número de uma tag registrada.", {"tag_id": "Tag inválida."})
         tag_id = int(text)
         rows = warehouse.query(

@@ -12,7 +12,13 @@ from typing import Any
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import lanes, runtime
-from progress_monitor.cademi import CademiConfigError, CademiError, CallStats
+from progress_monitor.cademi import (
+    CademiConfigError,
+    CademiError,
+    CademiOutageError,
+    CademiPaginationError,
+    CallStats,
+)
 from progress_monitor.contracts import (
     ProgressTask,
     PubSubMessage,
@@ -23,6 +29,7 @@ from progress_monitor.contracts import (
 )
 from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.extraction import PieceExtraction
+from progress_monitor.secrets import SecretUnavailableError
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import NDJSON, create_once, freeze_roster, get_blob, ndjson, read_roster
 from progress_monitor.stages.failures import guard
@@ -41,8 +48,9 @@ class PieceResult:
 def handle_progress_task(event: Any) -> PieceResult | None:
     """extract_progress: extract one piece, write its shard once, publish the continuation."""
     cfg = runtime.settings()
-    message = pubsub_message(event)
-    return guard(cfg, "extract_progress", cfg.progress_dlq_topic, message, lambda: extract_piece(cfg, message))
+    return guard(
+        cfg, "extract_progress", cfg.progress_dlq_topic, event, lambda e: extract_piece(cfg, pubsub_message(e))
+    )
 
 
 def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
@@ -57,8 +65,9 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         return _follow_existing(cfg, name, existing)
     try:
         client = runtime.cademi_client(cfg)
-    except Exception as exc:
-        raise PermanentError(f"Cademi client cannot be configured: {exc}") from exc
+    except SecretUnavailableError as exc:
+        # Often a passing Secret Manager hiccup: redelivered with backoff, not a day's wait for the health check.
+        raise TransientError(f"Cademi API key unavailable: {exc}") from exc
     stats = CallStats()
     try:
         if task.piece == 0:
@@ -66,7 +75,13 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         else:
             roster = read_roster(bucket, task)
         piece = PieceExtraction(
-            client, task, roster, budget_s=cfg.piece_budget_s, workers=cfg.cademi_workers, stats=stats
+            client,
+            task,
+            roster,
+            budget_s=cfg.piece_budget_s,
+            workers=cfg.cademi_workers,
+            stats=stats,
+            outage_students=cfg.outage_students,
         )
         statuses: Counter[str] = Counter()
         with tempfile.TemporaryFile("w+b") as spool:
@@ -87,6 +102,11 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
             created = create_once(bucket, name, spool, meta.to_metadata(), NDJSON)
     except CademiConfigError as exc:
         raise PermanentError(f"Cademi refused our credentials ({exc.code}): fix the API key or URL") from exc
+    except CademiOutageError as exc:
+        log.error("Cademi looks down; piece left for a later delivery: %s", exc, extra=context)
+        raise TransientError(f"tag {task.tag_id} piece {task.piece}: {exc}") from exc
+    except CademiPaginationError as exc:
+        raise PermanentError(f"listing tag {task.tag_id} failed: {exc}") from exc  # a retry would loop again
     except CademiError as exc:
         raise TransientError(f"listing tag {task.tag_id} failed: {exc}") from exc
     if not created:

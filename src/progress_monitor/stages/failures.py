@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from progress_monitor import runtime
-from progress_monitor.contracts import PubSubMessage, RunId
+from progress_monitor.contracts import PubSubMessage, RunId, event_as_message, parse_uint
 from progress_monitor.errors import PermanentError
 from progress_monitor.runs import record_failure
 from progress_monitor.settings import Settings
@@ -23,24 +23,21 @@ MAX_DEAD_LETTER_BYTES = 9 * 1024 * 1024  # under Pub/Sub's 10 MB message limit
 KEPT_ATTRIBUTES = ("run_id", "tag_id", "piece")
 
 
-def guard(cfg: Settings, stage: str, dlq_topic: str, message: PubSubMessage, work: Callable[[], T]) -> T | None:
-    """Run `work`; a PermanentError dead-letters `message` and returns None, anything else propagates."""
+def guard(cfg: Settings, stage: str, dlq_topic: str, event: Any, work: Callable[[Any], T]) -> T | None:
+    """Run `work(event)`, decoding included; a PermanentError dead-letters the event (as far as it can be read)
+    and returns None, so a malformed envelope is recorded once instead of failing five deliveries."""
     try:
-        return work()
+        return work(event)
     except PermanentError as exc:
-        dead_letter(cfg, stage, dlq_topic, message, str(exc))
+        dead_letter(cfg, stage, dlq_topic, event_as_message(event), str(exc))
         return None
-
-
-def _small_int(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() and len(text) <= 12 else None
 
 
 def dead_letter(cfg: Settings, stage: str, topic: str, message: PubSubMessage, reason: str) -> None:
     """Log the reason, keep the message on the dead-letter topic, and record it for run health."""
     attributes = message.attributes
     run_id = RunId.parse_or_none(attributes.get("run_id"))
-    tag_id = _small_int(attributes.get("tag_id"))
+    tag_id = parse_uint(attributes.get("tag_id"))
     log.error(
         "permanent failure in %s; message dead-lettered: %s",
         stage,
@@ -60,6 +57,6 @@ def dead_letter(cfg: Settings, stage: str, topic: str, message: PubSubMessage, r
         reason,
         run_id=run_id,
         tag_id=tag_id,
-        piece=_small_int(attributes.get("piece")),
+        piece=parse_uint(attributes.get("piece")),
         message_id=message.message_id or None,
     )

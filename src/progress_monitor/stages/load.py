@@ -7,7 +7,6 @@ deleted); rosters and any other object are ignored. When a run's last shard land
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,6 @@ from google.api_core.exceptions import NotFound
 from progress_monitor import loader, reporting, runs, runtime
 from progress_monitor.contracts import (
     ObjectRef,
-    PubSubMessage,
     RunId,
     ShardMeta,
     ShardName,
@@ -28,7 +26,7 @@ from progress_monitor.contracts import (
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import get_blob
-from progress_monitor.stages.failures import dead_letter, guard
+from progress_monitor.stages.failures import guard
 
 log = logging.getLogger("progress_monitor.load")
 
@@ -43,17 +41,12 @@ class LoadResult:
 def handle_shard_event(event: Any) -> LoadResult | None:
     """load_history: load a finalized object (Eventarc CloudEvent, or fake-gcs-server's Pub/Sub notification)."""
     cfg = runtime.settings()
-    message_id = str(event.get("id") or "") if hasattr(event, "get") else ""
-    try:
-        ref = storage_object(event)
-    except PermanentError as exc:
-        dead_letter(cfg, "load_history", cfg.shards_dlq_topic, PubSubMessage(message_id, b"", {}, None), str(exc))
-        return None
-    if ref is None:
-        return None
-    payload = json.dumps({"bucket": ref.bucket, "name": ref.name, "generation": ref.generation}).encode()
-    message = PubSubMessage(message_id, payload, {}, None)
-    return guard(cfg, "load_history", cfg.shards_dlq_topic, message, lambda: load_object(cfg, ref))
+
+    def load(e: Any) -> LoadResult | None:
+        ref = storage_object(e)
+        return None if ref is None else load_object(cfg, ref)
+
+    return guard(cfg, "load_history", cfg.shards_dlq_topic, event, load)
 
 
 def load_object(cfg: Settings, ref: ObjectRef, refresh_reports: bool = True) -> LoadResult | None:
@@ -75,8 +68,16 @@ def _load_progress(cfg: Settings, ref: ObjectRef, shard: ShardName, refresh_repo
     meta = ShardMeta.from_metadata(blob.metadata, shard)
     uri = f"gs://{ref.bucket}/{ref.name}"
     outcome = loader.load_progress_shard(cfg, uri, ref.name, int(blob.generation or 0), meta)
-    if refresh_reports and runs.run_status(cfg, shard.run_id) == "succeeded":
-        log.info("run succeeded", extra={"run_id": str(shard.run_id)})
+    status = runs.run_status(cfg, shard.run_id) if refresh_reports else None
+    if status in runs.FINISHED:
+        if status == "incomplete":
+            log.error(
+                "run finished incomplete: more than %.0f%% of its extractions failed; good rows were kept",
+                100 * cfg.run_max_failed_share,
+                extra={"run_id": str(shard.run_id)},
+            )
+        else:
+            log.info("run succeeded", extra={"run_id": str(shard.run_id)})
         _refresh_reports(cfg, shard.run_id)
     rejected = outcome.rows_in_shard - outcome.rows_merged
     log.log(

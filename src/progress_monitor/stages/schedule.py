@@ -56,10 +56,15 @@ def plan_run(cfg: Settings, message: PubSubMessage, now: datetime | None = None)
     else:
         moment = message.publish_time or now
     snapshot = monday_of(moment, cfg.timezone)
-    if snapshot > monday_of(now, cfg.timezone):
+    current = monday_of(now, cfg.timezone)
+    if snapshot > current:
         raise PermanentError(f"schedule asks for week {snapshot}, which has not started yet")
+    if snapshot < current and not cfg.cademi_is_simulator:
+        # Cademi serves today's progress only: extracting now would file it under a past week. Rebuilding a
+        # past week from its kept shards is `replay`.
+        raise PermanentError(f"schedule asks for past week {snapshot}; Cademi serves only the current week")
     rerun = body.get("rerun")
-    if rerun is not None and (not isinstance(rerun, str) or not RUN_LABEL.match(rerun)):
+    if rerun is not None and (not isinstance(rerun, str) or not RUN_LABEL.fullmatch(rerun)):
         raise PermanentError("schedule field 'rerun' must be a short lower-case label")
     only = body.get("tag_ids")
     if only is not None and (
@@ -74,8 +79,7 @@ def plan_run(cfg: Settings, message: PubSubMessage, now: datetime | None = None)
 def handle_schedule(event: Any) -> FanOut | None:
     """extract_tags: record the run, then publish one small message per active tag."""
     cfg = runtime.settings()
-    message = pubsub_message(event)
-    return guard(cfg, "extract_tags", cfg.schedule_dlq_topic, message, lambda: _dispatch(cfg, message))
+    return guard(cfg, "extract_tags", cfg.schedule_dlq_topic, event, lambda e: _dispatch(cfg, pubsub_message(e)))
 
 
 def _dispatch(cfg: Settings, message: PubSubMessage) -> FanOut | None:
