@@ -358,7 +358,8 @@ def test_reextracting_one_tag_of_one_week(stack: LocalStack) -> None:
     run_id = reextract(cfg, date.fromisoformat(WEEKS[3]), SMALL_TAG, "fix1")
     assert run_id == RunId(date.fromisoformat(WEEKS[3]), "fix1")
     row = stack.wait_run(run_id, timeout=120)
-    assert row["status"] == "succeeded" and row["tags_total"] == 1
+    # The small class alone: its always-failing pair is 1 of 18 records, over the 5 % a run may fail.
+    assert row["status"] == "incomplete" and row["tags_total"] == 1 and row["failed_extractions"] == 1
     assert_history_equals_truth(stack, 3)
     by_run = warehouse.query(
         cfg,

@@ -30,6 +30,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("table.read", "tracks"),
         ("topic.publish", "progress"),  # fan-out, resume
         ("topic.publish", "schedule_dlq"),  # failure policy
+        ("topic.publish", "shard_reloads"),  # health.reload_unloaded: a lost load event, sent again
         ("objects.read", "shards"),  # health.resume_run: list a run's shards and read their metadata
         ("objects.create", "shards"),  # lanes: the run's tag manifest and its lanes' first claims
     },
@@ -197,7 +198,7 @@ def test_every_push_subscription_identity_can_invoke_its_target() -> None:
     assert invoker["for_each"] == "${local.push}" and invoker["role"] == "roles/run.invoker"
     assert invoker["service"] == "${google_cloudfunctions2_function.fn[each.key].name}"
     assert invoker["member"] == "${google_service_account.pusher.member}"
-    assert set(push) == {"extract_tags", "extract_progress"}
+    assert set(push) == {"extract_tags", "extract_progress", "load_history"}  # load_history: shard reloads
 
 
 def test_the_pubsub_agent_can_dead_letter_and_sign_push_tokens() -> None:

@@ -62,6 +62,7 @@ resource "google_cloudfunctions2_function" "fn" {
     environment_variables = merge(
       local.common_env,
       contains(["add_tag"], each.key) ? local.form_env : {},
+      contains(["slack_command"], each.key) ? local.slack_env : {},
     )
   }
 

@@ -61,7 +61,7 @@ locals {
   )
   # function => topics it publishes to
   publishers = {
-    extract_tags     = ["progress", "schedule_dlq"]
+    extract_tags     = ["progress", "schedule_dlq", "shard_reloads"] # shard_reloads: the resume of lost load events
     extract_progress = ["progress", "progress_dlq"]
     load_history     = ["shards_dlq"]
   }
@@ -148,7 +148,7 @@ resource "google_pubsub_topic_iam_member" "publisher" {
   member   = google_service_account.fn[each.value.fn].member
 }
 
-# Push subscriptions invoke the two event functions with an OIDC token of the pusher account.
+# Push subscriptions invoke the three event functions with an OIDC token of the pusher account.
 resource "google_cloud_run_service_iam_member" "pusher" {
   for_each = local.push
   location = var.region

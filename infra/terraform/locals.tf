@@ -22,6 +22,8 @@ locals {
     schedule_dlq = "${var.prefix}-weekly-schedule-dlq"
     progress_dlq = "${var.prefix}-progress-tasks-dlq"
     shards_dlq   = "${var.prefix}-shard-events-dlq"
+    # The daily health check re-sends here a shard whose Eventarc event was lost; pushed to load_history.
+    shard_reloads = "${var.prefix}-shard-reloads"
   }
 
   dataset            = replace("${var.prefix}_progress", "-", "_")
@@ -53,6 +55,7 @@ locals {
     SCHEDULE_DLQ_TOPIC     = local.topics.schedule_dlq
     PROGRESS_DLQ_TOPIC     = local.topics.progress_dlq
     SHARDS_DLQ_TOPIC       = local.topics.shards_dlq
+    SHARD_RELOADS_TOPIC    = local.topics.shard_reloads
     TIMEZONE               = var.schedule.time_zone
     SECRETS_BACKEND        = "secret_manager"
     CADEMI_BASE_URL        = var.cademi.base_url
@@ -63,6 +66,10 @@ locals {
     # A run extracts at most as many tags at once as extract_progress has slots (lanes.py): no task ever
     # waits for a busy instance, so none is refused with 429 and dead-lettered.
     EXTRACTION_LANES = tostring(local.progress_instances * var.extraction.concurrent_pieces)
+  }
+  slack_env = {
+    SLACK_TEAM_ID       = var.slack.team_id
+    SLACK_ALLOWED_USERS = join(",", var.slack.allowed_users)
   }
   form_env = {
     FORM_AUTH           = "iap"

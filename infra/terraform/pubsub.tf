@@ -8,11 +8,13 @@ resource "google_pubsub_topic" "topic" {
 
 # extract_tags and extract_progress are pushed by our own subscriptions (as in the local stack), so each has
 # a retry policy, a dead-letter topic and an ack deadline longer than the function's timeout. The push path names the topic,
-# which functions-framework turns into the CloudEvent source.
+# which functions-framework turns into the CloudEvent source. load_history is triggered by Eventarc, and also
+# pushed from shard_reloads, where the health check re-sends a lost event (in Cloud Storage's notification shape).
 locals {
   push = {
-    extract_tags     = { topic = "schedule", dlq = "schedule_dlq", ack = 180 } # longer than its 120 s timeout
+    extract_tags     = { topic = "schedule", dlq = "schedule_dlq", ack = 180 } # > its 120 s timeout
     extract_progress = { topic = "progress", dlq = "progress_dlq", ack = 600 }
+    load_history     = { topic = "shard_reloads", dlq = "shards_dlq", ack = 600 }
   }
 }
 

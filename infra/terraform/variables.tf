@@ -63,6 +63,22 @@ variable "form" {
   }
 }
 
+variable "slack" {
+  description = "The Slack workspace whose /turma requests are accepted, and the members (user ids) allowed to use it."
+  type = object({
+    team_id       = string
+    allowed_users = list(string)
+  })
+  validation {
+    condition     = can(regex("^T[A-Z0-9]{2,20}$", var.slack.team_id))
+    error_message = "slack.team_id is the workspace's id, such as T01ABCDEF."
+  }
+  validation {
+    condition     = length(var.slack.allowed_users) > 0 && alltrue([for u in var.slack.allowed_users : can(regex("^[UW][A-Z0-9]{2,20}$", u))])
+    error_message = "slack.allowed_users lists member ids such as U01ABCDEF (a name can be changed by its owner; an id cannot)."
+  }
+}
+
 variable "prefix" {
   description = "Prefix of every resource name (lower case, e.g. the school's short name)."
   type        = string

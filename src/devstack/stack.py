@@ -30,6 +30,7 @@ from progress_monitor.contracts import RunId
 PROJECT = "local-project"
 SCHEDULE_TOPIC = "weekly-schedule"
 SHARD_EVENTS_TOPIC = "shard-events"
+SHARD_RELOADS_TOPIC = "shard-reloads"  # the health check re-sends lost load events here (as in the cloud)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -408,16 +409,18 @@ class LocalStack:
         from google.api_core import exceptions
 
         publisher, _ = self._pubsub()
-        topics = {SHARD_EVENTS_TOPIC} | {t for spec in FUNCTIONS.values() for t in (spec.topic, spec.dlq)}
+        topics = {SHARD_EVENTS_TOPIC, SHARD_RELOADS_TOPIC}
+        topics |= {t for spec in FUNCTIONS.values() for t in (spec.topic, spec.dlq)}
         for topic in sorted(topics):
             with contextlib.suppress(exceptions.AlreadyExists):
                 publisher.create_topic(name=publisher.topic_path(PROJECT, topic))
 
-    def _push_subscription(self, function: str, suffix: str) -> dict[str, Any]:
-        """A push subscription to one function, with the cloud's retry policy and dead-letter topic."""
+    def _push_subscription(self, function: str, suffix: str, topic: str | None = None) -> dict[str, Any]:
+        """A push subscription to one function (from its trigger topic unless `topic` is given), with the
+        cloud's retry policy and dead-letter topic."""
         publisher, subscriber = self._pubsub()
         spec = FUNCTIONS[function]
-        topic = spec.topic
+        topic = topic or spec.topic
         return {
             "name": subscriber.subscription_path(PROJECT, f"{function}-{suffix}"),
             "topic": publisher.topic_path(PROJECT, topic),
@@ -442,7 +445,10 @@ class LocalStack:
                 "name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
                 "topic": publisher.topic_path(PROJECT, dlq),
             }
-            for request in (self._push_subscription(name, "push"), dead_letters):
+            requests = [self._push_subscription(name, "push"), dead_letters]
+            if name == "load_history":
+                requests.append(self._push_subscription(name, "reloads", SHARD_RELOADS_TOPIC))
+            for request in requests:
                 with contextlib.suppress(exceptions.AlreadyExists):
                     subscriber.create_subscription(request=request)
 

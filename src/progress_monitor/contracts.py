@@ -247,6 +247,10 @@ def run_shards_prefix(run_id: RunId) -> str:
     return f"progress/{_prefix(run_id)}/"
 
 
+def run_contacts_prefix(run_id: RunId) -> str:
+    return f"contacts/{_prefix(run_id)}/"
+
+
 def week_shards_prefix(snapshot_date: date) -> str:
     """Where every progress shard of a snapshot week lives, whatever the run."""
     return f"progress/snapshot_date={snapshot_date.isoformat()}/"
@@ -394,6 +398,17 @@ def pubsub_message(event: Any) -> PubSubMessage:
     )
 
 
+def finalize_notification(ref: ObjectRef) -> dict[str, str]:
+    """The attributes of a Cloud Storage Pub/Sub notification for `ref`: what load_history accepts besides
+    Eventarc's CloudEvent (fake-gcs-server sends it; the health check re-sends a lost event in it)."""
+    return {
+        "eventType": "OBJECT_FINALIZE",
+        "bucketId": ref.bucket,
+        "objectId": ref.name,
+        "objectGeneration": str(ref.generation),
+    }
+
+
 def event_as_message(event: Any) -> PubSubMessage:
     """As much of an event as can be read, for the dead-letter topic: the Pub/Sub message when there is one,
     else the event's raw data (a malformed envelope is kept for the operator, not re-parsed)."""
@@ -426,7 +441,7 @@ def storage_object(event: Any) -> ObjectRef | None:
     data = _event_data(event)
     if not isinstance(data, dict):
         raise PermanentError("storage event data is not an object")
-    if isinstance(data.get("message"), dict):  # Pub/Sub notification format
+    if isinstance(data.get("message"), dict):  # Pub/Sub notification format (finalize_notification)
         attrs = pubsub_message(event).attributes
         if attrs.get("eventType") != "OBJECT_FINALIZE":
             return None

@@ -9,10 +9,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from progress_monitor import lanes, runs, runtime, warehouse
-from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.contracts import ObjectRef, ProgressTask, RunId, finalize_notification
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
-from progress_monitor.shard_store import latest_shards
+from progress_monitor.shard_store import latest_shards, run_objects
 
 log = logging.getLogger("progress_monitor.health")
 STALE_AFTER_DAYS = 8
@@ -26,16 +26,18 @@ def daily_check(cfg: Settings) -> None:
 def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
     """Re-publish whatever an unfinished run is waiting for; safe any time (every step is idempotent).
 
-    Each claimed tag with no shard gets its piece-0 task again, and each one whose latest shard says where
-    the next piece starts gets that continuation again; then, if fewer tags are in progress than there are
-    lanes (a lane's message was lost), lanes are opened again on the unclaimed tags. Pub/Sub normally
-    delivers everything, but a message dead-lettered after its attempts (a long outage) would otherwise leave
-    the run unfinished.
+    Objects written but never loaded get their finalize event again (reload_unloaded). Each claimed tag with
+    no shard gets its piece-0 task again, and each one whose latest shard says where the next piece starts gets
+    that continuation again; then, if fewer tags are in progress than there are lanes (a lane's message was
+    lost), lanes are opened again on the unclaimed tags. Pub/Sub normally delivers everything, but a message
+    dead-lettered after its attempts (a long outage) would otherwise leave the run unfinished. The tags are the
+    run's own, frozen in its manifest when it started, not today's registry.
     """
     rows = warehouse.query(cfg, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
     if not rows or rows[0]["status"] in runs.FINISHED:
         return []
     bucket = runtime.shards_bucket(cfg)
+    reloaded = reload_unloaded(cfg, run_id)
     try:
         tags = lanes.read_manifest(bucket, run_id)
     except PermanentError as exc:
@@ -64,7 +66,29 @@ def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
         republished.append(f"tag {task.tag_id} piece 0")
     if republished:
         log.warning("resumed a stalled run: %s", ", ".join(republished), extra={"run_id": str(run_id)})
-    return republished
+    return reloaded + republished
+
+
+def reload_unloaded(cfg: Settings, run_id: RunId) -> list[str]:
+    """Re-send the finalize event of every object of the run written but never loaded (its event was lost):
+    a shard with no `loads` row at its generation, or a contacts file still there (merging deletes it)."""
+    written = run_objects(runtime.shards_bucket(cfg), run_id)
+    loaded = {
+        row["shard"]: int(row["generation"])
+        for row in warehouse.query(
+            cfg, "SELECT shard, generation FROM `${loads}` WHERE run_id = @run_id", run_id=str(run_id)
+        )
+    }
+    reloaded = []
+    for name, generation in sorted(written.items()):
+        if loaded.get(name, -1) >= generation:
+            continue
+        ref = ObjectRef(cfg.shards_bucket, name, generation)
+        runtime.publish(cfg, cfg.shard_reloads_topic, b"", finalize_notification(ref))
+        reloaded.append(f"reload {name}")
+    if reloaded:
+        log.warning("re-sent %d lost load events", len(reloaded), extra={"run_id": str(run_id), "count": len(reloaded)})
+    return reloaded
 
 
 def resume_stalled_runs(cfg: Settings, quiet_for: timedelta = timedelta(hours=1)) -> dict[str, list[str]]:

@@ -63,6 +63,8 @@ class Settings:
     schedule_dlq_topic: str = "weekly-schedule-dlq"
     progress_dlq_topic: str = "progress-tasks-dlq"
     shards_dlq_topic: str = "shard-events-dlq"
+    # The health check re-sends a shard whose load event was lost here; load_history is pushed from it.
+    shard_reloads_topic: str = "shard-reloads"
     timezone: str = "America/Sao_Paulo"
     # Emulators (local only): empty in the cloud. The Pub/Sub and Storage libraries read these variables
     # themselves; they are mirrored here so the code knows to use anonymous credentials.

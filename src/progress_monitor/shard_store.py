@@ -16,8 +16,10 @@ from progress_monitor.contracts import (
     ShardMeta,
     ShardName,
     contacts_name,
+    parse_contacts,
     parse_progress_shard,
     roster_name,
+    run_contacts_prefix,
     run_shards_prefix,
 )
 from progress_monitor.errors import PermanentError, TransientError
@@ -94,6 +96,16 @@ def read_roster(bucket: storage.Bucket, task: ProgressTask) -> tuple[int, ...]:
     except exceptions.GoogleAPIError as exc:
         raise TransientError(f"cannot read the roster of tag {task.tag_id}: {type(exc).__name__}") from exc
     return tuple(ids)
+
+
+def run_objects(bucket: storage.Bucket, run_id: RunId) -> dict[str, int]:
+    """A run's progress shards and not yet merged contacts files: object name -> generation."""
+    found: dict[str, int] = {}
+    for prefix in (run_shards_prefix(run_id), run_contacts_prefix(run_id)):
+        for blob in bucket.list_blobs(prefix=prefix):
+            if parse_progress_shard(blob.name) or parse_contacts(blob.name):
+                found[blob.name] = int(blob.generation or 0)
+    return found
 
 
 def latest_shards(bucket: storage.Bucket, run_id: RunId) -> dict[int, ShardMeta]:
