@@ -231,24 +231,31 @@ def test_empty_contact_fields_from_cademi_never_erase_stored_ones(stack: LocalSt
 
 
 def test_a_reextraction_during_an_outage_keeps_every_ok_row_and_is_not_succeeded(stack: LocalStack) -> None:
-    """The operator re-extracts a week while every progress call answers 503: the pieces stop after a few
-    students instead of writing failed rows, the run ends `failed` (dead-lettered), the history is unchanged."""
+    """The operator re-extracts a week while every progress call answers 503: each delivery of the piece stops
+    after a few students instead of writing failed rows, Pub/Sub dead-letters it after its attempts, the run
+    stays unfinished (the health check resumes it later) and the history is unchanged."""
     week = WEEKS[3]
     run_week(stack, 3)
     before = history_of(week, BIG_TAG)
     assert before and all(v[0] == "ok" for v in before.values())
+    stack.dead_letters()
     admin = stack.admin()
     admin.add_faults([{"week": 3, "path_prefix": "/usuario/progresso_por_produto", "status": 503, "times": 10**6}])
     admin.reset()
     run_id = reextract(cfg(), date.fromisoformat(week), BIG_TAG, "outage")
-    row = stack.wait_run(run_id, timeout=300)
-    assert row["status"] == "failed", row
+    dead: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 180
+    while not dead and time.monotonic() < deadline:
+        dead = [d for d in stack.dead_letters() if d["topic"] == "progress-tasks-dlq"]
+        time.sleep(1)
+    assert dead, "the piece was never dead-lettered"
+    assert runs.run_status(cfg(), run_id) == "running"  # not succeeded; run health shows it unfinished
     assert history_of(week, BIG_TAG) == before
-    progress_calls = admin.counters().get("progresso_por_produto", 0)
-    # A piece that wrote every student as failed would have spent 155 x 2 x 4 calls per delivery.
+    progress_calls = admin.counters().get("faults_fired", 0)  # every progress call answered 503
+    # Writing every student as failed would have spent 155 x 2 x 4 calls in each of the 5 deliveries.
     assert 0 < progress_calls < 155 * 2 * 4, progress_calls
-    failures = warehouse.query(cfg(), "SELECT reason FROM `${failures}` WHERE run_id = @r", r=str(run_id))
-    assert failures and "failed on every call" in failures[0]["reason"]
+    log = stack.child("extract_progress").log_path
+    assert log is not None and log.read_text().count("Cademi looks down") >= 5
 
 
 def test_a_lost_load_event_is_sent_again_by_the_resume(stack: LocalStack) -> None:
@@ -351,14 +358,34 @@ def b64(value: Any) -> str:
     return base64.b64encode(raw).decode()
 
 
+@dataclass(frozen=True)
+class AsCloudEvent:
+    """An event sent as a binary-mode CloudEvent (as Eventarc delivers), whose data is `data` as given."""
+
+    data: Any
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "ce-id": f"hostile-{time.time_ns()}",
+            "ce-specversion": "1.0",
+            "ce-source": "//pubsub.googleapis.com/projects/local-project/topics/hostile",
+            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "Content-Type": "application/json",
+        }
+
+    def body(self) -> bytes:
+        return self.data.encode() if isinstance(self.data, str) else json.dumps(self.data).encode()
+
+
 TASK = {"run_id": WEEKS[2], "snapshot_date": WEEKS[2], "tag_id": SMALL_TAG, "product_ids": [301, 302, 303]}
 # (name, function, push body or raw bytes, the reason's words); each is refused and recorded once.
 HOSTILE_EVENTS: list[tuple[str, str, Any, str]] = [
     ("schedule data not base64", "extract_tags", pubsub_push("%%%not base64%%%"), "not base64"),
     ("schedule body not JSON", "extract_tags", pubsub_push(b64(b"\x00\xffnot json")), "not JSON"),
     ("schedule body a list", "extract_tags", pubsub_push(b64([1, 2])), "not a JSON object"),
-    ("schedule without a message", "extract_tags", {"subscription": "x", "mensagem": {}}, "no Pub/Sub message"),
-    ("schedule message not an object", "extract_tags", {"message": "oops", "subscription": "x"}, "no Pub/Sub"),
+    ("schedule event without a message", "extract_tags", AsCloudEvent({"mensagem": {}}), "no Pub/Sub message"),
+    ("schedule message not an object", "extract_tags", AsCloudEvent({"message": "oops"}), "no Pub/Sub message"),
+    ("schedule event data not JSON", "extract_tags", AsCloudEvent("{not json"), "not JSON"),
     ("past week on the real Cademi", "extract_tags", pubsub_push(b64({"week": "2026-01-05", "rerun": "x"})), "@real"),
     ("rerun label with a newline", "extract_tags", pubsub_push(b64({"rerun": "abc\n"})), "'rerun'"),
     ("rerun label with markup", "extract_tags", pubsub_push(b64({"rerun": "<b>x</b>"})), "'rerun'"),
@@ -410,7 +437,8 @@ HOSTILE_EVENTS: list[tuple[str, str, Any, str]] = [
         ),
         "unexpected bucket",
     ),
-    ("shard event not an object", "load_history", {"message": [], "subscription": "x"}, "not an object"),
+    ("shard event data a list", "load_history", AsCloudEvent([1, 2]), "not an object"),
+    ("shard event data not JSON", "load_history", AsCloudEvent("{oops"), "not JSON"),
 ]
 
 
@@ -436,7 +464,10 @@ def test_hostile_events_are_acknowledged_recorded_once_and_change_nothing(
         settings_ = cfg()
         before = table_counts(settings_)
         topic, _ = STAGES[function]
-        response = apps[function].post(f"/projects/local-project/topics/{topic}", json=body)
+        if isinstance(body, AsCloudEvent):
+            response = apps[function].post("/", data=body.body(), headers=body.headers())
+        else:
+            response = apps[function].post(f"/projects/local-project/topics/{topic}", json=body)
         assert response.status_code == 200, response.get_data(as_text=True)[:500]
         after = table_counts(settings_)
         assert after == {**before, "failures": before["failures"] + 1}
@@ -467,4 +498,15 @@ def test_an_object_that_is_not_a_shard_is_ignored_without_a_failure(stack: Local
             "/projects/local-project/topics/shard-events", json=pubsub_push(b64({}), attributes)
         )
         assert response.status_code == 200
+    assert table_counts(settings_) == before
+
+
+def test_a_body_that_is_no_event_at_all_is_refused_by_the_framework(stack: LocalStack, apps: dict[str, Any]) -> None:
+    """Neither a CloudEvent nor a Pub/Sub push: functions-framework answers 400 before our code runs (Pub/Sub
+    only ever sends one of the two, so this can come only from a caller inside the project)."""
+    settings_ = cfg()
+    before = table_counts(settings_)
+    for body in ({"mensagem": {}}, {"message": "oops"}, {"message": []}):
+        response = apps["extract_tags"].post("/projects/local-project/topics/weekly-schedule", json=body)
+        assert response.status_code == 400
     assert table_counts(settings_) == before

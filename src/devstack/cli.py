@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from cademi_sim import demo
 from devstack.preview import write_report
 from devstack.stack import LOCAL_STAFF, LocalStack, remove_workdir
+from progress_monitor.contracts import RunId
+from progress_monitor.health import resume_run
 from progress_monitor.replay import replay_history
 from progress_monitor.settings import Settings
 
@@ -33,8 +35,15 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
     admin = stack.admin()
     admin.reset()
     started = time.monotonic()
+    before = stack.run_row(RunId(week - timedelta(days=week.weekday()), trigger.get("rerun")))
     run_id = stack.trigger(week, **trigger)
-    row = stack.wait_run(run_id, timeout=timeout)
+    if before is not None and before.get("status") == "running":
+        # A stack stopped mid-run left it `running`: the schedule message is now a duplicate and publishes
+        # nothing, so ask for what the run still waits for, as the daily health check would.
+        print(f"run {run_id} was left running (a stopped stack?); resuming it", file=sys.stderr)
+        resumed = resume_run(Settings.from_env(), run_id)
+        print(f"  re-published: {', '.join(resumed) or 'nothing'}", file=sys.stderr)
+    row = stack.wait_run(run_id, timeout=timeout, progress=_progress_line)
     counters = admin.counters()
     dead = stack.dead_letters()
     return {
@@ -51,6 +60,18 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
         "dead_lettered": len(dead),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
+
+
+def _progress_line(row: dict[str, Any] | None) -> None:
+    """Printed while a run is awaited, so a stuck run is visible instead of a silent wait."""
+    if row is None:
+        print("  waiting: the run is not recorded yet", file=sys.stderr)
+    else:
+        print(
+            f"  {row['status']}: {row.get('tags_done') or 0}/{row.get('tags_total') or 0} tags, "
+            f"{row.get('records_loaded') or 0} records loaded, {row.get('errors') or 0} errors",
+            file=sys.stderr,
+        )
 
 
 def _print_run(summary: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,9 +90,8 @@ def free_port() -> int:
     connection started before the child binds may take it as its local port (a CI run lost a stack to
     that). Never the same port twice in one process, so a stack's children cannot collide either."""
     low, _ = _ephemeral_range()
-    candidates = list(range(max(1024, low - 12000), low))
-    random.shuffle(candidates)
-    for port in candidates:
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 12000), low)
         if port in _handed_out:
             continue
         with socket.socket() as sock:
@@ -120,6 +121,44 @@ def spawn(name: str, cmd: list[str], log_dir: Path, env: Mapping[str, str] | Non
     return Child(name, proc.pid, proc, log_path, cmd=cmd, env=dict(env) if env is not None else None)
 
 
+def listener_pids(port: int) -> set[int] | None:
+    """The processes holding a listening TCP socket on `port` (Linux /proc), or None where /proc cannot tell."""
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(fields[9])
+    except (OSError, ValueError, IndexError):
+        return None
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    pids: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isascii() or not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                pids.add(int(proc.name))
+        except OSError:
+            continue  # gone, or not ours to read
+    return pids
+
+
+def _check_owner(child: Child, port: int) -> None:
+    """A port that answers is not proof: another process may hold it. The listener must be in the child's
+    process group (each child leads its own session), or the stack would report up with a dead child."""
+    pids = listener_pids(port)
+    if pids is None:
+        return
+    owners = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            owners.add(os.getpgid(pid))
+    if child.pid not in owners:
+        raise StartupError(f"port {port} answers, but {child.name} (pid {child.pid}) is not the process listening")
+
+
 def wait_for_port(child: Child, port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -128,6 +167,7 @@ def wait_for_port(child: Child, port: int, timeout: float = 60.0) -> None:
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
+                _check_owner(child, port)
                 return
         time.sleep(0.1)
     raise StartupError(f"{child.name} did not listen on port {port} within {timeout:.0f}s; see {child.log_path}")
@@ -140,6 +180,9 @@ def wait_for_http(child: Child, url: str, timeout: float = 60.0) -> None:
             raise StartupError(f"{child.name} exited during start-up; see {child.log_path}")
         try:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback URL built by us
+                port = urllib.parse.urlsplit(url).port
+                if port is not None:
+                    _check_owner(child, port)
                 return
         except OSError:
             time.sleep(0.2)

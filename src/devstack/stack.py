@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -521,12 +522,22 @@ class LocalStack:
                     path = subscriber.subscription_path(PROJECT, f"{name}-dup")
                     subscriber.delete_subscription(request={"subscription": path})
 
-    def wait_run(self, run_id: RunId, timeout: float = 600.0) -> dict[str, Any]:
+    def wait_run(
+        self,
+        run_id: RunId,
+        timeout: float = 600.0,
+        progress: Callable[[dict[str, Any] | None], None] | None = None,
+        progress_every_s: float = 15.0,
+    ) -> dict[str, Any]:
         """Poll the runs table until the run has failed, or finished (succeeded or incomplete) with its reports
         rebuilt (or the timeout passes)."""
         deadline = time.monotonic() + timeout
         row: dict[str, Any] | None = None
+        next_report = time.monotonic() + progress_every_s
         while time.monotonic() < deadline:
+            if progress is not None and time.monotonic() >= next_report:
+                progress(row)
+                next_report += progress_every_s
             for child in self.children:
                 if not child.alive():
                     raise StartupError(f"{child.name} died; see {child.log_path}")

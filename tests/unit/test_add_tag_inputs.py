@@ -12,6 +12,7 @@ import pytest
 
 from progress_monitor.add_tag.identity import CSRF_TTL_S, csrf_token, csrf_valid, slack_signature_valid
 from progress_monitor.add_tag.registry import NewTag, parse_fields
+from progress_monitor.settings import Settings
 
 TRACKS = {"analista", "cientista"}
 TODAY = date(2026, 11, 25)
@@ -130,3 +131,19 @@ def test_the_signature_covers_the_raw_body_not_a_re_encoding() -> None:
 )
 def test_missing_or_wrong_signature_headers_are_refused(headers: dict[str, str]) -> None:
     assert not slack_signature_valid(SIGNING, headers, BODY.encode(), 300, now=NOW)
+
+
+@pytest.mark.parametrize("timestamp", ["²", "١٧٠٠٠٠٠٠٠٠", "１７００", "1700000000\n", "-1", ""])
+def test_a_slack_timestamp_that_is_not_ascii_digits_is_refused_without_an_error(timestamp: str) -> None:
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=" + "0" * 64}
+    assert slack_signature_valid("secret", headers, b"text=x", max_skew_s=300) is False
+
+
+def test_slack_and_form_fail_closed_without_their_allow_lists() -> None:
+    assert Settings().slack_config_error() is not None
+    assert Settings(slack_team_id="TESCOLA01").slack_config_error() is not None
+    assert Settings(slack_team_id="TESCOLA01", slack_allowed_users="u01, UANA0001 ,x").slack_users == {"UANA0001"}
+    assert Settings(slack_team_id="TESCOLA01", slack_allowed_users="UANA0001").slack_config_error() is None
+    iap_without_audience = Settings(form_allowed_domain="escola.local")
+    assert "IAP_AUDIENCE" in (iap_without_audience.form_config_error() or "")
+    assert Settings(form_allowed_domain="escola.local", iap_audience="/projects/1/x").form_config_error() is None

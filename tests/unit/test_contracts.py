@@ -17,12 +17,14 @@ from progress_monitor.contracts import (
     ShardMeta,
     ShardName,
     contacts_name,
+    event_as_message,
     lane_claim_name,
     lane_manifest_name,
     lane_published_name,
     lanes_prefix,
     parse_contacts,
     parse_progress_shard,
+    parse_uint,
     progress_shard_name,
     pubsub_message,
     roster_name,
@@ -281,3 +283,33 @@ def test_malformed_finalize_events_are_refused_by_name(data: Any, reason: str) -
     event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage"}, data)
     with pytest.raises(PermanentError, match=reason):
         storage_object(event)
+
+
+# -- strict parsers ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "３", "12\n", "", "-1", " 1", "1 ", "1_000", "0x10", "1" * 13, None, 7])
+def test_parse_uint_refuses_anything_but_ascii_digits(text: Any) -> None:
+    assert parse_uint(text) is None
+
+
+def test_parse_uint_reads_ascii_digits_up_to_its_length() -> None:
+    assert parse_uint("0") == 0 and parse_uint("007") == 7 and parse_uint("9" * 12) == 10**12 - 1
+    assert parse_uint("1" * 20, max_digits=20) == int("1" * 20)
+
+
+@pytest.mark.parametrize("text", ["2026-09-07\n", "2026-09-07-abc\n", "٢٠٢٦-09-07", "2026-09-07-Abc", " 2026-09-07"])
+def test_run_ids_with_newlines_or_non_ascii_digits_are_refused(text: str) -> None:
+    assert RunId.parse_or_none(text) is None
+
+
+def test_a_shard_name_with_a_trailing_newline_is_not_a_shard() -> None:
+    name = progress_shard_name(ProgressTask(RunId(date(2026, 9, 7)), 7001, (101,)))
+    assert parse_progress_shard(name) is not None
+    assert parse_progress_shard(name + "\n") is None
+
+
+def test_an_undecodable_event_is_still_kept_for_the_dead_letter_topic() -> None:
+    event = CloudEvent({"type": "t", "source": "//s/x", "id": "ev-1"}, "{not json")
+    message = event_as_message(event)
+    assert message.message_id == "ev-1" and message.data == b"{not json" and message.attributes == {}
