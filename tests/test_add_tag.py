@@ -576,6 +576,9 @@ def test_oversized_and_undecodable_form_bodies_are_refused_unread(form: Any) -> 
     assert response.status_code == 413
     response = form.post("/", data=b"csrf=\xff\xfe&acao=adicionar", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400 and "não pôde ser lido" in response.get_data(as_text=True)
+    many = urlencode({"csrf": token, "acao": "adicionar", **{f"f{i}": "x" for i in range(60)}})
+    response = form.post("/", data=many, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
     assert form.put("/", data={"x": "1"}).status_code == 405
     assert registry_state() == before
 

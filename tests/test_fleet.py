@@ -17,7 +17,7 @@ import requests
 
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
-from devstack.stack import LocalStack
+from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
 from progress_monitor import warehouse
 from progress_monitor.settings import Settings
 from tests.scenarios import school
@@ -110,7 +110,9 @@ def test_eight_tags_through_a_busy_instance_lose_no_delivery(tmp_path: Path, con
 
 
 def slack_register(stack: LocalStack, tag_id: int) -> requests.Response:
-    body = urlencode({"command": "/turma", "text": f"adicionar {tag_id} trilha 2026-04 {WEEK}", "user_name": "ana"})
+    text = f"adicionar {tag_id} trilha 2026-04 {WEEK}"
+    member = {"user_id": LOCAL_SLACK_USER, "team_id": LOCAL_SLACK_TEAM, "user_name": "ana"}
+    body = urlencode({"command": "/turma", "text": text, **member})
     timestamp = str(int(time.time()))
     key = stack.local_secrets["SLACK_SIGNING_SECRET"].encode()
     signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()

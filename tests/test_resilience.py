@@ -510,3 +510,31 @@ def test_a_body_that_is_no_event_at_all_is_refused_by_the_framework(stack: Local
         response = apps["extract_tags"].post("/projects/local-project/topics/weekly-schedule", json=body)
         assert response.status_code == 400
     assert table_counts(settings_) == before
+
+
+def test_a_secret_read_failure_in_extraction_is_retried_not_dead_lettered(
+    stack: LocalStack, apps: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient Secret Manager failure while building the Cademi client answers 500 (Pub/Sub redelivers
+    with backoff) instead of dead-lettering the tag until the next day's health check."""
+    task = {**TASK, "run_id": f"{WEEKS[2]}-secret"}
+    body = pubsub_push(b64(task), {"run_id": task["run_id"], "tag_id": str(SMALL_TAG), "piece": "0"})
+    settings_ = cfg()
+    before = table_counts(settings_)
+    stack.admin().set_week(WEEKS[2])
+    monkeypatch.setenv("SECRETS_BACKEND", "env")
+    monkeypatch.setenv("CADEMI_API_KEY", "")
+    runtime.reset()
+    try:
+        response = apps["extract_progress"].post("/projects/local-project/topics/progress-tasks", json=body)
+        assert response.status_code == 500
+        assert table_counts(settings_) == before  # no failure recorded: a retry is coming
+        monkeypatch.setenv("CADEMI_API_KEY", stack.scenario.api_key)  # the secret answers again
+        runtime.reset()
+        response = apps["extract_progress"].post("/projects/local-project/topics/progress-tasks", json=body)
+        assert response.status_code == 200
+        shard = f"progress/snapshot_date={WEEKS[2]}/run={task['run_id']}/tag={SMALL_TAG}/piece=0000.ndjson"
+        assert runtime.shards_bucket(cfg()).get_blob(shard) is not None
+    finally:
+        monkeypatch.undo()
+        runtime.reset()

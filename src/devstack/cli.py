@@ -12,7 +12,7 @@ from typing import Any
 
 from cademi_sim import demo
 from devstack.preview import write_report
-from devstack.stack import LOCAL_STAFF, LocalStack, remove_workdir
+from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LOCAL_STAFF, LocalStack, remove_workdir
 from progress_monitor.contracts import RunId
 from progress_monitor.health import resume_run
 from progress_monitor.replay import replay_history
@@ -145,7 +145,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     for name, url in e["functions"].items():
         print(f"  {name:<17}{url}")
     print(f"  form       {e['functions']['add_tag']}/  (open in a browser; local identity {LOCAL_STAFF})")
-    print(f"  slack      {e['functions']['slack_command']}/  (signed with a throw-away local secret)")
+    print(
+        f"  slack      {e['functions']['slack_command']}/  (signed with a throw-away local secret; "
+        f"team_id {LOCAL_SLACK_TEAM}, user_id {LOCAL_SLACK_USER})"
+    )
     print(f"  weeks      {', '.join(d.isoformat() for d in stack.scenario.weeks)}")
     print(f"  logs       {workdir / 'logs'}")
     print("next: make trigger WEEK=<one of the weeks>; make down")

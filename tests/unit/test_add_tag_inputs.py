@@ -147,3 +147,19 @@ def test_slack_and_form_fail_closed_without_their_allow_lists() -> None:
     iap_without_audience = Settings(form_allowed_domain="escola.local")
     assert "IAP_AUDIENCE" in (iap_without_audience.form_config_error() or "")
     assert Settings(form_allowed_domain="escola.local", iap_audience="/projects/1/x").form_config_error() is None
+
+
+def test_a_secret_hiccup_is_not_cached_for_the_instances_life(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first request finds Secret Manager failing: that request cannot check tags, the next one can."""
+    from progress_monitor.add_tag import app
+
+    app.reset()
+    monkeypatch.setattr("progress_monitor.runtime.cademi_budget", lambda settings: None)
+    try:
+        missing = Settings(secrets_backend="env", local_secrets={})
+        assert app.registry(missing).cademi is None
+        present = Settings(secrets_backend="env", local_secrets={"CADEMI_API_KEY": "k"})
+        registry = app.registry(present)
+        assert registry.cademi is not None and app.registry(present) is registry
+    finally:
+        app.reset()

@@ -114,12 +114,13 @@ def unread(response: Response) -> Response:
 
 
 def parse_form(body: bytes) -> dict[str, str] | None:
-    """An url-encoded body as single values (the first of each name), or None when it is not UTF-8."""
+    """An url-encoded body as single values (the first of each name), or None when it is not UTF-8 or has
+    more than MAX_FIELDS fields."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=MAX_FIELDS)
+    except ValueError:  # UnicodeDecodeError included
         return None
-    return {k: v[0] for k, v in parse_qs(text, max_num_fields=MAX_FIELDS).items() if v}
+    return {k: v[0] for k, v in fields.items() if v}
 
 
 def _message_page(title: str, text: str, status: int) -> Response:
@@ -231,7 +232,7 @@ def handle_slack(request: Request, settings: Settings) -> Response:
         return Response("invalid signature", status=401)
     form = parse_form(body)
     if form is None:
-        return _slack("Pedido ilegível: o Slack enviou um texto que não é UTF-8. Nada foi alterado.")
+        return _slack("Pedido ilegível: o texto não é UTF-8 ou tem campos demais. Nada foi alterado.")
     if form.get("team_id") != settings.slack_team_id:
         log.warning("Slack request from another workspace refused")
         return _slack("Este comando só funciona no Slack da escola. Nada foi alterado.")
