@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
+from cademi_sim import v3
 from cademi_sim.scenario import Scenario, ScenarioError, parse
 
 API_PREFIX = "/api/v1"
@@ -227,6 +228,9 @@ class Handler(BaseHTTPRequestHandler):
     def _api(self, arrived: float, path: str, query: dict[str, list[str]]) -> None:
         state = self.server.state
         state.count("requests_total")
+        if path.startswith(v3.PREFIX + "/"):
+            self._api_v3(arrived, path[len(v3.PREFIX) :], query)
+            return
         wait = state.admit(arrived)
         if wait is not None:
             self._breach(wait)
@@ -258,6 +262,34 @@ class Handler(BaseHTTPRequestHandler):
             return
         status, body = self._route(rel, query)
         self._send(status, body)
+
+    def _api_v3(self, arrived: float, rel: str, query: dict[str, list[str]]) -> None:
+        """The same school through API v3 (cademi_sim/v3.py): its key, its error envelope, its 429."""
+        state = self.server.state
+        wait = state.admit(arrived)
+        if wait is not None:
+            state.count("breaches")
+            self._send(*v3.breach(wait))
+            return
+        ok = v3.authorised(self.headers, v3.settings_of(state.scenario.raw)["api_key"])
+        if not ok:
+            state.count("auth_missing" if ok is None else "auth_invalid")
+            self._send(*v3.error(401, "unauthenticated", "a valid ck_ key is required"))
+            return
+        latency = state.latency_s()
+        fault = state.take_fault(rel)
+        if fault and "delay_ms" in fault:
+            latency += float(fault["delay_ms"]) / 1000.0
+        if latency:
+            time.sleep(latency)
+        if fault and "status" in fault:
+            self._send(*v3.error(int(fault["status"]), "internal_error", "simulated failure"))
+            return
+        if fault and "body" in fault:
+            self._send(200, None, raw=str(fault["body"]))
+            return
+        status, body, headers = v3.route(state, rel, query)
+        self._send(status, body, headers)
 
     def _breach(self, wait: float) -> None:
         state = self.server.state

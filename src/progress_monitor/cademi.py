@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
@@ -93,6 +93,28 @@ class Tag:
 
     tag_id: int
     nome: str
+
+
+class CademiSource(Protocol):
+    """What extraction and the registry ask of Cademi, whichever API answers (v1: `CademiClient`, v3:
+    `cademi_v3.CademiV3Client`). Ids are the numeric ids of the history on both."""
+
+    stats: CallStats
+
+    def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]: ...
+
+    def progress_units(self, product_ids: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """How a student's products split into calls: one call per product (v1), one for all (v3)."""
+        ...
+
+    def student_progress(
+        self, user_id: int, product_ids: tuple[int, ...], stats: CallStats | None = None
+    ) -> dict[int, Progress | CademiError]:
+        """Per product: its progress, CademiBusinessError (no access) or the error that made it fail.
+        CademiConfigError propagates (a wrong key or URL fails the whole piece)."""
+        ...
+
+    def list_tags(self) -> list[Tag]: ...
 
 
 class _Transient(Exception):
@@ -299,6 +321,22 @@ class CademiClient:
         data = self._get(f"/usuario/progresso_por_produto/{user_path(user)}/{int(product_id)}", None, stats)
         return parse_progress(data)
 
+    def progress_units(self, product_ids: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [(p,) for p in product_ids]  # v1 answers one product per call
+
+    def student_progress(
+        self, user_id: int, product_ids: tuple[int, ...], stats: CallStats | None = None
+    ) -> dict[int, Progress | CademiError]:
+        answers: dict[int, Progress | CademiError] = {}
+        for product_id in product_ids:
+            try:
+                answers[product_id] = self.progress(user_id, product_id, stats)
+            except CademiConfigError:
+                raise
+            except CademiError as exc:
+                answers[product_id] = exc
+        return answers
+
     def list_tags(self) -> list[Tag]:
         """All tags of the school (follows a paginator if the API ever sends one)."""
         tags: dict[int, Tag] = {}
@@ -356,11 +394,7 @@ class CademiClient:
             body = response.json()
         except ValueError:
             body = None
-        code, msg = status, ""
-        if isinstance(body, dict):
-            body_code = body.get("code")
-            code = body_code if isinstance(body_code, int) else status
-            msg = str(body.get("msg") or "")[:200]
+        code, msg = self._code_and_message(status, body)
         if status == 429 or code == 429 or (409 in (status, code) and _RATE_LIMIT_MSG.search(msg)):
             counters.add("rate_limited")
             log.error("Cademi rate limit breached on %s: the client budget is too high", _redact_path(path))
@@ -370,6 +404,17 @@ class CademiClient:
             raise _Transient(f"HTTP {status}", retry_after)
         if not isinstance(body, dict):
             raise _Transient(f"non-JSON body (HTTP {status})", retry_after)
+        return self._interpret(status, code, msg, body, path)
+
+    def _code_and_message(self, status: int, body: Any) -> tuple[int, str]:
+        """v1 repeats the status in the body's `code` (and a rate-limit 409 says so in `msg`)."""
+        if not isinstance(body, dict):
+            return status, ""
+        body_code = body.get("code")
+        return (body_code if isinstance(body_code, int) else status), str(body.get("msg") or "")[:200]
+
+    def _interpret(self, status: int, code: int, msg: str, body: dict[str, Any], path: str) -> dict[str, Any]:
+        """A JSON answer that is neither a breach nor a server error: v1's envelope `{success, code, data}`."""
         if status in (403, 405) or code in (403, 405):
             raise CademiConfigError(code if code in (403, 405) else status, msg or "forbidden", path)
         if body.get("success") is not True or status >= 400:

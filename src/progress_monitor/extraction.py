@@ -14,12 +14,12 @@ from typing import Any
 
 from progress_monitor.cademi import (
     CademiBusinessError,
-    CademiClient,
-    CademiConfigError,
     CademiError,
     CademiOutageError,
+    CademiSource,
     CademiUnavailableError,
     CallStats,
+    Progress,
 )
 from progress_monitor.contracts import ProgressTask
 from progress_monitor.errors import PermanentError
@@ -65,7 +65,7 @@ class PieceExtraction:
 
     def __init__(
         self,
-        client: CademiClient,
+        client: CademiSource,
         task: ProgressTask,
         roster: Sequence[int],
         *,
@@ -98,26 +98,27 @@ class PieceExtraction:
         writes nothing and the piece is retried later, so an outage never fills the history with failed rows."""
         deadline = self._clock() + self.budget_s
         products = self.task.product_ids
+        units = self.client.progress_units(products)  # what one call answers: a product (v1), all (v3)
         index = self.task.next_index
-        pending: deque[list[Future[ProgressRecord]]] = deque()
+        pending: deque[list[Future[list[ProgressRecord]]]] = deque()
         in_flight = 0
         down_in_a_row = 0
         executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"tag{self.task.tag_id}")
         try:
             while True:
                 # Start whole students while the window has room and the budget lasts (always >= 1 per piece).
-                while index < len(self.roster) and in_flight + len(products) <= self.window:
+                while index < len(self.roster) and in_flight + len(units) <= self.window:
                     if self._clock() >= deadline and (self.students_done or pending):
                         break
                     user_id = self.roster[index]
-                    futures = [executor.submit(self._fetch, user_id, p) for p in products]
+                    futures = [executor.submit(self._fetch, user_id, unit) for unit in units]
                     pending.append(futures)
                     in_flight += len(futures)
                     index += 1
                 if not pending:
                     break
                 futures = pending.popleft()
-                student = [future.result() for future in futures]
+                student = [record for future in futures for record in future.result()]
                 down_in_a_row = down_in_a_row + 1 if self._all_unavailable(student[0].user_id) else 0
                 if down_in_a_row >= self.outage_students:
                     raise CademiOutageError(f"{down_in_a_row} students in a row failed on every call")
@@ -135,21 +136,24 @@ class PieceExtraction:
         with self._unavailable_lock:
             return self._unavailable[user_id] == len(self.task.product_ids)
 
-    def _fetch(self, user_id: int, product_id: int) -> ProgressRecord:
+    def _fetch(self, user_id: int, products: tuple[int, ...]) -> list[ProgressRecord]:
+        """One call's worth of records (CademiConfigError propagates: a wrong key or URL fails the whole
+        piece, nothing half-written)."""
+        answers = self.client.student_progress(user_id, products, self.stats)
+        return [self._record(user_id, p, answers[p]) for p in products]
+
+    def _record(self, user_id: int, product_id: int, answer: Progress | CademiError) -> ProgressRecord:
         status, error = STATUS_OK, None
         total: float | None = None
         assistidas: int | None = None
         completas: int | None = None
-        try:
-            progress = self.client.progress(user_id, product_id, self.stats)
-            total, assistidas, completas = progress.total, progress.assistidas, progress.completas
-        except CademiConfigError:
-            raise  # a wrong key or URL fails the whole piece; nothing half-written
-        except CademiBusinessError as exc:
-            status, error = STATUS_NO_ACCESS, exc.msg[:200]
-        except CademiError as exc:
-            status, error = STATUS_FAILED, str(exc)[:300]
-            if isinstance(exc, CademiUnavailableError):
+        if isinstance(answer, Progress):
+            total, assistidas, completas = answer.total, answer.assistidas, answer.completas
+        elif isinstance(answer, CademiBusinessError):
+            status, error = STATUS_NO_ACCESS, answer.msg[:200]
+        else:
+            status, error = STATUS_FAILED, str(answer)[:300]
+            if isinstance(answer, CademiUnavailableError):
                 with self._unavailable_lock:
                     self._unavailable[user_id] += 1
             log.warning(

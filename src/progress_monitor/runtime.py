@@ -14,7 +14,8 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
 from progress_monitor.budget import FleetBudget
-from progress_monitor.cademi import CademiClient
+from progress_monitor.cademi import CademiClient, CademiSource
+from progress_monitor.cademi_v3 import CademiV3Client
 from progress_monitor.contracts import ProgressTask
 from progress_monitor.ratelimit import CallBudget, RateLimiter
 from progress_monitor.secrets import get_secret
@@ -22,7 +23,7 @@ from progress_monitor.settings import CADEMI_API_KEY, Settings
 
 _lock = threading.Lock()
 _settings: Settings | None = None
-_cademi: CademiClient | None = None
+_cademi: CademiSource | None = None
 _budget: CallBudget | None = None
 _bigquery: bq.Client | None = None
 _storage: gcs.Client | None = None
@@ -51,13 +52,15 @@ def cademi_budget(cfg: Settings) -> CallBudget:
         return _budget
 
 
-def cademi_client(cfg: Settings) -> CademiClient:
-    """One Cademi client (one HTTP session) per process, shared by every request, within the school's budget."""
+def cademi_client(cfg: Settings) -> CademiSource:
+    """One Cademi client (one HTTP session) per process, shared by every request, within the school's budget;
+    v1 or v3 as CADEMI_API_VERSION says."""
     global _cademi
     budget = cademi_budget(cfg)
     with _lock:
         if _cademi is None:
-            _cademi = CademiClient.from_settings(cfg, get_secret(cfg, CADEMI_API_KEY), budget)
+            source = CademiV3Client if cfg.cademi_api_version == "v3" else CademiClient
+            _cademi = source.from_settings(cfg, get_secret(cfg, CADEMI_API_KEY), budget)
         return _cademi
 
 

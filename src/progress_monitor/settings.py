@@ -24,7 +24,9 @@ class Settings:
     Each field maps to the upper-case environment variable of the same name.
     """
 
-    # Cademi API
+    # Cademi API: "v1" (one call per student x product) or "v3" (one call per student; cademi_v3.py). The base
+    # URL is the school's v1 address or v3's one host (https://api.cademi.com.br/api/v3).
+    cademi_api_version: str = "v1"
     cademi_base_url: str = "https://escola.cademi.com.br/api/v1"
     cademi_rate_per_second: float = PRODUCTION_RATE_PER_SECOND
     cademi_rate_per_minute: float = PRODUCTION_RATE_PER_MINUTE
@@ -135,6 +137,12 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse values that would make the system misbehave."""
+        if self.cademi_api_version not in ("v1", "v3"):
+            raise SettingsError("CADEMI_API_VERSION must be 'v1' or 'v3'")
+        if not self.cademi_base_url.rstrip("/").endswith("/api/" + self.cademi_api_version):
+            raise SettingsError(
+                f"CADEMI_BASE_URL must be the API {self.cademi_api_version} base (…/api/{self.cademi_api_version})"
+            )
         if not self.cademi_base_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
             raise SettingsError("CADEMI_BASE_URL must be https (plain http only on 127.0.0.1/localhost)")
         for name in ("cademi_rate_per_second", "cademi_rate_per_minute", "piece_budget_s"):

@@ -23,6 +23,7 @@ from progress_monitor.add_tag.identity import (
 )
 from progress_monitor.add_tag.registry import Outcome, Registry
 from progress_monitor.cademi import CademiClient
+from progress_monitor.cademi_v3 import CademiV3Client
 from progress_monitor.errors import TransientError
 from progress_monitor.secrets import SecretUnavailableError, get_secret
 from progress_monitor.settings import CADEMI_API_KEY, FORM_CSRF_SECRET, SLACK_SIGNING_SECRET, Settings
@@ -72,7 +73,8 @@ def registry(settings: Settings) -> Registry:
             return Registry(settings, None)
         timeout = settings.interactive_timeout_s
         # The school's one budget: a registration during a run takes a slot like any piece's call.
-        client = CademiClient(
+        source = CademiV3Client if settings.cademi_api_version == "v3" else CademiClient
+        client = source(
             settings.cademi_base_url,
             api_key,
             runtime.cademi_budget(settings),

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from progress_monitor import warehouse
-from progress_monitor.cademi import CademiClient, CademiConfigError, CademiError
+from progress_monitor.cademi import CademiConfigError, CademiError, CademiSource
 from progress_monitor.contracts import strict
 from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.settings import Settings
@@ -92,7 +92,7 @@ def _parse_date(text: str) -> date | None:
 class Registry:
     """Reads and writes the `registered_tags` table; the only way tags enter the registry."""
 
-    def __init__(self, settings: Settings, cademi: CademiClient | None) -> None:
+    def __init__(self, settings: Settings, cademi: CademiSource | None) -> None:
         self.settings = settings
         self.cademi = cademi
         self._lock = threading.Lock()  # one registration at a time per instance; MERGE guards across instances

@@ -1,0 +1,309 @@
+"""Cademi's API v3 as a `CademiSource`: one progress call per student, whichever products the track has.
+
+What Cademi has published (`cademi-api-v3.md`) does not name the fields of a progress item, the user's
+access dates, the auth header or the rate limits (each marked U there). Every such name lives in `FIELDS`
+below and nowhere else; `check_contract` reads the live `GET /openapi.json` (and `GET /capabilities`) with
+the school's key and reports, field by field, whether this mapping matches, before a school switches.
+
+Identity: v3 ids are prefixed opaque strings (`usr_42`, `prd_7`, `tag_7`). The history keeps v1's numeric
+ids, so `usr_<digits>` is read as v1 user `<digits>` (the fact sheet's own example pairs them; a school checks
+it once, README "Cademi API v1 and v3"). An id of any other shape is refused, never guessed: the student is
+skipped and counted (`malformed_users`), so two students can never be merged nor one split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from progress_monitor.cademi import (
+    MAX_PAGES,
+    CademiApiError,
+    CademiBusinessError,
+    CademiClient,
+    CademiConfigError,
+    CademiError,
+    CademiMalformedError,
+    CademiPaginationError,
+    CallStats,
+    Progress,
+    Student,
+    Tag,
+    parse_total,
+)
+from progress_monitor.contracts import parse_uint, strict
+from progress_monitor.ratelimit import CallBudget
+from progress_monitor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """An OpenAPI schema name and the property names we read from it (ours -> theirs)."""
+
+    name: str
+    properties: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class V3Fields:
+    """Every v3 name the client depends on that Cademi has not documented for certain."""
+
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"  # the value sent is "<scheme> <key>"
+    page_size: int = 200
+    user: Schema = field(
+        default_factory=lambda: Schema(
+            "User",
+            {
+                "id": "id",
+                "name": "name",
+                "email": "email",
+                "phone": "phone",
+                "created_at": "created_at",
+                "last_access_at": "last_access_at",
+            },
+        )
+    )
+    progress: Schema = field(
+        default_factory=lambda: Schema(
+            "ProgressItem",
+            {
+                "product_id": "product_id",
+                "percent": "percentage",  # 0-100
+                "watched": "lessons_watched",
+                "completed": "lessons_completed",
+            },
+        )
+    )
+    # Permissions the school's key needs: listing a class, reading progress, checking a tag exists; and the
+    # phone, which tutors use, comes only with users.read_personal (CPF comes with it too; dropped at parse).
+    permissions: tuple[str, ...] = ("users.read", "progress.read", "tags.read", "users.read_personal")
+
+
+FIELDS = V3Fields()
+USER_ID = strict(r"usr_([1-9][0-9]{0,11})")
+PRODUCT_ID = strict(r"prd_([1-9][0-9]{0,11})")
+TAG_ID = strict(r"tag_([1-9][0-9]{0,11})")
+
+
+def numeric_id(pattern: Any, value: Any) -> int | None:
+    """The numeric id inside a prefixed v3 id (`usr_42` -> 42), or None for any other shape."""
+    match = pattern.fullmatch(value) if isinstance(value, str) else None
+    return parse_uint(match[1]) if match else None
+
+
+def parse_user(item: Any) -> Student:
+    """A listed user, keeping only what tutors need; `document` (CPF) is never read."""
+    if not isinstance(item, dict):
+        raise CademiMalformedError("user item is not an object")
+    names = FIELDS.user.properties
+    user_id = numeric_id(USER_ID, item.get(names["id"]))
+    if user_id is None:
+        raise CademiMalformedError("user item has no usr_<number> id")
+
+    def text(key: str) -> str | None:
+        value = item.get(names[key])
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    return Student(
+        user_id=user_id,
+        nome=text("name") or "",
+        email=text("email") or "",
+        celular=text("phone"),
+        criado_em=text("created_at"),
+        ultimo_acesso_em=text("last_access_at"),
+    )
+
+
+def parse_progress_item(item: Mapping[str, Any]) -> Progress:
+    names = FIELDS.progress.properties
+    watched, completed = item.get(names["watched"]), item.get(names["completed"])
+    for key, value in (("watched", watched), ("completed", completed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CademiMalformedError(f"{names[key]}={str(value)[:20]!r} is not a count")
+    assert isinstance(watched, int) and isinstance(completed, int)
+    return Progress(total=parse_total(item.get(names["percent"])), assistidas=watched, completas=completed)
+
+
+class CademiV3Client(CademiClient):
+    """The v3 API over the same transport: the school's budget, retries, backoff and Retry-After."""
+
+    def __init__(self, base_url: str, api_key: str, limiter: CallBudget, **options: Any) -> None:
+        super().__init__(base_url, api_key, limiter, **options)
+        self._session.headers.pop("Authorization", None)
+        self._session.headers[FIELDS.auth_header] = f"{FIELDS.auth_scheme} {api_key}".strip()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, api_key: str, limiter: CallBudget) -> CademiV3Client:
+        return cls(
+            settings.cademi_base_url,
+            api_key,
+            limiter,
+            connect_timeout_s=settings.cademi_connect_timeout_s,
+            read_timeout_s=settings.cademi_read_timeout_s,
+            max_attempts=settings.cademi_max_attempts,
+            backoff_base_s=settings.cademi_backoff_base_s,
+            backoff_cap_s=settings.cademi_backoff_cap_s,
+            pool_size=max(settings.cademi_workers, 1) + 2,
+        )
+
+    # -- transport: v3's error envelope {"error": {code, message, request_id}} -----------------------------
+
+    def _code_and_message(self, status: int, body: Any) -> tuple[int, str]:
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            return status, ""
+        message = f"{error.get('code') or ''}: {error.get('message') or ''}"
+        request_id = error.get("request_id")
+        if isinstance(request_id, str):
+            message += f" (request {request_id[:40]})"  # what Cademi's support asks for
+        return status, message[:300]
+
+    def _interpret(self, status: int, code: int, msg: str, body: dict[str, Any], path: str) -> dict[str, Any]:
+        if status in (401, 403):
+            raise CademiConfigError(status, msg or "unauthorised", path)
+        if status == 404:
+            raise CademiBusinessError(status, msg or "not found", path)
+        if status >= 400:
+            raise CademiApiError(status, msg or f"HTTP {status}", path)
+        return body
+
+    def _v3_pages(self, path: str, params: dict[str, str], stats: CallStats | None = None) -> Iterator[list[Any]]:
+        """Each page's `data`, following `page.next_cursor` until it is empty, a cursor repeats, or MAX_PAGES."""
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            query = {**params, "limit": str(FIELDS.page_size), **({"cursor": cursor} if cursor else {})}
+            body = self._get(path, query, stats)
+            items = body.get("data")
+            if not isinstance(items, list):
+                raise CademiMalformedError(f"{path}: page without a data list")
+            if items:
+                yield items
+            page = body.get("page")
+            cursor = page.get("next_cursor") if isinstance(page, dict) else None
+            if not isinstance(cursor, str) or not cursor or cursor in seen or not items:
+                return
+            seen.add(cursor)
+        raise CademiPaginationError(f"{path}: more than {MAX_PAGES} pages; the cursor never ends")
+
+    # -- CademiSource ------------------------------------------------------------------------------------
+
+    def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
+        seen: set[int] = set()
+        for users in self._v3_pages("/users", {"tag_id[]": f"tag_{int(tag_id)}"}, stats):
+            for index, item in enumerate(users):
+                try:
+                    student = parse_user(item)
+                except CademiMalformedError as exc:
+                    self.stats.add("malformed_users")
+                    log.warning("skipping user item %d of tag %d: %s", index, tag_id, exc)
+                    continue
+                if student.user_id not in seen:
+                    seen.add(student.user_id)
+                    yield student
+
+    def progress_units(self, product_ids: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [product_ids]  # one call answers every product
+
+    def student_progress(
+        self, user_id: int, product_ids: tuple[int, ...], stats: CallStats | None = None
+    ) -> dict[int, Progress | CademiError]:
+        """A track's product absent from the answer is `no_access`; a malformed entry is that product's
+        failure, never 0; a failed call fails every product of the student."""
+        try:
+            items = [i for page in self._v3_pages(f"/users/usr_{int(user_id)}/progress", {}, stats) for i in page]
+        except CademiConfigError:
+            raise  # a wrong key or URL fails the whole piece
+        except CademiError as exc:  # a failed call fails every product; a vanished user (404) has no access
+            failed: dict[int, Progress | CademiError] = {p: exc for p in product_ids}
+            return failed
+        found: dict[int, Progress | CademiError] = {}
+        key = FIELDS.progress.properties["product_id"]
+        for item in items:
+            product = numeric_id(PRODUCT_ID, item.get(key)) if isinstance(item, dict) else None
+            if product is None or product not in product_ids or product in found:
+                continue
+            try:
+                found[product] = parse_progress_item(item)
+            except CademiMalformedError as exc:
+                found[product] = exc
+        no_access = CademiBusinessError(404, "sem acesso ao produto (ausente do progresso v3)", "/progress")
+        return {p: found.get(p, no_access) for p in product_ids}
+
+    def list_tags(self) -> list[Tag]:
+        tags: dict[int, Tag] = {}
+        for items in self._v3_pages("/tags", {}):
+            for item in items:
+                tag_id = numeric_id(TAG_ID, item.get("id")) if isinstance(item, dict) else None
+                if tag_id is not None:
+                    tags.setdefault(tag_id, Tag(tag_id, str(item.get("name") or "")))
+        return list(tags.values())
+
+
+# -- checking the mapping against the live contract --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    """Field by field: does the live OpenAPI document have what FIELDS names? And the key's permissions."""
+
+    fields: dict[str, bool]  # "User.last_access_at" -> present
+    missing_permissions: tuple[str, ...]
+    rate_limits: Any
+
+    @property
+    def ok(self) -> bool:
+        return all(self.fields.values()) and not self.missing_permissions
+
+    def lines(self) -> list[str]:
+        out = [f"{'ok     ' if present else 'MISSING'} {name}" for name, present in sorted(self.fields.items())]
+        out += [f"MISSING permission {p}" for p in self.missing_permissions]
+        out.append(f"rate limits of this key: {self.rate_limits}")
+        return out
+
+
+def check_contract(client: CademiV3Client) -> ContractReport:
+    """Read `GET /openapi.json` and `GET /capabilities` and compare them with FIELDS."""
+    document = client._get("/openapi.json")
+    schemas = document.get("components", {}).get("schemas", {}) if isinstance(document, dict) else {}
+    fields: dict[str, bool] = {}
+    for schema in (FIELDS.user, FIELDS.progress):
+        properties = schemas.get(schema.name, {}).get("properties", {}) if isinstance(schemas, dict) else {}
+        for ours, theirs in schema.properties.items():
+            fields[f"{schema.name}.{theirs} ({ours})"] = isinstance(properties, dict) and theirs in properties
+    capabilities = client._get("/capabilities").get("data", {})
+    granted = capabilities.get("permissions", []) if isinstance(capabilities, dict) else []
+    missing = tuple(p for p in FIELDS.permissions if p not in granted)
+    limits = capabilities.get("rate_limits") if isinstance(capabilities, dict) else None
+    return ContractReport(fields, missing, limits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m progress_monitor.cademi_v3 check`: the mapping against the live contract, with the school's key."""
+    import argparse
+
+    from progress_monitor import runtime
+    from progress_monitor.secrets import get_secret
+    from progress_monitor.settings import CADEMI_API_KEY
+
+    parser = argparse.ArgumentParser(prog="progress_monitor.cademi_v3", description=main.__doc__)
+    parser.add_argument("command", choices=["check"])
+    parser.parse_args(argv)
+    settings = Settings.from_env()
+    client = CademiV3Client.from_settings(
+        settings, get_secret(settings, CADEMI_API_KEY), runtime.cademi_budget(settings)
+    )
+    report = check_contract(client)
+    for line in report.lines():
+        print(line)
+    print("the mapping matches: the school can switch" if report.ok else "MISMATCH: fix FIELDS before switching")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
