@@ -57,10 +57,10 @@ test: lint $(CHROMIUM) $(CHECKOV) $(TFSCHEMA)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install
-	$(BIN)/python -m devstack run --weeks $(WEEKS) $(if $(SCENARIO),--scenario $(SCENARIO))
+	$(BIN)/python -m devstack run --weeks $(WEEKS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(CADEMI_API_VERSION),--cademi-api $(CADEMI_API_VERSION))
 
 up: install
-	$(BIN)/python -m devstack up $(if $(SCENARIO),--scenario $(SCENARIO))
+	$(BIN)/python -m devstack up $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(CADEMI_API_VERSION),--cademi-api $(CADEMI_API_VERSION))
 
 trigger: install
 	@test -n "$(WEEK)" || (echo "usage: make trigger WEEK=YYYY-MM-DD" && exit 2)

@@ -8,7 +8,9 @@ Phases (each on its own local stack, simulator and client budget set to the same
    side: a limiter per process (the design before the school-wide budget), the school-wide budget with one
    instance, and with two instances of extract_progress;
 3. peak memory of the extract_progress process on one 300-student x 15-product tag;
-4. a projection to a 60-tag x 300-student x 15-product school at 2 req/s.
+4. a projection to a 60-tag x 300-student x 15-product school at 2 req/s;
+5. the same school on Cademi's API v1 and v3 side by side at 2 req/s (`--v1-v3-only` runs just this phase and
+   rewrites only its section of BENCHMARKS.md).
 Writes BENCHMARKS.md and prints the figures as one JSON object on its last line.
 """
 
@@ -126,6 +128,7 @@ def pipeline_run(stack: LocalStack) -> dict[str, Any]:
         "breaches": int(counters.get("breaches", 0)),
         "achieved_rate": round((calls - 1) / (last - first), 3) if last > first else None,
         "utilisation": round((calls - 1) / (last - first) / rate, 3) if last > first else None,
+        "students": students,
         "calls_per_student_product": round(calls / (students * products), 4),
         "end_to_end_s": round(finished - published, 2),
         "api_bound_s": round(calls / rate, 2),
@@ -196,14 +199,86 @@ def peak_rss_mb(pid: int) -> float:
     return round(peak, 1)
 
 
-def projection(calls_per_student_product: float, utilisation: float) -> dict[str, Any]:
+V3_SECTION = ("<!-- v1-v3 -->", "<!-- /v1-v3 -->")
+
+
+def v1_and_v3(root: Path) -> dict[str, Any]:
+    """The same school (4 tags x 85 students x 3 products, 150 +- 100 ms) at 2 req/s on each API."""
+    real_school = school(4, 85, 3, 2.0, {"mean": 150, "jitter": 100})
+    found: dict[str, Any] = {}
+    for api in ("v1", "v3"):
+        with running_stack(root / api, real_school, piece_budget_s=PIECE_BUDGET_S, cademi_api=api) as stack:
+            run = pipeline_run(stack)
+            students = run["students"]
+            run["calls_per_student"] = round(run["calls"] / students, 3)
+            run["projection"] = projection(run["calls"] / (students * 3), run["utilisation"] or 0.97, api=api)
+            found[api] = run
+            print(f"  {api}: {run}", flush=True)
+    found["speedup"] = round(found["v1"]["end_to_end_s"] / found["v3"]["end_to_end_s"], 2)
+    found["targets"] = {
+        "v3_calls_per_student_le_1_05": found["v3"]["calls_per_student"] <= 1.05,
+        "v3_utilisation_ge_0_95": (found["v3"]["utilisation"] or 0) >= 0.95,
+        "v3_zero_breaches": found["v3"]["breaches"] == 0,
+    }
+    return found
+
+
+def v3_markdown(r: dict[str, Any]) -> str:
+    v1, v3, ok = r["v1"], r["v3"], {True: "met", False: "**missed**"}
+    t = r["targets"]
+    rows = [
+        ("API calls", "calls"),
+        ("calls per student", "calls_per_student"),
+        ("achieved rate (req/s)", "achieved_rate"),
+        ("utilisation", "utilisation"),
+        ("breaches", "breaches"),
+        ("end-to-end (s)", "end_to_end_s"),
+        ("records loaded", "records_loaded"),
+    ]
+    table = "\n".join(f"| {label} | {v1[key]} | **{v3[key]}** |" for label, key in rows)
+    p1, p3 = v1["projection"], v3["projection"]
+    return f"""{V3_SECTION[0]}
+## 6. Cademi API v1 and v3, side by side
+
+The same school (4 tags x 85 students x 3 products, 150 +- 100 ms latency) at Cademi's 2 req/s, production
+defaults, one local stack per API, in one run ({r["date"]}). v1 asks one call per student x product; v3 one call
+per student for every product (`GET /users/{{id}}/progress`, pages of 200), plus the class listing.
+
+| figure | v1 | v3 |
+|---|---|---|
+{table}
+
+v3 is **{r["speedup"]}x** faster end to end for this 3-product track (the ratio grows with the track: 15
+products on v1 is 15 calls per student). Targets on v3: calls per student <= 1.05
+({ok[t["v3_calls_per_student_le_1_05"]]}), utilisation >= 0.95 ({ok[t["v3_utilisation_ge_0_95"]]}),
+0 breaches ({ok[t["v3_zero_breaches"]]}).
+
+Projection to 60 tags x 300 students x 15 products at 2 req/s from these measured figures: v1
+**{p1["calls"]} calls, {p1["hours"]} h**; v3 **{p3["calls"]} calls, {p3["hours"]} h**.
+{V3_SECTION[1]}"""
+
+
+def write_v3_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    start, end = V3_SECTION
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def projection(calls_per_student_product: float, utilisation: float, api: str = "v1") -> dict[str, Any]:
     """60 tags x 300 students x 15 products at Cademi's 2 req/s, from the measured figures."""
     tags, students, products, rate = 60, 300, 15, 2.0
-    calls = math.ceil(tags * students * products * calls_per_student_product)
+    # v1's calls grow with the products; v3's do not (the measured figure is per student-product of a
+    # 3-product track, so per student it is 3x that).
+    per_student = calls_per_student_product * (products if api == "v1" else 3)
+    calls = math.ceil(tags * students * per_student)
     effective = rate * min(utilisation, 1.0)
     hours = calls / effective / 3600
     calls_per_piece = effective * PIECE_BUDGET_S
-    pieces_per_tag = math.ceil(students * products / calls_per_piece)
+    pieces_per_tag = math.ceil(students * per_student / calls_per_piece)
     pieces = tags * pieces_per_tag
     load_jobs = pieces + tags  # one per shard, one per tag's contacts
     load_jobs_per_day = load_jobs / max(hours / 24, 1.0)
@@ -229,12 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=5)
     parser.add_argument("--legacy-students", type=int, default=4, help="students per tag timed the old way")
     parser.add_argument("--out", default="BENCHMARKS.md")
+    parser.add_argument("--v1-v3-only", action="store_true", help="run only phase 5 and rewrite only its section")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-"))
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
+    if args.v1_v3_only:
+        print("phase 5: the same school on API v1 and v3 at 2 req/s", flush=True)
+        results["v1_v3"] = {"date": results["date"], **v1_and_v3(root)}
+        write_v3_section(Path(args.out), v3_markdown(results["v1_v3"]))
+        print(json.dumps(results))
+        return 0
 
     print(f"phase 1: pipeline at {args.rate:g} req/s, {args.latency_ms:g} ms latency", flush=True)
     scenario = school(args.tags, args.students, args.products, args.rate, args.latency_ms)
@@ -295,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         "overhead_le_1_10": fast["overhead"] <= 1.10,
         "memory_under_function_limit": memory < FUNCTION_MEMORY_MB,
     }
+    print("phase 5: the same school on API v1 and v3 at 2 req/s", flush=True)
+    results["v1_v3"] = {"date": results["date"], **v1_and_v3(root)}
     Path(args.out).write_text(markdown(results, args), encoding="utf-8")
+    write_v3_section(Path(args.out), v3_markdown(results["v1_v3"]))
     print(f"wrote {args.out}", flush=True)
     print(json.dumps(results))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import date, timedelta
@@ -103,11 +104,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario = _scenario_path(args.scenario, workdir)
     print(f"starting the local stack in {workdir} ...", flush=True)
     started = time.monotonic()
-    stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget)
+    stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget, cademi_api=args.cademi_api)
     summaries = []
     report: Path | None = None
     try:
-        print(f"stack up in {time.monotonic() - started:.1f} s; {_rate_note(stack)}", flush=True)
+        print(
+            f"stack up in {time.monotonic() - started:.1f} s, Cademi API {stack.cademi_api}; {_rate_note(stack)}",
+            flush=True,
+        )
         for week in stack.scenario.weeks[: args.weeks]:
             summary = run_week(stack, week)
             summaries.append(summary)
@@ -135,13 +139,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if (workdir / "stack.json").exists():
         print(f"a stack is already up in {workdir}; run `make down` first", file=sys.stderr)
         return 1
-    stack = LocalStack.start(workdir, _scenario_path(args.scenario, workdir), piece_budget_s=args.piece_budget)
+    scenario = _scenario_path(args.scenario, workdir)
+    stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget, cademi_api=args.cademi_api)
     e = stack.endpoints
     print(f"local stack up ({_rate_note(stack)})")
     print(f"  BigQuery   {e['bigquery']}  project={e['project']} dataset={e['dataset']}")
     print(f"  Storage    {e['gcs']}  bucket={e['bucket']}")
     print(f"  Pub/Sub    {e['pubsub']}")
-    print(f"  Cademi     {e['cademi']}  (simulator, key in the scenario file)")
+    cademi_url = stack.function_env()["CADEMI_BASE_URL"]
+    print(f"  Cademi     {cademi_url}  (simulator, API {stack.cademi_api}; key in the scenario file)")
     for name, url in e["functions"].items():
         print(f"  {name:<17}{url}")
     print(f"  form       {e['functions']['add_tag']}/  (open in a browser; local identity {LOCAL_STAFF})")
@@ -202,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--weeks", type=int, default=4)
     run.add_argument("--workdir")
     run.add_argument("--piece-budget", type=float, default=20.0)
+    run.add_argument(
+        "--cademi-api",
+        choices=["v1", "v3"],
+        default=os.environ.get("CADEMI_API_VERSION") or "v1",
+        help="the Cademi API the functions use (default: $CADEMI_API_VERSION or v1)",
+    )
     run.add_argument("--keep", action="store_true", help="keep the work directory (logs, shards)")
     run.add_argument("--report", default="var/report.html", help="where to write the HTML dashboard preview")
     run.set_defaults(func=cmd_run)
@@ -209,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--scenario")
     up.add_argument("--workdir")
     up.add_argument("--piece-budget", type=float, default=20.0)
+    up.add_argument(
+        "--cademi-api",
+        choices=["v1", "v3"],
+        default=os.environ.get("CADEMI_API_VERSION") or "v1",
+        help="the Cademi API the functions use (default: $CADEMI_API_VERSION or v1)",
+    )
     up.set_defaults(func=cmd_up)
     trigger = sub.add_parser("trigger", help="fire one weekly run on the running stack and wait for it")
     trigger.add_argument("--week", required=True)

@@ -130,14 +130,18 @@ class LocalStack:
         front_queue_s: float = 10.0,
         ack_deadline_s: int | None = None,
         extra_env: dict[str, str] | None = None,
+        cademi_api: str = "v1",
     ) -> LocalStack:
         """Start every process, create topics, bucket, tables and subscriptions, seed the registry.
+
+        `cademi_api` ("v1" or "v3") is the Cademi API the functions use; the simulator serves both.
 
         Each pipeline function runs as its instances' processes behind a front that admits what Cloud Run
         would (`devstack.front`); extract_progress's capacity is `progress_instances x progress_concurrency`.
         """
         workdir.mkdir(parents=True, exist_ok=True)
         stack = cls(workdir.resolve(), scenario_path.resolve())
+        stack.endpoints["cademi_api"] = cademi_api
         capacity = {
             name: (progress_instances, progress_concurrency)
             if name == "extract_progress"
@@ -170,6 +174,7 @@ class LocalStack:
         }
         process_ports = {process: free_port() for names in instances.values() for process in names}
         self.endpoints = {
+            "cademi_api": self.cademi_api,  # set by start()
             "project": PROJECT,
             "dataset": "progress",
             "bucket": "progress-shards",
@@ -253,7 +258,7 @@ class LocalStack:
             "CADEMI_RATE_PER_SECOND": str(rate["per_second"]),
             "CADEMI_RATE_PER_MINUTE": str(rate["per_minute"]),
             "PIECE_BUDGET_S": str(piece_budget_s),
-            "CADEMI_API_KEY": scenario.api_key,
+            "CADEMI_API_KEY": self.cademi_api_key,
             # add_tag locally: an explicit development identity, and throw-away secrets kept in memory only.
             "FORM_AUTH": "dev",
             "FORM_DEV_USER": LOCAL_STAFF,
@@ -328,14 +333,26 @@ class LocalStack:
             "BIGQUERY_EMULATOR_HOST": self.endpoints["bigquery"],
             "STORAGE_EMULATOR_HOST": self.endpoints["gcs"],
             "PUBSUB_EMULATOR_HOST": self.endpoints["pubsub"],
-            "CADEMI_BASE_URL": self.endpoints["cademi"],
+            "CADEMI_API_VERSION": self.cademi_api,
+            "CADEMI_BASE_URL": self.endpoints["cademi"].replace("/api/v1", f"/api/{self.cademi_api}"),
             "SECRETS_BACKEND": "env",
         }
+
+    @property
+    def cademi_api(self) -> str:
+        return str(self.endpoints.get("cademi_api", "v1"))
+
+    @property
+    def cademi_api_key(self) -> str:
+        """The school's key for the API the functions use (v3 keys are `ck_…`)."""
+        from cademi_sim import v3
+
+        return v3.settings_of(self.scenario.raw)["api_key"] if self.cademi_api == "v3" else self.scenario.api_key
 
     def use_here(self) -> None:
         """Point this process's Google clients and settings at the stack."""
         os.environ.update(self.function_env())
-        os.environ["CADEMI_API_KEY"] = self.scenario.api_key
+        os.environ["CADEMI_API_KEY"] = self.cademi_api_key
         from progress_monitor import runtime
 
         runtime.reset()
@@ -360,15 +377,26 @@ class LocalStack:
         if child.proc is not None:
             child.proc.wait(timeout=10)
 
-    def restart(self, name: str, port: int) -> None:
-        """Start a stopped or killed process again with the same command and environment."""
+    def restart(self, name: str, port: int, env_changes: dict[str, str] | None = None) -> None:
+        """Start a stopped or killed process again with the same command and environment (plus changes)."""
         old = self.child(name)
         old.stop()
         assert old.log_path is not None
-        new = spawn(name, old.cmd, old.log_path.parent, old.env)
+        env = {**old.env, **env_changes} if old.env is not None and env_changes else old.env
+        new = spawn(name, old.cmd, old.log_path.parent, env)
         self.children[self.children.index(old)] = new
         wait_for_port(new, port, timeout=90)
         self.save()
+
+    def switch_cademi_api(self, version: str) -> None:
+        """Redeploy, as a school switching APIs would: every function process restarts on `version`."""
+        self.endpoints["cademi_api"] = version
+        changes = {k: v for k, v in self.function_env().items() if k.startswith("CADEMI_")}
+        changes["CADEMI_API_KEY"] = self.cademi_api_key
+        urls = {**self.endpoints["processes"], **{n: self.endpoints["functions"][n] for n in HTTP_FUNCTIONS}}
+        for name, url in urls.items():
+            self.restart(name, int(url.rsplit(":", 1)[1]), changes)
+        self.use_here()
 
     # -- state for `make up` / `make trigger` / `make down` ----------------------------------------------
 
