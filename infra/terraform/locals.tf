@@ -58,6 +58,7 @@ locals {
     SHARD_RELOADS_TOPIC    = local.topics.shard_reloads
     TIMEZONE               = var.schedule.time_zone
     SECRETS_BACKEND        = "secret_manager"
+    CADEMI_API_VERSION     = var.cademi.api_version
     CADEMI_BASE_URL        = var.cademi.base_url
     CADEMI_RATE_PER_SECOND = tostring(var.cademi.rate_per_second)
     CADEMI_RATE_PER_MINUTE = tostring(var.cademi.rate_per_minute)

@@ -9,12 +9,17 @@ variable "alert_emails" {
 }
 
 variable "cademi" {
-  description = "Cademi API: the school's base URL and the rate budget of the whole school (Cademi allows 2 req/s, 120 req/min)."
+  description = "Cademi API: its version (v1, or v3 with one progress call per student), the base URL, and the rate budget of the whole school (Cademi allows 2 req/s, 120 req/min)."
   type = object({
+    api_version     = optional(string, "v1")
     base_url        = string
     rate_per_second = optional(number, 2)
     rate_per_minute = optional(number, 120)
   })
+  validation {
+    condition     = contains(["v1", "v3"], var.cademi.api_version) && endswith(trimsuffix(var.cademi.base_url, "/"), "/api/${var.cademi.api_version}")
+    error_message = "cademi.api_version is v1 or v3, and cademi.base_url ends in /api/<that version> (v3: https://api.cademi.com.br/api/v3)."
+  }
   validation {
     condition     = startswith(var.cademi.base_url, "https://")
     error_message = "cademi.base_url must be https (the API key travels in a header)."
