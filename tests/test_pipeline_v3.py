@@ -9,15 +9,30 @@ student, and no CPF may appear anywhere although v3 serves `document` with `user
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from collections.abc import Iterator
 from datetime import date
+from urllib.parse import urlencode
 
 import pytest
+import requests
 
-from devstack.stack import LocalStack
+from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
 from progress_monitor import warehouse
-from tests.pipeline_world import BIG_TAG, CPF_PREFIX, DROPOUT, MOVER, OTHER_TAG, SMALL_TAG, WEEKS, world
+from tests.pipeline_world import (
+    BIG_TAG,
+    CPF_PREFIX,
+    DROPOUT,
+    MOVER,
+    OTHER_TAG,
+    SMALL_TAG,
+    UNREGISTERED_TAG,
+    WEEKS,
+    world,
+)
 from tests.test_pipeline import assert_history_equals_truth, history, settings
 
 pytestmark = pytest.mark.integration
@@ -99,3 +114,32 @@ def test_no_cpf_reaches_shards_tables_or_logs_on_v3(stack: LocalStack) -> None:
     students = warehouse.query(settings(), "SELECT * FROM `${students}`")
     assert students and not any(CPF_PREFIX in json.dumps(r, default=str) for r in students)
     assert any(r["celular"] for r in students)  # the phone tutors need came with users.read_personal
+
+
+def test_the_tag_exists_check_of_add_tag_works_on_v3(stack: LocalStack) -> None:
+    if stack.cademi_api != "v3":
+        stack.switch_cademi_api("v3")
+    text = f"adicionar {UNREGISTERED_TAG} analista 2027-08 2027-08-02"
+    member = {"user_id": LOCAL_SLACK_USER, "team_id": LOCAL_SLACK_TEAM}
+    body = urlencode({"command": "/turma", "text": text, **member})
+    timestamp = str(int(time.time()))
+    key = stack.local_secrets["SLACK_SIGNING_SECRET"].encode()
+    signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    headers = {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    stack.admin().reset()
+    answer = requests.post(stack.endpoints["functions"]["slack_command"], data=body, headers=headers, timeout=30)
+    assert "registrada" in answer.json()["text"], answer.text
+    assert stack.admin().counters()["v3/tags"] >= 1  # the existence check asked v3
+    missing = urlencode({"command": "/turma", "text": "adicionar 123456 analista 2027-09 2027-09-06", **member})
+    signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{missing}".encode(), hashlib.sha256).hexdigest()
+    answer = requests.post(
+        stack.endpoints["functions"]["slack_command"],
+        data=missing,
+        headers={**headers, "X-Slack-Signature": signature},
+        timeout=30,
+    )
+    assert "não existe na Cademi" in answer.json()["text"]

@@ -172,3 +172,15 @@ def test_a_budget_slot_may_be_late_by_half_the_safety_slack_whatever_the_rate() 
     fast = Settings(cademi_rate_per_second=150, cademi_rate_per_minute=9000)
     assert fast.cademi_late_tolerance_s == pytest.approx(0.015)
     assert Settings(cademi_rate_safety=0.0).cademi_late_tolerance_s == 0.0
+
+
+def test_the_api_version_and_its_base_url_must_agree() -> None:
+    v3 = "https://api.cademi.com.br/api/v3"
+    assert Settings.from_env({"CADEMI_API_VERSION": "v3", "CADEMI_BASE_URL": v3}).cademi_api_version == "v3"
+    for env in (
+        {"CADEMI_API_VERSION": "v3"},  # still the v1 base URL
+        {"CADEMI_API_VERSION": "v1", "CADEMI_BASE_URL": v3},
+        {"CADEMI_API_VERSION": "v2"},
+    ):
+        with pytest.raises(SettingsError, match="CADEMI_"):
+            Settings.from_env(env)
