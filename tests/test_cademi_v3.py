@@ -33,7 +33,7 @@ def test_one_call_per_student_answers_what_v1_answers_for_every_product(simulato
     scenario = school(n_students=4, products=(101, 102, 103))
     scenario["access"] = [a for a in scenario["access"] if not (a["user"] == 1002 and a["product"] == 103)]
     scenario["progress"] = [p for p in scenario["progress"] if not (p["user"] == 1002 and p["product"] == 103)]
-    scenario["faults"] = [{"path": "/usuario/progresso_por_produto/1003/102", "status": 503, "times": 100}]
+    scenario["faults"] = [{"path": "/usuario/progresso_por_produto/1003/102", "status": 503, "times": 10**6}]
     sim = simulator(scenario)
     v1, v3 = sim.client(max_attempts=1), v3_client(sim)
     for user in (1001, 1002, 1003, 1004):
@@ -89,3 +89,13 @@ def test_the_contract_check_passes_on_our_simulator_and_names_a_planted_mismatch
     missing = [name for name, present in report.fields.items() if not present]
     assert missing == ["ProgressItem.percentage (percent)"]
     assert set(report.missing_permissions) == {"progress.read", "tags.read", "users.read_personal"}
+
+
+def test_a_short_pair_fault_is_a_transient_failure_of_the_call_cleared_by_a_retry(simulator) -> None:
+    scenario = school(n_students=1, products=(101, 102))
+    scenario["faults"] = [{"path": "/usuario/progresso_por_produto/1001/102", "status": 502, "times": 1}]
+    sim = simulator(scenario)
+    client = v3_client(sim)
+    answers = client.student_progress(1001, (101, 102))
+    assert all(isinstance(a, Progress) for a in answers.values())
+    assert sim.admin.counters()["v3/progress"] == 2 and client.stats.snapshot()["retries"] == 1

@@ -5,9 +5,10 @@ Shape (as `cademi-api-v3.md` has it, with the U names chosen here and published 
 up to 200, the error envelope `{"error": {"code", "message", "request_id"}}` with `X-Request-Id`, 429 with
 `Retry-After`, `Authorization: Bearer ck_…` (or `X-API-Key`). `GET /users/{id}/progress` answers every product
 the student can access, in one call; a product without access is absent. A v1 fault on a pair's path
-(`/usuario/progresso_por_produto/{user}/{product}`) makes that product's entry malformed here, so the same
-scenario fails the same pair on both APIs. Optional scenario field `v3`: `api_key`, `permissions`,
-`openapi_renames` (ours -> served name, to plant a contract mismatch).
+(`/usuario/progresso_por_produto/{user}/{product}`) keeps its meaning: a short one (fewer than 1,000 times)
+fails the student's whole v3 call once, which a retry clears, as on v1; a persistent one makes that product's
+entry malformed on every call, so the same scenario fails the same pair on both APIs. Optional scenario
+field `v3`: `api_key`, `permissions`, `openapi_renames` (ours -> served name, to plant a contract mismatch).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 from typing import Any
 
 PREFIX = "/api/v3"
+PERSISTENT_TIMES = 1000  # a v1 pair fault at least this long is a product that never answers
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 ALL_PERMISSIONS = ["users.read", "users.read_personal", "progress.read", "tags.read", "products.read"]
@@ -136,8 +138,11 @@ def route(state: Any, rel: str, query: dict[str, list[str]]) -> tuple[int, dict[
                 "lessons_completed": served["completas"],
                 "updated_at": sc.weeks[state.week].isoformat() + "T06:00:00Z",
             }
-            if state.take_fault(f"/usuario/progresso_por_produto/{user_id}/{product_id}"):
-                item["percentage"] = "erro"  # the pair v1 fails: a malformed entry here
+            fault = state.take_fault(f"/usuario/progresso_por_produto/{user_id}/{product_id}")
+            if fault and int(fault.get("times", 1)) >= PERSISTENT_TIMES:
+                item["percentage"] = "erro"  # a pair v1 never answers: a malformed entry here, every time
+            elif fault and int(fault.get("status", 200)) >= 500:
+                return error(int(fault["status"]), "internal_error", "simulated failure")  # transient: retried
             items.append({renames.get(k, k): v for k, v in item.items()})
         return _page(items, query, f"progress:{user_id}")
     state.count("unknown_route")
