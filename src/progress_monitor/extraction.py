@@ -58,8 +58,9 @@ class PieceExtraction:
     """Extract one piece of a tag: iterate `records()`, then read `next_index` (None when the tag is done).
 
     The roster is the one piece 0 froze, so no student is lost or repeated across pieces. Progress calls run
-    on a small thread pool, each taking a slot of the client's budget; records are yielded in roster x product
-    order and at most `window` calls are in flight, so memory stays bounded. The time budget is checked before
+    on a small thread pool, each taking a slot of the client's budget; a call answers one product (v1) or all
+    of a student's (v3), as the source's `progress_units` says. Records are yielded in roster x product order
+    and at most `window` calls are in flight, so memory stays bounded. The time budget is checked before
     each student is started (at least one per piece), and a student is never split across pieces.
     """
 
