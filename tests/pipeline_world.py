@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+from devstack.stack import LocalStack
 
 WEEKS = ["2026-09-07", "2026-09-14", "2026-09-21", "2026-09-28"]
 BIG_TAG, SMALL_TAG, OTHER_TAG, UNREGISTERED_TAG = 7001, 7002, 7003, 7999
@@ -89,3 +93,18 @@ def world() -> dict[str, Any]:
             ],
         },
     }
+
+
+# Fast client retries: the pipeline tests' faults clear in well under a second.
+FAST_RETRIES = {"CADEMI_BACKOFF_BASE_S": "0.05", "CADEMI_BACKOFF_CAP_S": "0.3", "CADEMI_MAX_ATTEMPTS": "4"}
+
+
+def start_stack(workdir: Path, school: dict[str, Any], **options: Any) -> LocalStack:
+    """A local stack on `school` with the pipeline tests' settings (1 s pieces, 30 s ack deadline), used here."""
+    scenario = workdir / "scenario.json"
+    scenario.write_text(json.dumps(school))
+    stack = LocalStack.start(
+        workdir, scenario, piece_budget_s=1.0, ack_deadline_s=30, extra_env=dict(FAST_RETRIES), **options
+    )
+    stack.use_here()
+    return stack

@@ -3,24 +3,22 @@ number of processes (devstack.front admits what Cloud Run would; budget.py holds
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 import requests
 
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
-from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
+from devstack.stack import LocalStack
 from progress_monitor import warehouse
 from progress_monitor.settings import Settings
 from tests.scenarios import school
+from tests.slack import slash_command
 
 pytestmark = pytest.mark.integration
 WEEK = "2026-03-02"
@@ -110,18 +108,7 @@ def test_eight_tags_through_a_busy_instance_lose_no_delivery(tmp_path: Path, con
 
 
 def slack_register(stack: LocalStack, tag_id: int) -> requests.Response:
-    text = f"adicionar {tag_id} trilha 2026-04 {WEEK}"
-    member = {"user_id": LOCAL_SLACK_USER, "team_id": LOCAL_SLACK_TEAM, "user_name": "ana"}
-    body = urlencode({"command": "/turma", "text": text, **member})
-    timestamp = str(int(time.time()))
-    key = stack.local_secrets["SLACK_SIGNING_SECRET"].encode()
-    signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
-    headers = {
-        "X-Slack-Request-Timestamp": timestamp,
-        "X-Slack-Signature": signature,
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-    return requests.post(stack.endpoints["functions"]["slack_command"], data=body, headers=headers, timeout=30)
+    return slash_command(stack, f"adicionar {tag_id} trilha 2026-04 {WEEK}")
 
 
 @pytest.mark.parametrize("budget", ["gcs", "process"])

@@ -36,6 +36,7 @@ from tests.pipeline_world import (
     SMALL_TAG,
     UNREGISTERED_TAG,
     WEEKS,
+    start_stack,
     world,
 )
 
@@ -46,17 +47,7 @@ FAILING = {ALWAYS_FAILING}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    workdir = tmp_path_factory.mktemp("stack")
-    scenario = workdir / "scenario.json"
-    scenario.write_text(json.dumps(world()))
-    stack = LocalStack.start(
-        workdir,
-        scenario,
-        piece_budget_s=1.0,
-        ack_deadline_s=30,
-        extra_env={"CADEMI_BACKOFF_BASE_S": "0.05", "CADEMI_BACKOFF_CAP_S": "0.3", "CADEMI_MAX_ATTEMPTS": "4"},
-    )
-    stack.use_here()
+    stack = start_stack(tmp_path_factory.mktemp("stack"), world())
     yield stack
     stack.stop()
 

@@ -9,18 +9,13 @@ student, and no CPF may appear anywhere although v3 serves `document` with `user
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 from collections.abc import Iterator
 from datetime import date
-from urllib.parse import urlencode
 
 import pytest
-import requests
 
-from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
+from devstack.stack import LocalStack
 from progress_monitor import warehouse
 from tests.pipeline_world import (
     BIG_TAG,
@@ -31,8 +26,10 @@ from tests.pipeline_world import (
     SMALL_TAG,
     UNREGISTERED_TAG,
     WEEKS,
+    start_stack,
     world,
 )
+from tests.slack import slash_command
 from tests.test_pipeline import assert_history_equals_truth, history, settings
 
 pytestmark = pytest.mark.integration
@@ -40,18 +37,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    workdir = tmp_path_factory.mktemp("switch")
-    scenario = workdir / "scenario.json"
-    scenario.write_text(json.dumps(world()))
-    stack = LocalStack.start(
-        workdir,
-        scenario,
-        piece_budget_s=1.0,
-        ack_deadline_s=30,
-        extra_env={"CADEMI_BACKOFF_BASE_S": "0.05", "CADEMI_BACKOFF_CAP_S": "0.3", "CADEMI_MAX_ATTEMPTS": "4"},
-        cademi_api="v1",
-    )
-    stack.use_here()
+    stack = start_stack(tmp_path_factory.mktemp("switch"), world(), cademi_api="v1")
     yield stack
     stack.stop()
 
@@ -119,27 +105,9 @@ def test_no_cpf_reaches_shards_tables_or_logs_on_v3(stack: LocalStack) -> None:
 def test_the_tag_exists_check_of_add_tag_works_on_v3(stack: LocalStack) -> None:
     if stack.cademi_api != "v3":
         stack.switch_cademi_api("v3")
-    text = f"adicionar {UNREGISTERED_TAG} analista 2027-08 2027-08-02"
-    member = {"user_id": LOCAL_SLACK_USER, "team_id": LOCAL_SLACK_TEAM}
-    body = urlencode({"command": "/turma", "text": text, **member})
-    timestamp = str(int(time.time()))
-    key = stack.local_secrets["SLACK_SIGNING_SECRET"].encode()
-    signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
-    headers = {
-        "X-Slack-Request-Timestamp": timestamp,
-        "X-Slack-Signature": signature,
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
     stack.admin().reset()
-    answer = requests.post(stack.endpoints["functions"]["slack_command"], data=body, headers=headers, timeout=30)
+    answer = slash_command(stack, f"adicionar {UNREGISTERED_TAG} analista 2027-08 2027-08-02")
     assert "registrada" in answer.json()["text"], answer.text
     assert stack.admin().counters()["v3/tags"] >= 1  # the existence check asked v3
-    missing = urlencode({"command": "/turma", "text": "adicionar 123456 analista 2027-09 2027-09-06", **member})
-    signature = "v0=" + hmac.new(key, f"v0:{timestamp}:{missing}".encode(), hashlib.sha256).hexdigest()
-    answer = requests.post(
-        stack.endpoints["functions"]["slack_command"],
-        data=missing,
-        headers={**headers, "X-Slack-Signature": signature},
-        timeout=30,
-    )
+    answer = slash_command(stack, "adicionar 123456 analista 2027-09 2027-09-06")
     assert "não existe na Cademi" in answer.json()["text"]

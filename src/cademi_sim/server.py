@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
@@ -248,6 +249,14 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, _error(404, "Rota não encontrada"))
             return
         rel = path[len(API_PREFIX) :]
+        if self._fault_answered(rel, lambda status: (status, _error(status, "Falha simulada"), {})):
+            return
+        status, body = self._route(rel, query)
+        self._send(status, body)
+
+    def _fault_answered(self, rel: str, failure: Callable[[int], tuple[int, Any, dict[str, str]]]) -> bool:
+        """Apply the latency and the first matching fault (delay, status or body); True if a fault answered."""
+        state = self.server.state
         latency = state.latency_s()
         fault = state.take_fault(rel)
         if fault and "delay_ms" in fault:
@@ -255,13 +264,12 @@ class Handler(BaseHTTPRequestHandler):
         if latency:
             time.sleep(latency)
         if fault and "status" in fault:
-            self._send(int(fault["status"]), _error(int(fault["status"]), "Falha simulada"))
-            return
+            self._send(*failure(int(fault["status"])))
+            return True
         if fault and "body" in fault:
             self._send(200, None, raw=str(fault["body"]))
-            return
-        status, body = self._route(rel, query)
-        self._send(status, body)
+            return True
+        return False
 
     def _api_v3(self, arrived: float, rel: str, query: dict[str, list[str]]) -> None:
         """The same school through API v3 (cademi_sim/v3.py): its key, its error envelope, its 429."""
@@ -276,17 +284,7 @@ class Handler(BaseHTTPRequestHandler):
             state.count("auth_missing" if ok is None else "auth_invalid")
             self._send(*v3.error(401, "unauthenticated", "a valid ck_ key is required"))
             return
-        latency = state.latency_s()
-        fault = state.take_fault(rel)
-        if fault and "delay_ms" in fault:
-            latency += float(fault["delay_ms"]) / 1000.0
-        if latency:
-            time.sleep(latency)
-        if fault and "status" in fault:
-            self._send(*v3.error(int(fault["status"]), "internal_error", "simulated failure"))
-            return
-        if fault and "body" in fault:
-            self._send(200, None, raw=str(fault["body"]))
+        if self._fault_answered(rel, lambda status: v3.error(status, "internal_error", "simulated failure")):
             return
         status, body, headers = v3.route(state, rel, query)
         self._send(status, body, headers)

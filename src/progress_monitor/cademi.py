@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
@@ -256,7 +256,7 @@ class CademiClient:
         self._session.headers.update({"Authorization": api_key, "Accept": "application/json"})
 
     @classmethod
-    def from_settings(cls, settings: Settings, api_key: str, limiter: CallBudget) -> CademiClient:
+    def from_settings(cls, settings: Settings, api_key: str, limiter: CallBudget) -> Self:
         """Build a client with the settings' timeouts and retry policy, calling within `limiter`."""
         return cls(
             settings.cademi_base_url,
@@ -302,11 +302,18 @@ class CademiClient:
 
     def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
         """Every student holding the tag, across all pages, each id once."""
+        pages = self._pages(f"/usuario/lista_por_tag/{int(tag_id)}", "usuario", stats, missing_is_empty=True)
+        return self._unique_students(pages, parse_student, tag_id)
+
+    def _unique_students(
+        self, pages: Iterator[list[Any]], parse: Callable[[Any], Student], tag_id: int
+    ) -> Iterator[Student]:
+        """Parsed students of a listing's pages, each id once; an unparsable row is counted and skipped."""
         seen_ids: set[int] = set()
-        for users in self._pages(f"/usuario/lista_por_tag/{int(tag_id)}", "usuario", stats, missing_is_empty=True):
+        for users in pages:
             for index, item in enumerate(users):
                 try:
-                    student = parse_student(item)
+                    student = parse(item)
                 except CademiMalformedError as exc:
                     # Unattributable row: counted and logged without any of its content.
                     self.stats.add("malformed_users")

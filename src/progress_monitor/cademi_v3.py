@@ -137,20 +137,6 @@ class CademiV3Client(CademiClient):
         self._session.headers.pop("Authorization", None)
         self._session.headers[FIELDS.auth_header] = f"{FIELDS.auth_scheme} {api_key}".strip()
 
-    @classmethod
-    def from_settings(cls, settings: Settings, api_key: str, limiter: CallBudget) -> CademiV3Client:
-        return cls(
-            settings.cademi_base_url,
-            api_key,
-            limiter,
-            connect_timeout_s=settings.cademi_connect_timeout_s,
-            read_timeout_s=settings.cademi_read_timeout_s,
-            max_attempts=settings.cademi_max_attempts,
-            backoff_base_s=settings.cademi_backoff_base_s,
-            backoff_cap_s=settings.cademi_backoff_cap_s,
-            pool_size=max(settings.cademi_workers, 1) + 2,
-        )
-
     # -- transport: v3's error envelope {"error": {code, message, request_id}} -----------------------------
 
     def _code_and_message(self, status: int, body: Any) -> tuple[int, str]:
@@ -194,18 +180,8 @@ class CademiV3Client(CademiClient):
     # -- CademiSource ------------------------------------------------------------------------------------
 
     def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
-        seen: set[int] = set()
-        for users in self._v3_pages("/users", {"tag_id[]": f"tag_{int(tag_id)}"}, stats):
-            for index, item in enumerate(users):
-                try:
-                    student = parse_user(item)
-                except CademiMalformedError as exc:
-                    self.stats.add("malformed_users")
-                    log.warning("skipping user item %d of tag %d: %s", index, tag_id, exc)
-                    continue
-                if student.user_id not in seen:
-                    seen.add(student.user_id)
-                    yield student
+        pages = self._v3_pages("/users", {"tag_id[]": f"tag_{int(tag_id)}"}, stats)
+        return self._unique_students(pages, parse_user, tag_id)
 
     def progress_units(self, product_ids: tuple[int, ...]) -> list[tuple[int, ...]]:
         return [product_ids]  # one call answers every product
