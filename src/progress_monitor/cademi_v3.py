@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     client = CademiV3Client.from_settings(
         settings, get_secret(settings, CADEMI_API_KEY), runtime.cademi_budget(settings)
     )
-    report = check_contract(client)
+    try:
+        report = check_contract(client)
+    except CademiError as exc:
+        print(f"the contract could not be read: {exc}")
+        return 2
     for line in report.lines():
         print(line)
     print("the mapping matches: the school can switch" if report.ok else "MISMATCH: fix FIELDS before switching")
