@@ -137,10 +137,7 @@ observation_lists = st.lists(
 
 def merge_staged(settings_: Settings, rows: list[dict[str, Any]], shard: str) -> None:
     """Run the loader's MERGE on `rows` staged as one shard would be (the load job itself is the emulator's)."""
-    fields = [
-        f for f in warehouse.schema_fields("progress_history", nullable=True) if f.name not in loader.LOADER_COLUMNS
-    ]
-    staging = loader._staging_table(settings_, "progress", f"gs://rule/{shard}", 1, fields)
+    staging = loader._staging_table(settings_, "progress", f"gs://rule/{shard}", 1, loader.staging_fields("progress"))
     try:
         runtime.bigquery(settings_).insert_rows_json(staging, rows)
         params = {"tag_id": RULE_TAG, "snapshot_date": RULE_WEEK, "today": date.today() + timedelta(days=7)}
@@ -192,7 +189,7 @@ def test_no_interleaving_of_shards_lets_a_worse_observation_replace_a_better_one
 
 def test_empty_contact_fields_from_cademi_never_erase_stored_ones(stack: LocalStack) -> None:
     settings_ = cfg()
-    fields = [f for f in warehouse.schema_fields("students", nullable=True) if f.name != "updated_at"]
+    fields = loader.staging_fields("contacts")
     user = next(user_ids)
     for week, nome, email in ((date(2026, 8, 24), "Ana Souza", "ana@example.com"), (date(2026, 8, 31), "", " ")):
         staging = loader._staging_table(settings_, "contacts", f"gs://rule/{user}/{week}", 1, fields)

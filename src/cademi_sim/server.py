@@ -376,28 +376,29 @@ class Handler(BaseHTTPRequestHandler):
             # A broken paginator: pages cycle through the class with a cursor that never repeats.
             start = offset % len(members)
             page = (members[start:] + members[:start])[: state.per_page]
-            end = next_offset = offset + len(page)
-        else:
-            page = members[offset : offset + state.per_page]
-            end = offset + len(page)
-        if next_offset is not None:
-            pass
-        elif page and end < len(members):
+            return 200, self._user_page(tag_id, page, offset + len(page))
+        page = members[offset : offset + state.per_page]
+        end = offset + len(page)
+        if page and end < len(members):
             overlap = 1 if tag_id in state.quirk_tags["overlap_pages"] else 0
             next_offset = end - overlap
         elif page and tag_id in state.quirk_tags["empty_last_page"]:
             next_offset = end
         elif page and tag_id in state.quirk_tags["repeat_cursor"] and cursor:
             next_offset = offset  # points back at this very page; a client must stop
+        return 200, self._user_page(tag_id, page, next_offset)
+
+    def _user_page(self, tag_id: int, page: list[int], next_offset: int | None) -> dict[str, Any]:
+        """One page of a tag's users, with the next page's URL (on the documented development host) if any."""
         next_url = None
         if next_offset is not None:
             next_url = f"{DEV_HOST}{API_PREFIX}/usuario/lista_por_tag/{tag_id}?cursor="
             next_url += encode_cursor(tag_id, next_offset)
         data = {
             "usuario": [self._user_view(u) for u in page],
-            "paginator": {"perPage": state.per_page, "next_page_url": next_url, "prev_page_url": None},
+            "paginator": {"perPage": self.server.state.per_page, "next_page_url": next_url, "prev_page_url": None},
         }
-        return 200, _envelope(data)
+        return _envelope(data)
 
     def _find_user(self, key: str) -> int | None:
         sc = self.server.state.scenario

@@ -108,7 +108,7 @@ def route(state: Any, rel: str, query: dict[str, list[str]]) -> tuple[int, dict[
     if parts == ["users"]:
         state.count("v3/users")
         wanted = query.get("tag_id[]", [])
-        tag_ids = [int(t[4:]) for t in wanted if t.startswith("tag_") and t[4:].isdigit()]
+        tag_ids = [i for i in (_unprefixed(t, "tag_") for t in wanted) if i is not None]
         if not tag_ids or len(tag_ids) != len(wanted):
             return error(400, "validation_failed", "tag_id[] must be tag ids")
         for tag_id in tag_ids:
@@ -121,7 +121,7 @@ def route(state: Any, rel: str, query: dict[str, list[str]]) -> tuple[int, dict[
         return _page(users, query, "users:" + ",".join(map(str, tag_ids)))
     if len(parts) == 3 and parts[0] == "users" and parts[2] == "progress":
         state.count("v3/progress")
-        user_id = int(parts[1][4:]) if parts[1].startswith("usr_") and parts[1][4:].isdigit() else None
+        user_id = _unprefixed(parts[1], "usr_")
         if user_id is None or user_id not in sc.users_by_id:
             return error(404, "not_found", "user not found")
         if "progress.read" not in cfg["permissions"]:
@@ -147,6 +147,12 @@ def route(state: Any, rel: str, query: dict[str, list[str]]) -> tuple[int, dict[
         return _page(items, query, f"progress:{user_id}")
     state.count("unknown_route")
     return error(404, "not_found", "route not found")
+
+
+def _unprefixed(text: str, prefix: str) -> int | None:
+    """The number inside a prefixed v3 id (`usr_42` -> 42), or None."""
+    rest = text[len(prefix) :] if text.startswith(prefix) else ""
+    return int(rest) if rest.isascii() and rest.isdigit() else None
 
 
 def _percent(total: Any) -> float:

@@ -141,7 +141,6 @@ class LocalStack:
         """
         workdir.mkdir(parents=True, exist_ok=True)
         stack = cls(workdir.resolve(), scenario_path.resolve())
-        stack.endpoints["cademi_api"] = cademi_api
         capacity = {
             name: (progress_instances, progress_concurrency)
             if name == "extract_progress"
@@ -149,7 +148,7 @@ class LocalStack:
             for name, spec in FUNCTIONS.items()
         }
         try:
-            stack._start(piece_budget_s, capacity, front_queue_s, ack_deadline_s, extra_env or {})
+            stack._start(piece_budget_s, capacity, front_queue_s, ack_deadline_s, extra_env or {}, cademi_api)
         except BaseException:
             stack.stop()
             raise
@@ -162,6 +161,7 @@ class LocalStack:
         front_queue_s: float,
         ack_deadline_s: int | None,
         extra_env: dict[str, str],
+        cademi_api: str,
     ) -> None:
         scenario = self.scenario
         logs = self.workdir / "logs"
@@ -174,7 +174,7 @@ class LocalStack:
         }
         process_ports = {process: free_port() for names in instances.values() for process in names}
         self.endpoints = {
-            "cademi_api": self.cademi_api,  # set by start()
+            "cademi_api": cademi_api,
             "project": PROJECT,
             "dataset": "progress",
             "bucket": "progress-shards",
@@ -393,9 +393,8 @@ class LocalStack:
         self.endpoints["cademi_api"] = version
         changes = {k: v for k, v in self.function_env().items() if k.startswith("CADEMI_")}
         changes["CADEMI_API_KEY"] = self.cademi_api_key
-        urls = {**self.endpoints["processes"], **{n: self.endpoints["functions"][n] for n in HTTP_FUNCTIONS}}
-        for name, url in urls.items():
-            self.restart(name, int(url.rsplit(":", 1)[1]), changes)
+        for name in (*self.endpoints["processes"], *HTTP_FUNCTIONS):
+            self.restart(name, self.port_of(name), changes)
         self.use_here()
 
     # -- state for `make up` / `make trigger` / `make down` ----------------------------------------------
@@ -559,6 +558,8 @@ class LocalStack:
     ) -> dict[str, Any]:
         """Poll the runs table until the run has failed, or finished (succeeded or incomplete) with its reports
         rebuilt (or the timeout passes)."""
+        from progress_monitor.runs import FINISHED
+
         deadline = time.monotonic() + timeout
         row: dict[str, Any] | None = None
         next_report = time.monotonic() + progress_every_s
@@ -570,7 +571,7 @@ class LocalStack:
                 if not child.alive():
                     raise StartupError(f"{child.name} died; see {child.log_path}")
             row = self.run_row(run_id)
-            finished = row and row["status"] in ("succeeded", "incomplete") and row["reports_refreshed_at"]
+            finished = row and row["status"] in FINISHED and row["reports_refreshed_at"]
             if row and (row["status"] == "failed" or finished):
                 return row
             time.sleep(0.5)

@@ -97,8 +97,9 @@ def resume_stalled_runs(cfg: Settings, quiet_for: timedelta = timedelta(hours=1)
         cfg,
         """SELECT r.run_id FROM `${runs}` r LEFT JOIN (SELECT run_id, MAX(loaded_at) AS last_load FROM `${loads}`
            GROUP BY run_id) l ON l.run_id = r.run_id
-           WHERE r.status NOT IN ('succeeded', 'incomplete') AND COALESCE(l.last_load, r.started_at) < @cutoff""",
+           WHERE r.status NOT IN UNNEST(@finished) AND COALESCE(l.last_load, r.started_at) < @cutoff""",
         cutoff=datetime.now(UTC) - quiet_for,
+        finished=list(runs.FINISHED),
     )
     resumed = {}
     for row in stalled:

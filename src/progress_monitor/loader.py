@@ -25,7 +25,11 @@ from progress_monitor.settings import Settings
 from progress_monitor.warehouse import query, schema_fields
 
 STAGING_TTL = timedelta(days=1)
-LOADER_COLUMNS = ("last_failed_at", "last_failure", "shard", "loaded_at")  # written by the MERGE, not in shards
+# What a load job stages, per kind of object: the final table's columns but those its MERGE writes itself.
+STAGED = {
+    "progress": ("progress_history", ("last_failed_at", "last_failure", "shard", "loaded_at")),
+    "contacts": ("students", ("updated_at",)),
+}
 PROGRESS_COLUMNS = (
     "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, extracted_at"
 )
@@ -50,6 +54,12 @@ class LoadOutcome:
     rows_in_shard: int
     rows_merged: int  # distinct valid keys: what the MERGE wrote (or found already there)
     checks: dict[str, int]  # ledger column -> rows; dq_duplicates counts only among valid rows
+
+
+def staging_fields(kind: str) -> list[Any]:
+    """The schema a `kind` object ("progress" or "contacts") is loaded with, every column nullable."""
+    table, merge_written = STAGED[kind]
+    return [f for f in schema_fields(table, nullable=True) if f.name not in merge_written]
 
 
 def _staging_table(settings: Settings, kind: str, uri: str, generation: int, fields: list[Any]) -> str:
@@ -146,7 +156,7 @@ MERGE_PROGRESS = (
 def load_progress_shard(settings: Settings, uri: str, shard: str, generation: int, meta: ShardMeta) -> LoadOutcome:
     """Load one progress shard (described by its metadata), then record it in the ledger and the run."""
     task = meta.task
-    fields = [f for f in schema_fields("progress_history", nullable=True) if f.name not in LOADER_COLUMNS]
+    fields = staging_fields("progress")
     staging = _staging_table(settings, "progress", uri, generation, fields)
     _load_into(settings, staging, uri, fields)
     try:
@@ -212,7 +222,7 @@ MERGE_CONTACTS = """MERGE `${students}` T
 
 def load_contacts(settings: Settings, uri: str, generation: int, *, tag_id: int, snapshot_date: date) -> int:
     """Merge a tag's contact data into the restricted students table (latest snapshot wins)."""
-    fields = [f for f in schema_fields("students", nullable=True) if f.name != "updated_at"]
+    fields = staging_fields("contacts")
     staging = _staging_table(settings, "contacts", uri, generation, fields)
     _load_into(settings, staging, uri, fields)
     try:

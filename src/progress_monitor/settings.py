@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 
 SLACK_TEAM = re.compile(r"T[A-Z0-9]{2,20}", re.ASCII)
 SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}", re.ASCII)
+LOCAL_URLS = ("http://127.0.0.1", "http://localhost")  # plain http only here: the simulator
 PRODUCTION_RATE_PER_SECOND = 2.0
 PRODUCTION_RATE_PER_MINUTE = 120.0
 
@@ -143,7 +144,7 @@ class Settings:
             raise SettingsError(
                 f"CADEMI_BASE_URL must be the API {self.cademi_api_version} base (…/api/{self.cademi_api_version})"
             )
-        if not self.cademi_base_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        if not self.cademi_base_url.startswith(("https://", *LOCAL_URLS)):
             raise SettingsError("CADEMI_BASE_URL must be https (plain http only on 127.0.0.1/localhost)")
         for name in ("cademi_rate_per_second", "cademi_rate_per_minute", "piece_budget_s"):
             if getattr(self, name) <= 0:
@@ -213,7 +214,7 @@ class Settings:
     @property
     def cademi_is_simulator(self) -> bool:
         """True when Cademi is the local simulator (plain http is allowed only there): it can serve past weeks."""
-        return self.cademi_base_url.startswith(("http://127.0.0.1", "http://localhost"))
+        return self.cademi_base_url.startswith(LOCAL_URLS)
 
     @property
     def rate_is_production(self) -> bool:
