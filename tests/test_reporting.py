@@ -22,7 +22,7 @@ from progress_monitor.settings import Settings
 
 pytestmark = pytest.mark.integration
 WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15", "2026-06-22"]
-A, B = 8001, 8002
+A, B, C = 8001, 8002, 8003
 # user: (tag memberships [(tag, from, to)], totals of 101 per week, totals of 102 per week)
 STUDENTS: dict[int, tuple[list[tuple[int, int, int | None]], list[float], list[float]]] = {
     101: ([(A, 0, None)], [10, 60, 100, 100], [0, 10, 30, 80]),  # w3: 90 vs 75 -> adiantado
@@ -36,6 +36,20 @@ STUDENTS: dict[int, tuple[list[tuple[int, int, int | None]], list[float], list[f
     109: ([(A, 0, None)], [50, 90, 100, 100], [0, 0, 20, 20]),  # 25, 45, 60, 60 (-15), flat once -> atrasado
     110: ([(A, 0, 1)], [0, 50, 60, 60], [0, 0, 0, 0]),  # drops out: absent from week 2
     111: ([(B, 0, None)], [0, 50, 100, 100], [0, 0, 0, 50]),
+    # Class C: recency and the grace period. 112-115 progress like 103 (w2 atrasado, w3 60 vs 75, rising).
+    112: ([(C, 0, None)], [0, 30, 60, 100], [0, 0, 0, 20]),  # last access 06-05: 17 days at w3 -> em risco
+    113: ([(C, 0, None)], [0, 30, 60, 100], [0, 0, 0, 20]),  # 06-09 02:30Z is 06-08 in São Paulo: 14 -> em risco
+    114: ([(C, 0, None)], [0, 30, 60, 100], [0, 0, 0, 20]),  # 06-09 (naive, school time): 13 days -> atrasado
+    115: ([(C, 0, None)], [0, 30, 60, 100], [0, 0, 0, 20]),  # never known (null, then a future date) -> atrasado
+    116: ([(C, 3, None)], [0, 0, 0, 0], [0, 0, 0, 0]),  # joins in w3: 0 vs 75 but in the grace week -> no ritmo
+}
+# What the listing says as `ultimo_acesso_em`, per week (absent: null every week).
+LAST_ACCESS: dict[int, list[str | None]] = {
+    112: ["2026-05-30 10:00:00", "2026-06-05T10:00:00-03:00", "2026-06-05T10:00:00-03:00", "2026-06-05 10:00:00"],
+    113: ["2026-05-30 10:00:00", "2026-06-07 10:00:00", "2026-06-09T02:30:00Z", "2026-06-09T02:30:00Z"],
+    114: [None, None, "2026-06-09 23:59:00", None],  # a later listing omitting it erases nothing
+    115: [None, None, None, "2027-01-01 10:00:00"],  # a last access in the future is refused, not believed
+    116: [None, None, None, "ontem"],  # unreadable: unknown
 }
 FAILING_USER = 107
 
@@ -51,6 +65,7 @@ def metrics_world() -> dict[str, Any]:
                 "doc": None,
                 "celular": f"+55 11 90000-0{uid}",
                 "criado_em": None,
+                "ultimo_acesso_em": LAST_ACCESS.get(uid, [None] * len(WEEKS)),
             }
         )
         memberships += [{"user": uid, "tag": t, "from_week": f, "to_week": to} for t, f, to in spans]
@@ -71,7 +86,7 @@ def metrics_world() -> dict[str, Any]:
         "latency_ms": 0,
         "weeks": WEEKS,
         "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
-        "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}],
+        "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}, {"id": C, "nome": "Turma C"}],
         "users": users,
         "memberships": memberships,
         "progress": progress,
@@ -87,6 +102,7 @@ def metrics_world() -> dict[str, Any]:
             "tags": [
                 {"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0]},
                 {"tag_id": B, "track": "t1", "turma": "2026-07", "start_date": WEEKS[0]},
+                {"tag_id": C, "track": "t1", "turma": "2026-08", "start_date": WEEKS[0]},
             ],
         },
     }
@@ -137,6 +153,11 @@ def student(user: int, week: int) -> dict[str, Any]:
         (107, 50.0, 50.0, "no ritmo"),  # the failed product is excluded from both means, not counted as 0
         (109, 60.0, 75.0, "atrasado"),  # flat for one snapshot only
         (108, 75.0, 75.0, "no ritmo"),
+        (112, 60.0, 75.0, "em risco"),  # behind and 17 days without access
+        (113, 60.0, 75.0, "em risco"),  # behind and exactly 14 days (the threshold) in school time
+        (114, 60.0, 75.0, "atrasado"),  # behind, 13 days: one short of the threshold
+        (115, 60.0, 75.0, "atrasado"),  # behind, last access unknown: recency never guesses
+        (116, 0.0, 75.0, "no ritmo"),  # 75 points behind, but in the first 7 days in the class
     ],
 )
 def test_every_branch_of_the_status_rule(
@@ -158,6 +179,39 @@ def test_statuses_over_time_and_weeks_behind(stack: LocalStack) -> None:
     # 105: w2 60 vs 50 is +10 -> adiantado, so w3 is its first week behind
     assert student(105, 2)["status"] == "adiantado" and student(105, 3)["weeks_behind"] == 1
     assert student(103, 3)["change_since_previous_week"] == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize(
+    ("user", "week", "days", "last_access"),
+    [
+        (112, 3, 17, "2026-06-05"),
+        (113, 2, 7, "2026-06-08"),
+        (113, 3, 14, "2026-06-08"),  # an instant in UTC, counted on the school's calendar
+        (114, 3, 13, "2026-06-09"),  # naive: school time; kept although week 3's listing omitted it
+        (115, 3, None, None),  # future: refused
+        (116, 3, None, None),  # unreadable
+    ],
+)
+def test_days_without_access(
+    stack: LocalStack, user: int, week: int, days: int | None, last_access: str | None
+) -> None:
+    row = student(user, week)
+    assert row["days_without_access"] == days
+    assert (row["last_access_date"].isoformat() if row["last_access_date"] else None) == last_access
+
+
+def test_the_grace_period_counts_from_the_students_arrival(stack: LocalStack) -> None:
+    # 116 arrived in week 3: day 0 in the class. 108 moved into B in week 2: day 0 then, day 7 (no grace) in w3.
+    assert student(116, 3)["days_in_class"] == 0
+    assert (student(108, 2)["days_in_class"], student(108, 3)["days_in_class"]) == (0, 7)
+    # those present when monitoring began count from the class's start
+    assert student(112, 3)["days_in_class"] == 21
+
+
+def test_recency_moves_a_student_into_risk_only_once_inactive(stack: LocalStack) -> None:
+    # 112 at week 2: behind (30 vs 50) with 10 days without access -> still atrasado; week 3 -> em risco
+    assert [student(112, w)["status"] for w in range(4)] == ["no ritmo", "no ritmo", "atrasado", "em risco"]
+    assert student(112, 3)["weeks_behind"] == 2
 
 
 def test_a_failed_extraction_is_flagged_not_zero(stack: LocalStack) -> None:
@@ -211,12 +265,18 @@ def test_a_class_change_and_a_dropout(stack: LocalStack) -> None:
 
 
 def test_the_tutors_list_holds_only_students_behind_with_contacts(stack: LocalStack) -> None:
-    found = rows("SELECT user_id, status, weeks_behind, celular FROM `${tutor_list}` ORDER BY user_id")
-    assert [(r["user_id"], r["status"], r["weeks_behind"]) for r in found] == [
-        (103, "atrasado", 2),
-        (104, "em risco", 3),
-        (105, "em risco", 1),
-        (109, "atrasado", 1),
+    found = rows(
+        "SELECT user_id, status, weeks_behind, dias_sem_acessar, celular FROM `${tutor_list}` ORDER BY user_id"
+    )
+    assert [(r["user_id"], r["status"], r["weeks_behind"], r["dias_sem_acessar"]) for r in found] == [
+        (103, "atrasado", 2, None),
+        (104, "em risco", 3, None),
+        (105, "em risco", 1, None),
+        (109, "atrasado", 1, None),
+        (112, "em risco", 2, 17),
+        (113, "em risco", 2, 14),
+        (114, "atrasado", 2, 13),
+        (115, "atrasado", 2, None),
     ]
     assert all(r["celular"] for r in found)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import random
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,27 @@ def _email(rng: random.Random, first: str, last: str, user_id: int) -> str:
     return f"{base}{user_id % 1000}{tag}@example.com"
 
 
+def _last_accesses(seed: int, user_id: int, weeks: list[date], stall_at: int, start_offset: int) -> list[str | None]:
+    """What the listing reports as last access each week, in the fact sheet's mixed formats: a day or a few
+    before each Monday while the student progresses, frozen once they stall, null for one who never came.
+
+    Its own random stream, so the rest of the demo school is the same as before recency existed."""
+    rng = random.Random(seed * 100_003 + user_id)
+    if stall_at == 0 and start_offset == 0:
+        return [None] * len(weeks)
+    values: list[str | None] = []
+    last: str | None = None
+    for w, monday in enumerate(weeks):
+        if w <= stall_at or last is None:
+            moment = datetime.combine(monday, time(rng.randint(7, 22), rng.randint(0, 59))) - timedelta(
+                days=rng.randint(1, 5)
+            )
+            offset = rng.random() < 0.5
+            last = moment.strftime("%Y-%m-%dT%H:%M:%S-03:00" if offset else "%Y-%m-%d %H:%M:%S")
+        values.append(last)
+    return values
+
+
 def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 5)) -> dict[str, Any]:
     """Build the demo scenario (same seed, same school)."""
     rng = random.Random(seed)
@@ -162,6 +183,7 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
                 if w > 0 and w <= stall_at:
                     points += rng.uniform(lo, hi)
                 series.append(points)
+            users[-1]["ultimo_acesso_em"] = _last_accesses(seed, user_id, weeks, stall_at, start_offset)
             for k, pid in enumerate(pids):
                 if no_access_last and k == len(pids) - 1:
                     continue  # no access: the API answers 409 for this pair

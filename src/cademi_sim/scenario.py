@@ -58,6 +58,12 @@ class Scenario:
         }
 
 
+def last_access(user: dict[str, Any], week: int) -> str | None:
+    """What the listing reports as the user's last access in week `week` (null when the scenario says nothing)."""
+    values = user.get("ultimo_acesso_em")
+    return None if not values else values[week]
+
+
 def _schema() -> dict[str, Any]:
     text = resources.files("cademi_sim").joinpath("scenario.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
@@ -102,7 +108,10 @@ def parse(raw: Any) -> Scenario:
     sc.products = unique(raw["products"], "products")
     sc.tags = unique(raw["tags"], "tags")
     sc.users_by_id = unique(raw["users"], "users")
-    for u in raw["users"]:
+    for i, u in enumerate(raw["users"]):
+        if "ultimo_acesso_em" in u and len(u["ultimo_acesso_em"]) != n_weeks:
+            count = len(u["ultimo_acesso_em"])
+            raise ScenarioError(f"scenario.users[{i}].ultimo_acesso_em: has {count} values for {n_weeks} weeks")
         sc.users_by_email[u["email"].lower()] = u["id"]
         if u.get("doc"):
             sc.users_by_doc[u["doc"]] = u["id"]

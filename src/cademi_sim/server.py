@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from cademi_sim import v3
-from cademi_sim.scenario import Scenario, ScenarioError, parse
+from cademi_sim.scenario import Scenario, ScenarioError, last_access, parse
 
 API_PREFIX = "/api/v1"
 ADMIN_PREFIX = "/_admin"
@@ -419,7 +419,7 @@ class Handler(BaseHTTPRequestHandler):
             "login_auto": f"https://escola.cademi.com.br/auth/login?crstk={token}",
             "gratis": False,
             "criado_em": u.get("criado_em"),
-            "ultimo_acesso_em": None,
+            "ultimo_acesso_em": last_access(u, self.server.state.week),
         }
 
 

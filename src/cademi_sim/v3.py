@@ -19,6 +19,8 @@ import math
 import uuid
 from typing import Any
 
+from cademi_sim.scenario import last_access
+
 PREFIX = "/api/v3"
 PERSISTENT_TIMES = 1000  # a v1 pair fault at least this long is a product that never answers
 MAX_LIMIT = 200
@@ -167,7 +169,7 @@ def _user(state: Any, user_id: int, cfg: dict[str, Any], renames: dict[str, str]
         "name": u["nome"],
         "email": u["email"],
         "created_at": u.get("criado_em"),
-        "last_access_at": None,
+        "last_access_at": last_access(u, state.week),
         "status": "active",
     }
     if "users.read_personal" in cfg["permissions"]:  # CPF and phone only with this permission

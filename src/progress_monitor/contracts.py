@@ -14,7 +14,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,42 @@ def parse_uint(text: object, max_digits: int = 12) -> int | None:
 def strict(pattern: str) -> re.Pattern[str]:
     """A pattern whose \\d means [0-9]; use it with fullmatch()."""
     return re.compile(pattern, re.ASCII)
+
+
+# -- Cademi timestamps ---------------------------------------------------------------------------------------------
+# The fact sheet: documented as ISO-8601, but examples mix `2022-01-12T15:50:47-03:00` and naive
+# `2020-01-12 19:59:20` (school time). Seconds and an offset (or Z) are optional; fractions are allowed.
+CADEMI_TIME = strict(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)"
+    r"(?P<offset>Z|[+-]\d{2}:?\d{2})?"
+)
+FUTURE_TOLERANCE = timedelta(days=1)  # clocks differ a little; a last access days ahead is not an observation
+
+
+class TimestampError(ValueError):
+    """A Cademi timestamp that cannot be read, or lies in the future."""
+
+
+def parse_cademi_time(text: object, tz: str, now: datetime) -> datetime | None:
+    """A Cademi timestamp as an aware UTC datetime: None when absent (null or empty), naive values read in the
+    school's time zone `tz`; TimestampError when it is malformed or later than `now` (plus a day)."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if not isinstance(text, str) or len(text) > 40 or (match := CADEMI_TIME.fullmatch(text.strip())) is None:
+        raise TimestampError("not an ISO-8601 date and time")
+    offset = match["offset"] or ""
+    if offset and offset != "Z" and ":" not in offset:
+        offset = offset[:3] + ":" + offset[3:]
+    try:
+        moment = datetime.fromisoformat(f"{match['date']}T{match['time']}{offset.replace('Z', '+00:00')}")
+    except ValueError as exc:
+        raise TimestampError("not a valid date and time") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(tz))
+    moment = moment.astimezone(UTC)
+    if moment > now + FUTURE_TOLERANCE:
+        raise TimestampError("in the future")
+    return moment
 
 
 # -- weeks and run ids ---------------------------------------------------------------------------------------------

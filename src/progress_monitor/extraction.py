@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
@@ -46,11 +46,13 @@ class ProgressRecord:
     completas: int | None
     error: str | None
     extracted_at: datetime
+    last_access_at: datetime | None = None  # the student's last access to Cademi, from the tag's listing
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["snapshot_date"] = self.snapshot_date.isoformat()
         row["extracted_at"] = self.extracted_at.isoformat()
+        row["last_access_at"] = self.last_access_at.isoformat() if self.last_access_at else None
         return row
 
 
@@ -75,6 +77,7 @@ class PieceExtraction:
         stats: CallStats | None = None,
         outage_students: int = 3,
         clock: Callable[[], float] = time.monotonic,
+        last_access_at: Mapping[int, datetime] | None = None,
     ) -> None:
         if not task.next_index < len(roster) and not (task.piece == 0 and not roster):
             raise PermanentError(f"task next_index {task.next_index} is outside the roster of {len(roster)}")
@@ -91,6 +94,7 @@ class PieceExtraction:
         self._unavailable: Counter[int] = Counter()  # per student: calls that failed transiently after retries
         self._unavailable_lock = threading.Lock()
         self._clock = clock
+        self.last_access_at = last_access_at or {}
 
     def records(self) -> Iterator[ProgressRecord]:
         """Stream the piece's records; sets `next_index` when the budget ran out before the roster did.
@@ -176,4 +180,5 @@ class PieceExtraction:
             completas=completas,
             error=error,
             extracted_at=datetime.now(UTC),
+            last_access_at=self.last_access_at.get(user_id),
         )

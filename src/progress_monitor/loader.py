@@ -31,7 +31,8 @@ STAGED = {
     "contacts": ("students", ("updated_at",)),
 }
 PROGRESS_COLUMNS = (
-    "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, extracted_at"
+    "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, extracted_at,"
+    " last_access_at"
 )
 # Each check: the ledger column counting the rows that fail it, and the condition of a failing row.
 # A row is merged only when it fails none. Conditions are NULL-safe: a NULL outcome counts as failing.
@@ -120,6 +121,10 @@ def _rank(status: str) -> str:
 T_RANK = _rank("T.status")
 S_WINS = f"(S.status_rank > {T_RANK} OR (S.status_rank = {T_RANK} AND S.extracted_at >= T.extracted_at))"
 S_LATEST_FAILURE = "(S.status = 'failed' AND (T.last_failed_at IS NULL OR S.extracted_at > T.last_failed_at))"
+# The student's last access is a fact of the listing, not of the progress call: whichever observation wins,
+# the row keeps the latest access any observation saw (a later listing that omits it erases nothing).
+S_NEWER_ACCESS = "(T.last_access_at IS NULL OR S.last_access_at > T.last_access_at)"
+LATEST_ACCESS = f"IF({S_NEWER_ACCESS} AND S.last_access_at IS NOT NULL, S.last_access_at, T.last_access_at)"
 MERGE_PROGRESS = (
     """MERGE `${progress_history}` T
     USING (
@@ -142,13 +147,16 @@ MERGE_PROGRESS = (
       status = S.status, total = S.total, assistidas = S.assistidas, completas = S.completas,
       error = S.error, run_id = S.run_id, extracted_at = S.extracted_at, shard = @shard, loaded_at = @now,
       last_failure = IF({S_LATEST_FAILURE}, S.error, T.last_failure),
-      last_failed_at = IF({S_LATEST_FAILURE}, S.extracted_at, T.last_failed_at)
-    WHEN MATCHED AND {S_LATEST_FAILURE} THEN UPDATE SET last_failure = S.error, last_failed_at = S.extracted_at
+      last_failed_at = IF({S_LATEST_FAILURE}, S.extracted_at, T.last_failed_at), last_access_at = {LATEST_ACCESS}
+    WHEN MATCHED AND {S_LATEST_FAILURE} THEN UPDATE SET last_failure = S.error, last_failed_at = S.extracted_at,
+      last_access_at = {LATEST_ACCESS}
+    WHEN MATCHED AND S.last_access_at IS NOT NULL AND {S_NEWER_ACCESS} THEN UPDATE SET last_access_at = S.last_access_at
     WHEN NOT MATCHED THEN INSERT ("""
     + PROGRESS_COLUMNS
     + """, last_failed_at, last_failure, shard, loaded_at)
       VALUES (S.snapshot_date, S.tag_id, S.user_id, S.product_id, S.status, S.total, S.assistidas,
-              S.completas, S.error, S.run_id, S.extracted_at, IF(S.status = 'failed', S.extracted_at, NULL),
+              S.completas, S.error, S.run_id, S.extracted_at, S.last_access_at,
+              IF(S.status = 'failed', S.extracted_at, NULL),
               IF(S.status = 'failed', S.error, NULL), @shard, @now)"""
 )
 

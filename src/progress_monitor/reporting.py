@@ -45,6 +45,9 @@ def sql_text(name: str, settings: Settings) -> str:
         "ahead_gap": str(settings.status_ahead_gap),
         "behind_gap": str(settings.status_behind_gap),
         "risk_gap": str(settings.status_risk_gap),
+        "inactive_days": str(settings.status_inactive_days),
+        "grace_days": str(settings.status_grace_days),
+        "timezone": settings.timezone,
     }
     status_case = warehouse.render(settings, read("sql/status_case.sql").read_text(encoding="utf-8"), thresholds)
     names = {
@@ -52,6 +55,7 @@ def sql_text(name: str, settings: Settings) -> str:
         "dataset": settings.bq_dataset,
         "restricted_dataset": settings.bq_restricted_dataset,
         "status_case": status_case.strip(),
+        **thresholds,
         **{f"neutral_{column}": spreadsheet_safe(f"c.{column}") for column in ("nome", "email", "celular")},
     }
     return warehouse.render(settings, read(f"sql/{name}.sql").read_text(encoding="utf-8"), names)

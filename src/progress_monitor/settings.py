@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SLACK_TEAM = re.compile(r"T[A-Z0-9]{2,20}", re.ASCII)
 SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}", re.ASCII)
@@ -79,6 +80,10 @@ class Settings:
     status_ahead_gap: float = 10.0
     status_behind_gap: float = -10.0
     status_risk_gap: float = -25.0
+    # Recency (README "Metrics"): behind and no access for this many days is `em risco`; a student in their
+    # first `status_grace_days` in a class is never flagged.
+    status_inactive_days: int = 14
+    status_grace_days: int = 7
 
     # add_tag: who may use the form. "iap" verifies Google's IAP JWT; "dev" (emulators only) trusts FORM_DEV_USER.
     form_auth: str = "iap"
@@ -164,6 +169,12 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be letters, digits and underscores")
         if not self.status_risk_gap < self.status_behind_gap < self.status_ahead_gap:
             raise SettingsError("status thresholds must satisfy RISK < BEHIND < AHEAD")
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError) as exc:
+            raise SettingsError("TIMEZONE must be an IANA time zone such as America/Sao_Paulo") from exc
+        if self.status_inactive_days < 1 or self.status_grace_days < 0:
+            raise SettingsError("STATUS_INACTIVE_DAYS must be >= 1 and STATUS_GRACE_DAYS >= 0")
         if self.form_auth not in ("iap", "dev"):
             raise SettingsError("FORM_AUTH must be 'iap' or 'dev'")
         if self.form_auth == "dev" and not (self.form_dev_user and self.bigquery_emulator_host):

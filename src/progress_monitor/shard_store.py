@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO
 
 from google.api_core import exceptions
@@ -18,6 +21,7 @@ from progress_monitor.contracts import (
     contacts_name,
     parse_contacts,
     parse_progress_shard,
+    parse_uint,
     roster_name,
     run_contacts_prefix,
     run_shards_prefix,
@@ -63,39 +67,66 @@ def create_once(
     return True
 
 
-def freeze_roster(bucket: storage.Bucket, task: ProgressTask, students: list[Student]) -> tuple[int, ...]:
-    """Store the tag's roster (ids only) once per run, and hand the students' contact data to the loader.
+@dataclass(frozen=True)
+class Roster:
+    """A run's frozen roster of one tag: the students in order, and when each last accessed Cademi (as the
+    listing said; absent when unknown)."""
+
+    user_ids: tuple[int, ...]
+    last_access_at: Mapping[int, datetime] = field(default_factory=dict)
+
+
+def freeze_roster(
+    bucket: storage.Bucket, task: ProgressTask, students: list[Student], last_access_at: Mapping[int, datetime]
+) -> Roster:
+    """Store the tag's roster (ids and last access, no contact data) once per run, and hand the students'
+    contact data to the loader.
 
     Every piece, duplicate or redelivery of the run then extracts the same students in the same order: when an
     earlier attempt froze a roster first, that one is returned."""
-    user_ids = tuple(s.user_id for s in students)
-    roster = json.dumps({"user_ids": list(user_ids)}).encode()
-    if not create_once(bucket, roster_name(task.run_id, task.tag_id), roster, {}, "application/json"):
-        user_ids = read_roster(bucket, task)
+    roster = Roster(tuple(s.user_id for s in students), dict(last_access_at))
+    body = {
+        "user_ids": list(roster.user_ids),
+        "last_access_at": {str(user): moment.isoformat() for user, moment in roster.last_access_at.items()},
+    }
+    name = roster_name(task.run_id, task.tag_id)
+    if not create_once(bucket, name, json.dumps(body).encode(), {}, "application/json"):
+        roster = read_roster(bucket, task)
     if students:
         contacts = b"".join(
             ndjson({"user_id": s.user_id, "nome": s.nome, "email": s.email, "celular": s.celular}) for s in students
         )
         create_once(bucket, contacts_name(task.run_id, task.tag_id), contacts, {"tag_id": str(task.tag_id)}, NDJSON)
-    return user_ids
+    return roster
 
 
-def read_roster(bucket: storage.Bucket, task: ProgressTask) -> tuple[int, ...]:
+def read_roster(bucket: storage.Bucket, task: ProgressTask) -> Roster:
     """The roster piece 0 froze; PermanentError when it is missing or unusable."""
     blob = get_blob(bucket, roster_name(task.run_id, task.tag_id))
     if blob is None:
         raise PermanentError(f"roster of tag {task.tag_id} for run {task.run_id} is missing")
     try:
-        ids = json.loads(blob.download_as_bytes())["user_ids"]
+        body = json.loads(blob.download_as_bytes())
+        ids = body["user_ids"]
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
             raise ValueError("user_ids must be positive integers")
         if len(set(ids)) != len(ids):
             raise ValueError("user_ids repeat")
+        # Rosters frozen before recency was kept have no last access: unknown, not "never".
+        accesses = body.get("last_access_at") or {}
+        if not isinstance(accesses, dict):
+            raise ValueError("last_access_at must be an object")
+        last_access = {}
+        for user, moment in accesses.items():
+            user_id = parse_uint(user)
+            if user_id is None or not isinstance(moment, str):
+                raise ValueError("last_access_at must map user ids to times")
+            last_access[user_id] = datetime.fromisoformat(moment)
     except (ValueError, KeyError, TypeError) as exc:
         raise PermanentError(f"roster of tag {task.tag_id} is unusable: {exc}") from exc
     except exceptions.GoogleAPIError as exc:
         raise TransientError(f"cannot read the roster of tag {task.tag_id}: {type(exc).__name__}") from exc
-    return tuple(ids)
+    return Roster(tuple(ids), last_access)
 
 
 def run_objects(bucket: storage.Bucket, run_id: RunId) -> dict[str, int]:

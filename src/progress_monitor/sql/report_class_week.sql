@@ -6,6 +6,7 @@ WITH summary AS (
     COUNTIF(has_failed_extraction) AS students_with_failed_extraction,
     AVG(actual) AS mean_actual,
     AVG(expected) AS mean_expected,
+    COUNTIF(days_without_access >= ${inactive_days}) AS students_inactive,
     SAFE_DIVIDE(COUNTIF(status = 'adiantado'), COUNTIF(status IS NOT NULL)) AS share_adiantado,
     SAFE_DIVIDE(COUNTIF(status = 'no ritmo'), COUNTIF(status IS NOT NULL)) AS share_no_ritmo,
     SAFE_DIVIDE(COUNTIF(status = 'atrasado'), COUNTIF(status IS NOT NULL)) AS share_atrasado,

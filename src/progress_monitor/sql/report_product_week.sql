@@ -6,13 +6,29 @@ WITH tag_products AS (
   FROM `${project}.${dataset}.registered_tags` r
   JOIN `${project}.${dataset}.tracks` t ON t.track_id = r.track_id
 ),
-weekly AS (
-  SELECT h.snapshot_date, h.tag_id, p.track_id, p.turma, h.user_id, h.product_id, p.product_name, p.position,
-         p.due_week, p.previous_due_week, h.status AS extraction_status, h.error,
+observed AS (
+  SELECT h.snapshot_date, h.tag_id, p.track_id, p.turma, p.start_date, h.user_id, h.product_id, p.product_name,
+         p.position, p.due_week, p.previous_due_week, h.status AS extraction_status, h.error,
          CAST(FLOOR(DATE_DIFF(h.snapshot_date, p.start_date, DAY) / 7) AS INT64) AS class_week,
-         IF(h.status = 'ok', h.total, NULL) AS actual
+         IF(h.status = 'ok', h.total, NULL) AS actual,
+         -- Last access is a fact about the student, kept as the latest any snapshot up to this one saw: a
+         -- listing that omits it later does not make a student look newly inactive.
+         MAX(h.last_access_at) OVER (PARTITION BY h.user_id ORDER BY h.snapshot_date
+                                     RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_access_at,
+         MIN(h.snapshot_date) OVER (PARTITION BY h.tag_id, h.user_id) AS first_seen_in_class,
+         MIN(h.snapshot_date) OVER (PARTITION BY h.tag_id) AS class_first_snapshot
   FROM `${project}.${dataset}.progress_history` h
   JOIN tag_products p ON p.tag_id = h.tag_id AND p.product_id = h.product_id
+),
+weekly AS (
+  SELECT * EXCEPT (first_seen_in_class, class_first_snapshot),
+    DATE(last_access_at, '${timezone}') AS last_access_date,
+    GREATEST(DATE_DIFF(snapshot_date, DATE(last_access_at, '${timezone}'), DAY), 0) AS days_without_access,
+    -- Days since the student joined the class: its start for those there when monitoring began, else the
+    -- first snapshot that listed them (a late enrolment or a class change); the grace period counts these.
+    DATE_DIFF(snapshot_date,
+              IF(first_seen_in_class > class_first_snapshot, first_seen_in_class, start_date), DAY) AS days_in_class
+  FROM observed
 ),
 expected AS (
   SELECT *,
@@ -32,6 +48,6 @@ history AS (
 )
 SELECT snapshot_date, FORMAT_DATE('%G-W%V', snapshot_date) AS iso_week, tag_id, track_id, turma, user_id,
   product_id, product_name, position, class_week, extraction_status, error, actual, expected, gap,
-  actual - previous_actual AS change_since_previous_week,
+  actual - previous_actual AS change_since_previous_week, last_access_date, days_without_access, days_in_class,
   ${status_case} AS status
 FROM history

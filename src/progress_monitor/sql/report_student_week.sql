@@ -6,7 +6,10 @@ WITH rollup AS (
     AVG(expected) AS expected,
     COUNTIF(extraction_status = 'ok') AS products_ok,
     COUNTIF(extraction_status = 'failed') AS products_failed,
-    COUNTIF(extraction_status = 'no_access') AS products_no_access
+    COUNTIF(extraction_status = 'no_access') AS products_no_access,
+    MAX(last_access_date) AS last_access_date,
+    MIN(days_without_access) AS days_without_access,
+    MAX(days_in_class) AS days_in_class
   FROM `${project}.${dataset}.report_product_week`
   GROUP BY snapshot_date, iso_week, tag_id, track_id, turma, user_id, class_week
 ),
@@ -27,7 +30,7 @@ streaks AS (
 )
 SELECT snapshot_date, iso_week, tag_id, track_id, turma, user_id, class_week, actual, expected, gap,
   actual - previous_actual AS change_since_previous_week, products_ok, products_failed, products_no_access,
-  products_failed > 0 AS has_failed_extraction, status,
+  products_failed > 0 AS has_failed_extraction, last_access_date, days_without_access, days_in_class, status,
   IF(status IN ('atrasado', 'em risco'),
      ROW_NUMBER() OVER (PARTITION BY user_id, track_id, on_pace_count ORDER BY snapshot_date)
        - IF(on_pace_count = 0, 0, 1),

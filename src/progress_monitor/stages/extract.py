@@ -7,6 +7,7 @@ import logging
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud import storage  # type: ignore[attr-defined]
@@ -18,11 +19,14 @@ from progress_monitor.cademi import (
     CademiOutageError,
     CademiPaginationError,
     CallStats,
+    Student,
 )
 from progress_monitor.contracts import (
     ProgressTask,
     PubSubMessage,
     ShardMeta,
+    TimestampError,
+    parse_cademi_time,
     parse_progress_shard,
     progress_shard_name,
     pubsub_message,
@@ -71,13 +75,15 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
     stats = CallStats()
     try:
         if task.piece == 0:
-            roster = freeze_roster(bucket, task, list(client.iter_tag_students(task.tag_id, stats)))
+            students = list(client.iter_tag_students(task.tag_id, stats))
+            roster = freeze_roster(bucket, task, students, last_accesses(cfg, students, context))
         else:
             roster = read_roster(bucket, task)
         piece = PieceExtraction(
             client,
             task,
-            roster,
+            roster.user_ids,
+            last_access_at=roster.last_access_at,
             budget_s=cfg.piece_budget_s,
             workers=cfg.cademi_workers,
             stats=stats,
@@ -121,6 +127,25 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         extra={**context, "shard": name, "count": meta.records},
     )
     return PieceResult(name, meta.records, task.piece + 1 if meta.next_index is not None else None, skipped=False)
+
+
+def last_accesses(cfg: Settings, students: list[Student], context: dict[str, Any]) -> dict[int, datetime]:
+    """Each listed student's last access (`ultimo_acesso_em`) as UTC; null, malformed or future values are left
+    out (unknown), the malformed ones counted in one warning: recency is never guessed."""
+    now = datetime.now(UTC)
+    found: dict[int, datetime] = {}
+    unreadable = 0
+    for student in students:
+        try:
+            moment = parse_cademi_time(student.ultimo_acesso_em, cfg.timezone, now)
+        except TimestampError:
+            unreadable += 1
+            continue
+        if moment is not None:
+            found[student.user_id] = moment
+    if unreadable:
+        log.warning("%d students' last access could not be read; left unknown", unreadable, extra=context)
+    return found
 
 
 def _follow_existing(cfg: Settings, name: str, existing: storage.Blob | None) -> PieceResult:
