@@ -10,7 +10,7 @@ TO ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint unit test run up trigger down replay reextract looker-url bench soak clean
+.PHONY: install lint unit test run up trigger down replay reextract export-tutors looker-url bench soak clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -73,6 +73,11 @@ down: install
 replay: install
 	@test -n "$(FROM)" -a -n "$(TO)" || (echo "usage: make replay FROM=YYYY-MM-DD TO=YYYY-MM-DD" && exit 2)
 	$(BIN)/python -m devstack replay --from $(FROM) --to $(TO)
+
+# The tutors' list (each class's latest week) of the running stack as CSV; in the cloud:
+# `python -m progress_monitor.reporting export-tutors --out lista.csv` with the project's settings.
+export-tutors: install
+	$(BIN)/python -m devstack export-tutors $(if $(TAG),--tag $(TAG))
 
 reextract: install
 	@test -n "$(WEEK)" -a -n "$(TAG)" || (echo "usage: make reextract WEEK=YYYY-MM-DD TAG=id" && exit 2)

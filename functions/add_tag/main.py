@@ -1,6 +1,7 @@
 """add_tag: the staff web form (behind Google identity) and the Slack slash command (signature only).
 
-Two entry points of the same code, deployed as two functions: `add_tag` and `slack_command`.
+Three entry points of the same code, deployed as three functions: `add_tag`, `slack_command` and
+`slack_interactions` (the buttons under the tutors' digest).
 """
 
 from typing import Any
@@ -9,6 +10,7 @@ import functions_framework
 
 from progress_monitor import logs, runtime
 from progress_monitor.add_tag import app
+from progress_monitor.tutors import actions
 
 logs.configure()
 
@@ -23,3 +25,9 @@ def add_tag(request: Any) -> Any:
 def slack_command(request: Any) -> Any:
     """`/turma adicionar|listar|desativar|ajuda` from Slack."""
     return app.handle_slack(request, runtime.settings())
+
+
+@functions_framework.http
+def slack_interactions(request: Any) -> Any:
+    """Slack's interactivity URL: a tutor clicked "Contatado" or "Sem resposta" under a digest."""
+    return actions.handle_interaction(request, runtime.settings())

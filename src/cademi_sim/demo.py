@@ -79,6 +79,9 @@ TRACKS: list[dict[str, Any]] = [
 ]
 
 # (tag id, track, turma, class start offset in weeks before the first simulated week, students)
+# The tutors' Slack channels: one per track, and the big class has its own.
+TRACK_CHANNELS = {"analista": "C0ANALISTAS", "cientista": "C0CIENTISTAS", "engenheiro": "C0ENGENHEIROS"}
+CLASS_CHANNELS = {5002: "C0ANALISTA0926"}
 TAGS: list[tuple[int, str, str, int, int]] = [
     (5001, "analista", "2026-08", 6, 55),
     (5002, "analista", "2026-09", 2, 160),  # more than one page of 150
@@ -244,6 +247,7 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
                 {
                     "id": t["id"],
                     "nome": t["nome"],
+                    "slack_channel": TRACK_CHANNELS[t["id"]],
                     "products": [{"product": p[0], "due_week": p[3]} for p in t["products"]],
                 }
                 for t in TRACKS
@@ -254,6 +258,7 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
                     "track": t[1],
                     "turma": t[2],
                     "start_date": (weeks[0] - timedelta(weeks=t[3])).isoformat(),
+                    **({"slack_channel": CLASS_CHANNELS[t[0]]} if t[0] in CLASS_CHANNELS else {}),
                 }
                 for t in TAGS
             ],

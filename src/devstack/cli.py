@@ -45,6 +45,7 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
         resumed = resume_run(Settings.from_env(), run_id)
         print(f"  re-published: {', '.join(resumed) or 'nothing'}", file=sys.stderr)
     row = stack.wait_run(run_id, timeout=timeout, progress=_progress_line)
+    digests = stack.wait_digests(run_id) if row.get("status") in ("succeeded", "incomplete") else []
     counters = admin.counters()
     dead = stack.dead_letters()
     return {
@@ -59,6 +60,7 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
         "api_calls": counters.get("requests_total", 0),
         "rate_limit_breaches": counters.get("breaches", 0),
         "dead_lettered": len(dead),
+        "digests": sorted(f"{d['channel_id']}:{d['status']}" for d in digests),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
 
@@ -81,9 +83,25 @@ def _print_run(summary: dict[str, Any]) -> None:
         f"{summary['students']} students, {summary['records_loaded']} records loaded, "
         f"{summary['failed_extractions']} failed extractions, {summary['no_access']} no access, "
         f"{summary['api_calls']} API calls, {summary['rate_limit_breaches']} rate-limit breaches, "
-        f"{summary['dead_lettered']} dead-lettered, {summary['elapsed_s']} s",
+        f"{summary['dead_lettered']} dead-lettered, {len(summary['digests'])} Slack digests, {summary['elapsed_s']} s",
         flush=True,
     )
+
+
+def show_digests(stack: LocalStack, path: Path) -> str:
+    """What the tutors' channels received, from the Slack stand-in: every message to `path`, the last week's
+    printed."""
+    from devstack.slack_standin import as_text
+
+    messages = sorted(stack.slack().messages(), key=lambda m: (m["text"], m["channel"]))
+    texts = [f"#{m['channel']} (ts {m['ts']}, {m['versions']} version(s))\n{as_text(m['blocks'])}\n" for m in messages]
+    path.write_text("\n".join(texts), encoding="utf-8")
+    latest = max((m["text"].split(":")[0] for m in messages), default="")
+    print(f"\nSlack digests posted (the latest week below; all {len(messages)} in {path}):\n", flush=True)
+    for m, text in zip(messages, texts, strict=True):
+        if m["text"].startswith(latest):
+            print(text, flush=True)
+    return str(path)
 
 
 def _rate_note(stack: LocalStack) -> str:
@@ -107,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget, cademi_api=args.cademi_api)
     summaries = []
     report: Path | None = None
+    digests = ""
     try:
         print(
             f"stack up in {time.monotonic() - started:.1f} s, Cademi API {stack.cademi_api}; {_rate_note(stack)}",
@@ -118,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print_run(summary)
         report = write_report(Settings.from_env(), Path(args.report).resolve())
         print(f"dashboard preview written to {report}", flush=True)
+        digests = show_digests(stack, report.with_name("slack-digests.txt"))
     finally:
         stack.stop()
     total = {
@@ -126,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "client_rate_per_second": float(stack.endpoints["client_rate"]["per_second"]),
         "production_rate_per_second": 2.0,
         "all_succeeded": all(s["status"] == "succeeded" for s in summaries),
+        "slack_digests": digests,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     if not args.keep:
@@ -188,6 +209,17 @@ def cmd_reextract(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "succeeded" else 1
 
 
+def cmd_export_tutors(args: argparse.Namespace) -> int:
+    from progress_monitor.reporting import export_tutors
+
+    stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
+    stack.use_here()
+    out = Path(args.out).resolve()
+    count = export_tutors(Settings.from_env(), out, args.tag)
+    print(f"{count} students written to {out}")
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or DEFAULT_UP_DIR).resolve()
     try:
@@ -243,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     reextract.add_argument("--tag", required=True, type=int)
     reextract.add_argument("--workdir")
     reextract.set_defaults(func=cmd_reextract)
+    export = sub.add_parser("export-tutors", help="write the tutors' list of the running stack as CSV")
+    export.add_argument("--out", default="var/lista-dos-tutores.csv")
+    export.add_argument("--tag", type=int)
+    export.add_argument("--workdir")
+    export.set_defaults(func=cmd_export_tutors)
     down = sub.add_parser("down", help="stop the running stack")
     down.add_argument("--workdir")
     down.set_defaults(func=cmd_down)

@@ -57,9 +57,15 @@ FUNCTIONS = {
     # Eventarc retries a finalize event for 24 hours rather than dead-lettering it after 5 attempts: locally,
     # Pub/Sub's maximum number of attempts stands in for that.
     "load_history": EventFunction(SHARD_EVENTS_TOPIC, "shard-events-dlq", 300, 100, 1, 3),
+    # The tutors' Slack worker: digests after a run, clicks, class lists (tutors/).
+    "notify_tutors": EventFunction("slack-tasks", "slack-tasks-dlq", 60, 5, 1, 3),
 }
 # HTTP functions: name -> (source folder, entry point). Both entry points share functions/add_tag/.
-HTTP_FUNCTIONS = {"add_tag": ("add_tag", "add_tag"), "slack_command": ("add_tag", "slack_command")}
+HTTP_FUNCTIONS = {
+    "add_tag": ("add_tag", "add_tag"),
+    "slack_command": ("add_tag", "slack_command"),
+    "slack_interactions": ("add_tag", "slack_interactions"),
+}
 LOCAL_STAFF = "coordenacao@escola.local"
 LOCAL_SLACK_TEAM, LOCAL_SLACK_USER = "TESCOLA01", "UCOORD01"  # the local Slack workspace and its one coordinator
 SIM_ADMIN_TOKEN = "local-admin"  # noqa: S105 - guards the loopback-only simulator's admin endpoints
@@ -111,7 +117,7 @@ class LocalStack:
     # Throw-away local secrets, never written to disk (tests read them to sign Slack requests).
     local_secrets: dict[str, str] = field(
         default_factory=lambda: {
-            name: secrets.token_urlsafe(24) for name in ("FORM_CSRF_SECRET", "SLACK_SIGNING_SECRET")
+            name: secrets.token_urlsafe(24) for name in ("FORM_CSRF_SECRET", "SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN")
         },
         repr=False,
     )
@@ -167,7 +173,7 @@ class LocalStack:
         logs = self.workdir / "logs"
         gcs_root = self.workdir / "gcs"
         gcs_root.mkdir(exist_ok=True)
-        ports = {name: free_port() for name in ("pubsub", "gcs", "bq", "bq_grpc", *FUNCTIONS, *HTTP_FUNCTIONS)}
+        ports = {name: free_port() for name in ("pubsub", "gcs", "bq", "bq_grpc", "slack", *FUNCTIONS, *HTTP_FUNCTIONS)}
         # The processes ("instances") of each pipeline function, behind its front on ports[name].
         instances = {
             name: [name if i == 0 else f"{name}#{i + 1}" for i in range(capacity[name][0])] for name in FUNCTIONS
@@ -182,6 +188,7 @@ class LocalStack:
             "gcs": f"http://127.0.0.1:{ports['gcs']}",
             "bigquery": f"http://127.0.0.1:{ports['bq']}",
             "gcs_root": str(gcs_root),
+            "slack": f"http://127.0.0.1:{ports['slack']}",
             # What Pub/Sub pushes to (a pipeline function's front) or what a browser calls (the HTTP ones).
             "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in (*FUNCTIONS, *HTTP_FUNCTIONS)},
             "processes": {process: f"http://127.0.0.1:{port}" for process, port in process_ports.items()},
@@ -212,6 +219,21 @@ class LocalStack:
             env={**os.environ, "HOME": str(_bqemulator_home(self.workdir)), "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
         )
         self.children.append(bq)
+        slack = spawn(
+            "slack-standin",
+            [
+                sys.executable,
+                "-m",
+                "devstack.slack_standin",
+                "--port",
+                str(ports["slack"]),
+                "--record-dir",
+                str(self.workdir / "slack"),
+            ],
+            logs,
+            env={**os.environ, "SLACK_STANDIN_TOKEN": self.local_secrets["SLACK_BOT_TOKEN"]},
+        )
+        self.children.append(slack)
         with open(logs / "cademi-simulator.log", "a") as sim_log:
             sim = start_simulator(self.scenario_path, admin_token=SIM_ADMIN_TOKEN, stderr=sim_log)
         self.children.append(sim)
@@ -267,6 +289,8 @@ class LocalStack:
             "SLACK_SIGNING_SECRET": self.local_secrets["SLACK_SIGNING_SECRET"],
             "SLACK_TEAM_ID": LOCAL_SLACK_TEAM,
             "SLACK_ALLOWED_USERS": LOCAL_SLACK_USER,
+            "SLACK_BOT_TOKEN": self.local_secrets["SLACK_BOT_TOKEN"],
+            "TUTOR_LIST_URL": "https://lookerstudio.google.com/reporting/lista-dos-tutores",
             **extra_env,
         }
         self.endpoints["function_env"] = {
@@ -320,6 +344,7 @@ class LocalStack:
             wait_for_port(self.child(f"front-{name}"), ports[name])
         for name in HTTP_FUNCTIONS:
             wait_for_port(self.child(name), ports[name])
+        wait_for_port(slack, ports["slack"])
         self.endpoints["ack_deadline_s"] = ack_deadline_s
         self._create_subscriptions()
         self.save()
@@ -336,6 +361,9 @@ class LocalStack:
             "CADEMI_API_VERSION": self.cademi_api,
             "CADEMI_BASE_URL": self.endpoints["cademi"].replace("/api/v1", f"/api/{self.cademi_api}"),
             "SECRETS_BACKEND": "env",
+            # the local Slack stand-in (devstack/slack_standin.py) in place of slack.com and hooks.slack.com
+            "SLACK_API_URL": f"{self.endpoints['slack']}/api",
+            "SLACK_RESPONSE_URL_PREFIX": f"{self.endpoints['slack']}/response/",
         }
 
     @property
@@ -577,6 +605,34 @@ class LocalStack:
             time.sleep(0.5)
         return row or {"run_id": str(run_id), "status": "missing"}
 
+    def wait_digests(self, run_id: RunId, timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Poll the digest records until every tutors' channel with data that week has this run's digest (posted,
+        updated or refused); returns the records found."""
+        from progress_monitor import warehouse
+        from progress_monitor.errors import TransientError
+        from progress_monitor.settings import Settings
+        from progress_monitor.tutors.digest import channel_digests
+
+        settings = Settings.from_env()
+        channels = set(channel_digests(settings, run_id.snapshot_date))
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            try:
+                rows = warehouse.query(settings, "SELECT * FROM `${slack_digests}` WHERE run_id = @r", r=str(run_id))
+            except TransientError:
+                rows = []
+            if {r["channel_id"] for r in rows} >= channels:
+                return rows
+            time.sleep(0.5)
+        return rows
+
+    def slack(self) -> Any:
+        """A client of the local Slack stand-in."""
+        from devstack.slack_standin import SlackStandin
+
+        return SlackStandin(self.endpoints["slack"])
+
     def dead_letters(self, max_messages: int = 100) -> list[dict[str, Any]]:
         """Pull (and acknowledge) what reached every dead-letter topic."""
         _, subscriber = self._pubsub()
@@ -627,6 +683,21 @@ def seed_registry(settings: Any, scenario: Scenario) -> None:
                 product_name=products[item["product"]]["nome"],
                 position=position,
                 due_week=item["due_week"],
+            )
+    channels = [("trilha", t["id"], t.get("slack_channel")) for t in scenario.raw["registry"]["tracks"]]
+    channels += [("turma", str(t["tag_id"]), t.get("slack_channel")) for t in scenario.raw["registry"]["tags"]]
+    for scope, target, channel in channels:
+        if channel:
+            warehouse.query(
+                settings,
+                """MERGE `${slack_channels}` T USING (SELECT @scope AS scope, @target AS target) S
+                   ON T.scope = S.scope AND T.target = S.target
+                   WHEN NOT MATCHED THEN INSERT (scope, target, channel_id, set_by, set_at)
+                   VALUES (@scope, @target, @channel, 'scenario-seed', @now)""",
+                scope=scope,
+                target=target,
+                channel=channel,
+                now=datetime.now(UTC),
             )
     for tag in scenario.raw["registry"]["tags"]:
         warehouse.query(

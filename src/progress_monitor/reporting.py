@@ -6,8 +6,10 @@ tables (partitioned by snapshot_date, clustered by tag) instead of recomputing f
 
 from __future__ import annotations
 
+import csv
 import logging
 from importlib import resources
+from pathlib import Path
 from urllib.parse import urlencode
 
 from progress_monitor import warehouse
@@ -22,7 +24,8 @@ MATERIALISED = {
     "report_class_week": "tag_id",
     "report_movements": "from_tag_id",
 }
-VIEWS = ("tutor_list",)  # rebuilt with the tables after each run
+# Rebuilt with the tables after each run. Views, so the tutors' clicks count as soon as they are made.
+VIEWS = ("tutor_list", "report_tutor_outcomes", "report_risk_timeline")
 # Created once at deploy (Terraform in the cloud, `create_deployed_views` on the local stack): run health reads
 # only `runs` and must exist before any run has succeeded, i.e. exactly when a failing run needs it.
 DEPLOYED_VIEWS = ("report_run_health",)
@@ -99,6 +102,8 @@ def looker_studio_url(settings: Settings) -> str:
         "ds2": "report_product_week",
         "ds3": "report_movements",
         "ds4": "report_run_health",
+        "ds5": "report_tutor_outcomes",
+        "ds6": "report_risk_timeline",
     }
     params: dict[str, str] = {"c.mode": "edit", "r.reportName": "Progresso dos alunos"}
     for alias, table in sources.items():
@@ -115,16 +120,60 @@ def looker_studio_url(settings: Settings) -> str:
     return "https://lookerstudio.google.com/reporting/create?" + urlencode(params)
 
 
+TUTOR_CSV_COLUMNS = (
+    "turma",
+    "tag_id",
+    "iso_week",
+    "user_id",
+    "nome",
+    "email",
+    "celular",
+    "status",
+    "weeks_behind",
+    "dias_sem_acessar",
+    "ultimo_acesso",
+    "actual",
+    "expected",
+    "gap",
+)
+
+
+def export_tutors(settings: Settings, out: Path, tag_id: int | None = None) -> int:
+    """The tutors' list (each class's latest week) as CSV for a spreadsheet; returns the rows written. The view
+    already quotes values a spreadsheet would run as formulas."""
+    where = "WHERE tag_id = @tag_id" if tag_id is not None else ""
+    params: dict[str, int] = {"tag_id": tag_id} if tag_id is not None else {}
+    rows = warehouse.query(
+        settings,
+        f"SELECT * FROM `${{tutor_list}}` {where} "
+        "ORDER BY turma, IF(status = 'em risco', 0, 1), weeks_behind DESC, COALESCE(dias_sem_acessar, -1) DESC, "
+        "user_id",
+        **params,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8-sig") as f:  # the BOM makes Excel read UTF-8 accents
+        writer = csv.writer(f)
+        writer.writerow(TUTOR_CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(["" if row.get(c) is None else row[c] for c in TUTOR_CSV_COLUMNS])
+    return len(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m progress_monitor.reporting looker-url|refresh` for the configured project and dataset."""
+    """`python -m progress_monitor.reporting looker-url|refresh|export-tutors` for the configured project."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="progress_monitor.reporting", description=main.__doc__)
-    parser.add_argument("command", choices=("looker-url", "refresh"))
+    parser.add_argument("command", choices=("looker-url", "refresh", "export-tutors"))
+    parser.add_argument("--out", type=Path, default=Path("lista-dos-tutores.csv"), help="export-tutors: the CSV")
+    parser.add_argument("--tag", type=int, default=None, help="export-tutors: one class only")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.command == "looker-url":
         print(looker_studio_url(settings))
+    elif args.command == "export-tutors":
+        count = export_tutors(settings, args.out, args.tag)
+        print(f"{count} students written to {args.out}")
     else:
         refresh(settings)
     return 0

@@ -18,8 +18,9 @@ from progress_monitor.cademi import CademiClient, CademiSource
 from progress_monitor.cademi_v3 import CademiV3Client
 from progress_monitor.contracts import ProgressTask
 from progress_monitor.ratelimit import CallBudget, RateLimiter
-from progress_monitor.secrets import get_secret
-from progress_monitor.settings import CADEMI_API_KEY, Settings
+from progress_monitor.secrets import SecretUnavailableError, get_secret
+from progress_monitor.settings import CADEMI_API_KEY, SLACK_BOT_TOKEN, Settings
+from progress_monitor.slack_api import SlackClient, SlackUnavailableError
 
 _lock = threading.Lock()
 _settings: Settings | None = None
@@ -28,6 +29,7 @@ _budget: CallBudget | None = None
 _bigquery: bq.Client | None = None
 _storage: gcs.Client | None = None
 _publisher: pubsub_v1.PublisherClient | None = None
+_slack: SlackClient | None = None
 
 
 def settings() -> Settings:
@@ -62,6 +64,19 @@ def cademi_client(cfg: Settings) -> CademiSource:
             source = CademiV3Client if cfg.cademi_api_version == "v3" else CademiClient
             _cademi = source.from_settings(cfg, get_secret(cfg, CADEMI_API_KEY), budget)
         return _cademi
+
+
+def slack(cfg: Settings) -> SlackClient:
+    """The Slack bot's Web API client, created once; an unreadable token is a retry, never a cached failure."""
+    global _slack
+    with _lock:
+        if _slack is None:
+            try:
+                token = get_secret(cfg, SLACK_BOT_TOKEN)
+            except SecretUnavailableError as exc:
+                raise SlackUnavailableError(f"Slack bot token unavailable: {exc}") from exc
+            _slack = SlackClient(cfg.slack_api_url, token)
+        return _slack
 
 
 def bigquery(cfg: Settings) -> bq.Client:
@@ -117,6 +132,6 @@ def publish_task(cfg: Settings, task: ProgressTask) -> None:
 
 def reset() -> None:
     """Forget cached settings and clients (tests that change the environment or restart an emulator)."""
-    global _settings, _cademi, _budget, _bigquery, _storage, _publisher
+    global _settings, _cademi, _budget, _bigquery, _storage, _publisher, _slack
     with _lock:
-        _settings = _cademi = _budget = _bigquery = _storage = _publisher = None
+        _settings = _cademi = _budget = _bigquery = _storage = _publisher = _slack = None

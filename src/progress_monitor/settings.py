@@ -100,6 +100,16 @@ class Settings:
     # who may use /turma. A signature only proves the request came from Slack, not who may change the registry.
     slack_team_id: str = ""
     slack_allowed_users: str = ""
+    # Tutors in Slack (tutors/): the bot's Web API, where interaction replies may go, the worker's topic, how
+    # many students a digest lists per class (the full list is behind `tutor_list_url`, e.g. the Looker Studio
+    # page), and how long a digest claim stays with a delivery that has not posted yet.
+    slack_api_url: str = "https://slack.com/api"
+    slack_response_url_prefix: str = "https://hooks.slack.com/"
+    slack_tasks_topic: str = "slack-tasks"
+    slack_tasks_dlq_topic: str = "slack-tasks-dlq"
+    tutor_list_url: str = ""
+    digest_students_per_class: int = 10
+    digest_claim_lease_s: int = 600
 
     # Fault injection for the soak test only (refused outside the emulators): the loader fails between its
     # load job and its MERGE with this probability.
@@ -173,6 +183,11 @@ class Settings:
             ZoneInfo(self.timezone)
         except (ValueError, ZoneInfoNotFoundError) as exc:
             raise SettingsError("TIMEZONE must be an IANA time zone such as America/Sao_Paulo") from exc
+        for name in ("slack_api_url", "slack_response_url_prefix"):
+            if not getattr(self, name).startswith(("https://", *LOCAL_URLS)):
+                raise SettingsError(f"{name.upper()} must be https (plain http only on 127.0.0.1/localhost)")
+        if not 1 <= self.digest_students_per_class <= 20 or self.digest_claim_lease_s < 30:
+            raise SettingsError("DIGEST_STUDENTS_PER_CLASS must be 1-20 and DIGEST_CLAIM_LEASE_S >= 30")
         if self.status_inactive_days < 1 or self.status_grace_days < 0:
             raise SettingsError("STATUS_INACTIVE_DAYS must be >= 1 and STATUS_GRACE_DAYS >= 0")
         if self.form_auth not in ("iap", "dev"):
@@ -200,6 +215,12 @@ class Settings:
         if not self.slack_users:
             return "SLACK_ALLOWED_USERS must list the Slack user ids (U…) allowed to use /turma"
         return None
+
+    def slack_response_url_ok(self, url: object) -> bool:
+        """An interaction's `response_url` is only ever Slack's own: anything else would make us POST to a
+        host of the request's choosing."""
+        prefix = self.slack_response_url_prefix
+        return isinstance(url, str) and len(url) < 500 and url.startswith(prefix) and ".." not in url
 
     @property
     def slack_users(self) -> frozenset[str]:
@@ -240,4 +261,5 @@ class Settings:
 CADEMI_API_KEY = "CADEMI_API_KEY"
 SLACK_SIGNING_SECRET = "SLACK_SIGNING_SECRET"  # noqa: S105 - a variable name, not a value
 FORM_CSRF_SECRET = "FORM_CSRF_SECRET"  # noqa: S105 - a variable name, not a value
-SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET, FORM_CSRF_SECRET)
+SLACK_BOT_TOKEN = "SLACK_BOT_TOKEN"  # noqa: S105 - a variable name, not a value
+SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET, FORM_CSRF_SECRET, SLACK_BOT_TOKEN)

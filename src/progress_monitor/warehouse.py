@@ -24,7 +24,18 @@ from progress_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TABLES = ("tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures")
+TABLES = (
+    "tracks",
+    "registered_tags",
+    "students",
+    "progress_history",
+    "runs",
+    "loads",
+    "failures",
+    "slack_channels",
+    "slack_digests",
+    "tutor_actions",
+)
 RESTRICTED = frozenset({"students", "tutor_list"})  # contact data: the tutors-only dataset
 
 

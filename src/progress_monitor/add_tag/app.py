@@ -24,6 +24,7 @@ from progress_monitor.add_tag.identity import (
 from progress_monitor.add_tag.registry import Outcome, Registry
 from progress_monitor.cademi import CademiClient
 from progress_monitor.cademi_v3 import CademiV3Client
+from progress_monitor.contracts import parse_uint, strict
 from progress_monitor.errors import TransientError
 from progress_monitor.secrets import SecretUnavailableError, get_secret
 from progress_monitor.settings import CADEMI_API_KEY, FORM_CSRF_SECRET, SLACK_SIGNING_SECRET, Settings
@@ -45,6 +46,8 @@ HELP = (
     "2026-03-02` (início em AAAA-MM-DD ou DD/MM/AAAA)\n"
     "• `/turma listar` — as turmas registradas, as mais novas primeiro\n"
     "• `/turma desativar <tag>` — para de extrair uma turma encerrada (o histórico continua)\n"
+    "• `/turma canal <tag ou trilha> <#canal>` — onde os tutores recebem o resumo de segunda-feira\n"
+    "• `/turma alunos <tag>` — a lista atual de alunos para contatar (só você vê; no canal dos tutores da turma)\n"
     "• `/turma ajuda` — esta mensagem"
 )
 
@@ -208,6 +211,34 @@ def handle_form(request: Request, settings: Settings) -> Response:
 
 # -- the Slack slash command -------------------------------------------------------------------------------
 
+SLACK_USER_ID = strict(r"[UW][A-Z0-9]{2,20}")
+SLACK_CHANNEL_ID = strict(r"[CGD][A-Z0-9]{2,20}")
+
+
+def _class_list_request(settings: Settings, form: dict[str, str], words: list[str]) -> Response:
+    """`/turma alunos <tag>`: acknowledged now (Slack waits 3 s at most); the worker answers through the
+    command's response_url once BigQuery has."""
+    if len(words) != 2 or parse_uint(words[1], 9) is None or int(words[1]) == 0:
+        return _slack("Uso: `/turma alunos <tag>`, por exemplo `/turma alunos 5012`.")
+    url = form.get("response_url")
+    requester, channel = form.get("user_id", ""), form.get("channel_id", "")
+    if not settings.slack_response_url_ok(url) or not SLACK_USER_ID.fullmatch(requester):
+        log.warning("Slack list request without a Slack response_url or user refused")
+        return _slack("Pedido incompleto: tente de novo pelo Slack. Nada foi mostrado.")
+    task = {
+        "kind": "list",
+        "tag_id": int(words[1]),
+        "response_url": url,
+        "requester": requester,
+        "channel": channel if SLACK_CHANNEL_ID.fullmatch(channel) else "",
+    }
+    try:
+        runtime.publish(settings, settings.slack_tasks_topic, json.dumps(task).encode(), {"kind": "list"})
+    except Exception:
+        log.exception("could not queue a class list request")
+        return _slack("O serviço não respondeu; tente novamente em instantes.")
+    return _slack(f"Buscando a lista da turma {words[1]}…")
+
 
 def _slack(text: str, status: int = 200) -> Response:
     body = json.dumps({"response_type": "ephemeral", "text": text}, ensure_ascii=False)
@@ -239,14 +270,16 @@ def handle_slack(request: Request, settings: Settings) -> Response:
         log.warning("Slack request from another workspace refused")
         return _slack("Este comando só funciona no Slack da escola. Nada foi alterado.")
     user_id = form.get("user_id", "")
+    words = form.get("text", "").split()
+    command = words[0].lower() if words else "ajuda"
+    if command == "alunos":  # any member; the worker shows the list only in the class's tutors' channel
+        return _class_list_request(settings, form, words)
     if user_id not in settings.slack_users:
         log.warning("Slack request from a member outside the allow-list refused", extra={"slack_user": user_id[:30]})
         return _slack(
             "Você não tem permissão para usar /turma. Peça à coordenação para incluir seu usuário. Nada foi alterado."
         )
     identity = f"slack:{user_id}"  # the id, which members cannot change (their user name they can)
-    words = form.get("text", "").split()
-    command = words[0].lower() if words else "ajuda"
     reg = registry(settings)
     try:
         if command == "adicionar":
@@ -271,6 +304,13 @@ def handle_slack(request: Request, settings: Settings) -> Response:
                 for t in tags[:30]
             ]
             return _slack("*Turmas registradas (mais novas primeiro)*\n" + "\n".join(lines))
+        if command == "canal":
+            if len(words) != 3:
+                return _slack(
+                    "Uso: `/turma canal <tag ou trilha> <#canal>`, por exemplo `/turma canal 5012 #tutores-2026-03`."
+                )
+            outcome = reg.set_channel(words[1], words[2], identity)
+            return _slack((":white_check_mark: " if outcome.ok else ":warning: ") + outcome.message)
         if command == "desativar":
             if len(words) != 2:
                 return _slack("Uso: `/turma desativar <tag>`.")

@@ -24,6 +24,8 @@ TURMA = strict(r"(\d{4})-(0[1-9]|1[0-2])")
 TAG_ID = strict(r"[1-9]\d{0,8}")
 BR_DATE = strict(r"(\d{2})/(\d{2})/(\d{4})")
 ISO_DATE = strict(r"\d{4}-\d{2}-\d{2}")
+# A channel as Slack escapes it in a command's text (`<#C0123|nome>`), or its bare id.
+SLACK_CHANNEL_REF = strict(r"<#(?P<id>[CG][A-Z0-9]{2,20})(?:\|[^<>|]{0,80})?>|(?P<id2>[CG][A-Z0-9]{2,20})")
 FIELDS = ("tag_id", "track", "turma", "start_date")
 LABELS = {"tag_id": "Tag", "track": "Trilha", "turma": "Turma", "start_date": "Início da turma"}
 
@@ -226,3 +228,43 @@ class Registry:
         )
         log.info("tag %d deactivated by %s", tag_id, by, extra={"tag_id": tag_id})
         return Outcome(True, f"Tag {tag_id} desativada: o histórico continua, e ela não será mais extraída.")
+
+    def set_channel(self, raw_target: Any, raw_channel: Any, by: str) -> Outcome:
+        """Where a class's (or a whole track's) tutors get the Monday digest; a class's own channel wins."""
+        target, channel_text = _clean(raw_target), _clean(raw_channel)
+        match = SLACK_CHANNEL_REF.fullmatch(channel_text)
+        if match is None:
+            return Outcome(
+                False,
+                "Canal inválido: escolha o canal na lista do Slack (como #tutores-2026-03) para que o Slack envie o "
+                "identificador dele.",
+            )
+        channel_id = match["id"] or match["id2"]
+        if TAG_ID.fullmatch(target):
+            scope, known = "turma", self._registered(int(target))
+            label = f"a turma (tag {target})"
+        elif target in self.tracks():
+            scope, known, label = "trilha", True, f"as turmas da trilha {target} sem canal próprio"
+        else:
+            return Outcome(False, "Informe o número de uma tag registrada ou o identificador de uma trilha.")
+        if not known:
+            return Outcome(False, f"A tag {target} não está registrada.")
+        warehouse.query(
+            self.settings,
+            """MERGE `${slack_channels}` T USING (SELECT @scope AS scope, @target AS target) S
+               ON T.scope = S.scope AND T.target = S.target
+               WHEN MATCHED THEN UPDATE SET channel_id = @channel, set_by = @by, set_at = @now
+               WHEN NOT MATCHED THEN INSERT (scope, target, channel_id, set_by, set_at)
+               VALUES (@scope, @target, @channel, @by, @now)""",
+            scope=scope,
+            target=target,
+            channel=channel_id,
+            by=by[:200],
+            now=datetime.now(UTC),
+        )
+        log.info("Slack channel of %s %s set by %s", scope, target, by)
+        return Outcome(True, f"Pronto: o resumo de segunda-feira para {label} vai para <#{channel_id}>.")
+
+    def _registered(self, tag_id: int) -> bool:
+        rows = warehouse.query(self.settings, "SELECT 1 FROM `${registered_tags}` WHERE tag_id = @t", t=tag_id)
+        return bool(rows)

@@ -27,6 +27,7 @@ from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import get_blob
 from progress_monitor.stages.failures import guard
+from progress_monitor.tutors.digest import request_digests
 
 log = logging.getLogger("progress_monitor.load")
 
@@ -123,3 +124,9 @@ def _refresh_reports(cfg: Settings, run_id: RunId) -> None:
         runs.mark_reports_refreshed(cfg, run_id)
     except Exception:
         log.exception("reporting refresh failed after the run completed", extra={"run_id": str(run_id)})
+        return
+    try:
+        # The tutors' digests go through their own topic: a Slack outage is retried there, never here.
+        request_digests(cfg, run_id)
+    except Exception:
+        log.exception("could not request the tutors' digests", extra={"run_id": str(run_id)})

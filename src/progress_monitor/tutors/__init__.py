@@ -1,0 +1,1 @@
+"""Tutors in Slack: the Monday digest per class channel, the buttons under it, and `/turma alunos`."""

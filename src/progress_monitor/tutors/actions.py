@@ -1,0 +1,220 @@
+"""Tutors acting on the list: the buttons under a digest, and `/turma alunos <tag>`.
+
+Slack wants an answer within 3 seconds, so the HTTP side (`handle_interaction`, the slash command) only
+verifies, validates and publishes a task on the Slack tasks topic; the `notify_tutors` worker records the
+click and updates the message, or answers the list through the `response_url`, with Pub/Sub's retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from flask import Request, Response
+
+from progress_monitor import runtime, warehouse
+from progress_monitor.add_tag.app import parse_form, read_body, unread
+from progress_monitor.add_tag.identity import slack_signature_valid
+from progress_monitor.contracts import strict
+from progress_monitor.errors import PermanentError
+from progress_monitor.secrets import SecretUnavailableError, get_secret
+from progress_monitor.settings import SLACK_SIGNING_SECRET, SLACK_USER, Settings
+from progress_monitor.slack_api import respond
+from progress_monitor.tutors import blocks, digest
+
+log = logging.getLogger("progress_monitor.tutors")
+SLACK_CHANNEL = re.compile(r"[CG][A-Z0-9]{2,20}", re.ASCII)
+MESSAGE_TS = strict(r"\d{9,12}\.\d{1,9}")
+MAX_PAYLOAD = 64 * 1024  # a block_actions payload carries the whole message; ours stay well under this
+TUTOR_LIST_SQL = """
+SELECT s.tag_id, s.user_id, s.nome, s.status, s.weeks_behind, s.dias_sem_acessar, s.actual, s.expected,
+  s.snapshot_date
+FROM `${tutor_list}` s WHERE s.tag_id = @tag_id
+ORDER BY IF(s.status = 'em risco', 0, 1), s.weeks_behind DESC, COALESCE(s.dias_sem_acessar, -1) DESC, s.gap,
+  s.user_id
+"""
+RECORD_ACTION_SQL = """
+MERGE `${tutor_actions}` T
+USING (SELECT @week AS snapshot_date, @tag_id AS tag_id, @user_id AS user_id, @action AS action, @tutor AS tutor) S
+ON T.snapshot_date = S.snapshot_date AND T.tag_id = S.tag_id AND T.user_id = S.user_id AND T.action = S.action
+   AND T.tutor = S.tutor
+WHEN NOT MATCHED THEN INSERT (snapshot_date, tag_id, user_id, action, tutor, channel_id, acted_at)
+  VALUES (@week, @tag_id, @user_id, @action, @tutor, @channel, @now)
+"""
+
+
+@dataclass(frozen=True)
+class Click:
+    """A verified button click, as the worker receives it."""
+
+    week: date
+    tag_id: int
+    user_id: int
+    action: str
+    tutor: str
+    channel: str
+    message_ts: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "click", **asdict(self), "week": self.week.isoformat()}
+
+
+class InteractionRefused(ValueError):
+    """An interaction payload that is not a click on one of our buttons."""
+
+
+def parse_click(payload: Any, team_id: str) -> Click:
+    """A `block_actions` payload -> the click; InteractionRefused names what is wrong. Everything is checked:
+    the signature proves Slack sent it, not that its fields are ours."""
+    if not isinstance(payload, dict) or payload.get("type") != "block_actions":
+        raise InteractionRefused("not a block_actions payload")
+    team = payload.get("team")
+    if not isinstance(team, dict) or team.get("id") != team_id:
+        raise InteractionRefused("another workspace")
+    user = payload.get("user")
+    tutor = user.get("id") if isinstance(user, dict) else None
+    if not isinstance(tutor, str) or not SLACK_USER.fullmatch(tutor):
+        raise InteractionRefused("no user id")
+    channel = payload.get("channel")
+    channel_id = channel.get("id") if isinstance(channel, dict) else None
+    if not isinstance(channel_id, str) or not SLACK_CHANNEL.fullmatch(channel_id):
+        raise InteractionRefused("no channel id")
+    container = payload.get("container")
+    message = payload.get("message")
+    ts = (container.get("message_ts") if isinstance(container, dict) else None) or (
+        message.get("ts") if isinstance(message, dict) else None
+    )
+    if not isinstance(ts, str) or not MESSAGE_TS.fullmatch(ts):
+        raise InteractionRefused("no message ts")
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or len(actions) != 1 or not isinstance(actions[0], dict):
+        raise InteractionRefused("expected exactly one action")
+    action_id = actions[0].get("action_id")
+    if action_id not in blocks.ACTIONS:
+        raise InteractionRefused("unknown action")
+    parsed = blocks.parse_button_value(actions[0].get("value"))
+    if parsed is None:
+        raise InteractionRefused("unknown button value")
+    week, tag_id, user_id = parsed
+    return Click(week, tag_id, user_id, str(action_id), f"slack:{tutor}", channel_id, ts)
+
+
+def handle_interaction(request: Request, settings: Settings) -> Response:
+    """Slack's interactivity request URL: verify like the slash command, then hand the click to the worker."""
+    if request.method != "POST":
+        return Response("method not allowed", status=405)
+    if (problem := settings.slack_config_error()) is not None:
+        log.error("Slack interactions refused: %s", problem)
+        return Response("not configured", status=503)
+    body = read_body(request, MAX_PAYLOAD)
+    if body is None:
+        return unread(Response("payload too large", status=413))
+    try:
+        secret = get_secret(settings, SLACK_SIGNING_SECRET)
+    except SecretUnavailableError:
+        log.error("Slack signing secret unavailable; refusing the interaction")
+        return Response("not configured", status=503)
+    if not slack_signature_valid(secret, request.headers, body, settings.slack_max_skew_s):
+        log.warning("Slack interaction with a missing, stale or wrong signature refused")
+        return Response("invalid signature", status=401)
+    form = parse_form(body)
+    try:
+        if form is None or "payload" not in form:
+            raise InteractionRefused("no payload field")
+        click = parse_click(json.loads(form["payload"]), settings.slack_team_id)
+    except (ValueError, RecursionError) as exc:  # InteractionRefused and bad JSON
+        log.warning("Slack interaction refused: %s", str(exc)[:100])
+        return Response(f"refused: {str(exc)[:100]}", status=400)
+    runtime.publish(settings, settings.slack_tasks_topic, json.dumps(click.to_json()).encode(), {"kind": "click"})
+    log.info("tutor action received", extra={"tag_id": click.tag_id, "slack_user": click.tutor})
+    return Response("", status=200)
+
+
+def record_click(cfg: Settings, click: Click) -> bool:
+    """Record a click once (a double click or a replayed request finds its row) and update the message in
+    place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
+    claim = digest.read_claim(runtime.shards_bucket(cfg), click.week, click.channel)
+    listed = {(int(t), int(u)) for t, u in (claim.body.get("listed", []) if claim else [])}
+    if claim is None or claim.body.get("ts") != click.message_ts or (click.tag_id, click.user_id) not in listed:
+        log.warning(
+            "click on a student the digest of this channel does not list; ignored",
+            extra={"tag_id": click.tag_id, "slack_user": click.tutor},
+        )
+        return False
+    warehouse.query(
+        cfg,
+        RECORD_ACTION_SQL,
+        week=click.week,
+        tag_id=click.tag_id,
+        user_id=click.user_id,
+        action=click.action,
+        tutor=click.tutor,
+        channel=click.channel,
+        now=datetime.now(UTC),
+    )
+    digest.refresh_message(cfg, click.week, click.channel)
+    return True
+
+
+def class_list_reply(cfg: Settings, tag_id: int, requester: str, channel: str) -> dict[str, Any]:
+    """The answer to `/turma alunos <tag>`: only in the class's tutors' channel, or to a coordinator."""
+    channels = {int(r["tag_id"]): r["channel_id"] for r in warehouse.query(cfg, digest.CHANNELS_SQL)}
+    if tag_id not in channels:
+        return {"response_type": "ephemeral", "text": f"A turma {tag_id} não está registrada."}
+    if requester not in cfg.slack_users and channels[tag_id] != channel:
+        return {
+            "response_type": "ephemeral",
+            "text": "A lista desta turma só pode ser vista no canal dos tutores da turma. Nada foi mostrado.",
+        }
+    rows = warehouse.query(cfg, TUTOR_LIST_SQL, tag_id=tag_id)
+    students = [
+        blocks.ListedStudent(
+            tag_id=tag_id,
+            user_id=int(r["user_id"]),
+            nome=str(r["nome"] or ""),
+            status=str(r["status"]),
+            weeks_behind=int(r["weeks_behind"] or 0),
+            days_without_access=None if r["dias_sem_acessar"] is None else int(r["dias_sem_acessar"]),
+            actual=r["actual"],
+            expected=r["expected"],
+        )
+        for r in rows
+    ]
+    week = rows[0]["snapshot_date"] if rows else _latest_week(cfg, tag_id)
+    return blocks.class_list(tag_id, week, students, cfg.tutor_list_url)
+
+
+def _latest_week(cfg: Settings, tag_id: int) -> date | None:
+    found = warehouse.query(
+        cfg, "SELECT MAX(snapshot_date) AS d FROM `${report_student_week}` WHERE tag_id = @t", t=tag_id
+    )
+    return found[0]["d"] if found else None
+
+
+def answer_list(cfg: Settings, task: dict[str, Any]) -> None:
+    tag_id, url = task.get("tag_id"), task.get("response_url")
+    requester, channel = task.get("requester"), task.get("channel")
+    if not isinstance(tag_id, int) or not cfg.slack_response_url_ok(url) or not isinstance(requester, str):
+        raise PermanentError("list task without a tag, a Slack response_url or a requester")
+    respond(str(url), class_list_reply(cfg, tag_id, requester, str(channel or "")))
+
+
+def click_from_task(task: dict[str, Any]) -> Click:
+    if task.get("action") not in blocks.ACTIONS:
+        raise PermanentError("click task with an unknown action")
+    try:
+        return Click(
+            week=date.fromisoformat(task["week"]),
+            tag_id=int(task["tag_id"]),
+            user_id=int(task["user_id"]),
+            action=str(task["action"]),
+            tutor=str(task["tutor"]),
+            channel=str(task["channel"]),
+            message_ts=str(task["message_ts"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PermanentError(f"click task unusable: {exc}") from exc

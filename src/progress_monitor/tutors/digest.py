@@ -1,0 +1,351 @@
+"""The Monday digest: when a run's reports are rebuilt, each tutors' channel gets one message per week.
+
+Exactly once per week and channel. A claim object in the shards bucket (`slack/digests/<week>/<channel>.json`,
+created with a generation precondition, like every shard) decides which delivery posts; it then records the
+message's `ts`. A redelivered request or a replay finds the `ts` and posts nothing; a re-run of the week
+(another run id) updates the same message in place; a claim left by a delivery that died before Slack answered
+is taken over after `digest_claim_lease_s`. A Slack outage raises a TransientError after the claim is released,
+so Pub/Sub retries the digest; the load that asked for it finished long before.
+
+The one window left: a delivery that dies after Slack accepted the post and before it wrote the `ts` leaves a
+claim without one, and the take-over posts again. It lasts one small GCS write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions
+from google.cloud import storage  # type: ignore[attr-defined]
+
+from progress_monitor import runs, runtime, warehouse
+from progress_monitor.contracts import RunId
+from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.settings import Settings
+from progress_monitor.shard_store import create_once, get_blob
+from progress_monitor.slack_api import SlackClient, SlackRefusedError, SlackUnavailableError
+from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
+
+log = logging.getLogger("progress_monitor.tutors")
+FLAGGED = ("em risco", "atrasado")
+
+CHANNELS_SQL = """
+SELECT r.tag_id, r.turma, r.track_id, COALESCE(ct.channel_id, cr.channel_id) AS channel_id,
+  (SELECT ANY_VALUE(t.track_name) FROM `${tracks}` t WHERE t.track_id = r.track_id) AS track_name
+FROM `${registered_tags}` r
+LEFT JOIN `${slack_channels}` ct ON ct.scope = 'turma' AND ct.target = CAST(r.tag_id AS STRING)
+LEFT JOIN `${slack_channels}` cr ON cr.scope = 'trilha' AND cr.target = r.track_id
+"""
+COUNTS_SQL = """
+SELECT tag_id, snapshot_date, COUNT(*) AS students, COUNTIF(status = 'em risco') AS em_risco,
+  COUNTIF(status = 'atrasado') AS atrasado, AVG(actual) AS mean_actual
+FROM `${report_student_week}` WHERE snapshot_date IN (@week, @previous) GROUP BY tag_id, snapshot_date
+"""
+# Who to call first: at risk before behind, longest behind, longest without access, furthest behind.
+FLAGGED_SQL = """
+SELECT s.tag_id, s.user_id, c.nome, s.status, s.weeks_behind, s.days_without_access, s.actual, s.expected
+FROM `${report_student_week}` s LEFT JOIN `${students}` c ON c.user_id = s.user_id
+WHERE s.snapshot_date = @week AND s.status IN ('em risco', 'atrasado')
+ORDER BY s.tag_id, IF(s.status = 'em risco', 0, 1), s.weeks_behind DESC,
+  COALESCE(s.days_without_access, -1) DESC, s.gap, s.user_id
+"""
+ACTIONS_SQL = """
+SELECT tag_id, user_id, action, tutor FROM `${tutor_actions}` WHERE snapshot_date = @week ORDER BY acted_at, tutor
+"""
+RECORD_SQL = """
+MERGE `${slack_digests}` T
+USING (SELECT @week AS snapshot_date, @channel AS channel_id) S
+ON T.snapshot_date = S.snapshot_date AND T.channel_id = S.channel_id
+WHEN MATCHED THEN UPDATE SET run_id = @run_id, message_ts = @ts, status = @status, error = @error,
+  tag_ids = @tag_ids, students_listed = @listed, em_risco = @em_risco, atrasado = @atrasado, posted_at = @now
+WHEN NOT MATCHED THEN INSERT (snapshot_date, channel_id, run_id, message_ts, status, error, tag_ids,
+  students_listed, em_risco, atrasado, posted_at)
+  VALUES (@week, @channel, @run_id, @ts, @status, @error, @tag_ids, @listed, @em_risco, @atrasado, @now)
+"""
+
+
+def request_digests(cfg: Settings, run_id: RunId) -> None:
+    """Ask notify_tutors for the run's digests (load_history, once the reports are rebuilt)."""
+    body = json.dumps({"kind": "digest", "run_id": str(run_id)}).encode()
+    runtime.publish(cfg, cfg.slack_tasks_topic, body, {"kind": "digest", "run_id": str(run_id)})
+
+
+def claim_name(week: date, channel: str) -> str:
+    return f"slack/digests/{week.isoformat()}/{channel}.json"
+
+
+@dataclass
+class ChannelDigest:
+    """What one channel's message shows: its classes and the students it names."""
+
+    channel: str
+    classes: list[ClassWeek]
+    listed: dict[int, list[ListedStudent]]
+
+    def listed_pairs(self) -> list[list[int]]:
+        return [[s.tag_id, s.user_id] for students in self.listed.values() for s in students]
+
+
+def channel_digests(cfg: Settings, week: date, only_channel: str | None = None) -> dict[str, ChannelDigest]:
+    """Per channel, the classes with data in `week` and the students to name (within Slack's block limit)."""
+    tags = {int(r["tag_id"]): r for r in warehouse.query(cfg, CHANNELS_SQL) if r["channel_id"]}
+    counts: dict[tuple[int, date], dict[str, Any]] = {
+        (int(r["tag_id"]), r["snapshot_date"]): r
+        for r in warehouse.query(cfg, COUNTS_SQL, week=week, previous=week - timedelta(days=7))
+    }
+    flagged: dict[int, list[ListedStudent]] = {}
+    for r in warehouse.query(cfg, FLAGGED_SQL, week=week):
+        flagged.setdefault(int(r["tag_id"]), []).append(
+            ListedStudent(
+                tag_id=int(r["tag_id"]),
+                user_id=int(r["user_id"]),
+                nome=str(r["nome"] or ""),
+                status=str(r["status"]),
+                weeks_behind=int(r["weeks_behind"] or 0),
+                days_without_access=None if r["days_without_access"] is None else int(r["days_without_access"]),
+                actual=r["actual"],
+                expected=r["expected"],
+            )
+        )
+    digests: dict[str, ChannelDigest] = {}
+    for tag_id, tag in sorted(tags.items()):
+        now = counts.get((tag_id, week))
+        if now is None or (only_channel and tag["channel_id"] != only_channel):
+            continue  # no data this week (a class registered later, or deactivated)
+        before = counts.get((tag_id, week - timedelta(days=7)))
+        mean, previous_mean = now["mean_actual"], before["mean_actual"] if before else None
+        digests.setdefault(tag["channel_id"], ChannelDigest(tag["channel_id"], [], {})).classes.append(
+            ClassWeek(
+                tag_id=tag_id,
+                turma=str(tag["turma"]),
+                track_name=str(tag["track_name"] or tag["track_id"]),
+                students=int(now["students"]),
+                em_risco=int(now["em_risco"]),
+                atrasado=int(now["atrasado"]),
+                previous_em_risco=int(before["em_risco"]) if before else None,
+                previous_atrasado=int(before["atrasado"]) if before else None,
+                mean_actual=mean,
+                change_mean_actual=None if mean is None or previous_mean is None else mean - previous_mean,
+                flagged=flagged.get(tag_id, []),
+            )
+        )
+    for d in digests.values():
+        room = students_per_class(len(d.classes), cfg.digest_students_per_class)
+        d.listed = {c.tag_id: c.flagged[:room] for c in d.classes}
+    return digests
+
+
+def week_actions(cfg: Settings, week: date) -> dict[tuple[int, int], list[Action]]:
+    found: dict[tuple[int, int], list[Action]] = {}
+    for r in warehouse.query(cfg, ACTIONS_SQL, week=week):
+        found.setdefault((int(r["tag_id"]), int(r["user_id"])), []).append(Action(str(r["action"]), str(r["tutor"])))
+    return found
+
+
+def render(cfg: Settings, week: date, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]) -> Any:
+    return digest(week, d.classes, d.listed, actions, cfg.tutor_list_url)
+
+
+def slack_client(cfg: Settings) -> SlackClient:
+    return runtime.slack(cfg)
+
+
+# -- the claim -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    blob: storage.Blob
+    body: dict[str, Any]
+
+    @property
+    def generation(self) -> int:
+        return int(self.blob.generation or 0)
+
+
+def read_claim(bucket: storage.Bucket, week: date, channel: str) -> Claim | None:
+    blob = get_blob(bucket, claim_name(week, channel))
+    if blob is None:
+        return None
+    try:
+        body = json.loads(blob.download_as_bytes())
+    except exceptions.NotFound:
+        return None
+    except (ValueError, exceptions.GoogleAPIError) as exc:
+        raise TransientError(f"digest claim {blob.name} unreadable: {type(exc).__name__}") from exc
+    if not isinstance(body, dict):
+        raise PermanentError(f"digest claim {blob.name} is not an object")
+    return Claim(blob, body)
+
+
+def _replace(bucket: storage.Bucket, claim: Claim, body: dict[str, Any]) -> bool:
+    """Rewrite a claim only if nobody else did since we read it (generation precondition)."""
+    blob = bucket.blob(claim.blob.name)
+    try:
+        blob.upload_from_string(json.dumps(body), content_type="application/json", if_generation_match=claim.generation)
+    except exceptions.PreconditionFailed:
+        return False
+    except exceptions.GoogleAPIError as exc:
+        raise TransientError(f"cannot write {blob.name}: {type(exc).__name__}") from exc
+    claim.blob, claim.body = get_blob(bucket, blob.name) or blob, body
+    return True
+
+
+def _release(bucket: storage.Bucket, claim: Claim) -> None:
+    try:
+        bucket.blob(claim.blob.name).delete(if_generation_match=claim.generation)
+    except (exceptions.NotFound, exceptions.PreconditionFailed):
+        pass
+    except exceptions.GoogleAPIError as exc:
+        log.warning("could not release digest claim %s: %s", claim.blob.name, type(exc).__name__)
+
+
+# -- posting -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestResult:
+    posted: list[str]
+    updated: list[str]
+    skipped: list[str]
+    refused: list[str]
+
+
+def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
+    """Post (or update) the week's digest in every tutors' channel; TransientError when any channel must be
+    retried (those already done are skipped on the retry)."""
+    status = runs.run_status(cfg, run_id)
+    if status not in runs.FINISHED:
+        raise PermanentError(f"run {run_id} is {status or 'unknown'}: digests follow finished runs only")
+    week = run_id.snapshot_date
+    digests = channel_digests(cfg, week)
+    actions = week_actions(cfg, week)
+    bucket = runtime.shards_bucket(cfg)
+    result = DigestResult([], [], [], [])
+    retry: list[str] = []
+    for channel, d in sorted(digests.items()):
+        try:
+            outcome = _post_channel(cfg, bucket, run_id, d, actions)
+        except SlackUnavailableError as exc:
+            log.warning("Slack unavailable for channel %s; the digest will be retried: %s", channel, exc)
+            retry.append(channel)
+            continue
+        getattr(result, outcome).append(channel)
+    log.info(
+        "digests of %s: %d posted, %d updated, %d already posted, %d refused, %d to retry",
+        run_id,
+        len(result.posted),
+        len(result.updated),
+        len(result.skipped),
+        len(result.refused),
+        len(retry),
+        extra={"run_id": str(run_id)},
+    )
+    if retry:
+        raise TransientError(f"digests of {run_id} to retry in {len(retry)} channel(s)")
+    return result
+
+
+def _post_channel(
+    cfg: Settings, bucket: storage.Bucket, run_id: RunId, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]
+) -> str:
+    week = run_id.snapshot_date
+    now = datetime.now(UTC)
+    mine = {"run_id": str(run_id), "claimed_at": now.isoformat(), "ts": None, "listed": d.listed_pairs()}
+    claim = None
+    if create_once(bucket, claim_name(week, d.channel), json.dumps(mine).encode(), {}, "application/json"):
+        claim = read_claim(bucket, week, d.channel)
+    else:
+        existing = read_claim(bucket, week, d.channel)
+        if existing is None:
+            raise TransientError("digest claim vanished; retrying")
+        ts = existing.body.get("ts")
+        if ts and existing.body.get("run_id") == str(run_id):
+            return "skipped"  # a redelivery or a replay: this run's digest is in the channel
+        if ts:
+            return _update_in_place(cfg, bucket, run_id, d, actions, existing)
+        if existing.body.get("status") == "refused" and existing.body.get("run_id") == str(run_id):
+            return "skipped"
+        claimed_at = datetime.fromisoformat(str(existing.body.get("claimed_at")))
+        if existing.body.get("status") != "refused" and now - claimed_at < timedelta(seconds=cfg.digest_claim_lease_s):
+            raise TransientError(f"digest for {d.channel} is being posted by another delivery")
+        if not _replace(bucket, existing, mine):
+            raise TransientError(f"digest claim for {d.channel} changed; retrying")
+        claim = existing
+    if claim is None:
+        raise TransientError("digest claim unreadable right after creation")
+    text, blocks = render(cfg, week, d, actions)
+    try:
+        ts = slack_client(cfg).post_message(d.channel, text, blocks)
+    except SlackUnavailableError:
+        _release(bucket, claim)  # nothing was posted: the retry claims again
+        raise
+    except SlackRefusedError as exc:
+        log.error("Slack refused the digest for channel %s: %s", d.channel, exc.code, extra={"run_id": str(run_id)})
+        _replace(bucket, claim, {**mine, "status": "refused", "error": exc.code})
+        _record(cfg, run_id, d, None, "refused", exc.code)
+        return "refused"
+    if not _replace(bucket, claim, {**mine, "ts": ts, "channel": d.channel, "status": "posted"}):
+        log.error("digest claim for %s changed while posting; the message may be duplicated", d.channel)
+    _record(cfg, run_id, d, ts, "posted", None)
+    return "posted"
+
+
+def _update_in_place(
+    cfg: Settings,
+    bucket: storage.Bucket,
+    run_id: RunId,
+    d: ChannelDigest,
+    actions: dict[tuple[int, int], list[Action]],
+    claim: Claim,
+) -> str:
+    """A re-run of a week already posted: the same message shows the new figures (no second post)."""
+    ts = str(claim.body["ts"])
+    text, blocks = render(cfg, run_id.snapshot_date, d, actions)
+    slack_client(cfg).update_message(d.channel, ts, text, blocks)
+    body = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updated"}
+    if not _replace(bucket, claim, body):
+        raise TransientError(f"digest claim for {d.channel} changed; retrying")
+    _record(cfg, run_id, d, ts, "updated", None)
+    return "updated"
+
+
+def _record(cfg: Settings, run_id: RunId, d: ChannelDigest, ts: str | None, status: str, error: str | None) -> None:
+    warehouse.query(
+        cfg,
+        RECORD_SQL,
+        week=run_id.snapshot_date,
+        channel=d.channel,
+        run_id=str(run_id),
+        ts=ts,
+        status=status,
+        error=error,
+        tag_ids=",".join(str(c.tag_id) for c in d.classes),
+        listed=",".join(str(user) for _, user in d.listed_pairs()),
+        em_risco=sum(c.em_risco for c in d.classes),
+        atrasado=sum(c.atrasado for c in d.classes),
+        now=datetime.now(UTC),
+    )
+
+
+def refresh_message(cfg: Settings, week: date, channel: str) -> bool:
+    """Re-render a posted digest with the tutors' latest actions (after a click); False when none was posted."""
+    bucket = runtime.shards_bucket(cfg)
+    claim = read_claim(bucket, week, channel)
+    if claim is None or not claim.body.get("ts"):
+        return False
+    digests = channel_digests(cfg, week, only_channel=channel)
+    d = digests.get(channel)
+    if d is None:
+        return False
+    listed = {(int(t), int(u)) for t, u in claim.body.get("listed", [])}
+    # The message keeps the students it named when posted, even if a later load reordered the list.
+    for c in d.classes:
+        d.listed[c.tag_id] = [s for s in c.flagged if (s.tag_id, s.user_id) in listed]
+    text, blocks = render(cfg, week, d, week_actions(cfg, week))
+    slack_client(cfg).update_message(channel, str(claim.body["ts"]), text, blocks)
+    return True

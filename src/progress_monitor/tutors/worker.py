@@ -1,0 +1,40 @@
+"""notify_tutors: the Slack tasks topic's worker (digest after a run, a tutor's click, a class list request).
+
+Failures follow the stages' policy (stages/failures.py): Slack or BigQuery unavailable raise and Pub/Sub
+redelivers with backoff; a task that can never succeed is dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from progress_monitor import runtime
+from progress_monitor.contracts import RunId, pubsub_message
+from progress_monitor.errors import PermanentError
+from progress_monitor.settings import Settings
+from progress_monitor.slack_api import SlackRefusedError
+from progress_monitor.stages.failures import guard
+from progress_monitor.tutors import actions, digest
+
+log = logging.getLogger("progress_monitor.tutors")
+
+
+def handle_slack_task(event: Any) -> Any:
+    cfg = runtime.settings()
+    return guard(cfg, "notify_tutors", cfg.slack_tasks_dlq_topic, event, lambda e: run_task(cfg, e))
+
+
+def run_task(cfg: Settings, event: Any) -> Any:
+    task = pubsub_message(event).json()
+    kind = task.get("kind")
+    try:
+        if kind == "digest":
+            return digest.post_run_digests(cfg, RunId.parse(task.get("run_id")))
+        if kind == "click":
+            return actions.record_click(cfg, actions.click_from_task(task))
+        if kind == "list":
+            return actions.answer_list(cfg, task)
+    except SlackRefusedError as exc:
+        raise PermanentError(f"Slack refused the {kind} task: {exc.code}") from exc
+    raise PermanentError(f"unknown Slack task kind {str(kind)[:30]!r}")
