@@ -53,6 +53,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("objects.read", "shards"),  # shard metadata; the load job reads the object as this identity
         ("objects.delete", "shards/contacts/"),  # merged contact files
         ("topic.publish", "shards_dlq"),
+        ("topic.publish", "slack_tasks"),  # tutors/digest.request_digests after the reports are rebuilt
     },
     # add_tag/registry.py
     "add_tag": {
@@ -69,9 +70,35 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("table.read", "tracks"),
         ("table.read", "registered_tags"),
         ("table.write", "registered_tags"),
+        ("table.read", "slack_channels"),  # /turma canal
+        ("table.write", "slack_channels"),
         ("secret", "CADEMI_API_KEY"),
         ("secret", "SLACK_SIGNING_SECRET"),
         ("objects.readwrite", "shards/budget/cademi.json"),
+        ("topic.publish", "slack_tasks"),  # /turma alunos, answered by notify_tutors
+    },
+    # tutors/actions.py handle_interaction: verify, then publish the click (no BigQuery, no bucket)
+    "slack_actions": {
+        ("secret", "SLACK_SIGNING_SECRET"),
+        ("topic.publish", "slack_tasks"),
+    },
+    # tutors/worker.py, digest.py, actions.py (and the failure policy)
+    "notify_tutors": RUN_BOOKKEEPING
+    | {
+        ("bigquery.jobs", "project"),
+        ("secret", "SLACK_BOT_TOKEN"),
+        ("table.read", "registered_tags"),  # digest.CHANNELS_SQL
+        ("table.read", "tracks"),
+        ("table.read", "slack_channels"),
+        ("table.read", "report_student_week"),  # COUNTS_SQL, FLAGGED_SQL (a reporting table)
+        ("table.read", "students"),  # the names the digest shows
+        ("table.read", "tutor_list"),  # /turma alunos
+        ("table.read", "tutor_actions"),
+        ("table.write", "tutor_actions"),  # a click
+        ("table.read", "slack_digests"),
+        ("table.write", "slack_digests"),  # what was posted
+        ("objects.readwrite", "shards/slack/"),  # digest claims: create once, rewrite, release
+        ("topic.publish", "slack_tasks_dlq"),
     },
 }
 # What one grant of a role allows, in the terms of CALLS.
@@ -96,8 +123,11 @@ def grants() -> dict[str, set[tuple[str, str]]]:
         granted[fn].update(items)
 
     jobs = resources("google_project_iam_member")["bigquery_jobs"]
-    assert jobs["for_each"] == "${local.functions}" and jobs["role"] == "roles/bigquery.jobUser"
-    for fn in loc["functions"]:
+    assert jobs["for_each"] == "${toset(local.bigquery_functions)}" and jobs["role"] == "roles/bigquery.jobUser"
+    expression = loc["bigquery_functions"]
+    assert expression.startswith("${[for k in keys(local.functions) : k if k != "), expression
+    excluded = set(re.findall(r'k != \\?"(\w+)\\?"', expression))
+    for fn in set(loc["functions"]) - excluded:
         grant(fn, ("bigquery.jobs", "project"))
     seen.add("google_project_iam_member.bigquery_jobs")
 
@@ -132,6 +162,22 @@ def grants() -> dict[str, set[tuple[str, str]]]:
     grant(fn, ("objects.delete", "shards/contacts/"))
     seen.add("google_storage_bucket_iam_member.loader_contacts")
 
+    tutors = resources("google_bigquery_dataset_iam_member")["tutors_agent"]
+    assert tutors["role"] == "roles/bigquery.dataViewer" and set(tutors["for_each"]) == {MAIN, RESTRICTED}
+    (fn,) = FN_MEMBER.findall(body_text(tutors))
+    grant(fn, ("dataset.read", MAIN), ("dataset.read", RESTRICTED))
+    seen.add("google_bigquery_dataset_iam_member.tutors_agent")
+
+    claims = resources("google_storage_bucket_iam_member")["digest_claims"]
+    assert claims["role"] == "roles/storage.objectUser"
+    assert (
+        "startsWith" in claims["condition"][0]["expression"]
+        and "/objects/slack/" in claims["condition"][0]["expression"]
+    )
+    (fn,) = FN_MEMBER.findall(body_text(claims))
+    grant(fn, ("objects.readwrite", "shards/slack/"))
+    seen.add("google_storage_bucket_iam_member.digest_claims")
+
     budget = resources("google_storage_bucket_iam_member")["cademi_budget"]
     assert budget["role"] == "roles/storage.objectUser"
     assert "/objects/budget/cademi.json" in budget["condition"][0]["expression"]
@@ -164,7 +210,16 @@ def covers(grant: tuple[str, str], call: tuple[str, str]) -> bool:
     if grant == call:
         return True
     kind, target = grant
-    if kind == "dataset.write" and call[0] in ("table.read", "table.write"):
+    if (
+        kind == "dataset.read"
+        and call[0] == "table.read"
+        or kind == "dataset.write"
+        and call[0]
+        in (
+            "table.read",
+            "table.write",
+        )
+    ):
         restricted = call[1] in {"students", "tutor_list"}
         return target == (RESTRICTED if restricted else MAIN)
     return False
@@ -198,7 +253,8 @@ def test_every_push_subscription_identity_can_invoke_its_target() -> None:
     assert invoker["for_each"] == "${local.push}" and invoker["role"] == "roles/run.invoker"
     assert invoker["service"] == "${google_cloudfunctions2_function.fn[each.key].name}"
     assert invoker["member"] == "${google_service_account.pusher.member}"
-    assert set(push) == {"extract_tags", "extract_progress", "load_history"}  # load_history: shard reloads
+    # load_history: shard reloads; notify_tutors: the Slack tasks
+    assert set(push) == {"extract_tags", "extract_progress", "load_history", "notify_tutors"}
 
 
 def test_the_pubsub_agent_can_dead_letter_and_sign_push_tokens() -> None:

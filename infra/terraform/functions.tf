@@ -30,7 +30,7 @@ resource "google_storage_bucket_object" "function" {
 }
 
 resource "google_cloudfunctions2_function" "fn" {
-  # checkov:skip=CKV_GCP_124: only slack_command allows all ingress (Slack calls it from the internet, signed); the event functions are internal-only and add_tag sits behind the IAP load balancer
+  # checkov:skip=CKV_GCP_124: only slack_command and slack_actions allow all ingress (Slack calls them from the internet, signed); the event functions are internal-only and add_tag sits behind the IAP load balancer
   for_each = local.functions
   name     = local.function_names[each.key]
   location = var.region
@@ -58,11 +58,11 @@ resource "google_cloudfunctions2_function" "fn" {
     max_instance_request_concurrency = each.key == "extract_progress" ? var.extraction.concurrent_pieces : 1
     # The form is reachable only through the IAP load balancer; the Slack endpoint is public (signed).
     # Pub/Sub push and Eventarc from this project count as internal traffic.
-    ingress_settings = lookup({ add_tag = "ALLOW_INTERNAL_AND_GCLB", slack_command = "ALLOW_ALL" }, each.key, "ALLOW_INTERNAL_ONLY")
+    ingress_settings = lookup({ add_tag = "ALLOW_INTERNAL_AND_GCLB", slack_command = "ALLOW_ALL", slack_actions = "ALLOW_ALL" }, each.key, "ALLOW_INTERNAL_ONLY")
     environment_variables = merge(
       local.common_env,
       contains(["add_tag"], each.key) ? local.form_env : {},
-      contains(["slack_command"], each.key) ? local.slack_env : {},
+      contains(["slack_command", "slack_actions", "notify_tutors"], each.key) ? local.slack_env : {},
     )
   }
 

@@ -53,8 +53,11 @@ locals {
     extract_tags     = ["runs", "failures"]
     extract_progress = ["runs", "failures"]
     add_tag          = ["registered_tags"]
-    slack_command    = ["registered_tags"]
+    slack_command    = ["registered_tags", "slack_channels"]
+    notify_tutors    = ["runs", "failures", "slack_digests", "tutor_actions"]
   }
+  # Every function but the interactions endpoint (which only verifies and publishes) runs BigQuery jobs.
+  bigquery_functions = [for k in keys(local.functions) : k if k != "slack_actions"]
   table_bindings = merge(
     merge([for fn, tables in local.table_readers : { for t in tables : "${fn}/${t}/read" => { fn = fn, table = t, role = "roles/bigquery.dataViewer" } }]...),
     merge([for fn, tables in local.table_writers : { for t in tables : "${fn}/${t}/write" => { fn = fn, table = t, role = "roles/bigquery.dataEditor" } }]...),
@@ -63,7 +66,10 @@ locals {
   publishers = {
     extract_tags     = ["progress", "schedule_dlq", "shard_reloads"] # shard_reloads: the resume of lost load events
     extract_progress = ["progress", "progress_dlq"]
-    load_history     = ["shards_dlq"]
+    load_history     = ["shards_dlq", "slack_tasks"] # slack_tasks: the run's digests, once its reports are rebuilt
+    slack_command    = ["slack_tasks"]               # /turma alunos, answered by notify_tutors
+    slack_actions    = ["slack_tasks"]               # a tutor's click
+    notify_tutors    = ["slack_tasks_dlq"]
   }
   publisher_bindings = merge([for fn, topics in local.publishers : { for t in topics : "${fn}/${t}" => { fn = fn, topic = t } }]...)
   # The shards bucket: extract_tags lists it and reads object metadata (the daily resume of stalled runs) and
@@ -80,7 +86,7 @@ locals {
 }
 
 resource "google_project_iam_member" "bigquery_jobs" {
-  for_each = local.functions
+  for_each = toset(local.bigquery_functions)
   project  = var.project_id
   role     = "roles/bigquery.jobUser"
   member   = google_service_account.fn[each.key].member
@@ -101,6 +107,27 @@ resource "google_bigquery_dataset_iam_member" "loader" {
   dataset_id = each.value
   role       = "roles/bigquery.dataEditor"
   member     = google_service_account.fn["load_history"].member
+}
+
+# notify_tutors reads the reporting tables (rebuilt by the loader, so not Terraform's to grant one by one), the
+# tutors' list and the students' names: read-only on both datasets. It is the tutors' agent in Slack.
+resource "google_bigquery_dataset_iam_member" "tutors_agent" {
+  for_each   = { main = google_bigquery_dataset.main.dataset_id, restricted = google_bigquery_dataset.restricted.dataset_id }
+  dataset_id = each.value
+  role       = "roles/bigquery.dataViewer"
+  member     = google_service_account.fn["notify_tutors"].member
+}
+
+# The digest claims (tutors/digest.py): created once, rewritten with the message's ts, released after a Slack
+# outage. objectUser on the slack/ prefix only.
+resource "google_storage_bucket_iam_member" "digest_claims" {
+  bucket = google_storage_bucket.shards.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.fn["notify_tutors"].member
+  condition {
+    title      = "digest-claims-only"
+    expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.shards.name}/objects/slack/\")"
+  }
 }
 
 resource "google_storage_bucket_iam_member" "shards" {

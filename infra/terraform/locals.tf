@@ -10,6 +10,10 @@ locals {
     load_history     = { source = "load_history", entry_point = "load_history", timeout = 540, memory = "512Mi" }
     add_tag          = { source = "add_tag", entry_point = "add_tag", timeout = 60, memory = "256Mi" }
     slack_command    = { source = "add_tag", entry_point = "slack_command", timeout = 30, memory = "256Mi" }
+    # slack_actions: Slack's interactivity URL (the buttons under a digest; entry point slack_interactions), and
+    # notify_tutors: the worker posting digests, recording clicks and answering /turma alunos.
+    slack_actions = { source = "add_tag", entry_point = "slack_interactions", timeout = 30, memory = "256Mi" }
+    notify_tutors = { source = "notify_tutors", entry_point = "notify_tutors", timeout = 120, memory = "256Mi" }
   }
   # extract_progress's instance cap bounds its slots (lanes), not the Cademi rate: the school-wide budget is
   # one slot sequence in the shards bucket (budget.py), held however many instances run.
@@ -24,24 +28,33 @@ locals {
     shards_dlq   = "${var.prefix}-shard-events-dlq"
     # The daily health check re-sends here a shard whose Eventarc event was lost; pushed to load_history.
     shard_reloads = "${var.prefix}-shard-reloads"
+    # Digests after a run, tutors' clicks and class list requests, for notify_tutors.
+    slack_tasks     = "${var.prefix}-slack-tasks"
+    slack_tasks_dlq = "${var.prefix}-slack-tasks-dlq"
   }
 
   dataset            = replace("${var.prefix}_progress", "-", "_")
   restricted_dataset = replace("${var.prefix}_progress_restricted", "-", "_")
-  tables             = ["tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures"]
-  restricted_tables  = ["students"]
-  schemas            = { for t in local.tables : t => jsondecode(file("${local.repo_root}/src/progress_monitor/schemas/${t}.json")) }
+  tables = [
+    "tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures", "slack_channels",
+    "slack_digests", "tutor_actions",
+  ]
+  restricted_tables = ["students"]
+  schemas           = { for t in local.tables : t => jsondecode(file("${local.repo_root}/src/progress_monitor/schemas/${t}.json")) }
 
   secrets = {
     CADEMI_API_KEY       = "cademi-api-key"
     SLACK_SIGNING_SECRET = "slack-signing-secret"
     FORM_CSRF_SECRET     = "form-csrf-secret"
+    SLACK_BOT_TOKEN      = "slack-bot-token"
   }
   # Which function reads which secret (through progress_monitor.secrets, cached per instance).
   secret_readers = {
     extract_progress = ["CADEMI_API_KEY"]
     add_tag          = ["CADEMI_API_KEY", "FORM_CSRF_SECRET"]
     slack_command    = ["CADEMI_API_KEY", "SLACK_SIGNING_SECRET"]
+    slack_actions    = ["SLACK_SIGNING_SECRET"]
+    notify_tutors    = ["SLACK_BOT_TOKEN"]
   }
 
   # The settings object's environment (progress_monitor.settings.Settings): the same names for every function.
@@ -56,6 +69,8 @@ locals {
     PROGRESS_DLQ_TOPIC     = local.topics.progress_dlq
     SHARDS_DLQ_TOPIC       = local.topics.shards_dlq
     SHARD_RELOADS_TOPIC    = local.topics.shard_reloads
+    SLACK_TASKS_TOPIC      = local.topics.slack_tasks
+    SLACK_TASKS_DLQ_TOPIC  = local.topics.slack_tasks_dlq
     TIMEZONE               = var.schedule.time_zone
     SECRETS_BACKEND        = "secret_manager"
     CADEMI_API_VERSION     = var.cademi.api_version
@@ -69,8 +84,10 @@ locals {
     EXTRACTION_LANES = tostring(local.progress_instances * var.extraction.concurrent_pieces)
   }
   slack_env = {
-    SLACK_TEAM_ID       = var.slack.team_id
-    SLACK_ALLOWED_USERS = join(",", var.slack.allowed_users)
+    SLACK_TEAM_ID             = var.slack.team_id
+    SLACK_ALLOWED_USERS       = join(",", var.slack.allowed_users)
+    TUTOR_LIST_URL            = var.slack.tutor_list_url
+    DIGEST_STUDENTS_PER_CLASS = tostring(var.slack.digest_students_per_class)
   }
   form_env = {
     FORM_AUTH           = "iap"

@@ -17,7 +17,7 @@ output "looker_studio_link" {
   description = "Creates the Looker Studio report on the reporting tables (Linking API)."
   value = join("&", concat(
     ["https://lookerstudio.google.com/reporting/create?c.mode=edit", "r.reportName=Progresso+dos+alunos"],
-    flatten([for i, t in ["report_class_week", "report_student_week", "report_product_week", "report_movements", "report_run_health"] : [
+    flatten([for i, t in ["report_class_week", "report_student_week", "report_product_week", "report_movements", "report_run_health", "report_tutor_outcomes", "report_risk_timeline"] : [
       "ds.ds${i}.connector=bigQuery", "ds.ds${i}.type=TABLE", "ds.ds${i}.projectId=${var.project_id}",
       "ds.ds${i}.datasetId=${local.dataset}", "ds.ds${i}.tableId=${t}", "ds.ds${i}.datasourceName=${t}",
     ]]),
@@ -27,4 +27,9 @@ output "looker_studio_link" {
 output "slack_url" {
   description = "Request URL of the Slack slash command /turma."
   value       = google_cloudfunctions2_function.fn["slack_command"].service_config[0].uri
+}
+
+output "slack_interactions_url" {
+  description = "Interactivity request URL of the Slack app (the buttons under the tutors' digest)."
+  value       = google_cloudfunctions2_function.fn["slack_actions"].service_config[0].uri
 }

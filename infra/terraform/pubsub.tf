@@ -1,5 +1,5 @@
 resource "google_pubsub_topic" "topic" {
-  # checkov:skip=CKV_GCP_83: messages carry ids only (no personal data); Google-managed encryption
+  # checkov:skip=CKV_GCP_83: messages carry ids only (no personal data; a slash command's response_url expires in 30 minutes); Google-managed encryption
   for_each                   = local.topics
   name                       = each.value
   message_retention_duration = "604800s"
@@ -15,6 +15,7 @@ locals {
     extract_tags     = { topic = "schedule", dlq = "schedule_dlq", ack = 180 } # > its 120 s timeout
     extract_progress = { topic = "progress", dlq = "progress_dlq", ack = 600 }
     load_history     = { topic = "shard_reloads", dlq = "shards_dlq", ack = 600 }
+    notify_tutors    = { topic = "slack_tasks", dlq = "slack_tasks_dlq", ack = 180 } # > its 120 s timeout
   }
 }
 

@@ -69,10 +69,12 @@ variable "form" {
 }
 
 variable "slack" {
-  description = "The Slack workspace whose /turma requests are accepted, and the members (user ids) allowed to use it."
+  description = "The Slack workspace whose requests are accepted, the members (user ids) allowed to change the registry with /turma, the link to the full tutors' list shown under each digest, and how many students a digest names per class. Each class's tutors' channel is set in the registry (/turma canal)."
   type = object({
-    team_id       = string
-    allowed_users = list(string)
+    team_id                   = string
+    allowed_users             = list(string)
+    tutor_list_url            = optional(string, "")
+    digest_students_per_class = optional(number, 10)
   })
   validation {
     condition     = can(regex("^T[A-Z0-9]{2,20}$", var.slack.team_id))
@@ -81,6 +83,10 @@ variable "slack" {
   validation {
     condition     = length(var.slack.allowed_users) > 0 && alltrue([for u in var.slack.allowed_users : can(regex("^[UW][A-Z0-9]{2,20}$", u))])
     error_message = "slack.allowed_users lists member ids such as U01ABCDEF (a name can be changed by its owner; an id cannot)."
+  }
+  validation {
+    condition     = var.slack.digest_students_per_class >= 1 && var.slack.digest_students_per_class <= 20 && (var.slack.tutor_list_url == "" || startswith(var.slack.tutor_list_url, "https://"))
+    error_message = "slack.digest_students_per_class is 1-20 (Slack's 50 blocks); slack.tutor_list_url is an https link."
   }
 }
 
