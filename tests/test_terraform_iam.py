@@ -210,16 +210,8 @@ def covers(grant: tuple[str, str], call: tuple[str, str]) -> bool:
     if grant == call:
         return True
     kind, target = grant
-    if (
-        kind == "dataset.read"
-        and call[0] == "table.read"
-        or kind == "dataset.write"
-        and call[0]
-        in (
-            "table.read",
-            "table.write",
-        )
-    ):
+    readable = ("table.read",) if kind == "dataset.read" else ("table.read", "table.write")
+    if kind in ("dataset.read", "dataset.write") and call[0] in readable:
         restricted = call[1] in {"students", "tutor_list"}
         return target == (RESTRICTED if restricted else MAIN)
     return False
