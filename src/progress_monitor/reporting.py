@@ -10,6 +10,7 @@ import csv
 import logging
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from progress_monitor import warehouse
@@ -142,7 +143,7 @@ def export_tutors(settings: Settings, out: Path, tag_id: int | None = None) -> i
     """The tutors' list (each class's latest week) as CSV for a spreadsheet; returns the rows written. The view
     already quotes values a spreadsheet would run as formulas."""
     where = "WHERE tag_id = @tag_id" if tag_id is not None else ""
-    params: dict[str, int] = {"tag_id": tag_id} if tag_id is not None else {}
+    params: dict[str, Any] = {"tag_id": tag_id} if tag_id is not None else {}
     rows = warehouse.query(
         settings,
         f"SELECT * FROM `${{tutor_list}}` {where} "
