@@ -322,6 +322,9 @@ def test_the_html_preview_renders_in_chromium_with_the_key_figures(stack: LocalS
         "mudança de turma",
         "desistência",
         "Lista dos tutores",
+        "Dias sem acessar",
+        "Contatos e resultados",
+        "2026-W23: no ritmo → 2026-W24: atrasado → 2026-W25: em risco → 2026-W26: em risco",  # 104's timeline
         "Saúde das execuções",
         "2026-W26",
     ):

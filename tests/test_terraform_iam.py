@@ -31,6 +31,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("topic.publish", "progress"),  # fan-out, resume
         ("topic.publish", "schedule_dlq"),  # failure policy
         ("topic.publish", "shard_reloads"),  # health.reload_unloaded: a lost load event, sent again
+        ("topic.publish", "slack_tasks"),  # health.request_recent_digests
         ("objects.read", "shards"),  # health.resume_run: list a run's shards and read their metadata
         ("objects.create", "shards"),  # lanes: the run's tag manifest and its lanes' first claims
     },

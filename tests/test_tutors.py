@@ -26,7 +26,7 @@ import requests
 
 from devstack.slack_standin import SlackStandin, click, interaction_payload, signed_post
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
-from progress_monitor import reporting, runtime, warehouse
+from progress_monitor import health, reporting, runtime, warehouse
 from progress_monitor.contracts import RunId
 from progress_monitor.settings import Settings
 
@@ -187,10 +187,22 @@ def test_one_digest_per_week_and_channel_through_duplicates_replays_and_a_rerun(
 
 def test_a_slack_outage_is_retried_and_never_fails_the_load(stack: LocalStack) -> None:
     slack = SlackStandin(stack.endpoints["slack"])
-    slack.fail("chat.postMessage", 503, 4)  # both channels fail twice before Slack comes back
+    slack.fail("chat.postMessage", 503, 4)  # both channels fail twice before Slack comes back...
+    slack.missing(CHANNEL_T1)  # ...and then the track's channel is refused (the app is not in it)
     run_id = run(stack, 1)  # the run (and its last load) succeeded although Slack was down
     records = wait_for(lambda: (found := stack.wait_digests(run_id, timeout=5)) and len(found) == 2 and found, 90)
-    assert sorted(r["status"] for r in records) == ["posted", "posted"]
+    assert sorted((r["channel_id"], r["status"]) for r in records) == [(CHANNEL_T1, "refused"), (CHANNEL_A, "posted")]
+    assert CHANNEL_T1 not in messages(stack, 1)
+    # The cause fixed, the daily health check asks again for the recent weeks: the refused channel gets its
+    # digest, the others are not posted twice.
+    slack.missing(CHANNEL_T1, missing=False)
+    assert sorted(health.request_recent_digests(Settings.from_env())) == [f"{WEEKS[0]}-again", WEEKS[1]]
+    wait_for(lambda: CHANNEL_T1 in messages(stack, 1))
+    records = stack.wait_digests(run_id)
+    assert sorted((r["channel_id"], r["status"]) for r in records) == [(CHANNEL_T1, "posted"), (CHANNEL_A, "posted")]
+    time.sleep(3)
+    assert {c: m["versions"] for c, m in messages(stack, 1).items()} == {CHANNEL_A: 1, CHANNEL_T1: 1}
+    assert {c: m["versions"] for c, m in messages(stack, 0).items()} == {CHANNEL_A: 2, CHANNEL_T1: 2}
     digest = messages(stack, 1)[CHANNEL_A]
     assert digest["versions"] == 1
     text = text_of(digest)

@@ -64,7 +64,7 @@ locals {
   )
   # function => topics it publishes to
   publishers = {
-    extract_tags     = ["progress", "schedule_dlq", "shard_reloads"] # shard_reloads: the resume of lost load events
+    extract_tags     = ["progress", "schedule_dlq", "shard_reloads", "slack_tasks"] # the daily resume of lost load events and digests
     extract_progress = ["progress", "progress_dlq"]
     load_history     = ["shards_dlq", "slack_tasks"] # slack_tasks: the run's digests, once its reports are rebuilt
     slack_command    = ["slack_tasks"]               # /turma alunos, answered by notify_tutors

@@ -135,6 +135,12 @@ def gather(settings: Settings) -> dict[str, Any]:
         ),
         "tutors": _rows(settings, "SELECT * FROM `${tutor_list}` ORDER BY status DESC, weeks_behind DESC, gap"),
         "movements": _rows(settings, "SELECT * FROM `${report_movements}` ORDER BY snapshot_date, movement, user_id"),
+        "outcomes": _rows(settings, "SELECT * FROM `${report_tutor_outcomes}` ORDER BY snapshot_date DESC, tag_id"),
+        "timelines": _rows(
+            settings,
+            "SELECT * FROM `${report_risk_timeline}` WHERE first_flagged IS NOT NULL "
+            "ORDER BY weeks_em_risco DESC, weeks_atrasado DESC, user_id LIMIT 50",
+        ),
         "runs": _rows(settings, "SELECT * FROM `${report_run_health}` ORDER BY started_at DESC"),
     }
 
@@ -188,6 +194,8 @@ def render(data: dict[str, Any]) -> str:
         class_charts=class_charts,
         tutors=data["tutors"],
         movements=data["movements"],
+        outcomes=data["outcomes"],
+        timelines=data["timelines"],
         runs=data["runs"],
     )
 

@@ -91,7 +91,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/_admin/missing":
             with state.lock:
-                state.missing.add(str(body["channel"]))
+                if body.get("missing", True):
+                    state.missing.add(str(body["channel"]))
+                else:
+                    state.missing.discard(str(body["channel"]))
             self._send(200, {"ok": True})
             return
         if self.path.startswith("/response/"):
@@ -172,8 +175,9 @@ class SlackStandin:
         body = {"method": method, "status": status, "times": times}
         requests.post(f"{self.base_url}/_admin/fail", json=body, timeout=10).raise_for_status()
 
-    def missing(self, channel: str) -> None:
-        requests.post(f"{self.base_url}/_admin/missing", json={"channel": channel}, timeout=10).raise_for_status()
+    def missing(self, channel: str, missing: bool = True) -> None:
+        body = {"channel": channel, "missing": missing}
+        requests.post(f"{self.base_url}/_admin/missing", json=body, timeout=10).raise_for_status()
 
     def response_url(self, name: str) -> str:
         return f"{self.base_url}/response/{name}"

@@ -6,21 +6,49 @@ No week is lost: a run whose messages were dead-lettered or dropped is resumed f
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from progress_monitor import lanes, runs, runtime, warehouse
 from progress_monitor.contracts import ObjectRef, ProgressTask, RunId, finalize_notification
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import latest_shards, run_objects
+from progress_monitor.tutors.digest import request_digests
 
 log = logging.getLogger("progress_monitor.health")
 STALE_AFTER_DAYS = 8
 
 
+DIGEST_WINDOW = timedelta(days=7)
+
+
 def daily_check(cfg: Settings) -> None:
     resume_stalled_runs(cfg)
+    request_recent_digests(cfg)
     check_data_age(cfg)
+
+
+def request_recent_digests(cfg: Settings, now: datetime | None = None) -> list[str]:
+    """Ask again for the digests of each week finished in the last 7 days (its latest run): a request lost
+    with load_history, a task dead-lettered in a long Slack outage or a channel Slack refused is posted now;
+    channels already posted are skipped by the worker, so asking daily is safe."""
+    rows = warehouse.query(
+        cfg,
+        "SELECT run_id, reports_refreshed_at FROM `${runs}` "
+        "WHERE status IN UNNEST(@finished) AND reports_refreshed_at >= @since",
+        finished=list(runs.FINISHED),
+        since=(now or datetime.now(UTC)) - DIGEST_WINDOW,
+    )
+    latest: dict[date, tuple[datetime, RunId]] = {}
+    for row in rows:
+        run_id = RunId.parse_or_none(row["run_id"])
+        if run_id is not None and (
+            run_id.snapshot_date not in latest or row["reports_refreshed_at"] > latest[run_id.snapshot_date][0]
+        ):
+            latest[run_id.snapshot_date] = (row["reports_refreshed_at"], run_id)
+    for _, run_id in latest.values():
+        request_digests(cfg, run_id)
+    return [str(run_id) for _, run_id in latest.values()]
 
 
 def resume_run(cfg: Settings, run_id: RunId) -> list[str]:

@@ -268,8 +268,8 @@ def _post_channel(
             return "skipped"  # a redelivery or a replay: this run's digest is in the channel
         if ts:
             return _update_in_place(cfg, bucket, run_id, d, actions, existing)
-        if existing.body.get("status") == "refused" and existing.body.get("run_id") == str(run_id):
-            return "skipped"
+        # No ts: another delivery is posting (wait for its lease), or Slack refused it before (post again: the
+        # request is a retry after the cause was fixed, or the daily health check's).
         claimed_at = datetime.fromisoformat(str(existing.body.get("claimed_at")))
         if existing.body.get("status") != "refused" and now - claimed_at < timedelta(seconds=cfg.digest_claim_lease_s):
             raise TransientError(f"digest for {d.channel} is being posted by another delivery")
