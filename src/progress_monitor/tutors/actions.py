@@ -129,7 +129,11 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
     except (ValueError, RecursionError) as exc:  # InteractionRefused and bad JSON
         log.warning("Slack interaction refused: %s", str(exc)[:100])
         return Response(f"refused: {str(exc)[:100]}", status=400)
-    runtime.publish(settings, settings.slack_tasks_topic, json.dumps(click.to_json()).encode(), {"kind": "click"})
+    try:
+        runtime.publish(settings, settings.slack_tasks_topic, json.dumps(click.to_json()).encode(), {"kind": "click"})
+    except Exception:
+        log.exception("could not queue a tutor's click")
+        return Response("try again", status=503)  # Slack shows the tutor that the click did not go through
     log.info("tutor action received", extra={"tag_id": click.tag_id, "slack_user": click.tutor})
     return Response("", status=200)
 

@@ -270,7 +270,10 @@ def _post_channel(
             return _update_in_place(cfg, bucket, run_id, d, actions, existing)
         # No ts: another delivery is posting (wait for its lease), or Slack refused it before (post again: the
         # request is a retry after the cause was fixed, or the daily health check's).
-        claimed_at = datetime.fromisoformat(str(existing.body.get("claimed_at")))
+        try:
+            claimed_at = datetime.fromisoformat(str(existing.body.get("claimed_at")))
+        except ValueError:
+            claimed_at = datetime.min.replace(tzinfo=UTC)  # an unreadable claim protects nothing: take it over
         if existing.body.get("status") != "refused" and now - claimed_at < timedelta(seconds=cfg.digest_claim_lease_s):
             raise TransientError(f"digest for {d.channel} is being posted by another delivery")
         if not _replace(bucket, existing, mine):
