@@ -10,7 +10,9 @@ Phases (each on its own local stack, simulator and client budget set to the same
 3. peak memory of the extract_progress process on one 300-student x 15-product tag;
 4. a projection to a 60-tag x 300-student x 15-product school at 2 req/s;
 5. the same school on Cademi's API v1 and v3 side by side at 2 req/s (`--v1-v3-only` runs just this phase and
-   rewrites only its section of BENCHMARKS.md).
+   rewrites only its section of BENCHMARKS.md);
+6. what tutors wait for in Slack, on the demo school with the Slack stand-in (`--slack-only`): a run's end to
+   its digests, `/turma alunos` acknowledged vs answered, a button click to the message updated in place.
 Writes BENCHMARKS.md and prints the figures as one JSON object on its last line.
 """
 
@@ -261,9 +263,99 @@ Projection to 60 tags x 300 students x 15 products at 2 req/s from these measure
 {V3_SECTION[1]}"""
 
 
+SLACK_SECTION = ("<!-- slack -->", "<!-- /slack -->")
+SLACK_SAMPLES = 10
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return round(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2, 3)
+
+
+def slack_latencies(root: Path) -> dict[str, Any]:
+    """On the demo school's first week: seconds from the run's reports to every digest posted; `/turma alunos`
+    acknowledged vs answered through its response_url; a click until the message shows it (medians of 10)."""
+    from cademi_sim import demo
+    from devstack.slack_standin import SlackStandin, click, signed_post
+    from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER
+
+    scenario = demo.generate()
+    with running_stack(root / "slack", scenario) as stack:
+        week = stack.scenario.weeks[0]
+        run_id = stack.trigger(week)
+        row = stack.wait_run(run_id, timeout=900)
+        digests = stack.wait_digests(run_id, timeout=300)
+        posted = max(r["posted_at"] for r in digests)
+        to_digests = (posted - row["reports_refreshed_at"]).total_seconds()
+        slack = SlackStandin(stack.endpoints["slack"])
+        secret = stack.local_secrets["SLACK_SIGNING_SECRET"]
+        acks, answers = [], []
+        for i in range(SLACK_SAMPLES):
+            name = f"bench-{i}"
+            body = (
+                f"command=%2Fturma&text=alunos+5001&user_id={LOCAL_SLACK_USER}&team_id={LOCAL_SLACK_TEAM}"
+                f"&channel_id=C0ANALISTAS&response_url={slack.response_url(name)}"
+            )
+            started = time.monotonic()
+            signed_post(stack.endpoints["functions"]["slack_command"], body, secret).raise_for_status()
+            acks.append(time.monotonic() - started)
+            while not any(r["url_path"].endswith(name) for r in slack.responses()):
+                time.sleep(0.02)
+            answers.append(time.monotonic() - started)
+        message = next(m for m in slack.messages() if m["channel"] == "C0ANALISTAS")
+        students = [int(b["block_id"].rsplit(":", 1)[1]) for b in message["blocks"] if b.get("type") == "actions"][
+            :SLACK_SAMPLES
+        ]
+        clicks = []
+        for user_id in students:
+            versions = next(m for m in slack.messages() if m["ts"] == message["ts"])["versions"]
+            started = time.monotonic()
+            url = stack.endpoints["functions"]["slack_interactions"]
+            click(url, secret, message, user_id, "contatado", LOCAL_SLACK_TEAM, "UBENCH01").raise_for_status()
+            while next(m for m in slack.messages() if m["ts"] == message["ts"])["versions"] == versions:
+                time.sleep(0.02)
+            clicks.append(time.monotonic() - started)
+    ack, answer = _median(acks), _median(answers)
+    return {
+        "channels": len(digests),
+        "reports_to_digests_s": round(to_digests, 2),
+        "alunos_ack_s": ack,
+        "alunos_answer_s": answer,
+        "answer_over_ack": round(answer / ack, 1) if ack else None,
+        "click_to_update_s": _median(clicks),
+        "samples": SLACK_SAMPLES,
+    }
+
+
+def slack_markdown(r: dict[str, Any]) -> str:
+    return f"""{SLACK_SECTION[0]}
+## 7. What tutors wait for in Slack
+
+The demo school's first week on the local stack with the Slack stand-in, in one run ({r["date"]}); medians of
+{r["samples"]} requests each, measured side by side.
+
+| figure | seconds |
+|---|---|
+| run's reports rebuilt -> last of its {r["channels"]} channel digests posted | {r["reports_to_digests_s"]} |
+| `/turma alunos` acknowledged (what Slack's 3-second limit applies to) | {r["alunos_ack_s"]} |
+| `/turma alunos` answered through the `response_url` (BigQuery queries included) | {r["alunos_answer_s"]} |
+| a click until the digest shows it (verify, publish, record, re-render, `chat.update`) | {r["click_to_update_s"]} |
+
+Answering takes **{r["answer_over_ack"]}x** as long as acknowledging: the queries run after Slack has its
+answer, so the 3-second limit holds whatever BigQuery takes. Locally BigQuery is the emulator; real
+BigQuery's per-query latency (typically 0.5–2 s) adds to the answer and the click, not to the acknowledgement.
+{SLACK_SECTION[1]}"""
+
+
 def write_v3_section(path: Path, section: str) -> None:
+    write_section(path, section, V3_SECTION)
+
+
+def write_section(path: Path, section: str, markers: tuple[str, str]) -> None:
+    """Replace one marked section of BENCHMARKS.md (or append it), leaving the others as measured."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start, end = V3_SECTION
+    start, end = markers
     if start in text and end in text:
         text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
@@ -309,12 +401,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--legacy-students", type=int, default=4, help="students per tag timed the old way")
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--v1-v3-only", action="store_true", help="run only phase 5 and rewrite only its section")
+    parser.add_argument("--slack-only", action="store_true", help="run only phase 6 and rewrite only its section")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-"))
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
+    if args.slack_only:
+        print("phase 6: what tutors wait for in Slack", flush=True)
+        results["slack"] = {"date": results["date"], **slack_latencies(root)}
+        write_section(Path(args.out), slack_markdown(results["slack"]), SLACK_SECTION)
+        print(json.dumps(results))
+        return 0
     if args.v1_v3_only:
         print("phase 5: the same school on API v1 and v3 at 2 req/s", flush=True)
         results["v1_v3"] = {"date": results["date"], **v1_and_v3(root)}
@@ -387,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     results["v1_v3"] = {"date": results["date"], **v1_and_v3(root)}
     Path(args.out).write_text(markdown(results, args), encoding="utf-8")
     write_v3_section(Path(args.out), v3_markdown(results["v1_v3"]))
+    print("phase 6: what tutors wait for in Slack", flush=True)
+    results["slack"] = {"date": results["date"], **slack_latencies(root)}
+    write_section(Path(args.out), slack_markdown(results["slack"]), SLACK_SECTION)
     print(f"wrote {args.out}", flush=True)
     print(json.dumps(results))
     return 0
