@@ -344,7 +344,7 @@ The demo school's first week on the local stack with the Slack stand-in, in one 
 
 Answering takes **{r["answer_over_ack"]}x** as long as acknowledging: the queries run after Slack has its
 answer, so the 3-second limit holds whatever BigQuery takes. Locally BigQuery is the emulator; real
-BigQuery's per-query latency (typically 0.5–2 s) adds to the answer and the click, not to the acknowledgement.
+BigQuery's per-query latency (not measured here) adds to the answer and the click, not to the acknowledgement.
 {SLACK_SECTION[1]}"""
 
 
@@ -524,6 +524,7 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
 Measured by `make bench` on {r["date"]} ({r["machine"]}); every figure below comes from that one run, the
 pipeline and the old way side by side against the same simulator. Reproduce with `make bench`
 (`BENCH_RATE`, `BENCH_LATENCY_MS` override the defaults of {args.rate:g} req/s and {args.latency_ms:g} ms).
+Sections 6 and 7 can also be re-measured alone (`--v1-v3-only`, `--slack-only`); each names its own run's date.
 
 ## 1. Utilisation of the allowed rate (the pipeline through the local stack)
 
