@@ -245,14 +245,15 @@ def _slack(text: str, status: int = 200) -> Response:
     return Response(body, status=status, mimetype="application/json")
 
 
-def handle_slack(request: Request, settings: Settings) -> Response:
-    """Verify Slack's signature on the raw body, then run `/turma <subcomando>` and answer ephemerally."""
+def verified_slack_body(request: Request, settings: Settings, limit: int = MAX_BODY) -> bytes | Response:
+    """The raw body of a request Slack signed (slash command or interaction), or the refusal to send: 405, 503
+    when Slack is not configured (fails closed), 413 over `limit`, 401 for a missing, wrong or stale signature."""
     if request.method != "POST":
         return Response("method not allowed", status=405)
     if (problem := settings.slack_config_error()) is not None:
-        log.error("Slack command refused every request: %s", problem)
+        log.error("Slack request refused: %s", problem)
         return Response("not configured", status=503)
-    body = read_body(request)
+    body = read_body(request, limit)
     if body is None:
         return unread(Response("payload too large", status=413))
     try:
@@ -263,6 +264,14 @@ def handle_slack(request: Request, settings: Settings) -> Response:
     if not slack_signature_valid(secret, request.headers, body, settings.slack_max_skew_s):
         log.warning("Slack request with a missing, stale or wrong signature refused")
         return Response("invalid signature", status=401)
+    return body
+
+
+def handle_slack(request: Request, settings: Settings) -> Response:
+    """Verify Slack's signature on the raw body, then run `/turma <subcomando>` and answer ephemerally."""
+    body = verified_slack_body(request, settings)
+    if isinstance(body, Response):
+        return body
     form = parse_form(body)
     if form is None:
         return _slack("Pedido ilegível: o texto não é UTF-8 ou tem campos demais. Nada foi alterado.")

@@ -17,12 +17,10 @@ from typing import Any
 from flask import Request, Response
 
 from progress_monitor import runtime, warehouse
-from progress_monitor.add_tag.app import parse_form, read_body, unread
-from progress_monitor.add_tag.identity import slack_signature_valid
+from progress_monitor.add_tag.app import parse_form, verified_slack_body
 from progress_monitor.contracts import strict
 from progress_monitor.errors import PermanentError
-from progress_monitor.secrets import SecretUnavailableError, get_secret
-from progress_monitor.settings import SLACK_SIGNING_SECRET, SLACK_USER, Settings
+from progress_monitor.settings import SLACK_USER, Settings
 from progress_monitor.slack_api import respond
 from progress_monitor.tutors import blocks, digest
 
@@ -31,8 +29,8 @@ SLACK_CHANNEL = re.compile(r"[CG][A-Z0-9]{2,20}", re.ASCII)
 MESSAGE_TS = strict(r"\d{9,12}\.\d{1,9}")
 MAX_PAYLOAD = 64 * 1024  # a block_actions payload carries the whole message; ours stay well under this
 TUTOR_LIST_SQL = """
-SELECT s.tag_id, s.user_id, s.nome, s.status, s.weeks_behind, s.dias_sem_acessar, s.actual, s.expected,
-  s.snapshot_date
+SELECT s.tag_id, s.user_id, s.nome, s.status, s.weeks_behind, s.dias_sem_acessar AS days_without_access,
+  s.actual, s.expected, s.snapshot_date
 FROM `${tutor_list}` s WHERE s.tag_id = @tag_id
 ORDER BY IF(s.status = 'em risco', 0, 1), s.weeks_behind DESC, COALESCE(s.dias_sem_acessar, -1) DESC, s.gap,
   s.user_id
@@ -105,22 +103,9 @@ def parse_click(payload: Any, team_id: str) -> Click:
 
 def handle_interaction(request: Request, settings: Settings) -> Response:
     """Slack's interactivity request URL: verify like the slash command, then hand the click to the worker."""
-    if request.method != "POST":
-        return Response("method not allowed", status=405)
-    if (problem := settings.slack_config_error()) is not None:
-        log.error("Slack interactions refused: %s", problem)
-        return Response("not configured", status=503)
-    body = read_body(request, MAX_PAYLOAD)
-    if body is None:
-        return unread(Response("payload too large", status=413))
-    try:
-        secret = get_secret(settings, SLACK_SIGNING_SECRET)
-    except SecretUnavailableError:
-        log.error("Slack signing secret unavailable; refusing the interaction")
-        return Response("not configured", status=503)
-    if not slack_signature_valid(secret, request.headers, body, settings.slack_max_skew_s):
-        log.warning("Slack interaction with a missing, stale or wrong signature refused")
-        return Response("invalid signature", status=401)
+    body = verified_slack_body(request, settings, MAX_PAYLOAD)
+    if isinstance(body, Response):
+        return body
     form = parse_form(body)
     try:
         if form is None or "payload" not in form:
@@ -175,19 +160,7 @@ def class_list_reply(cfg: Settings, tag_id: int, requester: str, channel: str) -
             "text": "A lista desta turma só pode ser vista no canal dos tutores da turma. Nada foi mostrado.",
         }
     rows = warehouse.query(cfg, TUTOR_LIST_SQL, tag_id=tag_id)
-    students = [
-        blocks.ListedStudent(
-            tag_id=tag_id,
-            user_id=int(r["user_id"]),
-            nome=str(r["nome"] or ""),
-            status=str(r["status"]),
-            weeks_behind=int(r["weeks_behind"] or 0),
-            days_without_access=None if r["dias_sem_acessar"] is None else int(r["dias_sem_acessar"]),
-            actual=r["actual"],
-            expected=r["expected"],
-        )
-        for r in rows
-    ]
+    students = [blocks.ListedStudent.from_row(r) for r in rows]
     week = rows[0]["snapshot_date"] if rows else _latest_week(cfg, tag_id)
     return blocks.class_list(tag_id, week, students, cfg.tutor_list_url)
 

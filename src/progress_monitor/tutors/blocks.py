@@ -34,6 +34,21 @@ class ListedStudent:
     actual: float | None
     expected: float | None
 
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> ListedStudent:
+        """From a report_student_week or tutor_list row (days without access named `days_without_access`)."""
+        days = r["days_without_access"]
+        return cls(
+            tag_id=int(r["tag_id"]),
+            user_id=int(r["user_id"]),
+            nome=str(r["nome"] or ""),
+            status=str(r["status"]),
+            weeks_behind=int(r["weeks_behind"] or 0),
+            days_without_access=None if days is None else int(days),
+            actual=r["actual"],
+            expected=r["expected"],
+        )
+
 
 @dataclass(frozen=True)
 class ClassWeek:

@@ -99,18 +99,7 @@ def channel_digests(cfg: Settings, week: date, only_channel: str | None = None) 
     }
     flagged: dict[int, list[ListedStudent]] = {}
     for r in warehouse.query(cfg, FLAGGED_SQL, week=week):
-        flagged.setdefault(int(r["tag_id"]), []).append(
-            ListedStudent(
-                tag_id=int(r["tag_id"]),
-                user_id=int(r["user_id"]),
-                nome=str(r["nome"] or ""),
-                status=str(r["status"]),
-                weeks_behind=int(r["weeks_behind"] or 0),
-                days_without_access=None if r["days_without_access"] is None else int(r["days_without_access"]),
-                actual=r["actual"],
-                expected=r["expected"],
-            )
-        )
+        flagged.setdefault(int(r["tag_id"]), []).append(ListedStudent.from_row(r))
     digests: dict[str, ChannelDigest] = {}
     for tag_id, tag in sorted(tags.items()):
         now = counts.get((tag_id, week))
