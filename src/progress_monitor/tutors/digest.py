@@ -219,8 +219,8 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
     for channel, d in sorted(digests.items()):
         try:
             outcome = _post_channel(cfg, bucket, run_id, d, actions)
-        except SlackUnavailableError as exc:
-            log.warning("Slack unavailable for channel %s; the digest will be retried: %s", channel, exc)
+        except TransientError as exc:  # Slack down, or another delivery holding this channel's claim
+            log.warning("digest for channel %s will be retried: %s", channel, exc)
             retry.append(channel)
             continue
         getattr(result, outcome).append(channel)
@@ -298,7 +298,12 @@ def _update_in_place(
     """A re-run of a week already posted: the same message shows the new figures (no second post)."""
     ts = str(claim.body["ts"])
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
-    slack_client(cfg).update_message(d.channel, ts, text, blocks)
+    try:
+        slack_client(cfg).update_message(d.channel, ts, text, blocks)
+    except SlackRefusedError as exc:  # e.g. the message was deleted, or the app removed from the channel
+        log.error("Slack refused to update the digest in %s: %s", d.channel, exc.code, extra={"run_id": str(run_id)})
+        _record(cfg, run_id, d, ts, "refused", exc.code)
+        return "refused"
     body = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updated"}
     if not _replace(bucket, claim, body):
         raise TransientError(f"digest claim for {d.channel} changed; retrying")
