@@ -3,8 +3,9 @@
 Exactly once per week and channel. A claim object in the shards bucket (`slack/digests/<week>/<channel>.json`,
 created with a generation precondition, like every shard) decides which delivery posts; it then records the
 message's `ts`. A redelivered request or a replay finds the `ts` and posts nothing; a re-run of the week
-(another run id) updates the same message in place; a claim left by a delivery that died before Slack answered
-is taken over after `digest_claim_lease_s`. A Slack outage raises a TransientError after the claim is released,
+(a later run id) updates the same message in place, once (the claim is taken first, status `updating`), and a
+late task of an earlier run changes nothing; a claim left by a delivery that died before Slack answered is
+taken over after `digest_claim_lease_s`. A Slack outage raises a TransientError after the claim is released,
 so Pub/Sub retries the digest; the load that asked for it finished long before.
 
 The one window left: a delivery that dies after Slack accepted the post and before it wrote the `ts` leaves a
@@ -239,38 +240,60 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
     return result
 
 
+DONE = ("posted", "updated", "refused")  # a claim in any other state is being worked on (or was, by a dead delivery)
+EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _claimed_at(claim: Claim) -> datetime:
+    try:
+        return datetime.fromisoformat(str(claim.body.get("claimed_at")))
+    except ValueError:
+        return EPOCH  # an unreadable claim protects nothing: it is taken over
+
+
 def _post_channel(
     cfg: Settings, bucket: storage.Bucket, run_id: RunId, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]
 ) -> str:
+    """Post, update or skip one channel's digest; the claim decides which delivery acts (see the module doc)."""
     week = run_id.snapshot_date
     now = datetime.now(UTC)
     mine = {"run_id": str(run_id), "claimed_at": now.isoformat(), "ts": None, "listed": d.listed_pairs()}
-    claim = None
     if create_once(bucket, claim_name(week, d.channel), json.dumps(mine).encode(), {}, "application/json"):
         claim = read_claim(bucket, week, d.channel)
-    else:
-        existing = read_claim(bucket, week, d.channel)
-        if existing is None:
-            raise TransientError("digest claim vanished; retrying")
-        ts = existing.body.get("ts")
-        if ts and existing.body.get("run_id") == str(run_id):
-            return "skipped"  # a redelivery or a replay: this run's digest is in the channel
-        if ts:
-            return _update_in_place(cfg, bucket, run_id, d, actions, existing)
-        # No ts: another delivery is posting (wait for its lease), or Slack refused it before (post again: the
-        # request is a retry after the cause was fixed, or the daily health check's).
-        try:
-            claimed_at = datetime.fromisoformat(str(existing.body.get("claimed_at")))
-        except ValueError:
-            claimed_at = datetime.min.replace(tzinfo=UTC)  # an unreadable claim protects nothing: take it over
-        if existing.body.get("status") != "refused" and now - claimed_at < timedelta(seconds=cfg.digest_claim_lease_s):
-            raise TransientError(f"digest for {d.channel} is being posted by another delivery")
-        if not _replace(bucket, existing, mine):
-            raise TransientError(f"digest claim for {d.channel} changed; retrying")
-        claim = existing
+        if claim is None:
+            raise TransientError("digest claim unreadable right after creation")
+        return _post(cfg, bucket, run_id, d, actions, claim, mine)
+    claim = read_claim(bucket, week, d.channel)
     if claim is None:
-        raise TransientError("digest claim unreadable right after creation")
-    text, blocks = render(cfg, week, d, actions)
+        raise TransientError("digest claim vanished; retrying")
+    body, ts = claim.body, claim.body.get("ts")
+    same_run = body.get("run_id") == str(run_id)
+    if same_run and body.get("status") in DONE and (ts or body.get("status") != "refused"):
+        return "skipped"  # a redelivery or a replay: this run's digest is in the channel
+    if ts and not same_run and not _started_later(cfg, run_id, str(body.get("run_id"))):
+        return "skipped"  # a late task of an earlier run: a later run's figures are in the channel
+    working = body.get("status") not in DONE
+    if working and now - _claimed_at(claim) < timedelta(seconds=cfg.digest_claim_lease_s):
+        raise TransientError(f"digest for {d.channel} is being posted or updated by another delivery")
+    if ts:
+        return _update_in_place(cfg, bucket, run_id, d, actions, claim, now)
+    # No message yet: a claim left by a delivery that died before Slack answered, or one Slack refused (asked
+    # again after the cause was fixed, or by the daily health check).
+    if not _replace(bucket, claim, mine):
+        raise TransientError(f"digest claim for {d.channel} changed; retrying")
+    return _post(cfg, bucket, run_id, d, actions, claim, mine)
+
+
+def _post(
+    cfg: Settings,
+    bucket: storage.Bucket,
+    run_id: RunId,
+    d: ChannelDigest,
+    actions: dict[tuple[int, int], list[Action]],
+    claim: Claim,
+    mine: dict[str, Any],
+) -> str:
+    text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
         ts = slack_client(cfg).post_message(d.channel, text, blocks)
     except SlackUnavailableError:
@@ -287,6 +310,18 @@ def _post_channel(
     return "posted"
 
 
+def _started_later(cfg: Settings, run_id: RunId, posted_by: str) -> bool:
+    """Whether `run_id` is a later run of the week than the one whose figures the message shows: only a re-run
+    updates a digest, never a late task of an earlier run."""
+    rows = warehouse.query(
+        cfg, "SELECT run_id, started_at FROM `${runs}` WHERE run_id IN UNNEST(@ids)", ids=[str(run_id), posted_by]
+    )
+    started = {r["run_id"]: r["started_at"] for r in rows}
+    if posted_by not in started:
+        return True  # the message's run is unknown (its row lost): the run asking now is the best the week has
+    return str(run_id) in started and started[str(run_id)] > started[posted_by]
+
+
 def _update_in_place(
     cfg: Settings,
     bucket: storage.Bucket,
@@ -294,19 +329,27 @@ def _update_in_place(
     d: ChannelDigest,
     actions: dict[tuple[int, int], list[Action]],
     claim: Claim,
+    now: datetime,
 ) -> str:
-    """A re-run of a week already posted: the same message shows the new figures (no second post)."""
+    """A re-run of a week already posted: the same message shows the new figures (no second post). The claim
+    is taken first (status `updating`), so two deliveries of the re-run do not both update."""
     ts = str(claim.body["ts"])
+    updating = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updating"}
+    if not _replace(bucket, claim, {**updating, "claimed_at": now.isoformat()}):
+        raise TransientError(f"digest claim for {d.channel} changed; retrying")
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
         slack_client(cfg).update_message(d.channel, ts, text, blocks)
+    except SlackUnavailableError:
+        _replace(bucket, claim, {**updating, "claimed_at": EPOCH.isoformat()})  # the retry need not wait a lease
+        raise
     except SlackRefusedError as exc:  # e.g. the message was deleted, or the app removed from the channel
         log.error("Slack refused to update the digest in %s: %s", d.channel, exc.code, extra={"run_id": str(run_id)})
+        _replace(bucket, claim, {**updating, "status": "refused", "error": exc.code})
         _record(cfg, run_id, d, ts, "refused", exc.code)
         return "refused"
-    body = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updated"}
-    if not _replace(bucket, claim, body):
-        raise TransientError(f"digest claim for {d.channel} changed; retrying")
+    if not _replace(bucket, claim, {**updating, "status": "updated"}):
+        log.error("digest claim for %s changed while updating", d.channel)
     _record(cfg, run_id, d, ts, "updated", None)
     return "updated"
 
