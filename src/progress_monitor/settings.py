@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SLACK_TEAM = re.compile(r"T[A-Z0-9]{2,20}", re.ASCII)
 SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}", re.ASCII)
+SLACK_CHANNEL = re.compile(r"[CG][A-Z0-9]{2,20}", re.ASCII)  # public (C) or private (G) channel ids
 LOCAL_URLS = ("http://127.0.0.1", "http://localhost")  # plain http only here: the simulator
 PRODUCTION_RATE_PER_SECOND = 2.0
 PRODUCTION_RATE_PER_MINUTE = 120.0

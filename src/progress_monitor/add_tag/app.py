@@ -24,10 +24,17 @@ from progress_monitor.add_tag.identity import (
 from progress_monitor.add_tag.registry import Outcome, Registry
 from progress_monitor.cademi import CademiClient
 from progress_monitor.cademi_v3 import CademiV3Client
-from progress_monitor.contracts import parse_uint, strict
+from progress_monitor.contracts import parse_uint
 from progress_monitor.errors import TransientError
 from progress_monitor.secrets import SecretUnavailableError, get_secret
-from progress_monitor.settings import CADEMI_API_KEY, FORM_CSRF_SECRET, SLACK_SIGNING_SECRET, Settings
+from progress_monitor.settings import (
+    CADEMI_API_KEY,
+    FORM_CSRF_SECRET,
+    SLACK_CHANNEL,
+    SLACK_SIGNING_SECRET,
+    SLACK_USER,
+    Settings,
+)
 
 log = logging.getLogger("progress_monitor.add_tag")
 MAX_BODY = 16 * 1024
@@ -211,9 +218,6 @@ def handle_form(request: Request, settings: Settings) -> Response:
 
 # -- the Slack slash command -------------------------------------------------------------------------------
 
-SLACK_USER_ID = strict(r"[UW][A-Z0-9]{2,20}")
-SLACK_CHANNEL_ID = strict(r"[CGD][A-Z0-9]{2,20}")
-
 
 def _class_list_request(settings: Settings, form: dict[str, str], words: list[str]) -> Response:
     """`/turma alunos <tag>`: acknowledged now (Slack waits 3 s at most); the worker answers through the
@@ -222,7 +226,7 @@ def _class_list_request(settings: Settings, form: dict[str, str], words: list[st
         return _slack("Uso: `/turma alunos <tag>`, por exemplo `/turma alunos 5012`.")
     url = form.get("response_url")
     requester, channel = form.get("user_id", ""), form.get("channel_id", "")
-    if not settings.slack_response_url_ok(url) or not SLACK_USER_ID.fullmatch(requester):
+    if not settings.slack_response_url_ok(url) or not SLACK_USER.fullmatch(requester):
         log.warning("Slack list request without a Slack response_url or user refused")
         return _slack("Pedido incompleto: tente de novo pelo Slack. Nada foi mostrado.")
     task = {
@@ -230,7 +234,7 @@ def _class_list_request(settings: Settings, form: dict[str, str], words: list[st
         "tag_id": int(words[1]),
         "response_url": url,
         "requester": requester,
-        "channel": channel if SLACK_CHANNEL_ID.fullmatch(channel) else "",
+        "channel": channel if SLACK_CHANNEL.fullmatch(channel) else "",  # a DM: coordinators only
     }
     try:
         runtime.publish(settings, settings.slack_tasks_topic, json.dumps(task).encode(), {"kind": "list"})

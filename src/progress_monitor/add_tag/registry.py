@@ -15,7 +15,7 @@ from progress_monitor import warehouse
 from progress_monitor.cademi import CademiConfigError, CademiError, CademiSource
 from progress_monitor.contracts import strict
 from progress_monitor.errors import PermanentError, TransientError
-from progress_monitor.settings import Settings
+from progress_monitor.settings import SLACK_CHANNEL, Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ TAG_ID = strict(r"[1-9]\d{0,8}")
 BR_DATE = strict(r"(\d{2})/(\d{2})/(\d{4})")
 ISO_DATE = strict(r"\d{4}-\d{2}-\d{2}")
 # A channel as Slack escapes it in a command's text (`<#C0123|nome>`), or its bare id.
-SLACK_CHANNEL_REF = strict(r"<#(?P<id>[CG][A-Z0-9]{2,20})(?:\|[^<>|]{0,80})?>|(?P<id2>[CG][A-Z0-9]{2,20})")
+SLACK_CHANNEL_REF = strict(rf"<#(?P<id>{SLACK_CHANNEL.pattern})(?:\|[^<>|]{{0,80}})?>|(?P<id2>{SLACK_CHANNEL.pattern})")
 FIELDS = ("tag_id", "track", "turma", "start_date")
 LABELS = {"tag_id": "Tag", "track": "Trilha", "turma": "Turma", "start_date": "Início da turma"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,12 +19,11 @@ from progress_monitor import runtime, warehouse
 from progress_monitor.add_tag.app import parse_form, verified_slack_body
 from progress_monitor.contracts import strict
 from progress_monitor.errors import PermanentError
-from progress_monitor.settings import SLACK_USER, Settings
+from progress_monitor.settings import SLACK_CHANNEL, SLACK_USER, Settings
 from progress_monitor.slack_api import respond
 from progress_monitor.tutors import blocks, digest
 
 log = logging.getLogger("progress_monitor.tutors")
-SLACK_CHANNEL = re.compile(r"[CG][A-Z0-9]{2,20}", re.ASCII)
 MESSAGE_TS = strict(r"\d{9,12}\.\d{1,9}")
 MAX_PAYLOAD = 64 * 1024  # a block_actions payload carries the whole message; ours stay well under this
 TUTOR_LIST_SQL = """
