@@ -60,3 +60,20 @@ def school(
             "tags": [{"tag_id": tag_id, "track": "trilha", "turma": "2026-03", "start_date": weeks[0]}],
         },
     }
+
+
+def hand_progress(user: int, totals: dict[int, list[float]]) -> list[dict[str, Any]]:
+    """A student's `progress` entries from hand-written totals per product and week (lessons: one per 10 %)."""
+    entries = []
+    for product, per_week in totals.items():
+        lessons = [int(t // 10) for t in per_week]
+        entries.append(
+            {
+                "user": user,
+                "product": product,
+                "total": [f"{t:g}%" for t in per_week],
+                "assistidas": lessons,
+                "completas": lessons,
+            }
+        )
+    return entries

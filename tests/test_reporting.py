@@ -19,6 +19,7 @@ from devstack.preview import write_report
 from devstack.stack import LocalStack
 from progress_monitor import reporting, warehouse
 from progress_monitor.settings import Settings
+from tests.scenarios import hand_progress
 
 pytestmark = pytest.mark.integration
 WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15", "2026-06-22"]
@@ -69,17 +70,7 @@ def metrics_world() -> dict[str, Any]:
             }
         )
         memberships += [{"user": uid, "tag": t, "from_week": f, "to_week": to} for t, f, to in spans]
-        for product, totals in ((101, p101), (102, p102)):
-            lessons = [int(t // 10) for t in totals]
-            progress.append(
-                {
-                    "user": uid,
-                    "product": product,
-                    "total": [f"{t:g}%" for t in totals],
-                    "assistidas": lessons,
-                    "completas": lessons,
-                }
-            )
+        progress += hand_progress(uid, {101: p101, 102: p102})
     return {
         "api_key": "metrics-key",
         "rate_limit": {"per_second": 200, "per_minute": 12000},

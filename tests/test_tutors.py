@@ -29,6 +29,7 @@ from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
 from progress_monitor import health, reporting, runtime, warehouse
 from progress_monitor.contracts import RunId
 from progress_monitor.settings import Settings
+from tests.scenarios import hand_progress
 
 pytestmark = pytest.mark.integration
 WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15", "2026-06-22"]
@@ -63,17 +64,7 @@ def tutors_world() -> dict[str, Any]:
             }
         )
         memberships.append({"user": uid, "tag": tag, "from_week": 0, "to_week": None})
-        for product, totals in ((101, p101), (102, p102)):
-            lessons = [int(t // 10) for t in totals]
-            progress.append(
-                {
-                    "user": uid,
-                    "product": product,
-                    "total": [f"{t:g}%" for t in totals],
-                    "assistidas": lessons,
-                    "completas": lessons,
-                }
-            )
+        progress += hand_progress(uid, {101: p101, 102: p102})
     return {
         "api_key": "tutors-key",
         "rate_limit": {"per_second": 200, "per_minute": 12000},

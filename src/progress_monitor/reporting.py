@@ -121,6 +121,17 @@ def looker_studio_url(settings: Settings) -> str:
     return "https://lookerstudio.google.com/reporting/create?" + urlencode(params)
 
 
+def call_first(prefix: str, days_column: str) -> str:
+    """SQL ORDER BY terms of the tutors' call order (the digest, `/turma alunos`, the CSV): at risk before
+    behind, longest behind, longest without access (unknown last), furthest behind; `prefix` is the table alias
+    with its dot, `days_column` the days-without-access column's name in that table."""
+    p = prefix
+    return (
+        f"IF({p}status = 'em risco', 0, 1), {p}weeks_behind DESC, COALESCE({p}{days_column}, -1) DESC, "
+        f"{p}gap, {p}user_id"
+    )
+
+
 TUTOR_CSV_COLUMNS = (
     "turma",
     "tag_id",
@@ -146,9 +157,8 @@ def export_tutors(settings: Settings, out: Path, tag_id: int | None = None) -> i
     params: dict[str, Any] = {"tag_id": tag_id} if tag_id is not None else {}
     rows = warehouse.query(
         settings,
-        f"SELECT * FROM `${{tutor_list}}` {where} "
-        "ORDER BY turma, IF(status = 'em risco', 0, 1), weeks_behind DESC, COALESCE(dias_sem_acessar, -1) DESC, "
-        "user_id",
+        f"SELECT * FROM `${{tutor_list}}` {where} ORDER BY turma, ${{call_first}}",
+        sql_vars={"call_first": call_first("", "dias_sem_acessar")},
         **params,
     )
     out.parent.mkdir(parents=True, exist_ok=True)

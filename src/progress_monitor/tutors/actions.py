@@ -19,6 +19,7 @@ from progress_monitor import runtime, warehouse
 from progress_monitor.add_tag.app import parse_form, verified_slack_body
 from progress_monitor.contracts import strict
 from progress_monitor.errors import PermanentError
+from progress_monitor.reporting import call_first
 from progress_monitor.settings import SLACK_CHANNEL, SLACK_USER, Settings
 from progress_monitor.slack_api import respond
 from progress_monitor.tutors import blocks, digest
@@ -30,8 +31,7 @@ TUTOR_LIST_SQL = """
 SELECT s.tag_id, s.user_id, s.nome, s.status, s.weeks_behind, s.dias_sem_acessar AS days_without_access,
   s.actual, s.expected, s.snapshot_date
 FROM `${tutor_list}` s WHERE s.tag_id = @tag_id
-ORDER BY IF(s.status = 'em risco', 0, 1), s.weeks_behind DESC, COALESCE(s.dias_sem_acessar, -1) DESC, s.gap,
-  s.user_id
+ORDER BY ${call_first}
 """
 RECORD_ACTION_SQL = """
 MERGE `${tutor_actions}` T
@@ -125,8 +125,7 @@ def record_click(cfg: Settings, click: Click) -> bool:
     """Record a click once (a double click or a replayed request finds its row) and update the message in
     place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
     claim = digest.read_claim(runtime.shards_bucket(cfg), click.week, click.channel)
-    listed = {(int(t), int(u)) for t, u in (claim.body.get("listed", []) if claim else [])}
-    if claim is None or claim.body.get("ts") != click.message_ts or (click.tag_id, click.user_id) not in listed:
+    if claim is None or claim.ts != click.message_ts or (click.tag_id, click.user_id) not in claim.listed:
         log.warning(
             "click on a student the digest of this channel does not list; ignored",
             extra={"tag_id": click.tag_id, "slack_user": click.tutor},
@@ -143,7 +142,7 @@ def record_click(cfg: Settings, click: Click) -> bool:
         channel=click.channel,
         now=datetime.now(UTC),
     )
-    digest.refresh_message(cfg, click.week, click.channel)
+    digest.refresh_message(cfg, click.week, click.channel, claim)
     return True
 
 
@@ -157,7 +156,8 @@ def class_list_reply(cfg: Settings, tag_id: int, requester: str, channel: str) -
             "response_type": "ephemeral",
             "text": "A lista desta turma só pode ser vista no canal dos tutores da turma. Nada foi mostrado.",
         }
-    rows = warehouse.query(cfg, TUTOR_LIST_SQL, tag_id=tag_id)
+    order = {"call_first": call_first("s.", "dias_sem_acessar")}
+    rows = warehouse.query(cfg, TUTOR_LIST_SQL, sql_vars=order, tag_id=tag_id)
     students = [blocks.ListedStudent.from_row(r) for r in rows]
     week = rows[0]["snapshot_date"] if rows else _latest_week(cfg, tag_id)
     return blocks.class_list(tag_id, week, students, cfg.tutor_list_url)

@@ -26,13 +26,13 @@ from google.cloud import storage  # type: ignore[attr-defined]
 from progress_monitor import runs, runtime, warehouse
 from progress_monitor.contracts import RunId
 from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.reporting import call_first
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import create_once, get_blob
-from progress_monitor.slack_api import SlackClient, SlackRefusedError, SlackUnavailableError
+from progress_monitor.slack_api import SlackRefusedError, SlackUnavailableError
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
 
 log = logging.getLogger("progress_monitor.tutors")
-FLAGGED = ("em risco", "atrasado")
 
 CHANNELS_SQL = """
 SELECT r.tag_id, r.turma, r.track_id, COALESCE(ct.channel_id, cr.channel_id) AS channel_id,
@@ -46,13 +46,12 @@ SELECT tag_id, snapshot_date, COUNT(*) AS students, COUNTIF(status = 'em risco')
   COUNTIF(status = 'atrasado') AS atrasado, AVG(actual) AS mean_actual
 FROM `${report_student_week}` WHERE snapshot_date IN (@week, @previous) GROUP BY tag_id, snapshot_date
 """
-# Who to call first: at risk before behind, longest behind, longest without access, furthest behind.
+# The week's students em risco or atrasado, per class in the tutors' call order (reporting.call_first).
 FLAGGED_SQL = """
 SELECT s.tag_id, s.user_id, c.nome, s.status, s.weeks_behind, s.days_without_access, s.actual, s.expected
 FROM `${report_student_week}` s LEFT JOIN `${students}` c ON c.user_id = s.user_id
 WHERE s.snapshot_date = @week AND s.status IN ('em risco', 'atrasado')
-ORDER BY s.tag_id, IF(s.status = 'em risco', 0, 1), s.weeks_behind DESC,
-  COALESCE(s.days_without_access, -1) DESC, s.gap, s.user_id
+ORDER BY s.tag_id, ${call_first}
 """
 ACTIONS_SQL = """
 SELECT tag_id, user_id, action, tutor FROM `${tutor_actions}` WHERE snapshot_date = @week ORDER BY acted_at, tutor
@@ -99,7 +98,8 @@ def channel_digests(cfg: Settings, week: date, only_channel: str | None = None) 
         for r in warehouse.query(cfg, COUNTS_SQL, week=week, previous=week - timedelta(days=7))
     }
     flagged: dict[int, list[ListedStudent]] = {}
-    for r in warehouse.query(cfg, FLAGGED_SQL, week=week):
+    order = {"call_first": call_first("s.", "days_without_access")}
+    for r in warehouse.query(cfg, FLAGGED_SQL, sql_vars=order, week=week):
         flagged.setdefault(int(r["tag_id"]), []).append(ListedStudent.from_row(r))
     digests: dict[str, ChannelDigest] = {}
     for tag_id, tag in sorted(tags.items()):
@@ -136,12 +136,10 @@ def week_actions(cfg: Settings, week: date) -> dict[tuple[int, int], list[Action
     return found
 
 
-def render(cfg: Settings, week: date, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]) -> Any:
+def render(
+    cfg: Settings, week: date, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]
+) -> tuple[str, list[dict[str, Any]]]:
     return digest(week, d.classes, d.listed, actions, cfg.tutor_list_url)
-
-
-def slack_client(cfg: Settings) -> SlackClient:
-    return runtime.slack(cfg)
 
 
 # -- the claim -----------------------------------------------------------------------------------------------
@@ -155,6 +153,17 @@ class Claim:
     @property
     def generation(self) -> int:
         return int(self.blob.generation or 0)
+
+    @property
+    def ts(self) -> str | None:
+        """The posted message's id in its channel, once Slack answered."""
+        ts = self.body.get("ts")
+        return str(ts) if ts else None
+
+    @property
+    def listed(self) -> set[tuple[int, int]]:
+        """(class, student) pairs the message names: the only buttons a click may come from."""
+        return {(int(t), int(u)) for t, u in self.body.get("listed", [])}
 
 
 def read_claim(bucket: storage.Bucket, week: date, channel: str) -> Claim | None:
@@ -181,7 +190,7 @@ def _replace(bucket: storage.Bucket, claim: Claim, body: dict[str, Any]) -> bool
         return False
     except exceptions.GoogleAPIError as exc:
         raise TransientError(f"cannot write {blob.name}: {type(exc).__name__}") from exc
-    claim.blob, claim.body = get_blob(bucket, blob.name) or blob, body
+    claim.blob, claim.body = blob, body  # the upload's answer set the new generation on `blob`
     return True
 
 
@@ -266,7 +275,7 @@ def _post_channel(
     claim = read_claim(bucket, week, d.channel)
     if claim is None:
         raise TransientError("digest claim vanished; retrying")
-    body, ts = claim.body, claim.body.get("ts")
+    body, ts = claim.body, claim.ts
     same_run = body.get("run_id") == str(run_id)
     if same_run and body.get("status") in DONE and (ts or body.get("status") != "refused"):
         return "skipped"  # a redelivery or a replay: this run's digest is in the channel
@@ -295,7 +304,7 @@ def _post(
 ) -> str:
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
-        ts = slack_client(cfg).post_message(d.channel, text, blocks)
+        ts = runtime.slack(cfg).post_message(d.channel, text, blocks)
     except SlackUnavailableError:
         _release(bucket, claim)  # nothing was posted: the retry claims again
         raise
@@ -333,13 +342,13 @@ def _update_in_place(
 ) -> str:
     """A re-run of a week already posted: the same message shows the new figures (no second post). The claim
     is taken first (status `updating`), so two deliveries of the re-run do not both update."""
-    ts = str(claim.body["ts"])
+    ts = str(claim.ts)
     updating = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updating"}
     if not _replace(bucket, claim, {**updating, "claimed_at": now.isoformat()}):
         raise TransientError(f"digest claim for {d.channel} changed; retrying")
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
-        slack_client(cfg).update_message(d.channel, ts, text, blocks)
+        runtime.slack(cfg).update_message(d.channel, ts, text, blocks)
     except SlackUnavailableError:
         _replace(bucket, claim, {**updating, "claimed_at": EPOCH.isoformat()})  # the retry need not wait a lease
         raise
@@ -372,20 +381,15 @@ def _record(cfg: Settings, run_id: RunId, d: ChannelDigest, ts: str | None, stat
     )
 
 
-def refresh_message(cfg: Settings, week: date, channel: str) -> bool:
-    """Re-render a posted digest with the tutors' latest actions (after a click); False when none was posted."""
-    bucket = runtime.shards_bucket(cfg)
-    claim = read_claim(bucket, week, channel)
-    if claim is None or not claim.body.get("ts"):
+def refresh_message(cfg: Settings, week: date, channel: str, claim: Claim) -> bool:
+    """Re-render the posted digest `claim` records with the tutors' latest actions (after a click); False when
+    none was posted."""
+    d = channel_digests(cfg, week, only_channel=channel).get(channel)
+    if claim.ts is None or d is None:
         return False
-    digests = channel_digests(cfg, week, only_channel=channel)
-    d = digests.get(channel)
-    if d is None:
-        return False
-    listed = {(int(t), int(u)) for t, u in claim.body.get("listed", [])}
     # The message keeps the students it named when posted, even if a later load reordered the list.
     for c in d.classes:
-        d.listed[c.tag_id] = [s for s in c.flagged if (s.tag_id, s.user_id) in listed]
+        d.listed[c.tag_id] = [s for s in c.flagged if (s.tag_id, s.user_id) in claim.listed]
     text, blocks = render(cfg, week, d, week_actions(cfg, week))
-    slack_client(cfg).update_message(channel, str(claim.body["ts"]), text, blocks)
+    runtime.slack(cfg).update_message(channel, claim.ts, text, blocks)
     return True
