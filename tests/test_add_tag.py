@@ -24,8 +24,8 @@ from functions_framework import create_app
 from google.auth import crypt, jwt
 
 from devstack.stack import LocalStack
-from progress_monitor import runtime, warehouse
-from progress_monitor.add_tag import app as tagapp
+from progress_monitor import runtime, slack_http, warehouse
+from progress_monitor.add_tag import registry as registries
 from progress_monitor.add_tag.registry import Registry
 from progress_monitor.settings import Settings
 from tests.pipeline_world import UNREGISTERED_TAG, WEEKS, world
@@ -89,13 +89,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer,
     os.environ.update(form_env)
     os.environ.update(stack.local_secrets)
     runtime.reset()
-    tagapp.reset()
+    registries.reset_instance_registry()
     yield stack
     stack.stop()
     os.environ.clear()
     os.environ.update(saved)
     runtime.reset()
-    tagapp.reset()
+    registries.reset_instance_registry()
 
 
 def registered(tag_id: int) -> list[dict[str, Any]]:
@@ -298,7 +298,7 @@ def test_two_coordinators_registering_the_same_tag_at_once_make_one_row(stack: L
     barrier = threading.Barrier(2)
 
     def register(who: str) -> None:
-        registry = Registry(settings, tagapp.registry(settings).cademi)  # one "instance" each
+        registry = Registry(settings, registries.instance_registry(settings).cademi)  # one "instance" each
         barrier.wait()
         results.append(
             registry.register(
@@ -571,7 +571,7 @@ def test_oversized_and_undecodable_form_bodies_are_refused_unread(form: Any) -> 
     big = urlencode({"csrf": token, "acao": "adicionar", **VALID, "pad": "x" * (2 * 1024 * 1024)}).encode()
     response, read = chunked_post(form, big)
     assert response.status_code == 413 and "grande demais" in response.get_data(as_text=True)
-    assert read == tagapp.MAX_BODY + 1  # the stream was capped, not read whole
+    assert read == slack_http.MAX_BODY + 1  # the stream was capped, not read whole
     response = form.post("/", data=big, headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
     response = form.post("/", data=b"csrf=\xff\xfe&acao=adicionar", content_type="application/x-www-form-urlencoded")
@@ -646,7 +646,7 @@ def test_oversized_and_undecodable_slack_bodies_are_refused_unread(slack: Any) -
     before = registry_state()
     big = slack_body(DEACTIVATE) + "&pad=" + "x" * (2 * 1024 * 1024)
     response, read = chunked_post(slack, big.encode(), signed(big))
-    assert response.status_code == 413 and read == tagapp.MAX_BODY + 1
+    assert response.status_code == 413 and read == slack_http.MAX_BODY + 1
     response = slack.post("/", data=big, headers={**signed(big), "Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
     raw = b"text=desativar+7001&user_id=" + COORDINATOR.encode() + b"&team_id=" + TEAM.encode() + b"&x=\xff"

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from progress_monitor.cademi import (
-    MAX_PAGES,
+from progress_monitor.cademi import MAX_PAGES
+from progress_monitor.errors import (
     CademiBusinessError,
     CademiConfigError,
     CademiPaginationError,

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from progress_monitor.cademi import CademiBusinessError, CademiConfigError, CademiMalformedError, Progress
-from progress_monitor.cademi_v3 import FIELDS, CademiV3Client, check_contract
+from progress_monitor.cademi_check import check_contract
+from progress_monitor.cademi_types import Progress
+from progress_monitor.cademi_v3 import FIELDS, CademiV3Client
+from progress_monitor.errors import CademiBusinessError, CademiConfigError, CademiMalformedError
 from progress_monitor.ratelimit import RateLimiter
 from tests.scenarios import school
 

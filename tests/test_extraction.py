@@ -8,7 +8,8 @@ from datetime import date
 
 import pytest
 
-from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import PermanentError
 from progress_monitor.extraction import PieceExtraction, ProgressRecord
 from tests.scenarios import school
@@ -91,7 +92,7 @@ def test_later_pieces_do_not_list_the_tag_again(simulator) -> None:
     sim = simulator(school(n_students=10, products=(101,)))
     _, pieces, _ = extract_all(sim.client(), 5001, [101], budget_s=0.0)
     assert len(pieces) == 10  # a zero budget: one student per piece
-    assert [p.task.next_index for p in pieces] == list(range(10))
+    assert [p.task.start_index for p in pieces] == list(range(10))
     assert sim.admin.counters()["lista_por_tag"] == 1  # the roster frozen by piece 0 is all they read
 
 
@@ -116,6 +117,6 @@ def test_a_tag_of_151_students_is_extracted_completely(simulator) -> None:
 
 def test_a_task_past_the_end_of_its_roster_is_refused(simulator) -> None:
     sim = simulator(school(n_students=3, products=(101,)))
-    task = ProgressTask(RunId(date(2026, 3, 2)), 5001, (101,), piece=1, next_index=3)
+    task = ProgressTask(RunId(date(2026, 3, 2)), 5001, (101,), piece=1, start_index=3)
     with pytest.raises(PermanentError, match="outside the roster"):
         PieceExtraction(sim.client(), task, (1001, 1002, 1003), budget_s=60)

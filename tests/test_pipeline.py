@@ -22,7 +22,8 @@ from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
 from progress_monitor import lanes, runs, runtime, warehouse
-from progress_monitor.contracts import ProgressTask, RunId
+from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest
+from progress_monitor.contracts.values import RunId
 from progress_monitor.health import check_data_age, resume_run
 from progress_monitor.replay import reextract, replay_history
 from progress_monitor.settings import Settings
@@ -135,8 +136,8 @@ def test_a_failing_student_is_recorded_as_failed_not_zero(stack: LocalStack) -> 
 
 def test_a_duplicate_schedule_publish_makes_one_run(stack: LocalStack) -> None:
     stack.admin().set_week(WEEKS[1])
-    stack.publish_schedule({"week": WEEKS[1], "rerun": "dup"})
-    stack.publish_schedule({"week": WEEKS[1], "rerun": "dup"})
+    stack.publish_schedule(ScheduleRequest(week=date.fromisoformat(WEEKS[1]), rerun="dup"))
+    stack.publish_schedule(ScheduleRequest(week=date.fromisoformat(WEEKS[1]), rerun="dup"))
     run_id = RunId(date.fromisoformat(WEEKS[1]), "dup")
     row = stack.wait_run(run_id, timeout=240)
     assert row["status"] == "succeeded" and row["tags_done"] == 3
@@ -158,7 +159,7 @@ def test_a_class_change_and_a_dropout_are_visible_in_the_history(stack: LocalSta
 def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
     ensure_week(stack, 1)
     before = count_rows(WEEKS[1])
-    runtime.publish_task(settings(), ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
+    runtime.send(settings(), ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
     wait_for_log(stack, "extract_progress", r"shard already written.*\"tag_id\": 7001")
     assert count_rows(WEEKS[1]) == before
     assert_history_equals_truth(stack, 1)

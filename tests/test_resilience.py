@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from devstack.stack import LocalStack
 from progress_monitor import loader, reporting, runs, runtime, warehouse
-from progress_monitor.contracts import RunId
+from progress_monitor.contracts.values import RunId
 from progress_monitor.health import resume_run
 from progress_monitor.replay import reextract
 from progress_monitor.settings import Settings

@@ -169,14 +169,15 @@ import main
 import progress_monitor
 assert progress_monitor.__file__.startswith({dest!r}), progress_monitor.__file__
 from progress_monitor import reporting, warehouse
-from progress_monitor.add_tag import app
+from progress_monitor.add_tag import command, form
 from progress_monitor.settings import Settings
 for name in ("report_product_week", "report_student_week", "report_class_week", "report_movements",
              "report_run_health", "tutor_list"):
     reporting.sql_text(name, Settings())
 for table in warehouse.TABLES:
     warehouse.schema_json(table)
-app._env.get_template("add_tag.html")
+form.TEMPLATES.get_template("add_tag.html")
+assert "ajuda" in command.VERBS
 print("ok")
 """
 

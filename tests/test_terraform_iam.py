@@ -22,7 +22,7 @@ RUN_BOOKKEEPING = {  # runs.refresh_run / record_failure, reached by every stage
     ("table.write", "failures"),
 }
 CALLS: dict[str, set[tuple[str, str]]] = {
-    # stages/schedule.py, health.py, runs.py, stages/failures.py
+    # stages/schedule.py, health.py, runs.py, failures.py
     "extract_tags": RUN_BOOKKEEPING
     | {
         ("bigquery.jobs", "project"),
@@ -35,7 +35,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("objects.read", "shards"),  # health.resume_run: list a run's shards and read their metadata
         ("objects.create", "shards"),  # lanes: the run's tag manifest and its lanes' first claims
     },
-    # stages/extract.py, shard_store.py, stages/failures.py
+    # stages/extract.py, shard_store.py, failures.py
     "extract_progress": RUN_BOOKKEEPING
     | {
         ("bigquery.jobs", "project"),
@@ -54,7 +54,7 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("objects.read", "shards"),  # shard metadata; the load job reads the object as this identity
         ("objects.delete", "shards/contacts/"),  # merged contact files
         ("topic.publish", "shards_dlq"),
-        ("topic.publish", "slack_tasks"),  # tutors/digest.request_digests after the reports are rebuilt
+        ("topic.publish", "slack_tasks"),  # stages/load sends a DigestTask after the reports are rebuilt
     },
     # add_tag/registry.py
     "add_tag": {

@@ -27,7 +27,7 @@ import requests
 from devstack.slack_standin import SlackStandin, click, interaction_payload, signed_post
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
 from progress_monitor import health, reporting, runtime, warehouse
-from progress_monitor.contracts import RunId
+from progress_monitor.contracts.values import RunId
 from progress_monitor.settings import Settings
 from tests.scenarios import hand_progress
 

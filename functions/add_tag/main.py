@@ -9,7 +9,7 @@ from typing import Any
 import functions_framework
 
 from progress_monitor import logs, runtime
-from progress_monitor.add_tag import app
+from progress_monitor.add_tag import command, form
 from progress_monitor.tutors import actions
 
 logs.configure()
@@ -18,13 +18,13 @@ logs.configure()
 @functions_framework.http
 def add_tag(request: Any) -> Any:
     """The web form: GET shows it, POST registers or deactivates a class."""
-    return app.handle_form(request, runtime.settings())
+    return form.handle_form(request, runtime.settings())
 
 
 @functions_framework.http
 def slack_command(request: Any) -> Any:
     """`/turma adicionar|listar|desativar|ajuda` from Slack."""
-    return app.handle_slack(request, runtime.settings())
+    return command.handle_slack(request, runtime.settings())
 
 
 @functions_framework.http

@@ -44,9 +44,7 @@ resource "google_bigquery_table" "run_health" {
   view {
     use_legacy_sql = false
     query = templatefile("${local.repo_root}/src/progress_monitor/sql/report_run_health.sql", {
-      project            = var.project_id
-      dataset            = local.dataset
-      restricted_dataset = local.restricted_dataset
+      runs = "${var.project_id}.${local.dataset}.runs"
     })
   }
   depends_on = [google_bigquery_table.table]

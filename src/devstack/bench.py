@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ import requests
 
 from devstack.stack import LocalStack
 from progress_monitor import warehouse
-from progress_monitor.contracts import RunId
+from progress_monitor.contracts.messages import ScheduleRequest
+from progress_monitor.contracts.values import RunId
 from progress_monitor.settings import Settings
 
 WEEK = "2026-03-02"
@@ -108,7 +109,7 @@ def pipeline_run(stack: LocalStack) -> dict[str, Any]:
     admin.set_week(WEEK)
     admin.reset()
     published = time.time()
-    stack.publish_schedule({"week": WEEK})
+    stack.publish_schedule(ScheduleRequest(week=date.fromisoformat(WEEK)))
     row = stack.wait_run(RunId.parse(WEEK), timeout=3600)
     if row.get("status") != "succeeded":
         raise RuntimeError(f"bench run did not succeed: {row}")

@@ -14,7 +14,7 @@ from typing import Any
 from cademi_sim import demo
 from devstack.preview import write_report
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LOCAL_STAFF, LocalStack, remove_workdir
-from progress_monitor.contracts import RunId
+from progress_monitor.contracts.values import RunId
 from progress_monitor.health import resume_run
 from progress_monitor.replay import replay_history
 from progress_monitor.settings import Settings

@@ -27,7 +27,7 @@ from cademi_sim.scenario import Scenario, load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
 from progress_monitor import warehouse
-from progress_monitor.contracts import RunId
+from progress_monitor.contracts.values import RunId
 from progress_monitor.health import resume_run
 from progress_monitor.settings import Settings
 

@@ -26,7 +26,8 @@ from typing import Any
 from cademi_sim.admin import SimulatorAdmin
 from cademi_sim.scenario import Scenario, load
 from devstack.procs import Child, StartupError, free_port, spawn, start_simulator, wait_for_http, wait_for_port
-from progress_monitor.contracts import RunId
+from progress_monitor.contracts.messages import ScheduleRequest
+from progress_monitor.contracts.values import RunId
 
 PROJECT = "local-project"
 SCHEDULE_TOPIC = "weekly-schedule"
@@ -526,9 +527,10 @@ class LocalStack:
     def admin(self) -> SimulatorAdmin:
         return SimulatorAdmin(self.endpoints["cademi_admin"]["port"], self.endpoints["cademi_admin"]["token"])
 
-    def publish_schedule(self, body: dict[str, Any] | None = None) -> str:
+    def publish_schedule(self, request: ScheduleRequest | None = None) -> str:
+        """Publish a schedule message, as Cloud Scheduler (an empty request) or an operator would."""
         publisher, _ = self._pubsub()
-        data = json.dumps(body or {}).encode()
+        data = (request or ScheduleRequest()).encode()
         message_id: str = publisher.publish(publisher.topic_path(PROJECT, SCHEDULE_TOPIC), data).result(timeout=30)
         return message_id
 
@@ -538,12 +540,9 @@ class LocalStack:
         if week.isoformat() not in weeks:
             raise ValueError(f"week {week} is not one of the scenario's weeks {weeks}")
         self.admin().set_week(week.isoformat())
-        body: dict[str, Any] = {"week": week.isoformat()}
-        if rerun:
-            body["rerun"] = rerun
-        if tag_ids is not None:
-            body["tag_ids"] = tag_ids
-        self.publish_schedule(body)
+        self.publish_schedule(
+            ScheduleRequest(week=week, rerun=rerun, tag_ids=frozenset(tag_ids) if tag_ids is not None else None)
+        )
         return RunId(week, rerun)
 
     def run_row(self, run_id: RunId) -> dict[str, Any] | None:

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
+from progress_monitor.contracts.objects import BUDGET_OBJECT
 from progress_monitor.errors import TransientError
 from progress_monitor.ratelimit import WIDEN_FACTOR, WIDEN_FOR_S
 
 log = logging.getLogger(__name__)
-BUDGET_OBJECT = "budget/cademi.json"
 BATCH_SECONDS = 4.0  # slots claimed at once: few writes to the object (Cloud Storage allows ~1/s per object)
 MAX_BATCH = 40  # at the fast rates of local tests, smaller batches so two processes interleave finely
 LEAD_S = 0.25  # a batch starts this far ahead of now, so its first slot is not past when the claim returns

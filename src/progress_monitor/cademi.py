@@ -1,21 +1,29 @@
-"""Cademi REST API client: envelope parsing, typed errors, retries, rate limiting and pagination."""
+"""Cademi's REST API v1 client: envelope parsing, typed errors, retries, rate limiting and pagination."""
 
 from __future__ import annotations
 
 import logging
 import random
 import re
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Self
 from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
-from progress_monitor.contracts import parse_uint
+from progress_monitor.cademi_types import CallStats, Progress, Student, Tag
+from progress_monitor.contracts.values import parse_uint
+from progress_monitor.errors import (
+    CademiApiError,
+    CademiBusinessError,
+    CademiConfigError,
+    CademiError,
+    CademiMalformedError,
+    CademiPaginationError,
+    CademiUnavailableError,
+    http_status_is_transient,
+)
 from progress_monitor.ratelimit import CallBudget
 from progress_monitor.settings import Settings
 
@@ -26,95 +34,6 @@ _RATE_LIMIT_MSG = re.compile(r"limit|limite|too many|requisi[cç]", re.IGNORECAS
 MAX_PAGES = 200  # 30,000 students at 150 a page: far beyond any class
 _SAFE_SEGMENT = re.compile(r"[0-9]+|[a-z_]*")
 _PERCENT = re.compile(r"\s*([0-9]{1,3}(?:[.,][0-9]+)?)\s*%?\s*", re.ASCII)
-
-
-class CademiError(Exception):
-    """Base of every error the client raises."""
-
-
-class CademiApiError(CademiError):
-    """The API answered with an error envelope (`success: false`)."""
-
-    def __init__(self, code: int, msg: str, path: str) -> None:
-        super().__init__(f"Cademi {code} on {path}: {msg}")
-        self.code = code
-        self.msg = msg
-        self.path = path
-
-
-class CademiConfigError(CademiApiError):
-    """403 (no security header) or 405 (invalid token): fix the API key or base URL; never retried."""
-
-
-class CademiBusinessError(CademiApiError):
-    """409 business-rule error, e.g. the user has no access to the product."""
-
-
-class CademiUnavailableError(CademiError):
-    """Transient failures (429, 5xx, timeouts, non-JSON) persisted through every attempt."""
-
-
-class CademiOutageError(CademiError):
-    """Several students in a row failed on every call: the API is down, not one student's data."""
-
-
-class CademiPaginationError(CademiError):
-    """A list's cursor kept going past MAX_PAGES: a broken paginator, never a real class."""
-
-
-class CademiMalformedError(CademiError):
-    """A JSON answer whose shape or values are not what the API documents."""
-
-
-@dataclass(frozen=True)
-class Student:
-    """A student as listed by a tag. CPF (`doc`) and `login_auto` are never copied here."""
-
-    user_id: int
-    nome: str
-    email: str
-    celular: str | None
-    criado_em: str | None
-    ultimo_acesso_em: str | None
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One user's progress in one product."""
-
-    total: float
-    assistidas: int
-    completas: int
-
-
-@dataclass(frozen=True)
-class Tag:
-    """A Cademi tag (one class cohort)."""
-
-    tag_id: int
-    nome: str
-
-
-class CademiSource(Protocol):
-    """What extraction and the registry ask of Cademi, whichever API answers (v1: `CademiClient`, v3:
-    `cademi_v3.CademiV3Client`). Ids are the numeric ids of the history on both."""
-
-    stats: CallStats
-
-    def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]: ...
-
-    def progress_units(self, product_ids: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """How a student's products split into calls: one call per product (v1), one for all (v3)."""
-        ...
-
-    def student_progress(
-        self, user_id: int, product_ids: tuple[int, ...], stats: CallStats | None = None
-    ) -> dict[int, Progress | CademiError]:
-        """Per product: its progress, CademiBusinessError (no access) or the error that made it fail.
-        CademiConfigError propagates (a wrong key or URL fails the whole piece)."""
-        ...
-
-    def list_tags(self) -> list[Tag]: ...
 
 
 class _Transient(Exception):
@@ -193,22 +112,6 @@ def cursor_of(next_page_url: Any) -> str | None:
 def user_path(user: int | str) -> str:
     """A user path segment: numeric ids as they are, emails URL-encoded (`+` becomes %2B)."""
     return str(user) if isinstance(user, int) else quote(user, safe="")
-
-
-class CallStats:
-    """Thread-safe counters of HTTP attempts, retries and breaches."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
 
 
 class _Counters:
@@ -407,7 +310,7 @@ class CademiClient:
             log.error("Cademi rate limit breached on %s: the client budget is too high", _redact_path(path))
             self.limiter.breached()
             raise _Transient(f"rate limited ({status})", retry_after)
-        if status >= 500 or code >= 500:
+        if http_status_is_transient(status) or http_status_is_transient(code):
             raise _Transient(f"HTTP {status}", retry_after)
         if not isinstance(body, dict):
             raise _Transient(f"non-JSON body (HTTP {status})", retry_after)

@@ -12,23 +12,18 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from progress_monitor.cademi import (
+from progress_monitor.cademi_types import CademiSource, CallStats, Progress
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.values import Status
+from progress_monitor.errors import (
     CademiBusinessError,
     CademiError,
     CademiOutageError,
-    CademiSource,
     CademiUnavailableError,
-    CallStats,
-    Progress,
+    PermanentError,
 )
-from progress_monitor.contracts import ProgressTask
-from progress_monitor.errors import PermanentError
 
 log = logging.getLogger(__name__)
-
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-STATUS_NO_ACCESS = "no_access"
 
 
 @dataclass(frozen=True)
@@ -40,7 +35,7 @@ class ProgressRecord:
     tag_id: int
     user_id: int
     product_id: int
-    status: str
+    status: Status
     total: float | None
     assistidas: int | None
     completas: int | None
@@ -79,8 +74,8 @@ class PieceExtraction:
         clock: Callable[[], float] = time.monotonic,
         last_access_at: Mapping[int, datetime] | None = None,
     ) -> None:
-        if not task.next_index < len(roster) and not (task.piece == 0 and not roster):
-            raise PermanentError(f"task next_index {task.next_index} is outside the roster of {len(roster)}")
+        if not task.start_index < len(roster) and not (task.piece == 0 and not roster):
+            raise PermanentError(f"task start_index {task.start_index} is outside the roster of {len(roster)}")
         self.client = client
         self.task = task
         self.roster = tuple(roster)
@@ -104,7 +99,7 @@ class PieceExtraction:
         deadline = self._clock() + self.budget_s
         products = self.task.product_ids
         units = self.client.progress_units(products)  # what one call answers: a product (v1), all (v3)
-        index = self.task.next_index
+        index = self.task.start_index
         pending: deque[list[Future[list[ProgressRecord]]]] = deque()
         in_flight = 0
         down_in_a_row = 0
@@ -148,16 +143,16 @@ class PieceExtraction:
         return [self._record(user_id, p, answers[p]) for p in products]
 
     def _record(self, user_id: int, product_id: int, answer: Progress | CademiError) -> ProgressRecord:
-        status, error = STATUS_OK, None
+        status, error = Status.OK, None
         total: float | None = None
         assistidas: int | None = None
         completas: int | None = None
         if isinstance(answer, Progress):
             total, assistidas, completas = answer.total, answer.assistidas, answer.completas
         elif isinstance(answer, CademiBusinessError):
-            status, error = STATUS_NO_ACCESS, answer.msg[:200]
+            status, error = Status.NO_ACCESS, answer.msg[:200]
         else:
-            status, error = STATUS_FAILED, str(answer)[:300]
+            status, error = Status.FAILED, str(answer)[:300]
             if isinstance(answer, CademiUnavailableError):
                 with self._unavailable_lock:
                     self._unavailable[user_id] += 1

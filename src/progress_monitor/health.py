@@ -9,11 +9,12 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 
 from progress_monitor import lanes, runs, runtime, warehouse
-from progress_monitor.contracts import ObjectRef, ProgressTask, RunId, finalize_notification
+from progress_monitor.contracts.events import ObjectRef, finalize_notification
+from progress_monitor.contracts.messages import DigestTask, ProgressTask
+from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import latest_shards, run_objects
-from progress_monitor.tutors.digest import request_digests
 
 log = logging.getLogger("progress_monitor.health")
 STALE_AFTER_DAYS = 8
@@ -47,7 +48,7 @@ def request_recent_digests(cfg: Settings, now: datetime | None = None) -> list[s
         ):
             latest[run_id.snapshot_date] = (row["reports_refreshed_at"], run_id)
     for _, run_id in latest.values():
-        request_digests(cfg, run_id)
+        runtime.send(cfg, DigestTask(run_id))
     return [str(run_id) for _, run_id in latest.values()]
 
 
@@ -61,8 +62,8 @@ def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
     dead-lettered after its attempts (a long outage) would otherwise leave the run unfinished. The tags are the
     run's own, frozen in its manifest when it started, not today's registry.
     """
-    rows = warehouse.query(cfg, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
-    if not rows or rows[0]["status"] in runs.FINISHED:
+    status = runs.run_status(cfg, run_id)
+    if status is None or status in runs.FINISHED:
         return []
     bucket = runtime.shards_bucket(cfg)
     reloaded = reload_unloaded(cfg, run_id)
@@ -80,17 +81,16 @@ def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
         if tag.tag_id not in held:
             continue  # not started: its lane has not reached it
         if shard is None:
-            runtime.publish_task(cfg, ProgressTask(run_id, tag.tag_id, tag.product_ids))
+            runtime.send(cfg, ProgressTask(run_id, tag.tag_id, tag.product_ids))
             republished.append(f"tag {tag.tag_id} piece 0")
         elif shard.next_index is not None:
-            runtime.publish_task(cfg, shard.task.next(shard.next_index))
+            runtime.send(cfg, shard.task.next(shard.next_index))
             republished.append(f"tag {tag.tag_id} piece {shard.task.piece + 1}")
         else:
             continue  # done
         in_progress += 1
     for task in lanes.reopen(bucket, run_id, tags, cfg.extraction_lanes - in_progress):
-        runtime.publish_task(cfg, task)
-        lanes.mark_published(bucket, run_id, task.tag_id)
+        lanes.hand_out(cfg, bucket, task)
         republished.append(f"tag {task.tag_id} piece 0")
     if republished:
         log.warning("resumed a stalled run: %s", ", ".join(republished), extra={"run_id": str(run_id)})

@@ -17,29 +17,30 @@ Every object is created once and never rewritten.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
-from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor.contracts import (
-    ProgressTask,
-    RunId,
+from progress_monitor import runtime
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.objects import (
+    lane_claim_body,
     lane_claim_name,
     lane_manifest_name,
     lane_published_name,
     lanes_prefix,
-    parse_uint,
-    strict,
+    manifest_body,
+    parse_lane_object,
+    parse_manifest_body,
 )
-from progress_monitor.errors import PermanentError, TransientError
-from progress_monitor.shard_store import create_once, get_blob
+from progress_monitor.contracts.values import RunId, parse_uint
+from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, pipeline_error
+from progress_monitor.settings import Settings
+from progress_monitor.shard_store import JSON, create_once, get_blob
 from progress_monitor.warehouse import ActiveTag
 
 log = logging.getLogger(__name__)
-CLAIM = strict(r"(?:.*/)?tag=(\d{1,12})\.json")
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class Claim:
 
 def write_manifest(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag]) -> list[ActiveTag]:
     """The run's tags, frozen once: a redelivered fan-out gets the tags the first one saw."""
-    body = json.dumps([{"tag_id": t.tag_id, "product_ids": list(t.product_ids)} for t in tags]).encode()
-    if create_once(bucket, lane_manifest_name(run_id), body, {}, "application/json"):
+    body = manifest_body([(t.tag_id, t.product_ids) for t in tags])
+    if create_once(bucket, lane_manifest_name(run_id), body, {}, JSON):
         return tags
     return read_manifest(bucket, run_id)
 
@@ -62,8 +63,7 @@ def read_manifest(bucket: storage.Bucket, run_id: RunId) -> list[ActiveTag]:
     if blob is None:
         raise PermanentError(f"run {run_id} has no tag manifest")
     try:
-        raw = json.loads(blob.download_as_bytes())
-        return [ActiveTag(int(t["tag_id"]), tuple(int(p) for p in t["product_ids"])) for t in raw]
+        return [ActiveTag(tag, products) for tag, products in parse_manifest_body(blob.download_as_bytes())]
     except (ValueError, KeyError, TypeError) as exc:
         raise PermanentError(f"tag manifest of run {run_id} is unusable: {exc}") from exc
 
@@ -74,13 +74,13 @@ def claims(bucket: storage.Bucket, run_id: RunId) -> dict[int, Claim]:
     published: set[int] = set()
     try:
         for blob in bucket.list_blobs(prefix=lanes_prefix(run_id)):
-            match = CLAIM.fullmatch(blob.name)
-            if match and "/published/" in blob.name:
-                published.add(int(match[1]))
-            elif match:
-                found[int(match[1])] = _after(blob)
-    except exceptions.GoogleAPIError as exc:
-        raise TransientError(f"cannot list the lanes of run {run_id}: {type(exc).__name__}") from exc
+            parsed = parse_lane_object(blob.name)
+            if parsed is not None and parsed[1]:
+                published.add(parsed[0])
+            elif parsed is not None:
+                found[parsed[0]] = _after(blob)
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, f"cannot list the lanes of run {run_id}") from exc
     return {tag: Claim(tag, after, tag in published) for tag, after in found.items()}
 
 
@@ -95,13 +95,14 @@ def _after(blob: storage.Blob) -> int | None:
 
 def _claim(bucket: storage.Bucket, run_id: RunId, tag_id: int, after: int | None) -> bool:
     marker = "" if after is None else str(after)
-    body = json.dumps({"after": after}).encode()
-    return create_once(bucket, lane_claim_name(run_id, tag_id), body, {"after": marker}, "application/json")
+    return create_once(bucket, lane_claim_name(run_id, tag_id), lane_claim_body(after), {"after": marker}, JSON)
 
 
-def mark_published(bucket: storage.Bucket, run_id: RunId, tag_id: int) -> None:
-    """Record that a claimed tag's piece 0 is published, so a duplicate does not publish it again."""
-    create_once(bucket, lane_published_name(run_id, tag_id), b"{}", {}, "application/json")
+def hand_out(cfg: Settings, bucket: storage.Bucket, task: ProgressTask) -> None:
+    """Publish a claimed tag's piece 0, then record that it is published, so a duplicate does not publish it
+    again (a crash between the two publishes it twice, which the shard's create-once absorbs)."""
+    runtime.send(cfg, task)
+    create_once(bucket, lane_published_name(task.run_id, task.tag_id), b"{}", {}, JSON)
 
 
 def start(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag], lanes: int) -> list[ProgressTask]:

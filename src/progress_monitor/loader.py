@@ -18,8 +18,9 @@ from google.api_core import exceptions
 from google.cloud import bigquery
 
 from progress_monitor import runtime
-from progress_monitor.contracts import ShardMeta, monday_of
-from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.contracts.objects import ShardMeta
+from progress_monitor.contracts.values import Status, monday_of
+from progress_monitor.errors import GOOGLE_ERRORS, TransientError, pipeline_error
 from progress_monitor.runs import refresh_run
 from progress_monitor.settings import Settings
 from progress_monitor.warehouse import query, schema_fields
@@ -37,12 +38,12 @@ PROGRESS_COLUMNS = (
 # Each check: the ledger column counting the rows that fail it, and the condition of a failing row.
 # A row is merged only when it fails none. Conditions are NULL-safe: a NULL outcome counts as failing.
 CHECKS = {
-    "dq_out_of_range": "status = 'ok' AND (total IS NULL OR total < 0 OR total > 100)",
+    "dq_out_of_range": f"status = '{Status.OK}' AND (total IS NULL OR total < 0 OR total > 100)",
     "dq_bad_dates": "snapshot_date IS NULL OR snapshot_date != @snapshot_date OR snapshot_date > @today",
     "dq_unknown_products": """product_id IS NULL OR product_id NOT IN (
         SELECT t.product_id FROM `${tracks}` t JOIN `${registered_tags}` r ON t.track_id = r.track_id
         WHERE r.tag_id = @tag_id)""",
-    "dq_bad_status": """status IS NULL OR status NOT IN ('ok', 'failed', 'no_access') OR user_id IS NULL
+    "dq_bad_status": f"""status IS NULL OR status NOT IN {Status.sql_list()} OR user_id IS NULL
         OR tag_id IS NULL OR tag_id != @tag_id OR extracted_at IS NULL""",
 }
 FAILS = {name: f"COALESCE(({condition}), TRUE)" for name, condition in CHECKS.items()}
@@ -87,12 +88,8 @@ def _load_into(settings: Settings, table: str, uri: str, fields: list[Any]) -> N
     )
     try:
         runtime.bigquery(settings).load_table_from_uri(uri, table, job_config=config).result(timeout=300)
-    except exceptions.BadRequest as exc:
-        raise PermanentError(f"shard {uri} cannot be loaded: {exc.message}") from exc
-    except exceptions.NotFound as exc:
-        raise PermanentError(f"shard {uri} no longer exists") from exc
-    except (exceptions.GoogleAPIError, ConnectionError, TimeoutError) as exc:
-        raise TransientError(f"load job for {uri} failed: {type(exc).__name__}") from exc
+    except GOOGLE_ERRORS as exc:  # NotFound here: the shard no longer exists, which no retry changes
+        raise pipeline_error(exc, f"load job for {uri}", permanent=(exceptions.NotFound,)) from exc
 
 
 def _drop(settings: Settings, table: str) -> None:
@@ -106,21 +103,20 @@ CHECK_COUNTS = (
     + f"COUNT(DISTINCT CASE WHEN {VALID_ROW} THEN {ROW_KEY} END) AS valid_keys\n"
     + "FROM `${staging}`"
 )
+
+
 # The history rule: an observation never replaces a better one. `ok` beats `no_access`, which beats `failed`,
 # whatever their times; between two of the same rank the later extraction wins. A failed attempt that does not
 # win still leaves its time and error in last_failed_at / last_failure. Both are functions of the set of
 # observations, not of their order, so a replay, a re-run or a late redelivery reaches the same row.
-STATUS_RANK = {"ok": 2, "no_access": 1, "failed": 0}
-
-
 def _rank(status: str) -> str:
-    cases = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in STATUS_RANK.items())
+    cases = " ".join(f"WHEN '{s}' THEN {s.rank}" for s in Status)
     return f"(CASE {status} {cases} ELSE -1 END)"
 
 
 T_RANK = _rank("T.status")
 S_WINS = f"(S.status_rank > {T_RANK} OR (S.status_rank = {T_RANK} AND S.extracted_at >= T.extracted_at))"
-S_LATEST_FAILURE = "(S.status = 'failed' AND (T.last_failed_at IS NULL OR S.extracted_at > T.last_failed_at))"
+S_LATEST_FAILURE = f"(S.status = '{Status.FAILED}' AND (T.last_failed_at IS NULL OR S.extracted_at > T.last_failed_at))"
 # The student's last access is a fact of the listing, not of the progress call: whichever observation wins,
 # the row keeps the latest access any observation saw (a later listing that omits it erases nothing).
 S_NEWER_ACCESS = "(T.last_access_at IS NULL OR S.last_access_at > T.last_access_at)"
@@ -153,11 +149,11 @@ MERGE_PROGRESS = (
     WHEN MATCHED AND S.last_access_at IS NOT NULL AND {S_NEWER_ACCESS} THEN UPDATE SET last_access_at = S.last_access_at
     WHEN NOT MATCHED THEN INSERT ("""
     + PROGRESS_COLUMNS
-    + """, last_failed_at, last_failure, shard, loaded_at)
+    + f""", last_failed_at, last_failure, shard, loaded_at)
       VALUES (S.snapshot_date, S.tag_id, S.user_id, S.product_id, S.status, S.total, S.assistidas,
               S.completas, S.error, S.run_id, S.extracted_at, S.last_access_at,
-              IF(S.status = 'failed', S.extracted_at, NULL),
-              IF(S.status = 'failed', S.error, NULL), @shard, @now)"""
+              IF(S.status = '{Status.FAILED}', S.extracted_at, NULL),
+              IF(S.status = '{Status.FAILED}', S.error, NULL), @shard, @now)"""
 )
 
 

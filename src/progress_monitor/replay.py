@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from progress_monitor import logs, reporting, runtime
-from progress_monitor.contracts import RUN_LABEL, ObjectRef, RunId, monday_of, week_shards_prefix
+from progress_monitor.contracts.events import ObjectRef
+from progress_monitor.contracts.messages import ScheduleRequest
+from progress_monitor.contracts.objects import week_shards_prefix
+from progress_monitor.contracts.values import RUN_LABEL, RunId, monday_of
 from progress_monitor.health import resume_run
 from progress_monitor.settings import Settings
 from progress_monitor.stages.load import load_object
@@ -68,10 +71,9 @@ def replay_history(settings: Settings, first: date, last: date) -> ReplaySummary
 
 def reextract(settings: Settings, week: date, tag_id: int, label: str) -> RunId:
     """Ask the pipeline to extract one tag's week again; returns the new run's id."""
-    run_id = RunId(week - timedelta(days=week.weekday()), label)
-    body = {"week": week.isoformat(), "rerun": label, "tag_ids": [tag_id]}
-    runtime.publish(settings, settings.schedule_topic, json.dumps(body).encode())
-    return run_id
+    request = ScheduleRequest(week=week, rerun=label, tag_ids=frozenset({tag_id}))
+    runtime.send(settings, request)
+    return request.run_id(settings.timezone, datetime.now(UTC))
 
 
 def _run_id(text: str) -> RunId:

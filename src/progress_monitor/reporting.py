@@ -43,7 +43,9 @@ def spreadsheet_safe(column: str) -> str:
 
 
 def sql_text(name: str, settings: Settings) -> str:
-    """A reporting query with project, datasets and status thresholds filled in (also read by Terraform)."""
+    """A reporting query with its tables' ids (`${table}`), status thresholds and generated SQL filled in.
+
+    Terraform renders `report_run_health.sql` itself, passing the ids of the tables it reads."""
     read = resources.files("progress_monitor").joinpath
     thresholds = {
         "ahead_gap": str(settings.status_ahead_gap),
@@ -55,9 +57,6 @@ def sql_text(name: str, settings: Settings) -> str:
     }
     status_case = warehouse.render(settings, read("sql/status_case.sql").read_text(encoding="utf-8"), thresholds)
     names = {
-        "project": settings.gcp_project,
-        "dataset": settings.bq_dataset,
-        "restricted_dataset": settings.bq_restricted_dataset,
         "status_case": status_case.strip(),
         **thresholds,
         **{f"neutral_{column}": spreadsheet_safe(f"c.{column}") for column in ("nome", "email", "celular")},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from progress_monitor.contracts import RunId
+from progress_monitor.contracts.values import RunId
 from progress_monitor.settings import Settings
 from progress_monitor.warehouse import query
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from progress_monitor.errors import SecretUnavailableError
 from progress_monitor.settings import Settings
-
-
-class SecretUnavailableError(RuntimeError):
-    """A secret could not be read; the message never contains the secret's value."""
-
 
 _cache: dict[str, str] = {}
 _lock = threading.Lock()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-SLACK_TEAM = re.compile(r"T[A-Z0-9]{2,20}", re.ASCII)
-SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}", re.ASCII)
-SLACK_CHANNEL = re.compile(r"[CG][A-Z0-9]{2,20}", re.ASCII)  # public (C) or private (G) channel ids
+from progress_monitor.contracts.values import SLACK_TEAM, SLACK_USER
+
 LOCAL_URLS = ("http://127.0.0.1", "http://localhost")  # plain http only here: the simulator
 PRODUCTION_RATE_PER_SECOND = 2.0
 PRODUCTION_RATE_PER_MINUTE = 120.0
@@ -120,7 +118,7 @@ class Settings:
     secrets_backend: str = "secret_manager"
 
     # Values of secrets when secrets_backend == "env" (never logged).
-    local_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    local_secrets: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

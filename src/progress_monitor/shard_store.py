@@ -12,24 +12,26 @@ from typing import IO
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor.cademi import Student
-from progress_monitor.contracts import (
-    ProgressTask,
-    RunId,
+from progress_monitor.cademi_types import Student
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.objects import (
     ShardMeta,
     ShardName,
     contacts_name,
     parse_contacts,
     parse_progress_shard,
-    parse_uint,
+    parse_roster_body,
+    roster_body,
     roster_name,
     run_contacts_prefix,
     run_shards_prefix,
 )
-from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.contracts.values import RunId
+from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, pipeline_error
 
 log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
+JSON = "application/json"
 
 
 def ndjson(row: dict[str, object]) -> bytes:
@@ -37,11 +39,11 @@ def ndjson(row: dict[str, object]) -> bytes:
 
 
 def get_blob(bucket: storage.Bucket, name: str) -> storage.Blob | None:
-    """The object with its metadata, or None; API failures are transient."""
+    """The object with its metadata, or None; a failed call is a pipeline error (errors.RULES)."""
     try:
         return bucket.get_blob(name)
-    except exceptions.GoogleAPIError as exc:
-        raise TransientError(f"cannot read gs://{bucket.name}/{name}: {type(exc).__name__}") from exc
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, f"cannot read gs://{bucket.name}/{name}") from exc
 
 
 def create_once(
@@ -62,8 +64,8 @@ def create_once(
     except exceptions.PreconditionFailed:
         log.info("object already exists; keeping the first one", extra={"shard": name})
         return False
-    except exceptions.GoogleAPIError as exc:
-        raise TransientError(f"cannot write gs://{bucket.name}/{name}: {type(exc).__name__}") from exc
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, f"cannot write gs://{bucket.name}/{name}") from exc
     return True
 
 
@@ -85,12 +87,8 @@ def freeze_roster(
     Every piece, duplicate or redelivery of the run then extracts the same students in the same order: when an
     earlier attempt froze a roster first, that one is returned."""
     roster = Roster(tuple(s.user_id for s in students), dict(last_access_at))
-    body = {
-        "user_ids": list(roster.user_ids),
-        "last_access_at": {str(user): moment.isoformat() for user, moment in roster.last_access_at.items()},
-    }
     name = roster_name(task.run_id, task.tag_id)
-    if not create_once(bucket, name, json.dumps(body).encode(), {}, "application/json"):
+    if not create_once(bucket, name, roster_body(roster.user_ids, dict(roster.last_access_at)), {}, JSON):
         roster = read_roster(bucket, task)
     if students:
         contacts = b"".join(
@@ -106,26 +104,11 @@ def read_roster(bucket: storage.Bucket, task: ProgressTask) -> Roster:
     if blob is None:
         raise PermanentError(f"roster of tag {task.tag_id} for run {task.run_id} is missing")
     try:
-        body = json.loads(blob.download_as_bytes())
-        ids = body["user_ids"]
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
-            raise ValueError("user_ids must be positive integers")
-        if len(set(ids)) != len(ids):
-            raise ValueError("user_ids repeat")
-        # Rosters frozen before recency was kept have no last access: unknown, not "never".
-        accesses = body.get("last_access_at") or {}
-        if not isinstance(accesses, dict):
-            raise ValueError("last_access_at must be an object")
-        last_access = {}
-        for user, moment in accesses.items():
-            user_id = parse_uint(user)
-            if user_id is None or not isinstance(moment, str):
-                raise ValueError("last_access_at must map user ids to times")
-            last_access[user_id] = datetime.fromisoformat(moment)
+        ids, last_access = parse_roster_body(blob.download_as_bytes())
     except (ValueError, KeyError, TypeError) as exc:
         raise PermanentError(f"roster of tag {task.tag_id} is unusable: {exc}") from exc
-    except exceptions.GoogleAPIError as exc:
-        raise TransientError(f"cannot read the roster of tag {task.tag_id}: {type(exc).__name__}") from exc
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, f"cannot read the roster of tag {task.tag_id}") from exc
     return Roster(tuple(ids), last_access)
 
 

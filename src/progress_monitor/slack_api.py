@@ -13,29 +13,16 @@ from typing import Any
 
 import requests
 
-from progress_monitor.errors import TransientError
+from progress_monitor.errors import (
+    SLACK_TRANSIENT_CODES,
+    SlackRefusedError,
+    SlackUnavailableError,
+    http_status_is_transient,
+)
 
 log = logging.getLogger(__name__)
-# Slack's `error` codes that a later retry can clear (https://api.slack.com/methods/chat.postMessage#errors).
-RETRYABLE = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 MAX_BLOCKS = 50  # Block Kit's limit per message
 MAX_TEXT = 3000  # a section's text limit
-
-
-class SlackError(Exception):
-    """A Slack call did not do what was asked."""
-
-
-class SlackUnavailableError(SlackError, TransientError):
-    """Slack is down, slow or rate limiting: retry later."""
-
-
-class SlackRefusedError(SlackError):
-    """Slack refused the call for a reason a retry does not fix; `code` is Slack's error code."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(f"Slack refused the call: {code}")
-        self.code = code
 
 
 class SlackClient:
@@ -71,7 +58,7 @@ class SlackClient:
 
 
 def _answer(method: str, response: requests.Response) -> dict[str, Any]:
-    if response.status_code == 429 or response.status_code >= 500:
+    if http_status_is_transient(response.status_code):
         raise SlackUnavailableError(f"{method}: HTTP {response.status_code}")
     try:
         body = response.json()
@@ -82,7 +69,7 @@ def _answer(method: str, response: requests.Response) -> dict[str, Any]:
     if body.get("ok") is True:
         return body
     code = str(body.get("error") or f"http_{response.status_code}")[:60]
-    if code in RETRYABLE:
+    if code in SLACK_TRANSIENT_CODES:
         raise SlackUnavailableError(f"{method}: {code}")
     raise SlackRefusedError(code)
 
@@ -94,7 +81,7 @@ def respond(response_url: str, message: dict[str, Any], timeout_s: float = 10.0)
         response = requests.post(response_url, json=message, timeout=timeout_s)
     except requests.RequestException as exc:
         raise SlackUnavailableError(f"response_url: {type(exc).__name__}") from exc
-    if response.status_code == 429 or response.status_code >= 500:
+    if http_status_is_transient(response.status_code):
         raise SlackUnavailableError(f"response_url: HTTP {response.status_code}")
     if response.status_code >= 400:
         raise SlackRefusedError(f"response_url_http_{response.status_code}")

@@ -1,7 +1,12 @@
 """BigQuery basics: table definitions from the schema files, table ids, parametrised queries, the registry.
 
-SQL throughout the package names tables as `${table}` (string.Template); `query` fills in each table's full
-id, plus any extra `${name}` the caller passes in `sql_vars` (generated SQL, a staging table).
+All SQL (the strings in the modules and the files in `sql/`) names a table or view one way: `${name}`, with
+`name` one of NAMES (the base tables and the reporting tables and views). `render` (which `query` calls) turns
+it into the full id, `project.dataset.name`, in the restricted dataset for the names in RESTRICTED. Any other
+`${name}` is a value the caller passes in `sql_vars` (generated SQL, thresholds, a staging table's id). A
+`${name}` that is neither, a value named like a table, or any other use of `$` (`$$` is a literal dollar)
+raises a PlaceholderError instead of reaching BigQuery. Terraform renders `sql/report_run_health.sql` itself
+and passes the id of each table it reads under the same name.
 """
 
 from __future__ import annotations
@@ -15,11 +20,10 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-from google.api_core import exceptions
 from google.cloud import bigquery
 
 from progress_monitor import runtime
-from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,18 @@ TABLES = (
     "slack_digests",
     "tutor_actions",
 )
+# The reporting tables and views, built from `sql/<name>.sql` (reporting.py says which are which and when).
+REPORTS = (
+    "report_product_week",
+    "report_student_week",
+    "report_class_week",
+    "report_movements",
+    "tutor_list",
+    "report_tutor_outcomes",
+    "report_risk_timeline",
+    "report_run_health",
+)
+NAMES = frozenset(TABLES + REPORTS)  # every `${name}` that is a table or view
 RESTRICTED = frozenset({"students", "tutor_list"})  # contact data: the tutors-only dataset
 
 
@@ -62,20 +78,55 @@ def table_id(settings: Settings, name: str) -> str:
     return f"{settings.gcp_project}.{dataset_of(settings, name)}.{name}"
 
 
-class _SqlVars(dict[str, str]):
-    """`${name}` in SQL: the caller's value if given, else the full id of the table `name`."""
+class PlaceholderError(ValueError):
+    """SQL whose `$` placeholders cannot be filled in as written."""
 
-    def __init__(self, settings: Settings, given: Mapping[str, str]) -> None:
-        super().__init__(given)
-        self.settings = settings
 
-    def __missing__(self, key: str) -> str:
-        return table_id(self.settings, key)
+class UnknownPlaceholder(PlaceholderError):
+    """A `${name}` that is neither a table or view (NAMES) nor a value the caller passed."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        listed = ", ".join("${" + name + "}" for name in names)
+        super().__init__(f"unknown SQL placeholder {listed}: neither a table or view nor a value in sql_vars")
+
+
+class ShadowedTable(PlaceholderError):
+    """A caller's value under a table's or view's name: it would silently replace the table's id."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(f"sql_vars may not redefine a table or view: {', '.join(names)}")
+
+
+class MalformedPlaceholder(PlaceholderError):
+    """A `$` that is neither `${name}` nor `$$`."""
+
+
+class _Sql(Template):
+    # One form only: `${name}`; `$$` is a literal `$`. A bare `$name` is invalid rather than a second form.
+    idpattern = r"(?!)"  # the unbraced form: matches nothing
+    braceidpattern = r"(?a:[_a-z][_a-z0-9]*)"  # Template's identifiers (its flags make it case-insensitive)
 
 
 def render(settings: Settings, sql: str, sql_vars: Mapping[str, str] | None = None) -> str:
-    """Fill in `${name}` placeholders: table ids and the caller's own values."""
-    return Template(sql).substitute(_SqlVars(settings, sql_vars or {}))
+    """Fill in `${name}` placeholders: a table's or view's full id, or the caller's value from `sql_vars`.
+
+    Raises UnknownPlaceholder for any other `${name}`, ShadowedTable when `sql_vars` names a table or view, and
+    MalformedPlaceholder for any other `$`."""
+    given = dict(sql_vars or {})
+    shadowed = sorted(given.keys() & NAMES)
+    if shadowed:
+        raise ShadowedTable(shadowed)
+    template = _Sql(sql)
+    unknown = [name for name in template.get_identifiers() if name not in NAMES and name not in given]
+    if unknown:
+        raise UnknownPlaceholder(unknown)
+    values = {name: table_id(settings, name) for name in NAMES} | given
+    try:
+        return template.substitute(values)
+    except ValueError as exc:  # only Template's "Invalid placeholder in string: line L, col C"
+        raise MalformedPlaceholder(f"malformed SQL placeholder ({exc}): `$` goes before a braced name or `$`") from exc
 
 
 def ensure_tables(settings: Settings) -> None:
@@ -114,16 +165,15 @@ def _param(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.Ar
 def query(
     settings: Settings, sql: str, *, sql_vars: Mapping[str, str] | None = None, **params: Any
 ) -> list[dict[str, Any]]:
-    """Run a parametrised query and return its rows as dicts; API failures become TransientError."""
+    """Run a parametrised query and return its rows as dicts; a failure is a pipeline error (errors.RULES)."""
     client = runtime.bigquery(settings)
     config = bigquery.QueryJobConfig(query_parameters=[_param(k, v) for k, v in params.items()])
+    text = render(settings, sql, sql_vars)
     try:
-        job = client.query(render(settings, sql, sql_vars), job_config=config)
+        job = client.query(text, job_config=config)
         return [dict(row.items()) for row in job.result(timeout=120)]
-    except exceptions.BadRequest as exc:
-        raise PermanentError(f"BigQuery rejected a query: {exc.message}") from exc
-    except (exceptions.GoogleAPIError, ConnectionError, TimeoutError) as exc:
-        raise TransientError(f"BigQuery unavailable: {type(exc).__name__}") from exc
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, "BigQuery query") from exc
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from urllib.parse import parse_qs, urlencode
 
 import pytest
 
-from progress_monitor.add_tag.identity import CSRF_TTL_S, csrf_token, csrf_valid, slack_signature_valid
+from progress_monitor.add_tag.identity import CSRF_TTL_S, csrf_token, csrf_valid
 from progress_monitor.add_tag.registry import NewTag, parse_fields
 from progress_monitor.settings import Settings
+from progress_monitor.slack_http import slack_signature_valid
 
 TRACKS = {"analista", "cientista"}
 TODAY = date(2026, 11, 25)
@@ -151,15 +152,15 @@ def test_slack_and_form_fail_closed_without_their_allow_lists() -> None:
 
 def test_a_secret_hiccup_is_not_cached_for_the_instances_life(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first request finds Secret Manager failing: that request cannot check tags, the next one can."""
-    from progress_monitor.add_tag import app
+    from progress_monitor.add_tag import registry as registries
 
-    app.reset()
+    registries.reset_instance_registry()
     monkeypatch.setattr("progress_monitor.runtime.cademi_budget", lambda settings: None)
     try:
         missing = Settings(secrets_backend="env", local_secrets={})
-        assert app.registry(missing).cademi is None
+        assert registries.instance_registry(missing).cademi is None
         present = Settings(secrets_backend="env", local_secrets={"CADEMI_API_KEY": "k"})
-        registry = app.registry(present)
-        assert registry.cademi is not None and app.registry(present) is registry
+        registry = registries.instance_registry(present)
+        assert registry.cademi is not None and registries.instance_registry(present) is registry
     finally:
-        app.reset()
+        registries.reset_instance_registry()

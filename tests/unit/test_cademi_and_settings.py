@@ -8,14 +8,8 @@ import time
 
 import pytest
 
-from progress_monitor.cademi import (
-    CademiMalformedError,
-    cursor_of,
-    parse_progress,
-    parse_student,
-    parse_total,
-    user_path,
-)
+from progress_monitor.cademi import cursor_of, parse_progress, parse_student, parse_total, user_path
+from progress_monitor.errors import CademiMalformedError
 from progress_monitor.ratelimit import RateLimiter
 from progress_monitor.settings import Settings, SettingsError
 

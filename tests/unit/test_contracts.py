@@ -10,26 +10,22 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
-from progress_monitor.contracts import (
-    ObjectRef,
-    ProgressTask,
-    RunId,
+from progress_monitor.contracts.events import ObjectRef, event_as_message, pubsub_message, storage_object
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.objects import (
     ShardMeta,
     ShardName,
     contacts_name,
-    event_as_message,
     lane_claim_name,
     lane_manifest_name,
     lane_published_name,
     lanes_prefix,
     parse_contacts,
     parse_progress_shard,
-    parse_uint,
     progress_shard_name,
-    pubsub_message,
     roster_name,
-    storage_object,
 )
+from progress_monitor.contracts.values import RunId, parse_uint
 from progress_monitor.errors import PermanentError
 
 MONDAY = date(2026, 9, 7)
@@ -74,17 +70,22 @@ def test_malformed_run_ids_are_refused(text: object) -> None:
 
 
 def test_a_progress_task_round_trips_through_its_message() -> None:
-    task = ProgressTask(RunId(MONDAY, "again"), 7001, (101, 102), piece=3, next_index=42)
+    task = ProgressTask(RunId(MONDAY, "again"), 7001, (101, 102), piece=3, start_index=42)
     assert ProgressTask.from_json(json.loads(task.encode())) == task
     assert task.attributes() == {"run_id": "2026-09-07-again", "tag_id": "7001", "piece": "3"}
 
 
 def test_the_next_task_continues_the_same_tag_one_piece_later() -> None:
-    task = ProgressTask(RunId(MONDAY), 7001, (101, 102), piece=3, next_index=42)
-    assert task.next(50) == ProgressTask(RunId(MONDAY), 7001, (101, 102), piece=4, next_index=50)
+    task = ProgressTask(RunId(MONDAY), 7001, (101, 102), piece=3, start_index=42)
+    assert task.next(50) == ProgressTask(RunId(MONDAY), 7001, (101, 102), piece=4, start_index=50)
 
 
-def test_a_piece_zero_task_may_omit_piece_and_next_index() -> None:
+def test_a_task_published_before_the_rename_is_read_from_its_next_index() -> None:
+    raw = {"run_id": "2026-09-07", "tag_id": 7001, "product_ids": [101], "piece": 2, "next_index": 42}
+    assert ProgressTask.from_json(raw).start_index == 42
+
+
+def test_a_piece_zero_task_may_omit_piece_and_start_index() -> None:
     raw = {"run_id": "2026-09-07", "snapshot_date": "2026-09-07", "tag_id": 7001, "product_ids": [101]}
     assert ProgressTask.from_json(raw) == ProgressTask(RunId(MONDAY), 7001, (101,))
 
@@ -107,8 +108,10 @@ GOOD = {"run_id": "2026-09-07", "snapshot_date": "2026-09-07", "tag_id": 7001, "
         ({"product_ids": [0]}, "product_ids"),
         ({"product_ids": list(range(1, 102))}, "product_ids"),
         ({"piece": 10000}, "piece"),
-        ({"next_index": -1}, "next_index"),
-        ({"next_index": 1.5}, "next_index"),
+        ({"start_index": -1}, "start_index"),
+        ({"start_index": 1.5}, "start_index"),
+        ({"start_index": " 205\n"}, "start_index"),
+        ({"next_index": -1}, "next_index"),  # the name tasks published before the rename carry
     ],
 )
 def test_a_malformed_task_is_refused_by_name(change: dict[str, Any], field: str) -> None:
@@ -118,7 +121,7 @@ def test_a_malformed_task_is_refused_by_name(change: dict[str, Any], field: str)
 
 # -- ShardMeta -------------------------------------------------------------------------------------------
 
-TASK = ProgressTask(RunId(MONDAY, "again"), 7001, (101, 102), piece=2, next_index=10)
+TASK = ProgressTask(RunId(MONDAY, "again"), 7001, (101, 102), piece=2, start_index=10)
 NAME = ShardName(TASK.run_id, TASK.tag_id, TASK.piece)
 
 

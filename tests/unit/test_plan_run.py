@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from progress_monitor.contracts import PubSubMessage, RunId
+from progress_monitor.contracts.events import PubSubMessage
+from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
 from progress_monitor.stages.schedule import RunPlan, plan_run

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from progress_monitor.contracts import TimestampError, parse_cademi_time
+from progress_monitor.contracts.values import TimestampError, parse_cademi_time
 
 TZ = "America/Sao_Paulo"  # UTC-3 all year since 2019
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -5,17 +5,26 @@ Every message here is shown to coordinators, so it is in Brazilian Portuguese an
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from progress_monitor import warehouse
-from progress_monitor.cademi import CademiConfigError, CademiError, CademiSource
-from progress_monitor.contracts import strict
-from progress_monitor.errors import PermanentError, TransientError
-from progress_monitor.settings import SLACK_CHANNEL, Settings
+from progress_monitor import runtime, warehouse
+from progress_monitor.cademi_clients import make_client
+from progress_monitor.cademi_types import CademiSource
+from progress_monitor.contracts.values import SLACK_CHANNEL, strict
+from progress_monitor.errors import (
+    CademiConfigError,
+    CademiError,
+    PermanentError,
+    SecretUnavailableError,
+    TransientError,
+)
+from progress_monitor.secrets import get_secret
+from progress_monitor.settings import CADEMI_API_KEY, Settings
 
 log = logging.getLogger(__name__)
 
@@ -268,3 +277,27 @@ class Registry:
     def _registered(self, tag_id: int) -> bool:
         rows = warehouse.query(self.settings, "SELECT 1 FROM `${registered_tags}` WHERE tag_id = @t", t=tag_id)
         return bool(rows)
+
+
+@functools.cache
+def _with_cademi(settings: Settings) -> Registry:
+    # The school's one budget: a registration during a run takes a slot like any piece's call.
+    api_key = get_secret(settings, CADEMI_API_KEY)  # raises: nothing is cached, the next request reads it again
+    return Registry(settings, make_client(settings, api_key, runtime.cademi_budget(settings), interactive=True))
+
+
+def instance_registry(settings: Settings) -> Registry:
+    """One Registry per instance, with a Cademi client tuned for interactive use (short timeouts).
+
+    Without the API key (a Secret Manager hiccup) the answer is a registry that refuses tag checks for this
+    request only: nothing is cached, so the next request reads the secret again."""
+    try:
+        return _with_cademi(settings)
+    except SecretUnavailableError:
+        log.error("Cademi API key unavailable: tag checks are refused until it can be read")
+        return Registry(settings, None)
+
+
+def reset_instance_registry() -> None:
+    """Forget the instance's Registry (tests)."""
+    _with_cademi.cache_clear()

@@ -12,7 +12,7 @@ WITH summary AS (
     SAFE_DIVIDE(COUNTIF(status = 'atrasado'), COUNTIF(status IS NOT NULL)) AS share_atrasado,
     SAFE_DIVIDE(COUNTIF(status = 'em risco'), COUNTIF(status IS NOT NULL)) AS share_em_risco,
     SAFE_DIVIDE(COUNTIF(status = 'concluído'), COUNTIF(status IS NOT NULL)) AS share_concluido
-  FROM `${project}.${dataset}.report_student_week`
+  FROM `${report_student_week}`
   GROUP BY snapshot_date, iso_week, tag_id, track_id, turma
 )
 SELECT *, mean_actual - LAG(mean_actual) OVER (PARTITION BY tag_id ORDER BY snapshot_date)

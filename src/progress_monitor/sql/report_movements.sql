@@ -1,6 +1,6 @@
 -- Class changes and dropouts, reported in the week they happen (previous snapshot = 7 days earlier).
 WITH presence AS (
-  SELECT DISTINCT snapshot_date, tag_id, user_id FROM `${project}.${dataset}.progress_history`
+  SELECT DISTINCT snapshot_date, tag_id, user_id FROM `${progress_history}`
 ),
 users_present AS (SELECT DISTINCT snapshot_date, user_id FROM presence),
 tags_extracted AS (SELECT DISTINCT snapshot_date, tag_id FROM presence),
@@ -27,5 +27,5 @@ movements AS (SELECT * FROM changes UNION ALL SELECT * FROM dropouts)
 SELECT m.snapshot_date, FORMAT_DATE('%G-W%V', m.snapshot_date) AS iso_week, m.movement, m.user_id,
   m.from_tag_id, f.turma AS from_turma, f.track_id AS from_track_id, m.to_tag_id, t.turma AS to_turma
 FROM movements m
-LEFT JOIN `${project}.${dataset}.registered_tags` f ON f.tag_id = m.from_tag_id
-LEFT JOIN `${project}.${dataset}.registered_tags` t ON t.tag_id = m.to_tag_id
+LEFT JOIN `${registered_tags}` f ON f.tag_id = m.from_tag_id
+LEFT JOIN `${registered_tags}` t ON t.tag_id = m.to_tag_id

@@ -3,8 +3,8 @@
 WITH tag_products AS (
   SELECT r.tag_id, r.track_id, r.turma, r.start_date, t.product_id, t.product_name, t.position, t.due_week,
          COALESCE(LAG(t.due_week) OVER (PARTITION BY r.tag_id ORDER BY t.position), 0) AS previous_due_week
-  FROM `${project}.${dataset}.registered_tags` r
-  JOIN `${project}.${dataset}.tracks` t ON t.track_id = r.track_id
+  FROM `${registered_tags}` r
+  JOIN `${tracks}` t ON t.track_id = r.track_id
 ),
 observed AS (
   SELECT h.snapshot_date, h.tag_id, p.track_id, p.turma, p.start_date, h.user_id, h.product_id, p.product_name,
@@ -17,7 +17,7 @@ observed AS (
                                      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_access_at,
          MIN(h.snapshot_date) OVER (PARTITION BY h.tag_id, h.user_id) AS first_seen_in_class,
          MIN(h.snapshot_date) OVER (PARTITION BY h.tag_id) AS class_first_snapshot
-  FROM `${project}.${dataset}.progress_history` h
+  FROM `${progress_history}` h
   JOIN tag_products p ON p.tag_id = h.tag_id AND p.product_id = h.product_id
 ),
 weekly AS (

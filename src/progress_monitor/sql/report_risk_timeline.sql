@@ -3,12 +3,12 @@
 WITH weeks AS (
   SELECT user_id, track_id, snapshot_date, iso_week, tag_id, turma, status,
     ROW_NUMBER() OVER (PARTITION BY user_id, track_id ORDER BY snapshot_date DESC) AS newest_first
-  FROM `${project}.${dataset}.report_student_week`
+  FROM `${report_student_week}`
 ),
 contacts AS (
   SELECT user_id, COUNTIF(action = 'contatado') AS times_contacted, MAX(IF(action = 'contatado', snapshot_date, NULL))
     AS last_contacted_week
-  FROM `${project}.${dataset}.tutor_actions` GROUP BY user_id
+  FROM `${tutor_actions}` GROUP BY user_id
 )
 SELECT w.user_id, w.track_id,
   MAX(IF(w.newest_first = 1, w.tag_id, NULL)) AS tag_id,

@@ -10,7 +10,7 @@ WITH rollup AS (
     MAX(last_access_date) AS last_access_date,
     MIN(days_without_access) AS days_without_access,
     MAX(days_in_class) AS days_in_class
-  FROM `${project}.${dataset}.report_product_week`
+  FROM `${report_product_week}`
   GROUP BY snapshot_date, iso_week, tag_id, track_id, turma, user_id, class_week
 ),
 history AS (

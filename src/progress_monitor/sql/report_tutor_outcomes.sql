@@ -5,13 +5,13 @@
 WITH weekly AS (
   SELECT snapshot_date, iso_week, tag_id, track_id, turma, user_id, status, actual,
     LEAD(actual, 2) OVER (PARTITION BY user_id, track_id ORDER BY snapshot_date) AS actual_two_later
-  FROM `${project}.${dataset}.report_student_week`
+  FROM `${report_student_week}`
 ),
 acted AS (
   SELECT snapshot_date, tag_id, user_id,
     MAX(IF(action = 'contatado', 1, 0)) AS contacted,
     MAX(IF(action = 'sem_resposta', 1, 0)) AS no_answer
-  FROM `${project}.${dataset}.tutor_actions`
+  FROM `${tutor_actions}`
   GROUP BY snapshot_date, tag_id, user_id
 ),
 listed AS (

@@ -13,30 +13,23 @@ from typing import Any
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import lanes, runtime
-from progress_monitor.cademi import (
-    CademiConfigError,
+from progress_monitor.cademi_types import CallStats, Student
+from progress_monitor.contracts.events import PubSubMessage, pubsub_message
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.objects import ShardMeta, parse_progress_shard, progress_shard_name
+from progress_monitor.contracts.values import Status, TimestampError, parse_cademi_time
+from progress_monitor.errors import (
     CademiError,
     CademiOutageError,
-    CademiPaginationError,
-    CallStats,
-    Student,
+    PermanentError,
+    SecretUnavailableError,
+    TransientError,
+    pipeline_error,
 )
-from progress_monitor.contracts import (
-    ProgressTask,
-    PubSubMessage,
-    ShardMeta,
-    TimestampError,
-    parse_cademi_time,
-    parse_progress_shard,
-    progress_shard_name,
-    pubsub_message,
-)
-from progress_monitor.errors import PermanentError, TransientError
 from progress_monitor.extraction import PieceExtraction
-from progress_monitor.secrets import SecretUnavailableError
+from progress_monitor.failures import guard
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import NDJSON, create_once, freeze_roster, get_blob, ndjson, read_roster
-from progress_monitor.stages.failures import guard
 
 log = logging.getLogger("progress_monitor.extract")
 
@@ -71,7 +64,7 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         client = runtime.cademi_client(cfg)
     except SecretUnavailableError as exc:
         # Often a passing Secret Manager hiccup: redelivered with backoff, not a day's wait for the health check.
-        raise TransientError(f"Cademi API key unavailable: {exc}") from exc
+        raise pipeline_error(exc, "Cademi API key unavailable") from exc
     stats = CallStats()
     try:
         if task.piece == 0:
@@ -98,23 +91,19 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
             meta = ShardMeta(
                 task=task,
                 records=statuses.total(),
-                failed=statuses["failed"],
-                no_access=statuses["no_access"],
+                failed=statuses[Status.FAILED],
+                no_access=statuses[Status.NO_ACCESS],
                 students=piece.students_done,
                 api_calls=calls.get("requests", 0),
                 rate_limited=calls.get("rate_limited", 0),
                 next_index=piece.next_index,
             )
             created = create_once(bucket, name, spool, meta.to_metadata(), NDJSON)
-    except CademiConfigError as exc:
-        raise PermanentError(f"Cademi refused our credentials ({exc.code}): fix the API key or URL") from exc
     except CademiOutageError as exc:
         log.error("Cademi looks down; piece left for a later delivery: %s", exc, extra=context)
-        raise TransientError(f"tag {task.tag_id} piece {task.piece}: {exc}") from exc
-    except CademiPaginationError as exc:
-        raise PermanentError(f"listing tag {task.tag_id} failed: {exc}") from exc  # a retry would loop again
-    except CademiError as exc:
-        raise TransientError(f"listing tag {task.tag_id} failed: {exc}") from exc
+        raise pipeline_error(exc, f"tag {task.tag_id} piece {task.piece}") from exc
+    except CademiError as exc:  # a wrong key or URL, or a listing that never ends, is permanent (errors.RULES)
+        raise pipeline_error(exc, f"tag {task.tag_id} piece {task.piece}") from exc
     if not created:
         # A concurrent duplicate wrote this piece first, maybe cut at another student: follow *its*
         # continuation, so the next piece starts exactly where the stored shard ends.
@@ -161,7 +150,7 @@ def _follow_existing(cfg: Settings, name: str, existing: storage.Blob | None) ->
 def _pass_on(cfg: Settings, meta: ShardMeta) -> None:
     """What follows a written piece: the tag's next piece, or, after its last, the lane's next tag."""
     if meta.next_index is not None:
-        runtime.publish_task(cfg, meta.task.next(meta.next_index))
+        runtime.send(cfg, meta.task.next(meta.next_index))
         return
     bucket = runtime.shards_bucket(cfg)
     run_id = meta.task.run_id
@@ -171,8 +160,7 @@ def _pass_on(cfg: Settings, meta: ShardMeta) -> None:
         log.error("lane of tag %d cannot pass on: %s", meta.task.tag_id, exc, extra={"run_id": str(run_id)})
         return
     if successor is not None:
-        runtime.publish_task(cfg, successor)
-        lanes.mark_published(bucket, run_id, successor.tag_id)
+        lanes.hand_out(cfg, bucket, successor)
         log.info(
             "lane passed on to tag %d", successor.tag_id, extra={"run_id": str(run_id), "tag_id": meta.task.tag_id}
         )

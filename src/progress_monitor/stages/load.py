@@ -14,20 +14,14 @@ from typing import Any
 from google.api_core.exceptions import NotFound
 
 from progress_monitor import loader, reporting, runs, runtime
-from progress_monitor.contracts import (
-    ObjectRef,
-    RunId,
-    ShardMeta,
-    ShardName,
-    parse_contacts,
-    parse_progress_shard,
-    storage_object,
-)
+from progress_monitor.contracts.events import ObjectRef, storage_object
+from progress_monitor.contracts.messages import DigestTask
+from progress_monitor.contracts.objects import ShardMeta, ShardName, parse_contacts, parse_progress_shard
+from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import PermanentError
+from progress_monitor.failures import guard
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import get_blob
-from progress_monitor.stages.failures import guard
-from progress_monitor.tutors.digest import request_digests
 
 log = logging.getLogger("progress_monitor.load")
 
@@ -127,6 +121,6 @@ def _refresh_reports(cfg: Settings, run_id: RunId) -> None:
         return
     try:
         # The tutors' digests go through their own topic: a Slack outage is retried there, never here.
-        request_digests(cfg, run_id)
+        runtime.send(cfg, DigestTask(run_id))
     except Exception:
         log.exception("could not request the tutors' digests", extra={"run_id": str(run_id)})

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from progress_monitor import health, lanes, runs, runtime, warehouse
-from progress_monitor.contracts import RUN_LABEL, PubSubMessage, RunId, monday_of, pubsub_message
+from progress_monitor.contracts.events import PubSubMessage, pubsub_message
+from progress_monitor.contracts.messages import ScheduleRequest
+from progress_monitor.contracts.values import RunId, monday_of
 from progress_monitor.errors import PermanentError
+from progress_monitor.failures import guard
 from progress_monitor.settings import Settings
-from progress_monitor.stages.failures import guard
 
 log = logging.getLogger("progress_monitor.schedule")
-MAX_TAG_FILTER = 1000
 
 
 @dataclass(frozen=True)
@@ -39,41 +39,22 @@ class FanOut:
 
 
 def plan_run(cfg: Settings, message: PubSubMessage, now: datetime | None = None) -> RunPlan:
-    """The run a schedule message asks for: the same scheduled slot always gives the same run id.
+    """The run a schedule message asks for (contracts.messages.ScheduleRequest): the same scheduled slot always
+    gives the same run id; a week that has not started, or a past one against the real Cademi, is refused."""
+    return _plan(cfg, ScheduleRequest.from_json(message.json()), message.publish_time, now)
 
-    The week is the one of the message's publish time in the school's time zone, unless the body carries
-    `week` (any date of the wanted week, for a manual or local trigger). `rerun` (a label) gives a deliberate
-    re-extraction its own run id (the history keeps one row per key); `tag_ids` limits the run to some tags.
-    """
-    body = message.json()
+
+def _plan(cfg: Settings, request: ScheduleRequest, published: datetime | None, now: datetime | None) -> RunPlan:
     now = now or datetime.now(UTC)
-    week = body.get("week")
-    if week is not None:
-        try:
-            moment = datetime.combine(date.fromisoformat(str(week)), datetime.min.time(), ZoneInfo(cfg.timezone))
-        except ValueError as exc:
-            raise PermanentError(f"schedule field 'week' is not a date: {str(week)[:20]!r}") from exc
-    else:
-        moment = message.publish_time or now
-    snapshot = monday_of(moment, cfg.timezone)
+    run_id = request.run_id(cfg.timezone, published or now)
     current = monday_of(now, cfg.timezone)
-    if snapshot > current:
-        raise PermanentError(f"schedule asks for week {snapshot}, which has not started yet")
-    if snapshot < current and not cfg.cademi_is_simulator:
+    if run_id.snapshot_date > current:
+        raise PermanentError(f"schedule asks for week {run_id.snapshot_date}, which has not started yet")
+    if run_id.snapshot_date < current and not cfg.cademi_is_simulator:
         # Cademi serves today's progress only: extracting now would file it under a past week. Rebuilding a
         # past week from its kept shards is `replay`.
-        raise PermanentError(f"schedule asks for past week {snapshot}; Cademi serves only the current week")
-    rerun = body.get("rerun")
-    if rerun is not None and (not isinstance(rerun, str) or not RUN_LABEL.fullmatch(rerun)):
-        raise PermanentError("schedule field 'rerun' must be a short lower-case label")
-    only = body.get("tag_ids")
-    if only is not None and (
-        not isinstance(only, list)
-        or len(only) > MAX_TAG_FILTER
-        or not all(isinstance(t, int) and not isinstance(t, bool) for t in only)
-    ):
-        raise PermanentError("schedule field 'tag_ids' must be a list of integers")
-    return RunPlan(RunId(snapshot, rerun), frozenset(only) if only is not None else None)
+        raise PermanentError(f"schedule asks for past week {run_id.snapshot_date}; Cademi serves only the current week")
+    return RunPlan(run_id, request.tag_ids)
 
 
 def handle_schedule(event: Any) -> FanOut | None:
@@ -83,10 +64,11 @@ def handle_schedule(event: Any) -> FanOut | None:
 
 
 def _dispatch(cfg: Settings, message: PubSubMessage) -> FanOut | None:
-    if message.json().get("health_check") is True:
+    request = ScheduleRequest.from_json(message.json())
+    if request.health_check:
         health.daily_check(cfg)
         return None
-    return fan_out(cfg, plan_run(cfg, message))
+    return fan_out(cfg, _plan(cfg, request, message.publish_time, None))
 
 
 def fan_out(cfg: Settings, plan: RunPlan) -> FanOut:
@@ -100,8 +82,7 @@ def fan_out(cfg: Settings, plan: RunPlan) -> FanOut:
         log.info("run already fanned out; duplicate schedule message ignored", extra=context)
         return FanOut(plan.run_id, len(tags), duplicate=True)
     for task in lanes.start(bucket, plan.run_id, tags, cfg.extraction_lanes):
-        runtime.publish_task(cfg, task)
-        lanes.mark_published(bucket, plan.run_id, task.tag_id)
+        lanes.hand_out(cfg, bucket, task)
     runs.mark_fanned_out(cfg, plan.run_id)
     log.info(
         "run started: %d tags in %d lanes",

@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Request, Response
 
 from progress_monitor import runtime, warehouse
-from progress_monitor.add_tag.app import parse_form, verified_slack_body
-from progress_monitor.contracts import strict
+from progress_monitor.contracts.messages import CLICK_ACTIONS, ClassListTask, ClickTask
+from progress_monitor.contracts.values import MESSAGE_TS, SLACK_CHANNEL, SLACK_USER
 from progress_monitor.errors import PermanentError
 from progress_monitor.reporting import call_first
-from progress_monitor.settings import SLACK_CHANNEL, SLACK_USER, Settings
+from progress_monitor.settings import Settings
 from progress_monitor.slack_api import respond
+from progress_monitor.slack_http import parse_form, verified_slack_body
 from progress_monitor.tutors import blocks, digest
 
 log = logging.getLogger("progress_monitor.tutors")
-MESSAGE_TS = strict(r"\d{9,12}\.\d{1,9}")
 MAX_PAYLOAD = 64 * 1024  # a block_actions payload carries the whole message; ours stay well under this
 TUTOR_LIST_SQL = """
 SELECT s.tag_id, s.user_id, s.nome, s.status, s.weeks_behind, s.dias_sem_acessar AS days_without_access,
@@ -43,27 +42,11 @@ WHEN NOT MATCHED THEN INSERT (snapshot_date, tag_id, user_id, action, tutor, cha
 """
 
 
-@dataclass(frozen=True)
-class Click:
-    """A verified button click, as the worker receives it."""
-
-    week: date
-    tag_id: int
-    user_id: int
-    action: str
-    tutor: str
-    channel: str
-    message_ts: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "click", **asdict(self), "week": self.week.isoformat()}
-
-
 class InteractionRefused(ValueError):
     """An interaction payload that is not a click on one of our buttons."""
 
 
-def parse_click(payload: Any, team_id: str) -> Click:
+def parse_click(payload: Any, team_id: str) -> ClickTask:
     """A `block_actions` payload -> the click; InteractionRefused names what is wrong. Everything is checked:
     the signature proves Slack sent it, not that its fields are ours."""
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
@@ -90,13 +73,13 @@ def parse_click(payload: Any, team_id: str) -> Click:
     if not isinstance(actions, list) or len(actions) != 1 or not isinstance(actions[0], dict):
         raise InteractionRefused("expected exactly one action")
     action_id = actions[0].get("action_id")
-    if action_id not in blocks.ACTIONS:
+    if not isinstance(action_id, str) or action_id not in CLICK_ACTIONS:  # a list or an object is no action id
         raise InteractionRefused("unknown action")
     parsed = blocks.parse_button_value(actions[0].get("value"))
     if parsed is None:
         raise InteractionRefused("unknown button value")
     week, tag_id, user_id = parsed
-    return Click(week, tag_id, user_id, str(action_id), f"slack:{tutor}", channel_id, ts)
+    return ClickTask(week, tag_id, user_id, action_id, f"slack:{tutor}", channel_id, ts)
 
 
 def handle_interaction(request: Request, settings: Settings) -> Response:
@@ -113,7 +96,7 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
         log.warning("Slack interaction refused: %s", str(exc)[:100])
         return Response(f"refused: {str(exc)[:100]}", status=400)
     try:
-        runtime.publish(settings, settings.slack_tasks_topic, json.dumps(click.to_json()).encode(), {"kind": "click"})
+        runtime.send(settings, click)
     except Exception:
         log.exception("could not queue a tutor's click")
         return Response("try again", status=503)  # Slack shows the tutor that the click did not go through
@@ -121,7 +104,7 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
     return Response("", status=200)
 
 
-def record_click(cfg: Settings, click: Click) -> bool:
+def record_click(cfg: Settings, click: ClickTask) -> bool:
     """Record a click once (a double click or a replayed request finds its row) and update the message in
     place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
     claim = digest.read_claim(runtime.shards_bucket(cfg), click.week, click.channel)
@@ -170,26 +153,7 @@ def _latest_week(cfg: Settings, tag_id: int) -> date | None:
     return found[0]["d"] if found else None
 
 
-def answer_list(cfg: Settings, task: dict[str, Any]) -> None:
-    tag_id, url = task.get("tag_id"), task.get("response_url")
-    requester, channel = task.get("requester"), task.get("channel")
-    if not isinstance(tag_id, int) or not cfg.slack_response_url_ok(url) or not isinstance(requester, str):
-        raise PermanentError("list task without a tag, a Slack response_url or a requester")
-    respond(str(url), class_list_reply(cfg, tag_id, requester, str(channel or "")))
-
-
-def click_from_task(task: dict[str, Any]) -> Click:
-    if task.get("action") not in blocks.ACTIONS:
-        raise PermanentError("click task with an unknown action")
-    try:
-        return Click(
-            week=date.fromisoformat(task["week"]),
-            tag_id=int(task["tag_id"]),
-            user_id=int(task["user_id"]),
-            action=str(task["action"]),
-            tutor=str(task["tutor"]),
-            channel=str(task["channel"]),
-            message_ts=str(task["message_ts"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PermanentError(f"click task unusable: {exc}") from exc
+def answer_list(cfg: Settings, task: ClassListTask) -> None:
+    if not cfg.slack_response_url_ok(task.response_url):
+        raise PermanentError("list task field 'response_url' is not Slack's")
+    respond(task.response_url, class_list_reply(cfg, task.tag_id, task.requester, task.channel))

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from progress_monitor.contracts.messages import CLICK_ACTIONS
 from progress_monitor.slack_api import MAX_BLOCKS, MAX_TEXT
 
-ACTIONS = {"contatado": "Contatado", "sem_resposta": "Sem resposta"}
+ACTIONS = dict(zip(CLICK_ACTIONS, ("Contatado", "Sem resposta"), strict=True))  # action_id -> button label
 BUTTON_VALUE = re.compile(r"w=(\d{4}-\d{2}-\d{2});t=([1-9]\d{0,8});u=([1-9]\d{0,11})", re.ASCII)
 STATUS_ICON = {"em risco": ":red_circle:", "atrasado": ":large_orange_circle:"}
 BLOCKS_PER_CLASS = 3  # summary, "more" line, divider

@@ -24,12 +24,19 @@ from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import runs, runtime, warehouse
-from progress_monitor.contracts import RunId
-from progress_monitor.errors import PermanentError, TransientError
+from progress_monitor.contracts.objects import digest_claim_name
+from progress_monitor.contracts.values import RunId
+from progress_monitor.errors import (
+    GOOGLE_ERRORS,
+    PermanentError,
+    SlackRefusedError,
+    SlackUnavailableError,
+    TransientError,
+    pipeline_error,
+)
 from progress_monitor.reporting import call_first
 from progress_monitor.settings import Settings
 from progress_monitor.shard_store import create_once, get_blob
-from progress_monitor.slack_api import SlackRefusedError, SlackUnavailableError
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
 
 log = logging.getLogger("progress_monitor.tutors")
@@ -66,16 +73,6 @@ WHEN NOT MATCHED THEN INSERT (snapshot_date, channel_id, run_id, message_ts, sta
   students_listed, em_risco, atrasado, posted_at)
   VALUES (@week, @channel, @run_id, @ts, @status, @error, @tag_ids, @listed, @em_risco, @atrasado, @now)
 """
-
-
-def request_digests(cfg: Settings, run_id: RunId) -> None:
-    """Ask notify_tutors for the run's digests (load_history, once the reports are rebuilt)."""
-    body = json.dumps({"kind": "digest", "run_id": str(run_id)}).encode()
-    runtime.publish(cfg, cfg.slack_tasks_topic, body, {"kind": "digest", "run_id": str(run_id)})
-
-
-def claim_name(week: date, channel: str) -> str:
-    return f"slack/digests/{week.isoformat()}/{channel}.json"
 
 
 @dataclass
@@ -167,15 +164,17 @@ class Claim:
 
 
 def read_claim(bucket: storage.Bucket, week: date, channel: str) -> Claim | None:
-    blob = get_blob(bucket, claim_name(week, channel))
+    blob = get_blob(bucket, digest_claim_name(week, channel))
     if blob is None:
         return None
     try:
         body = json.loads(blob.download_as_bytes())
     except exceptions.NotFound:
         return None
-    except (ValueError, exceptions.GoogleAPIError) as exc:
+    except ValueError as exc:
         raise TransientError(f"digest claim {blob.name} unreadable: {type(exc).__name__}") from exc
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, f"cannot read digest claim {blob.name}") from exc
     if not isinstance(body, dict):
         raise PermanentError(f"digest claim {blob.name} is not an object")
     return Claim(blob, body)
@@ -188,8 +187,8 @@ def _replace(bucket: storage.Bucket, claim: Claim, body: dict[str, Any]) -> bool
         blob.upload_from_string(json.dumps(body), content_type="application/json", if_generation_match=claim.generation)
     except exceptions.PreconditionFailed:
         return False
-    except exceptions.GoogleAPIError as exc:
-        raise TransientError(f"cannot write {blob.name}: {type(exc).__name__}") from exc
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, f"cannot write {blob.name}") from exc
     claim.blob, claim.body = blob, body  # the upload's answer set the new generation on `blob`
     return True
 
@@ -267,7 +266,7 @@ def _post_channel(
     week = run_id.snapshot_date
     now = datetime.now(UTC)
     mine = {"run_id": str(run_id), "claimed_at": now.isoformat(), "ts": None, "listed": d.listed_pairs()}
-    if create_once(bucket, claim_name(week, d.channel), json.dumps(mine).encode(), {}, "application/json"):
+    if create_once(bucket, digest_claim_name(week, d.channel), json.dumps(mine).encode(), {}, "application/json"):
         claim = read_claim(bucket, week, d.channel)
         if claim is None:
             raise TransientError("digest claim unreadable right after creation")

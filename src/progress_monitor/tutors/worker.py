@@ -1,6 +1,6 @@
 """notify_tutors: the Slack tasks topic's worker (digest after a run, a tutor's click, a class list request).
 
-Failures follow the stages' policy (stages/failures.py): Slack or BigQuery unavailable raise and Pub/Sub
+Failures follow the stages' policy (failures.py): Slack or BigQuery unavailable raise and Pub/Sub
 redelivers with backoff; a task that can never succeed is dead-lettered with its reason.
 """
 
@@ -10,11 +10,11 @@ import logging
 from typing import Any
 
 from progress_monitor import runtime
-from progress_monitor.contracts import RunId, pubsub_message
-from progress_monitor.errors import PermanentError
+from progress_monitor.contracts.events import pubsub_message
+from progress_monitor.contracts.messages import ClickTask, DigestTask, parse_slack_task
+from progress_monitor.errors import PermanentError, SlackRefusedError
+from progress_monitor.failures import guard
 from progress_monitor.settings import Settings
-from progress_monitor.slack_api import SlackRefusedError
-from progress_monitor.stages.failures import guard
 from progress_monitor.tutors import actions, digest
 
 log = logging.getLogger("progress_monitor.tutors")
@@ -26,15 +26,12 @@ def handle_slack_task(event: Any) -> Any:
 
 
 def run_task(cfg: Settings, event: Any) -> Any:
-    task = pubsub_message(event).json()
-    kind = task.get("kind")
+    task = parse_slack_task(pubsub_message(event).json())
     try:
-        if kind == "digest":
-            return digest.post_run_digests(cfg, RunId.parse(task.get("run_id")))
-        if kind == "click":
-            return actions.record_click(cfg, actions.click_from_task(task))
-        if kind == "list":
-            return actions.answer_list(cfg, task)
+        if isinstance(task, DigestTask):
+            return digest.post_run_digests(cfg, task.run_id)
+        if isinstance(task, ClickTask):
+            return actions.record_click(cfg, task)
+        return actions.answer_list(cfg, task)
     except SlackRefusedError as exc:
-        raise PermanentError(f"Slack refused the {kind} task: {exc.code}") from exc
-    raise PermanentError(f"unknown Slack task kind {str(kind)[:30]!r}")
+        raise PermanentError(f"Slack refused the {task.KIND} task: {exc.code}") from exc

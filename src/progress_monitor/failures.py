@@ -1,8 +1,8 @@
-"""The failure policy of every stage, decided here in one place.
+"""The failure policy of every event entry point (the three stages and the tutors' worker), in one place.
 
 A TransientError (or any unexpected exception) propagates, so Pub/Sub redelivers the event with backoff. A
-PermanentError is logged with its reason, the message is published to the stage's dead-letter topic and
-recorded in the `failures` table, and the event is acknowledged.
+PermanentError is logged with its reason, the message is published to the entry point's dead-letter topic and
+recorded in the `failures` table, and the event is acknowledged. Which outside errors are which: errors.RULES.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from progress_monitor import runtime
-from progress_monitor.contracts import PubSubMessage, RunId, event_as_message, parse_uint
-from progress_monitor.errors import PermanentError
+from progress_monitor.contracts.events import PubSubMessage, event_as_message
+from progress_monitor.contracts.values import RunId, parse_uint
+from progress_monitor.errors import Kind, classify, pipeline_error
 from progress_monitor.runs import record_failure
 from progress_monitor.settings import Settings
 
@@ -24,12 +25,15 @@ KEPT_ATTRIBUTES = ("run_id", "tag_id", "piece")
 
 
 def guard(cfg: Settings, stage: str, dlq_topic: str, event: Any, work: Callable[[Any], T]) -> T | None:
-    """Run `work(event)`, decoding included; a PermanentError dead-letters the event (as far as it can be read)
-    and returns None, so a malformed envelope is recorded once instead of failing five deliveries."""
+    """Run `work(event)`, decoding included. An error the table calls permanent (errors.RULES; a PermanentError
+    above all) dead-letters the event, as far as it can be read, and returns None, so a malformed envelope is
+    recorded once instead of failing five deliveries; any other error propagates and is redelivered."""
     try:
         return work(event)
-    except PermanentError as exc:
-        dead_letter(cfg, stage, dlq_topic, event_as_message(event), str(exc))
+    except Exception as exc:
+        if classify(exc) is not Kind.PERMANENT:
+            raise  # redelivered with backoff
+        dead_letter(cfg, stage, dlq_topic, event_as_message(event), str(pipeline_error(exc, stage)))
         return None
 
 

@@ -1,0 +1,183 @@
+"""The package's shape, checked with `ast`: imports only go down, modules stay small, and every Pub/Sub body
+and object name is built only in `contracts`."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "progress_monitor"
+MAX_LINES = 400
+# Feature packages: each imports the root modules below it, never another feature package.
+FEATURES = ("stages", "tutors", "add_tag")
+# Pure layers: they import nothing of ours but each other (and errors, which imports nothing of ours).
+PURE = ("progress_monitor.contracts", "progress_monitor.errors")
+# Operator commands: the top of the graph, they may drive a stage; nothing imports them.
+COMMANDS = ("progress_monitor.replay",)
+
+
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    parts = ["progress_monitor", *path.relative_to(root).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package modules it imports (`from pkg import mod` counts as importing `pkg.mod`)."""
+    modules = {module_name(p, root): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("progress_monitor"):
+                for alias in node.names:
+                    child = f"{node.module}.{alias.name}"
+                    found.add(child if child in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("progress_monitor")}
+        graph[name] = {m for m in found if m in modules and m != name and m != "progress_monitor"}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def feature_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in FEATURES else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that do not go down: a root module into a feature package, a feature into another feature,
+    anything into an operator command, or a pure layer into anything of ours that is not pure."""
+    wrong = []
+    for module, imported in sorted(graph.items()):
+        for target in sorted(imported):
+            mine, theirs = feature_of(module), feature_of(target)
+            sideways = theirs is not None and mine != theirs and module not in COMMANDS
+            impure = module.startswith(PURE) and not target.startswith(PURE)
+            if target in COMMANDS or sideways or impure:
+                wrong.append(f"{module} -> {target}")
+    return wrong
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_imports_only_go_down() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_the_checks_catch_a_planted_cycle_and_an_upward_import(tmp_path: Path) -> None:
+    """The graph checks can fail: a copy of the package with a planted loop and a feature importing a feature."""
+    root = tmp_path / "progress_monitor"
+    for path in PACKAGE.rglob("*.py"):
+        target = root / path.relative_to(PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    (root / "errors.py").write_text("from progress_monitor import runtime\n", encoding="utf-8")
+    (root / "tutors" / "worker.py").write_text("from progress_monitor.stages import load\n", encoding="utf-8")
+    graph = import_graph(root)
+    assert any("progress_monitor.errors" in c and "progress_monitor.runtime" in c for c in cycles(graph))
+    wrong = upward_imports(graph)
+    assert "progress_monitor.tutors.worker -> progress_monitor.stages.load" in wrong
+    assert "progress_monitor.errors -> progress_monitor.runtime" in wrong
+
+
+# -- one home for every message body and object name -------------------------------------------------------
+
+CONTRACTS = PACKAGE / "contracts"
+# An f-string starting like an object path of the shards bucket, or a JSON body handed to a publish.
+OBJECT_PREFIXES = ("progress/", "rosters/", "contacts/", "lanes/", "budget/", "slack/")
+OBJECT_NAME = re.compile(r"(progress|rosters|contacts|lanes|budget|slack)/[\w=./-]+\.(json|ndjson)")
+
+
+def object_paths_outside_contracts(root: Path = PACKAGE) -> list[str]:
+    found = []
+    for path in root.rglob("*.py"):
+        if path.is_relative_to(root / "contracts"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+                head = str(node.values[0].value)
+                if head.startswith(OBJECT_PREFIXES):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and OBJECT_NAME.fullmatch(node.value):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return sorted(found)
+
+
+def publishes_outside_contracts(root: Path = PACKAGE) -> list[str]:
+    """`publish(..., json.dumps(...) ...)`: a message body built by hand instead of by its contract."""
+    found = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            if name == "publish" and any("json" in ast.unparse(arg) for arg in node.args):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return sorted(found)
+
+
+def test_object_names_are_built_only_in_contracts() -> None:
+    assert object_paths_outside_contracts() == []
+
+
+def test_message_bodies_are_built_only_in_contracts() -> None:
+    assert publishes_outside_contracts() == []
+
+
+@pytest.mark.parametrize(
+    ("source", "check"),
+    [
+        ('def f(d):\n    return f"slack/digests/{d}/C1.json"\n', object_paths_outside_contracts),
+        ('NAME = "budget/cademi.json"\n', object_paths_outside_contracts),
+        (
+            'import json\ndef f(c, t):\n    runtime.publish(c, t, json.dumps({"kind": "x"}).encode())\n',
+            publishes_outside_contracts,
+        ),
+    ],
+)
+def test_the_contract_checks_catch_a_planted_path_or_body(tmp_path: Path, source: str, check: Any) -> None:
+    (tmp_path / "planted.py").write_text(source, encoding="utf-8")
+    found = check(tmp_path)
+    assert len(found) == 1 and found[0].startswith("planted.py:")
