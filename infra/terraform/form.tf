@@ -44,7 +44,7 @@ resource "google_cloud_run_service_iam_member" "iap_invoker" {
 # Slack cannot present Google credentials: the endpoint is public and every request must carry Slack's
 # HMAC signature, verified in code (timestamp window, constant-time comparison). Where the organisation
 # enforces domain-restricted sharing (iam.allowedPolicyMemberDomains, the default for new organisations) this
-# grant is refused: the project needs that policy's exception first (README, "Deploy", step 2).
+# grant is refused: the project needs that policy's exception first (docs/deploy.md, "First apply", step 2).
 resource "google_cloud_run_service_iam_member" "slack_public" {
   # checkov:skip=CKV_GCP_102: Slack cannot send Google credentials; every request is verified by its HMAC signature in code
   location = var.region

@@ -30,7 +30,7 @@ resource "google_monitoring_alert_policy" "run_failed" {
     auto_close = "604800s"
   }
   documentation {
-    content = "See the run health page and the dead-letter subscriptions (*-dlq-sub); README, Operations."
+    content = "See the run health page and the dead-letter subscriptions (*-dlq-sub); docs/operations.md (Alerts, Dead letters)."
   }
   depends_on = [time_sleep.apis_ready]
 }
@@ -109,7 +109,7 @@ resource "google_monitoring_alert_policy" "dead_letters" {
     auto_close = "604800s"
   }
   documentation {
-    content = "Read the messages and their `reason` attribute on the *-dlq-sub subscriptions; README, Operations."
+    content = "Read the messages and their `reason` attribute on the *-dlq-sub subscriptions; docs/operations.md (Alerts, Dead letters)."
   }
   depends_on = [time_sleep.apis_ready]
 }

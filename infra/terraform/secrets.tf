@@ -1,4 +1,4 @@
-# Secret containers only: their values are added by hand (README, "Deploy"), never stored in Terraform state.
+# Secret containers only: their values are added by hand (docs/deploy.md, "First apply"), never stored in Terraform state.
 resource "google_secret_manager_secret" "secret" {
   for_each  = local.secrets
   secret_id = each.value

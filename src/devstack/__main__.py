@@ -1,4 +1,4 @@
-"""Local stack commands: run | up | trigger | down (see the README)."""
+"""Local stack commands: run | up | trigger | down (see docs/development.md)."""
 
 from devstack.cli import main
 

@@ -6,9 +6,10 @@ below and nowhere else; `check_contract` reads the live `GET /openapi.json` (and
 the school's key and reports, field by field, whether this mapping matches, before a school switches.
 
 Identity: v3 ids are prefixed opaque strings (`usr_42`, `prd_7`, `tag_7`). The history keeps v1's numeric
-ids, so `usr_<digits>` is read as v1 user `<digits>` (the fact sheet's own example pairs them; a school checks
-it once, README "Cademi API v1 and v3"). An id of any other shape is refused, never guessed: the student is
-skipped and counted (`malformed_users`), so two students can never be merged nor one split.
+ids, so `usr_<digits>` is read as v1 user `<digits>` (the fact sheet's own example pairs them; a school
+checks it once, docs/architecture.md "Cademi API v1 and v3"). An id of any other shape is refused, never
+guessed: the student is skipped and counted (`malformed_users`), so two students can never be merged nor one
+split.
 """
 
 from __future__ import annotations

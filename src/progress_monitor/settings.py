@@ -75,11 +75,11 @@ class Settings:
     storage_emulator_host: str = ""
     pubsub_emulator_host: str = ""
 
-    # Status thresholds (percentage points of gap = actual - expected); see the README's metrics.
+    # Status thresholds (percentage points of gap = actual - expected); see docs/metrics.md.
     status_ahead_gap: float = 10.0
     status_behind_gap: float = -10.0
     status_risk_gap: float = -25.0
-    # Recency (README "Metrics"): behind and no access for this many days is `em risco`; a student in their
+    # Recency (docs/metrics.md): behind and no access for this many days is `em risco`; a student in their
     # first `status_grace_days` in a class is never flagged.
     status_inactive_days: int = 14
     status_grace_days: int = 7

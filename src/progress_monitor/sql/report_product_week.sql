@@ -1,5 +1,5 @@
 -- One row per student x product x snapshot week: expected and actual progress, gap, status and change.
--- Definitions: README "Metrics". Materialised as a table after each run (Looker Studio reads the table).
+-- Definitions: docs/metrics.md. Materialised as a table after each run (Looker Studio reads the table).
 WITH tag_products AS (
   SELECT r.tag_id, r.track_id, r.turma, r.start_date, t.product_id, t.product_name, t.position, t.due_week,
          COALESCE(LAG(t.due_week) OVER (PARTITION BY r.tag_id ORDER BY t.position), 0) AS previous_due_week
