@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
 
 from progress_monitor.cademi_check import check_contract
 from progress_monitor.cademi_types import Progress
-from progress_monitor.cademi_v3 import FIELDS, CademiV3Client
-from progress_monitor.errors import CademiBusinessError, CademiConfigError, CademiMalformedError
+from progress_monitor.cademi_v3 import FIELDS, MAX_STUDENT_PAGES, CademiV3Client
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.values import RunId
+from progress_monitor.errors import (
+    CademiBusinessError,
+    CademiConfigError,
+    CademiMalformedError,
+    CademiPaginationError,
+)
+from progress_monitor.extraction import PieceExtraction
 from progress_monitor.ratelimit import RateLimiter
 from tests.scenarios import school
 
@@ -101,3 +110,25 @@ def test_a_short_pair_fault_is_a_transient_failure_of_the_call_cleared_by_a_retr
     answers = client.student_progress(1001, (101, 102))
     assert all(isinstance(a, Progress) for a in answers.values())
     assert sim.admin.counters()["v3/progress"] == 2 and client.stats.snapshot()["retries"] == 1
+
+
+def test_an_endless_progress_cursor_fails_that_students_products_after_a_few_pages(simulator) -> None:
+    scenario = school(n_students=3, products=(101, 102))
+    scenario["v3"] = {"endless_progress": [1002]}  # pages cycle through 1002's products, the cursor never ends
+    sim = simulator(scenario)
+    client = v3_client(sim)
+    answers = client.student_progress(1002, (101, 102))
+    assert all(isinstance(a, CademiPaginationError) for a in answers.values())
+    assert str(answers[101]) == f"/users/usr_1002/progress: more than {MAX_STUDENT_PAGES} pages; the cursor never ends"
+    assert sim.admin.counters()["v3/progress"] == MAX_STUDENT_PAGES == 10  # not the 200 of a class listing
+    assert all(isinstance(a, Progress) for a in client.student_progress(1001, (101, 102)).values())
+
+    # In a piece: that student's products are failed records, the others extracted, the piece completes.
+    task = ProgressTask(RunId(date(2026, 3, 2)), 5001, (101, 102))
+    piece = PieceExtraction(client, task, (1001, 1002, 1003), budget_s=60, workers=2)
+    records = list(piece.records())
+    assert piece.next_index is None and len(records) == 6
+    failed = {(r.user_id, r.product_id) for r in records if r.status == "failed"}
+    assert failed == {(1002, 101), (1002, 102)}
+    assert all("more than 10 pages" in (r.error or "") for r in records if r.status == "failed")
+    assert all(r.status == "ok" for r in records if r.user_id != 1002)

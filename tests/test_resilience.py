@@ -219,8 +219,9 @@ def test_empty_contact_fields_from_cademi_never_erase_stored_ones(stack: LocalSt
 
 def test_a_reextraction_during_an_outage_keeps_every_ok_row_and_is_not_succeeded(stack: LocalStack) -> None:
     """The operator re-extracts a week while every progress call answers 503: each delivery of the piece stops
-    after a few students instead of writing failed rows, Pub/Sub dead-letters it after its attempts, the run
-    stays unfinished (the health check resumes it later) and the history is unchanged."""
+    after a few students instead of writing failed rows, Pub/Sub dead-letters it after its attempts, the
+    recorder writes its `failures` row at once (the run is `failed`, not left `running` until the daily health
+    check, which resumes it later) and the history is unchanged."""
     week = WEEKS[3]
     run_week(stack, 3)
     before = history_of(week, BIG_TAG)
@@ -236,7 +237,20 @@ def test_a_reextraction_during_an_outage_keeps_every_ok_row_and_is_not_succeeded
         dead = [d for d in stack.dead_letters() if d["topic"] == "progress-tasks-dlq"]
         time.sleep(1)
     assert dead, "the piece was never dead-lettered"
-    assert runs.run_status(cfg(), run_id) == "running"  # not succeeded; run health shows it unfinished
+    recorded: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while not recorded and time.monotonic() < deadline:
+        recorded = warehouse.query(
+            cfg(), "SELECT * FROM `${failures}` WHERE run_id = @r AND attempts IS NOT NULL", r=str(run_id)
+        )
+        time.sleep(1)
+    assert [(r["stage"], r["tag_id"], r["piece"], r["attempts"]) for r in recorded] == [
+        ("extract_progress", BIG_TAG, 0, 5)  # its subscription's max_delivery_attempts
+    ]
+    assert "Pub/Sub gave up" in recorded[0]["reason"] and '"run_id"' in recorded[0]["attributes"]
+    assert runs.run_status(cfg(), run_id) == "failed"  # not succeeded, and run health shows why at once
+    health = warehouse.query(cfg(), "SELECT * FROM `${report_run_health}` WHERE run_id = @r", r=str(run_id))
+    assert health[0]["dead_lettered"] == 1
     assert history_of(week, BIG_TAG) == before
     progress_calls = admin.counters().get("faults_fired", 0)  # every progress call answered 503
     # Writing every student as failed would have spent 155 x 2 x 4 calls in each of the 5 deliveries.

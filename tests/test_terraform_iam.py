@@ -101,6 +101,9 @@ CALLS: dict[str, set[tuple[str, str]]] = {
         ("objects.readwrite", "shards/slack/"),  # digest claims: create once, rewrite, release
         ("topic.publish", "slack_tasks_dlq"),
     },
+    # dead_letters.py: a dead-lettered message's failures row, and its run's status (no publish: it has no
+    # dead-letter topic of its own)
+    "record_failures": RUN_BOOKKEEPING | {("bigquery.jobs", "project")},
 }
 # What one grant of a role allows, in the terms of CALLS.
 BUCKET_ROLES = {
@@ -248,6 +251,28 @@ def test_every_push_subscription_identity_can_invoke_its_target() -> None:
     assert invoker["member"] == "${google_service_account.pusher.member}"
     # load_history: shard reloads; notify_tutors: the Slack tasks
     assert set(push) == {"extract_tags", "extract_progress", "load_history", "notify_tutors"}
+
+
+def test_every_dead_letter_topic_pushes_to_the_recorder_which_the_pusher_may_invoke() -> None:
+    topics = tf_locals()["topics"]
+    records = resources("google_pubsub_subscription")["dead_letter_records"]
+    assert records["for_each"] == '${{for k, v in local.topics : k => v if endswith(k, "_dlq")}}'
+    assert {k for k in topics if k.endswith("_dlq")} == {
+        "schedule_dlq",
+        "progress_dlq",
+        "shards_dlq",
+        "slack_tasks_dlq",
+    }
+    endpoint = records["push_config"][0]["push_endpoint"]
+    assert endpoint.startswith('${google_cloudfunctions2_function.fn["record_failures"].service_config[0].uri}')
+    assert (
+        records["push_config"][0]["oidc_token"][0]["service_account_email"] == "${google_service_account.pusher.email}"
+    )
+    assert "dead_letter_policy" not in records  # a recorder's failure is retried, never dead-lettered in a loop
+    assert records["ack_deadline_seconds"] >= tf_locals()["functions"]["record_failures"]["timeout"]
+    invoker = resources("google_cloud_run_service_iam_member")["recorder"]
+    assert invoker["service"] == '${google_cloudfunctions2_function.fn["record_failures"].name}'
+    assert invoker["role"] == "roles/run.invoker" and invoker["member"] == "${google_service_account.pusher.member}"
 
 
 def test_the_pubsub_agent_can_dead_letter_and_sign_push_tokens() -> None:

@@ -27,8 +27,10 @@ import requests
 from devstack.slack_standin import SlackStandin, click, interaction_payload, signed_post
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
 from progress_monitor import health, reporting, runtime, warehouse
+from progress_monitor.contracts.objects import digest_claim_name
 from progress_monitor.contracts.values import RunId
 from progress_monitor.settings import Settings
+from progress_monitor.tutors import digest
 from tests.scenarios import hand_progress
 
 pytestmark = pytest.mark.integration
@@ -354,3 +356,41 @@ def test_turma_canal_sets_where_a_class_digest_goes(stack: LocalStack) -> None:
     # only coordinators change the registry
     refused = _slash(stack, f"canal {B} C0NOVO02", TUTOR_1, CHANNEL_T1, slack.response_url("c"))
     assert "não tem permissão" in refused.json()["text"]
+
+
+def test_a_post_slack_took_but_never_answered_is_not_posted_again(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack posts the digest but its answer comes after our timeout: it may be in the channel, so the claim
+    stays (`unconfirmed`), the week is recorded so, and neither a redelivery nor the health check posts twice."""
+    run_id = RunId(week(3))
+    label = f"Semana {week(3).isocalendar()[0]}-W{week(3).isocalendar()[1]:02d}"
+    slack = SlackStandin(stack.endpoints["slack"])
+
+    def posts() -> int:
+        return sum(1 for m in slack.messages() if m["channel"] == CHANNEL_A and m["text"].startswith(label))
+
+    before = posts()
+    assert before == 1  # week 3's digest, posted by the outcome test's run
+    # As if the operator deleted the claim to post the week again: the next post starts from nothing.
+    runtime.shards_bucket(Settings.from_env()).blob(digest_claim_name(week(3), CHANNEL_A)).delete()
+    monkeypatch.setenv("SLACK_TIMEOUT_S", "1")
+    runtime.reset()
+    try:
+        slack.slow("chat.postMessage", seconds=3)
+        result = digest.post_run_digests(Settings.from_env(), run_id)
+        assert result.unconfirmed == [CHANNEL_A] and result.posted == []
+        wait_for(lambda: posts() == before + 1)  # Slack did post it
+        again = digest.post_run_digests(Settings.from_env(), run_id)  # a redelivery, or the health check
+        assert CHANNEL_A in again.skipped and again.posted == [] and again.unconfirmed == []
+        time.sleep(2)
+        assert posts() == before + 1
+        recorded = rows(
+            "SELECT status, error FROM `${slack_digests}` WHERE snapshot_date = @d AND channel_id = @c",
+            d=week(3),
+            c=CHANNEL_A,
+        )
+        assert [(r["status"], r["error"]) for r in recorded] == [("unconfirmed", "no_answer")]
+    finally:
+        monkeypatch.undo()
+        runtime.reset()

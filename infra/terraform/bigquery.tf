@@ -44,7 +44,8 @@ resource "google_bigquery_table" "run_health" {
   view {
     use_legacy_sql = false
     query = templatefile("${local.repo_root}/src/progress_monitor/sql/report_run_health.sql", {
-      runs = "${var.project_id}.${local.dataset}.runs"
+      runs     = "${var.project_id}.${local.dataset}.runs"
+      failures = "${var.project_id}.${local.dataset}.failures"
     })
   }
   depends_on = [google_bigquery_table.table]

@@ -46,6 +46,7 @@ locals {
   table_readers = {
     extract_tags     = ["registered_tags", "tracks", "loads"]
     extract_progress = ["loads"]
+    record_failures  = ["loads"] # runs.refresh_run derives the run's counters from the ledger
     add_tag          = ["tracks"]
     slack_command    = ["tracks"]
   }
@@ -55,6 +56,7 @@ locals {
     add_tag          = ["registered_tags"]
     slack_command    = ["registered_tags", "slack_channels"]
     notify_tutors    = ["runs", "failures", "slack_digests", "tutor_actions"]
+    record_failures  = ["runs", "failures"]
   }
   # Every function but the interactions endpoint (which only verifies and publishes) runs BigQuery jobs.
   bigquery_functions = [for k in keys(local.functions) : k if k != "slack_actions"]
@@ -180,6 +182,14 @@ resource "google_cloud_run_service_iam_member" "pusher" {
   for_each = local.push
   location = var.region
   service  = google_cloudfunctions2_function.fn[each.key].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.pusher.member
+}
+
+# Every dead-letter topic pushes to record_failures with the same pusher identity.
+resource "google_cloud_run_service_iam_member" "recorder" {
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["record_failures"].name
   role     = "roles/run.invoker"
   member   = google_service_account.pusher.member
 }

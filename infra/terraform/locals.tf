@@ -14,6 +14,8 @@ locals {
     # notify_tutors: the worker posting digests, recording clicks and answering /turma alunos.
     slack_actions = { source = "add_tag", entry_point = "slack_interactions", timeout = 30, memory = "256Mi" }
     notify_tutors = { source = "notify_tutors", entry_point = "notify_tutors", timeout = 120, memory = "256Mi" }
+    # record_failures: every dead-letter topic pushes here; each message gets its `failures` row at once.
+    record_failures = { source = "record_failures", entry_point = "record_failures", timeout = 60, memory = "256Mi" }
   }
   # extract_progress's instance cap bounds its slots (lanes), not the Cademi rate: the school-wide budget is
   # one slot sequence in the shards bucket (budget.py), held however many instances run.

@@ -18,7 +18,7 @@ resource "google_monitoring_alert_policy" "run_failed" {
     condition_matched_log {
       filter = <<-EOT
         resource.type="cloud_run_revision"
-        resource.labels.service_name=~"^${var.prefix}-(extract-tags|extract-progress|load-history|notify-tutors)$"
+        resource.labels.service_name=~"^${var.prefix}-(extract-tags|extract-progress|load-history|notify-tutors|record-failures)$"
         severity>=ERROR
       EOT
     }

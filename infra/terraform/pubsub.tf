@@ -53,3 +53,28 @@ resource "google_pubsub_subscription" "dead_letters" {
     ttl = ""
   }
 }
+
+# Every dead-letter topic also pushes to record_failures (progress_monitor/dead_letters.py), which records each
+# message in `failures` at once: a message Pub/Sub gave up on after its attempts shows in run health within a
+# minute instead of at the next daily health check. Retried with backoff (a BigQuery hiccup), never
+# dead-lettered itself; the ack deadline is longer than the recorder's 60 s timeout.
+resource "google_pubsub_subscription" "dead_letter_records" {
+  for_each             = { for k, v in local.topics : k => v if endswith(k, "_dlq") }
+  name                 = "${each.value}-record"
+  topic                = google_pubsub_topic.topic[each.key].id
+  ack_deadline_seconds = 90
+  push_config {
+    push_endpoint = "${google_cloudfunctions2_function.fn["record_failures"].service_config[0].uri}/projects/${var.project_id}/topics/${each.value}"
+    oidc_token {
+      service_account_email = google_service_account.pusher.email
+    }
+  }
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+  expiration_policy {
+    ttl = ""
+  }
+  depends_on = [google_cloud_run_service_iam_member.recorder]
+}

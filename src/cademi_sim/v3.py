@@ -8,7 +8,8 @@ the student can access, in one call; a product without access is absent. A v1 fa
 (`/usuario/progresso_por_produto/{user}/{product}`) keeps its meaning: a short one (fewer than 1,000 times)
 fails the student's whole v3 call once, which a retry clears, as on v1; a persistent one makes that product's
 entry malformed on every call, so the same scenario fails the same pair on both APIs. Optional scenario
-field `v3`: `api_key`, `permissions`, `openapi_renames` (ours -> served name, to plant a contract mismatch).
+field `v3`: `api_key`, `permissions`, `openapi_renames` (ours -> served name, to plant a contract mismatch),
+`endless_progress` (user ids whose progress pages cycle with a cursor that never repeats nor ends).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def settings_of(raw: dict[str, Any]) -> dict[str, Any]:
         "api_key": v3.get("api_key") or f"ck_test_{raw['api_key']}",
         "permissions": list(v3.get("permissions", ALL_PERMISSIONS)),
         "renames": dict(v3.get("openapi_renames", {})),
+        "endless_progress": set(v3.get("endless_progress", [])),
     }
 
 
@@ -66,7 +68,9 @@ def breach(wait: float) -> tuple[int, dict[str, Any], dict[str, str]]:
     return status, body, {**headers, "Retry-After": str(seconds)}
 
 
-def _page(items: list[Any], query: dict[str, list[str]], scope: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+def _page(
+    items: list[Any], query: dict[str, list[str]], scope: str, endless: bool = False
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     try:
         limit = int(query.get("limit", [str(DEFAULT_LIMIT)])[0])
     except ValueError:
@@ -85,9 +89,13 @@ def _page(items: list[Any], query: dict[str, list[str]], scope: str) -> tuple[in
             return error(400, "validation_failed", "cursor is invalid")
         if cursor_scope != scope or start < 0:
             return error(400, "validation_failed", "cursor is invalid")
-    chunk = items[start : start + limit]
+    if endless and items:  # a broken paginator: pages cycle through the items, the cursor never repeats
+        chunk = (items[start % len(items) :] + items[: start % len(items)])[:limit]
+    else:
+        chunk = items[start : start + limit]
     end = start + len(chunk)
-    next_cursor = base64.urlsafe_b64encode(f"{scope}|{end}".encode()).decode().rstrip("=") if end < len(items) else None
+    more = end < len(items) or (endless and bool(items))
+    next_cursor = base64.urlsafe_b64encode(f"{scope}|{end}".encode()).decode().rstrip("=") if more else None
     return 200, {"data": chunk, "page": {"next_cursor": next_cursor}}, {}
 
 
@@ -146,7 +154,7 @@ def route(state: Any, rel: str, query: dict[str, list[str]]) -> tuple[int, dict[
             elif fault and int(fault.get("status", 200)) >= 500:
                 return error(int(fault["status"]), "internal_error", "simulated failure")  # transient: retried
             items.append({renames.get(k, k): v for k, v in item.items()})
-        return _page(items, query, f"progress:{user_id}")
+        return _page(items, query, f"progress:{user_id}", user_id in cfg["endless_progress"])
     state.count("unknown_route")
     return error(404, "not_found", "route not found")
 

@@ -4,8 +4,13 @@ Run by the local stack on 127.0.0.1. It answers `chat.postMessage` and `chat.upd
 token, `ok`/`error` JSON, a `ts` per message, the 50-block limit), keeps every message's latest version, and
 appends every call to `<record dir>/calls.jsonl` so `make run` can show the digests it would have posted.
 Admin endpoints (tests): `GET /_admin/messages`, `GET /_admin/responses`, `POST /_admin/fail`
-(`{"method", "status", "times"}`: answer that HTTP status that many times) and `POST /_admin/missing`
-(`{"channel"}`: answer `channel_not_found`).
+(`{"method", "status", "times"}`: answer that HTTP status that many times; optional `"error"`, the body's error
+code, `service_unavailable` by default, e.g. `rate_limited` with status 200, and `"retry_after"`, seconds sent as
+a `Retry-After` header; `"method": "response_url"` fails `response_url` replies), `POST /_admin/missing`
+(`{"channel"}`: answer `channel_not_found`), `POST /_admin/token` (`{"token"}`: the bot token accepted from now
+on, as after a rotation; any other is `invalid_auth`), `POST /_admin/redirect` (`{"path", "to"}`: a
+`response_url` path that answers a redirect to `to`, `"status"` 302 by default) and `GET /_admin/attempts`
+(every Web API and `response_url` request in order: method, path, status, error; never the token).
 
 `click()` plays a tutor pressing a button of a recorded message: the block_actions payload Slack would send,
 signed with the app's signing secret, POSTed to the interactions endpoint.
@@ -14,6 +19,7 @@ signed with the app's signing secret, POSTed to the interactions endpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -39,8 +45,11 @@ class State:
         self.lock = threading.Lock()
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.responses: list[dict[str, Any]] = []
-        self.failures: dict[str, list[int]] = {}  # method -> statuses still to answer
+        self.failures: dict[str, list[dict[str, Any]]] = {}  # method -> answers still to give (status, error, ...)
+        self.redirects: dict[str, tuple[int, str]] = {}  # response path -> (status, Location)
+        self.attempts: list[dict[str, Any]] = []
         self.missing: set[str] = set()
+        self.slow: dict[str, list[float]] = {}  # method -> delays of the next answers (after doing the work)
         self.counter = itertools.count(1)
         self.posts = 0
 
@@ -55,13 +64,31 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _send(self, status: int, body: Any) -> None:
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _answer(self, state: State, method: str, status: int, body: dict[str, Any], headers: Any = None) -> None:
+        """Send an answer and note it in the attempts (under `state.lock`)."""
+        state.attempts.append({"method": method, "path": self.path, "status": status, "error": body.get("error")})
+        self._send(status, body, headers)
+
+    def _failure(self, state: State, method: str) -> bool:
+        """Answer the next failure planned for `method` (under `state.lock`); False when none is."""
+        pending = state.failures.get(method)
+        if not pending:
+            return False
+        failure = pending.pop(0)
+        retry_after = failure.get("retry_after")
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        self._answer(state, method, failure["status"], {"ok": False, "error": failure["error"]}, headers)
+        return True
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -78,6 +105,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, list(state.messages.values()))
             elif self.path == "/_admin/responses":
                 self._send(200, state.responses)
+            elif self.path == "/_admin/attempts":
+                self._send(200, state.attempts)
             else:
                 self._send(404, {"ok": False, "error": "unknown_method"})
 
@@ -85,8 +114,26 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         body = self._body()
         if self.path == "/_admin/fail":
+            failure = {"status": int(body["status"]), "error": str(body.get("error") or "service_unavailable")}
+            if body.get("retry_after") is not None:
+                failure["retry_after"] = body["retry_after"]
             with state.lock:
-                state.failures.setdefault(body["method"], []).extend([int(body["status"])] * int(body["times"]))
+                state.failures.setdefault(body["method"], []).extend([failure] * int(body["times"]))
+            self._send(200, {"ok": True})
+            return
+        if self.path == "/_admin/slow":
+            with state.lock:
+                state.slow.setdefault(str(body["method"]), []).extend([float(body["seconds"])] * int(body["times"]))
+            self._send(200, {"ok": True})
+            return
+        if self.path == "/_admin/token":
+            with state.lock:
+                state.token = str(body["token"])
+            self._send(200, {"ok": True})
+            return
+        if self.path == "/_admin/redirect":
+            with state.lock:
+                state.redirects[str(body["path"])] = (int(body.get("status", 302)), str(body["to"]))
             self._send(200, {"ok": True})
             return
         if self.path == "/_admin/missing":
@@ -99,20 +146,32 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path.startswith("/response/"):
             with state.lock:
+                if self._failure(state, "response_url"):
+                    return
+                if self.path in state.redirects:
+                    status, location = state.redirects[self.path]
+                    self._answer(state, "response_url", status, {"ok": False}, {"Location": location})
+                    return
                 state.responses.append({"url_path": self.path, "body": body})
                 state.log({"kind": "response", "body": body, "at": time.time()})
-            self._send(200, {"ok": True})
+                self._answer(state, "response_url", 200, {"ok": True})
             return
         if not self.path.startswith("/api/"):
             self._send(404, {"ok": False, "error": "unknown_method"})
             return
         method = self.path.removeprefix("/api/")
         with state.lock:
-            pending = state.failures.get(method)
-            if pending:
-                self._send(pending.pop(0), {"ok": False, "error": "service_unavailable"})
+            if self._failure(state, method):
                 return
-            self._send(*self._api(state, method, body))
+            status, answer = self._api(state, method, body)
+            delays = state.slow.get(method)
+            pause = delays.pop(0) if delays else 0.0
+            if not pause:
+                self._answer(state, method, status, answer)
+                return
+        time.sleep(pause)  # the work is done (a post is in the channel); the answer comes after the client gave up
+        with state.lock, contextlib.suppress(OSError):
+            self._answer(state, method, status, answer)
 
     def _api(self, state: State, method: str, body: Any) -> tuple[int, dict[str, Any]]:
         if self.headers.get("Authorization") != f"Bearer {state.token}":
@@ -171,9 +230,36 @@ class SlackStandin:
         found: list[dict[str, Any]] = requests.get(f"{self.base_url}/_admin/responses", timeout=10).json()
         return found
 
-    def fail(self, method: str, status: int, times: int) -> None:
-        body = {"method": method, "status": status, "times": times}
+    def fail(
+        self, method: str, status: int, times: int, error: str | None = None, retry_after: float | str | None = None
+    ) -> None:
+        """The next `times` calls of `method` ("response_url" for replies) answer `status` with `{"ok": false,
+        "error": error}` (service_unavailable by default) and, when given, a Retry-After header (seconds or an
+        HTTP date)."""
+        body: dict[str, Any] = {"method": method, "status": status, "times": times}
+        if error is not None:
+            body["error"] = error
+        if retry_after is not None:
+            body["retry_after"] = retry_after
         requests.post(f"{self.base_url}/_admin/fail", json=body, timeout=10).raise_for_status()
+
+    def slow(self, method: str, seconds: float, times: int = 1) -> None:
+        """The next `times` calls of `method` do their work, then answer only after `seconds` (a read timeout)."""
+        body = {"method": method, "seconds": seconds, "times": times}
+        requests.post(f"{self.base_url}/_admin/slow", json=body, timeout=10).raise_for_status()
+
+    def rotate_token(self, token: str) -> None:
+        """Accept only `token` from now on (the old one is answered `invalid_auth`)."""
+        requests.post(f"{self.base_url}/_admin/token", json={"token": token}, timeout=10).raise_for_status()
+
+    def redirect(self, name: str, to: str, status: int = 302) -> None:
+        """Make `response_url(name)` answer a redirect to `to`."""
+        body = {"path": f"/response/{name}", "to": to, "status": status}
+        requests.post(f"{self.base_url}/_admin/redirect", json=body, timeout=10).raise_for_status()
+
+    def attempts(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = requests.get(f"{self.base_url}/_admin/attempts", timeout=10).json()
+        return found
 
     def missing(self, channel: str, missing: bool = True) -> None:
         body = {"channel": channel, "missing": missing}

@@ -61,6 +61,8 @@ FUNCTIONS = {
     # The tutors' Slack worker: digests after a run, clicks, class lists (tutors/).
     "notify_tutors": EventFunction("slack-tasks", "slack-tasks-dlq", 60, 5, 1, 3),
 }
+# Every dead-letter topic pushes to record_failures (dead_letters.py), which records each message in `failures`.
+RECORDER = "record_failures"
 # HTTP functions: name -> (source folder, entry point). Both entry points share functions/add_tag/.
 HTTP_FUNCTIONS = {
     "add_tag": ("add_tag", "add_tag"),
@@ -174,7 +176,10 @@ class LocalStack:
         logs = self.workdir / "logs"
         gcs_root = self.workdir / "gcs"
         gcs_root.mkdir(exist_ok=True)
-        ports = {name: free_port() for name in ("pubsub", "gcs", "bq", "bq_grpc", "slack", *FUNCTIONS, *HTTP_FUNCTIONS)}
+        ports = {
+            name: free_port()
+            for name in ("pubsub", "gcs", "bq", "bq_grpc", "slack", RECORDER, *FUNCTIONS, *HTTP_FUNCTIONS)
+        }
         # The processes ("instances") of each pipeline function, behind its front on ports[name].
         instances = {
             name: [name if i == 0 else f"{name}#{i + 1}" for i in range(capacity[name][0])] for name in FUNCTIONS
@@ -191,7 +196,7 @@ class LocalStack:
             "gcs_root": str(gcs_root),
             "slack": f"http://127.0.0.1:{ports['slack']}",
             # What Pub/Sub pushes to (a pipeline function's front) or what a browser calls (the HTTP ones).
-            "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in (*FUNCTIONS, *HTTP_FUNCTIONS)},
+            "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in (*FUNCTIONS, *HTTP_FUNCTIONS, RECORDER)},
             "processes": {process: f"http://127.0.0.1:{port}" for process, port in process_ports.items()},
         }
 
@@ -339,11 +344,12 @@ class LocalStack:
             self.children.append(spawn(f"front-{name}", front, logs, env=dict(os.environ)))
         for name, (folder, target) in HTTP_FUNCTIONS.items():
             self.children.append(function_process(name, folder, target, "http", ports[name], 4))
+        self.children.append(function_process(RECORDER, RECORDER, RECORDER, "cloudevent", ports[RECORDER], 2))
         for process, port in process_ports.items():
             wait_for_port(self.child(process), port)
         for name in FUNCTIONS:
             wait_for_port(self.child(f"front-{name}"), ports[name])
-        for name in HTTP_FUNCTIONS:
+        for name in (*HTTP_FUNCTIONS, RECORDER):
             wait_for_port(self.child(name), ports[name])
         wait_for_port(slack, ports["slack"])
         self.endpoints["ack_deadline_s"] = ack_deadline_s
@@ -502,7 +508,17 @@ class LocalStack:
                 "name": subscriber.subscription_path(PROJECT, f"{dlq}-sub"),
                 "topic": publisher.topic_path(PROJECT, dlq),
             }
-            requests = [self._push_subscription(name, "push"), dead_letters]
+            # As Terraform wires it: each dead-letter topic also pushes to the recorder, retried, never dead-lettered.
+            recorded = {
+                "name": subscriber.subscription_path(PROJECT, f"{dlq}-record"),
+                "topic": publisher.topic_path(PROJECT, dlq),
+                "push_config": {
+                    "push_endpoint": f"{self.endpoints['functions'][RECORDER]}/projects/{PROJECT}/topics/{dlq}"
+                },
+                "ack_deadline_seconds": 60,
+                "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
+            }
+            requests = [self._push_subscription(name, "push"), dead_letters, recorded]
             if name == "load_history":
                 requests.append(self._push_subscription(name, "reloads", SHARD_RELOADS_TOPIC))
             for request in requests:

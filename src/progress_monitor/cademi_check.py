@@ -3,7 +3,10 @@ have every field `cademi_v3.FIELDS` names, and does the school's key have the pe
 
     python -m progress_monitor.cademi_check      (with CADEMI_API_VERSION=v3 and the v3 base URL)
 
-Exit 0: the mapping matches; 1: a mismatch (printed field by field); 2: the contract could not be read.
+Exit 0: the mapping matches; 1: a mismatch (printed field by field); 2: the contract could not be read (Cademi
+failed, or a part of either document has the wrong type: a name that is absent is a mismatch, but a
+`components`, `schemas`, schema, `properties`, `data` or `permissions` of another type is never read as a
+pass, nor a string of permissions searched for substrings).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from progress_monitor import runtime
 from progress_monitor.cademi_v3 import FIELDS, CademiV3Client
-from progress_monitor.errors import CademiError
+from progress_monitor.errors import CademiError, CademiMalformedError
 from progress_monitor.secrets import get_secret
 from progress_monitor.settings import CADEMI_API_KEY, Settings
 
@@ -38,20 +41,36 @@ class ContractReport:
         return out
 
 
+def _object(parent: Any, key: str, where: str) -> dict[str, Any]:
+    """`parent[key]` as an object: {} when absent (its names are then reported missing, a mismatch), and
+    CademiMalformedError (the contract could not be read) when it is there with another type."""
+    value = parent.get(key, {})
+    if not isinstance(value, dict):
+        raise CademiMalformedError(f"{where}.{key} is {type(value).__name__}, not an object")
+    return value
+
+
 def check_contract(client: CademiV3Client) -> ContractReport:
-    """Read `GET /openapi.json` and `GET /capabilities` and compare them with FIELDS."""
+    """Read `GET /openapi.json` and `GET /capabilities` and compare them with FIELDS; CademiMalformedError
+    names the first part of a document that has the wrong type."""
     document = client._get("/openapi.json")
-    schemas = document.get("components", {}).get("schemas", {}) if isinstance(document, dict) else {}
+    if not isinstance(document, dict):
+        raise CademiMalformedError(f"openapi.json is {type(document).__name__}, not an object")
+    schemas = _object(_object(document, "components", "openapi.json"), "schemas", "openapi.json components")
     fields: dict[str, bool] = {}
     for schema in (FIELDS.user, FIELDS.progress):
-        properties = schemas.get(schema.name, {}).get("properties", {}) if isinstance(schemas, dict) else {}
+        properties = _object(_object(schemas, schema.name, "schemas"), "properties", f"schemas.{schema.name}")
         for ours, theirs in schema.properties.items():
-            fields[f"{schema.name}.{theirs} ({ours})"] = isinstance(properties, dict) and theirs in properties
-    capabilities = client._get("/capabilities").get("data", {})
-    granted = capabilities.get("permissions", []) if isinstance(capabilities, dict) else []
+            fields[f"{schema.name}.{theirs} ({ours})"] = theirs in properties
+    body = client._get("/capabilities")
+    if not isinstance(body, dict):
+        raise CademiMalformedError(f"capabilities is {type(body).__name__}, not an object")
+    capabilities = _object(body, "data", "capabilities")
+    granted = capabilities.get("permissions", [])
+    if not isinstance(granted, list) or not all(isinstance(p, str) for p in granted):
+        raise CademiMalformedError("capabilities.data.permissions is not a list of names")
     missing = tuple(p for p in FIELDS.permissions if p not in granted)
-    limits = capabilities.get("rate_limits") if isinstance(capabilities, dict) else None
-    return ContractReport(fields, missing, limits)
+    return ContractReport(fields, missing, capabilities.get("rate_limits"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         report = check_contract(client)
-    except CademiError as exc:
-        print(f"the contract could not be read: {exc}")
+        lines = report.lines()
+    except (CademiError, RecursionError) as exc:  # RecursionError: a document nested too deep to read
+        print(f"the contract could not be read: {str(exc)[:300] or type(exc).__name__}")
         return 2
-    for line in report.lines():
+    for line in lines:
         print(line)
     print("the mapping matches: the school can switch" if report.ok else "MISMATCH: fix FIELDS before switching")
     return 0 if report.ok else 1

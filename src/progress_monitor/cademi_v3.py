@@ -80,6 +80,10 @@ class V3Fields:
 
 
 FIELDS = V3Fields()
+# One student's progress is a page or two (200 products a page); a cursor still going after this many pages is
+# a broken paginator, cut here rather than after the MAX_PAGES meant for a class's listing (each page is a
+# call of the school's budget).
+MAX_STUDENT_PAGES = 10
 USER_ID = strict(r"usr_([1-9][0-9]{0,11})")
 PRODUCT_ID = strict(r"prd_([1-9][0-9]{0,11})")
 TAG_ID = strict(r"tag_([1-9][0-9]{0,11})")
@@ -153,11 +157,14 @@ class CademiV3Client(CademiClient):
             raise CademiApiError(status, msg or f"HTTP {status}", path)
         return body
 
-    def _v3_pages(self, path: str, params: dict[str, str], stats: CallStats | None = None) -> Iterator[list[Any]]:
-        """Each page's `data`, following `page.next_cursor` until it is empty, a cursor repeats, or MAX_PAGES."""
+    def _v3_pages(
+        self, path: str, params: dict[str, str], stats: CallStats | None = None, max_pages: int = MAX_PAGES
+    ) -> Iterator[list[Any]]:
+        """Each page's `data`, following `page.next_cursor` until it is empty or a cursor repeats; a cursor
+        still going after `max_pages` pages raises CademiPaginationError."""
         seen: set[str] = set()
         cursor: str | None = None
-        for _ in range(MAX_PAGES):
+        for _ in range(max_pages):
             query = {**params, "limit": str(FIELDS.page_size), **({"cursor": cursor} if cursor else {})}
             body = self._get(path, query, stats)
             items = body.get("data")
@@ -170,7 +177,7 @@ class CademiV3Client(CademiClient):
             if not isinstance(cursor, str) or not cursor or cursor in seen or not items:
                 return
             seen.add(cursor)
-        raise CademiPaginationError(f"{path}: more than {MAX_PAGES} pages; the cursor never ends")
+        raise CademiPaginationError(f"{path}: more than {max_pages} pages; the cursor never ends")
 
     # -- CademiSource ------------------------------------------------------------------------------------
 
@@ -185,9 +192,10 @@ class CademiV3Client(CademiClient):
         self, user_id: int, product_ids: tuple[int, ...], stats: CallStats | None = None
     ) -> dict[int, Progress | CademiError]:
         """A track's product absent from the answer is `no_access`; a malformed entry is that product's
-        failure, never 0; a failed call fails every product of the student."""
+        failure, never 0; a failed call, or a cursor past MAX_STUDENT_PAGES, fails every product of the student."""
+        path = f"/users/usr_{int(user_id)}/progress"
         try:
-            items = [i for page in self._v3_pages(f"/users/usr_{int(user_id)}/progress", {}, stats) for i in page]
+            items = [i for page in self._v3_pages(path, {}, stats, MAX_STUDENT_PAGES) for i in page]
         except CademiConfigError:
             raise  # a wrong key or URL fails the whole piece
         except CademiError as exc:  # a failed call fails every product; a vanished user (404) has no access

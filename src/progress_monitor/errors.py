@@ -73,7 +73,14 @@ class SlackError(Exception):
 
 
 class SlackUnavailableError(SlackError, TransientError):
-    """Slack is down, slow or rate limiting: retry later."""
+    """Slack is down, slow or rate limiting: retry later. `retry_after` (seconds) is set when Slack rate limited
+    the call and said (or implied) how long to wait; None otherwise. `maybe_done` is set when the request
+    reached Slack but no answer came back (a read timeout): Slack may have done it."""
+
+    def __init__(self, message: str, retry_after: float | None = None, *, maybe_done: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.maybe_done = maybe_done
 
 
 class SlackRefusedError(SlackError):
@@ -102,8 +109,13 @@ def http_status_is_transient(status: int) -> bool:
 
 # Slack's `error` codes that a later retry can clear (https://api.slack.com/methods/chat.postMessage#errors).
 SLACK_TRANSIENT_CODES = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
+# Of those, the ones that mean "too many calls": waited out in-process when Slack's Retry-After is short.
+SLACK_RATE_LIMIT_CODES = frozenset({"ratelimited", "rate_limited"})
+# Refusals of the bot token itself: the token is read again from Secret Manager (it may have been renewed)
+# before the refusal is final.
+SLACK_AUTH_CODES = frozenset({"invalid_auth", "token_revoked", "token_expired", "not_authed", "account_inactive"})
 # BigQuery answers two DML statements racing on one table with a 400 ("Could not serialize access to table
 # ... due to concurrent update"): the next attempt succeeds, so it is transient despite its status.
 BIGQUERY_CONCURRENT_UPDATE = ("could not serialize access", "concurrent update")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import unicodedata
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,23 @@ def spreadsheet_safe(column: str) -> str:
     """SQL for `column` as text a spreadsheet never runs: a leading formula character gets a quote before it."""
     starts = ", ".join("'" + c.replace("\t", "\\t").replace("\r", "\\r") + "'" for c in FORMULA_STARTS)
     return f'IF(SUBSTR({column}, 1, 1) IN ({starts}), CONCAT("\'", {column}), {column})'
+
+
+def csv_cell(value: Any) -> Any:
+    """One value as a CSV cell a spreadsheet never runs. The view's guard (`spreadsheet_safe`) sees only the
+    first character; here a text that, once leading whitespace (any Unicode space, the no-break space
+    included) and invisible characters (Unicode C*) are skipped, starts with a formula character or a
+    look-alike of one (full-width ＝ ＋ － ＠, any whose NFKC form is one), or that starts with a tab or CR, gets
+    a quote before it. Text the view already quoted starts with that quote and is left alone; numbers, dates
+    and None (an empty cell) are not text a spreadsheet reads as a formula."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value
+    first = next((ch for ch in value if not (ch.isspace() or unicodedata.category(ch).startswith("C"))), "")
+    if value.startswith(("\t", "\r")) or unicodedata.normalize("NFKC", first)[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
 
 
 def sql_text(name: str, settings: Settings) -> str:
@@ -150,8 +168,8 @@ TUTOR_CSV_COLUMNS = (
 
 
 def export_tutors(settings: Settings, out: Path, tag_id: int | None = None) -> int:
-    """The tutors' list (each class's latest week) as CSV for a spreadsheet; returns the rows written. The view
-    already quotes values a spreadsheet would run as formulas."""
+    """The tutors' list (each class's latest week) as CSV for a spreadsheet; returns the rows written. Every
+    text cell goes through `csv_cell` (the view's guard sees only a value's first character)."""
     where = "WHERE tag_id = @tag_id" if tag_id is not None else ""
     params: dict[str, Any] = {"tag_id": tag_id} if tag_id is not None else {}
     rows = warehouse.query(
@@ -165,7 +183,7 @@ def export_tutors(settings: Settings, out: Path, tag_id: int | None = None) -> i
         writer = csv.writer(f)
         writer.writerow(TUTOR_CSV_COLUMNS)
         for row in rows:
-            writer.writerow(["" if row.get(c) is None else row[c] for c in TUTOR_CSV_COLUMNS])
+            writer.writerow([csv_cell(row.get(c)) for c in TUTOR_CSV_COLUMNS])
     return len(rows)
 
 

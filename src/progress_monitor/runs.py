@@ -105,14 +105,19 @@ def record_failure(
     tag_id: int | None = None,
     piece: int | None = None,
     message_id: str | None = None,
+    attempts: int | None = None,
+    attributes: str | None = None,
 ) -> None:
-    """Keep a permanent failure where run health can see it (idempotent per message id)."""
+    """Keep a failure where run health can see it (idempotent per message id and stage): a permanent one the
+    stage dead-lettered itself, or a message Pub/Sub gave up on after `attempts` deliveries (dead_letters.py)."""
     query(
         settings,
         """MERGE `${failures}` T USING (SELECT @message_id AS message_id, @stage AS stage) S
            ON T.message_id = S.message_id AND T.stage = S.stage
-           WHEN NOT MATCHED THEN INSERT (failed_at, stage, run_id, tag_id, piece, message_id, reason)
-           VALUES (@now, @stage, @run_id, @tag_id, @piece, @message_id, @reason)""",
+           WHEN NOT MATCHED THEN INSERT (failed_at, stage, run_id, tag_id, piece, message_id, reason, attempts,
+             attributes)
+           VALUES (@now, @stage, @run_id, @tag_id, @piece, @message_id, @reason, NULLIF(@attempts, -1),
+             NULLIF(@attributes, ''))""",
         now=datetime.now(UTC),
         stage=stage,
         run_id=str(run_id) if run_id else "",
@@ -120,6 +125,8 @@ def record_failure(
         piece=piece if piece is not None else -1,
         message_id=message_id or hashlib.sha256(reason.encode()).hexdigest()[:16],
         reason=reason[:500],
+        attempts=attempts if attempts is not None else -1,
+        attributes=attributes or "",
     )
     if run_id:
         refresh_run(settings, run_id)

@@ -69,12 +69,17 @@ def cademi_client(cfg: Settings) -> CademiSource:
 
 @_once
 def slack(cfg: Settings) -> SlackClient:
-    """The Slack bot's Web API client; an unreadable token is a retry, never a cached failure."""
+    """The Slack bot's Web API client. It asks `_slack_token` for the token at every call (Secret Manager's
+    value, cached by secrets.py) and again, fresh, when Slack refuses it, so a renewed token is used at once;
+    an unreadable token is a retry, never a cached failure."""
+    return SlackClient(cfg.slack_api_url, functools.partial(_slack_token, cfg), cfg.slack_timeout_s)
+
+
+def _slack_token(cfg: Settings, fresh: bool) -> str:
     try:
-        token = get_secret(cfg, SLACK_BOT_TOKEN)
+        return get_secret(cfg, SLACK_BOT_TOKEN, fresh=fresh)
     except SecretUnavailableError as exc:
         raise SlackUnavailableError(f"Slack bot token unavailable: {exc}") from exc
-    return SlackClient(cfg.slack_api_url, token)
 
 
 @_once

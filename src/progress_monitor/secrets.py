@@ -1,4 +1,8 @@
-"""Read secrets: Secret Manager in the cloud (cached per instance), environment variables locally."""
+"""Read secrets: Secret Manager in the cloud (cached per instance), environment variables locally.
+
+A secret that may have been rotated (Slack refused the bot token, a signature did not verify) is read again
+with `fresh=True`, which bypasses the cache for that one name and keeps the new value for the next callers.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +22,17 @@ def secret_id(env_name: str) -> str:
     return env_name.lower().replace("_", "-")
 
 
-def get_secret(settings: Settings, env_name: str) -> str:
-    """Return the secret's current value, read once per process."""
+def get_secret(settings: Settings, env_name: str, fresh: bool = False) -> str:
+    """Return the secret's current value, read once per process; `fresh` reads it again (the stored value may
+    have been rotated) and caches what it read. A failed fresh read keeps the cached value for other callers.
+    The "env" backend has no cache: it reads `settings.local_secrets` every time."""
     if settings.secrets_backend == "env":
         value = settings.local_secrets.get(env_name)
         if not value:
             raise SecretUnavailableError(f"secret {env_name} is not set in the environment")
         return value
     with _lock:
-        if env_name not in _cache:
+        if fresh or env_name not in _cache:
             _cache[env_name] = _read_secret_manager(settings.gcp_project, secret_id(env_name))
         return _cache[env_name]
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from progress_monitor.contracts.values import SLACK_TEAM, SLACK_USER
 
 LOCAL_URLS = ("http://127.0.0.1", "http://localhost")  # plain http only here: the simulator
+LOCAL_SLACK = "127.0.0.1"  # the local stack's Slack stand-in: the only plain-http response_url prefix
 PRODUCTION_RATE_PER_SECOND = 2.0
 PRODUCTION_RATE_PER_MINUTE = 120.0
 
@@ -103,6 +105,7 @@ class Settings:
     # many students a digest lists per class (the full list is behind `tutor_list_url`, e.g. the Looker Studio
     # page), and how long a digest claim stays with a delivery that has not posted yet.
     slack_api_url: str = "https://slack.com/api"
+    slack_timeout_s: float = 10.0  # how long a Slack Web API call may take before it is read as a timeout
     slack_response_url_prefix: str = "https://hooks.slack.com/"
     slack_tasks_topic: str = "slack-tasks"
     slack_tasks_dlq_topic: str = "slack-tasks-dlq"
@@ -185,8 +188,12 @@ class Settings:
         for name in ("slack_api_url", "slack_response_url_prefix"):
             if not getattr(self, name).startswith(("https://", *LOCAL_URLS)):
                 raise SettingsError(f"{name.upper()} must be https (plain http only on 127.0.0.1/localhost)")
+        if (problem := _response_url_prefix_problem(self.slack_response_url_prefix)) is not None:
+            raise SettingsError(f"SLACK_RESPONSE_URL_PREFIX {problem}")
         if not 1 <= self.digest_students_per_class <= 20 or self.digest_claim_lease_s < 30:
             raise SettingsError("DIGEST_STUDENTS_PER_CLASS must be 1-20 and DIGEST_CLAIM_LEASE_S >= 30")
+        if not 1 <= self.slack_timeout_s <= 60:
+            raise SettingsError("SLACK_TIMEOUT_S must be 1-60 seconds")
         if self.status_inactive_days < 1 or self.status_grace_days < 0:
             raise SettingsError("STATUS_INACTIVE_DAYS must be >= 1 and STATUS_GRACE_DAYS >= 0")
         if self.form_auth not in ("iap", "dev"):
@@ -219,7 +226,11 @@ class Settings:
         """An interaction's `response_url` is only ever Slack's own: anything else would make us POST to a
         host of the request's choosing."""
         prefix = self.slack_response_url_prefix
-        return isinstance(url, str) and len(url) < 500 and url.startswith(prefix) and ".." not in url
+        if not isinstance(url, str) or len(url) >= 500 or not url.isascii() or not url.isprintable() or " " in url:
+            return False
+        # the prefix is checked here too (Settings built in code skip `validate`): it ends its host with "/" and
+        # is https, or plain http on 127.0.0.1 only, so the URL is too
+        return _response_url_prefix_problem(prefix) is None and url.startswith(prefix) and ".." not in url
 
     @property
     def slack_users(self) -> frozenset[str]:
@@ -254,6 +265,24 @@ class Settings:
             self.cademi_rate_per_second <= PRODUCTION_RATE_PER_SECOND
             and self.cademi_rate_per_minute <= PRODUCTION_RATE_PER_MINUTE
         )
+
+
+def _response_url_prefix_problem(prefix: str) -> str | None:
+    """Why `prefix` cannot bound where replies go, or None. It must end its host with "/" (else
+    `https://hooks.slack.com` would admit `https://hooks.slack.com.evil.example/…`) and be https, or plain http
+    only on 127.0.0.1 (the local stack's Slack stand-in)."""
+    try:
+        parts = urlsplit(prefix)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        return "is not a URL"
+    if not parts.hostname or not port_ok or parts.username is not None or parts.query or parts.fragment:
+        return "must be scheme://host/path/"
+    if not prefix.endswith("/") or not parts.path.startswith("/"):
+        return "must end in '/' (e.g. https://hooks.slack.com/)"
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname == LOCAL_SLACK):
+        return "must be https (plain http only on 127.0.0.1, the local Slack stand-in)"
+    return None
 
 
 # Environment variable names of the secrets (also the Secret Manager secret ids, lower-cased with dashes).

@@ -4,16 +4,30 @@ interaction's `response_url`.
 Failures are sorted for the retry policy: Slack down, rate limiting or a timeout is a `SlackUnavailableError`
 (a TransientError: Pub/Sub redelivers with backoff); a refusal that a retry cannot fix (a channel the bot is not
 in, a revoked token) is a `SlackRefusedError`, logged and recorded, never retried.
+
+Slack's own rate limit (HTTP 429, or `ok: false` with `ratelimited` / `rate_limited`) is waited out in-process
+when its `Retry-After` is at most `MAX_RETRY_AFTER_S`, `RATE_LIMIT_RETRIES` times per call; beyond that the
+`SlackUnavailableError` carries `retry_after` and the redelivery waits instead. A bot token Slack refuses
+(`SLACK_AUTH_CODES`) is read again, fresh, once per call before the refusal is final: a renewed token works at
+once, without waiting for instances to recycle.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 
 import requests
 
 from progress_monitor.errors import (
+    SLACK_AUTH_CODES,
+    SLACK_RATE_LIMIT_CODES,
     SLACK_TRANSIENT_CODES,
     SlackRefusedError,
     SlackUnavailableError,
@@ -23,24 +37,63 @@ from progress_monitor.errors import (
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 50  # Block Kit's limit per message
 MAX_TEXT = 3000  # a section's text limit
+MAX_RETRY_AFTER_S = 30.0  # longer rate-limit waits are left to Pub/Sub's redelivery
+RATE_LIMIT_RETRIES = 2  # rate-limited answers waited out per call, at most
+DEFAULT_RETRY_AFTER_S = 1.0  # rate limited without a usable Retry-After: Slack's one message a second
+
+T = TypeVar("T")
+TokenSource = Callable[[bool], str]
+"""The bot token now; called with True, read fresh (bypassing any cache: it may have been renewed)."""
+Sleep = Callable[[float], None]
 
 
 class SlackClient:
     """The bot's Web API client (one session per process). `base_url` is https://slack.com/api in the cloud
-    and the local Slack stand-in on the local stack."""
+    and the local Slack stand-in on the local stack. `token` is the token itself or, to follow a renewed token,
+    a `TokenSource` (runtime.slack passes Secret Manager's). `sleep` waits out a rate limit (tests inject it)."""
 
-    def __init__(self, base_url: str, token: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | TokenSource,
+        timeout_s: float = 10.0,
+        *,
+        sleep: Sleep = time.sleep,
+        max_wait_s: float = MAX_RETRY_AFTER_S,
+        retries: int = RATE_LIMIT_RETRIES,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._token: TokenSource = token if callable(token) else _fixed(token)
+        self._sleep, self._max_wait_s, self._retries = sleep, max_wait_s, retries
         self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {token}"
 
     def call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST `payload` as JSON to `method`; the parsed answer when Slack says ok."""
         if len(payload.get("blocks", [])) > MAX_BLOCKS:
             raise ValueError(f"{method}: more than {MAX_BLOCKS} blocks")
+        token, refreshed = self._token(False), False
+        while True:
+            try:
+                send = functools.partial(self._once, method, payload, token)
+                return waiting_out_rate_limits(send, self._sleep, self._max_wait_s, self._retries)
+            except SlackRefusedError as exc:
+                if exc.code not in SLACK_AUTH_CODES or refreshed:
+                    raise
+                refreshed, renewed = True, self._token(True)
+                if renewed == token:
+                    raise  # the stored token is the one refused: renewing it is the fix
+                log.warning("%s: Slack refused the bot token (%s); asking again with the renewed one", method, exc.code)
+                token = renewed
+
+    def _once(self, method: str, payload: dict[str, Any], token: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"}  # per request: the token may be renewed meanwhile
         try:
-            response = self._session.post(f"{self.base_url}/{method}", json=payload, timeout=self.timeout_s)
+            response = self._session.post(
+                f"{self.base_url}/{method}", json=payload, headers=headers, timeout=self.timeout_s
+            )
+        except requests.ReadTimeout as exc:  # sent, but no answer: Slack may have done it
+            raise SlackUnavailableError(f"{method}: {type(exc).__name__}", maybe_done=True) from exc
         except requests.RequestException as exc:
             raise SlackUnavailableError(f"{method}: {type(exc).__name__}") from exc
         return _answer(method, response)
@@ -57,7 +110,51 @@ class SlackClient:
         self.call("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": blocks})
 
 
+def _fixed(token: str) -> TokenSource:
+    return lambda _fresh: token
+
+
+def waiting_out_rate_limits(send: Callable[[], T], sleep: Sleep, max_wait_s: float, retries: int) -> T:
+    """`send()`, asked again after sleeping Slack's Retry-After when it was rate limited, at most `retries`
+    times and only for waits up to `max_wait_s`; otherwise the rate limit (with its `retry_after`) is raised."""
+    waited = 0
+    while True:
+        try:
+            return send()
+        except SlackUnavailableError as exc:
+            wait = exc.retry_after
+            if wait is None or waited >= retries or wait > max_wait_s:
+                raise
+            waited += 1
+            log.info("Slack rate limited the call; waiting %g s before asking again", wait)
+            sleep(wait)
+
+
+def retry_after_s(response: requests.Response, now: datetime | None = None) -> float:
+    """Slack's Retry-After in seconds (delay-seconds or an HTTP date), or DEFAULT_RETRY_AFTER_S when absent or
+    unreadable."""
+    raw = response.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return DEFAULT_RETRY_AFTER_S
+        if when.tzinfo is None:
+            return DEFAULT_RETRY_AFTER_S
+        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_RETRY_AFTER_S
+
+
+def _rate_limited(what: str, response: requests.Response) -> SlackUnavailableError:
+    wait = retry_after_s(response)
+    return SlackUnavailableError(f"{what}: rate limited, retry after {wait:g} s", retry_after=wait)
+
+
 def _answer(method: str, response: requests.Response) -> dict[str, Any]:
+    if response.status_code == 429:
+        raise _rate_limited(method, response)
     if http_status_is_transient(response.status_code):
         raise SlackUnavailableError(f"{method}: HTTP {response.status_code}")
     try:
@@ -69,19 +166,36 @@ def _answer(method: str, response: requests.Response) -> dict[str, Any]:
     if body.get("ok") is True:
         return body
     code = str(body.get("error") or f"http_{response.status_code}")[:60]
+    if code in SLACK_RATE_LIMIT_CODES:
+        raise _rate_limited(method, response)
     if code in SLACK_TRANSIENT_CODES:
         raise SlackUnavailableError(f"{method}: {code}")
     raise SlackRefusedError(code)
 
 
-def respond(response_url: str, message: dict[str, Any], timeout_s: float = 10.0) -> None:
+def respond(
+    response_url: str,
+    message: dict[str, Any],
+    timeout_s: float = 10.0,
+    *,
+    sleep: Sleep = time.sleep,
+    max_wait_s: float = MAX_RETRY_AFTER_S,
+    retries: int = RATE_LIMIT_RETRIES,
+) -> None:
     """Answer a slash command or an interaction through its `response_url` (valid 30 minutes, 5 uses). The
-    caller has checked the URL is Slack's (`Settings.slack_response_url_ok`)."""
+    caller has checked the URL is Slack's (`Settings.slack_response_url_ok`); a redirect is never followed (it
+    would take the answer elsewhere) but refused. A 429 is waited out as in `SlackClient.call`."""
+    waiting_out_rate_limits(lambda: _respond_once(response_url, message, timeout_s), sleep, max_wait_s, retries)
+
+
+def _respond_once(response_url: str, message: dict[str, Any], timeout_s: float) -> None:
     try:
-        response = requests.post(response_url, json=message, timeout=timeout_s)
+        response = requests.post(response_url, json=message, timeout=timeout_s, allow_redirects=False)
     except requests.RequestException as exc:
         raise SlackUnavailableError(f"response_url: {type(exc).__name__}") from exc
+    if response.status_code == 429:
+        raise _rate_limited("response_url", response)
     if http_status_is_transient(response.status_code):
         raise SlackUnavailableError(f"response_url: HTTP {response.status_code}")
-    if response.status_code >= 400:
+    if response.status_code >= 300:
         raise SlackRefusedError(f"response_url_http_{response.status_code}")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import time
+from typing import Any, cast
 
 import pytest
 
+from progress_monitor import cademi_check
 from progress_monitor.cademi import cursor_of, parse_progress, parse_student, parse_total, user_path
+from progress_monitor.cademi_check import ContractReport, check_contract
+from progress_monitor.cademi_v3 import FIELDS, CademiV3Client
 from progress_monitor.errors import CademiMalformedError
 from progress_monitor.ratelimit import RateLimiter
 from progress_monitor.settings import Settings, SettingsError
@@ -178,3 +183,171 @@ def test_the_api_version_and_its_base_url_must_agree() -> None:
     ):
         with pytest.raises(SettingsError, match="CADEMI_"):
             Settings.from_env(env)
+
+
+# -- where `response_url` replies may go -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "https://hooks.slack.com",  # would admit https://hooks.slack.com.evil.example/…
+        "https://hooks.slack.com/commands",
+        "https://hooks.slack.com:443",
+        "https:///",
+        "https://",
+        "http://hooks.slack.com/",  # plain http
+        "http://localhost:8080/response/",  # plain http is only the local stand-in on 127.0.0.1
+        "http://127.0.0.1.evil.example/response/",
+        "https://user@hooks.slack.com/",
+        "https://hooks.slack.com/?x=/",
+        "ftp://hooks.slack.com/",
+    ],
+)
+def test_a_response_url_prefix_must_end_its_host_with_a_slash_and_be_https(prefix: str) -> None:
+    with pytest.raises(SettingsError, match="SLACK_RESPONSE_URL_PREFIX"):
+        Settings.from_env({"SLACK_RESPONSE_URL_PREFIX": prefix})
+
+
+def test_only_urls_under_the_prefix_over_https_are_replied_to() -> None:
+    slack = Settings.from_env({})
+    assert slack.slack_response_url_prefix == "https://hooks.slack.com/"
+    assert slack.slack_response_url_ok("https://hooks.slack.com/commands/T0/1/abc")
+    for url in (
+        "https://hooks.slack.com.evil.example/commands/T0/1/abc",
+        "https://hooks.slack.com:8443/commands/T0/1/abc",
+        "http://hooks.slack.com/commands/T0/1/abc",
+        "https://hooks.slack.com/commands/../../x",
+        "https://hooks.slack.com/commands/T0/1/abc\r\nHost: evil.example",
+        "https://hooks.slack.com/commands/T0/1/ab c",
+        "https://hooks.slack.com/commands/T0/1/ábc",
+        "https://hooks.slack.com/" + "a" * 500,
+        None,
+        ["https://hooks.slack.com/commands/T0/1/abc"],
+    ):
+        assert not slack.slack_response_url_ok(url), url
+    # a prefix set without validation (Settings built in code) cannot widen the check either
+    assert not Settings(slack_response_url_prefix="https://hooks.slack.com").slack_response_url_ok(
+        "https://hooks.slack.com.evil.example/x"
+    )
+    assert not Settings(slack_response_url_prefix="http://hooks.slack.com/").slack_response_url_ok(
+        "http://hooks.slack.com/x"
+    )
+
+
+def test_the_local_stacks_stand_in_is_the_one_plain_http_prefix() -> None:
+    local = Settings.from_env({"SLACK_RESPONSE_URL_PREFIX": "http://127.0.0.1:8123/response/"})
+    assert local.slack_response_url_ok("http://127.0.0.1:8123/response/lista-a")
+    assert not local.slack_response_url_ok("http://127.0.0.1:8124/response/lista-a")
+    assert not local.slack_response_url_ok("http://127.0.0.1:8123/other")
+
+
+# -- the v3 contract check on hostile documents ------------------------------------------------------------------
+
+
+class CannedCademi:
+    """What check_contract calls of the v3 client (`_get`), answering canned documents."""
+
+    def __init__(self, openapi: Any, capabilities: Any) -> None:
+        self.answers = {"/openapi.json": openapi, "/capabilities": capabilities}
+
+    def _get(self, path: str) -> Any:
+        return copy.deepcopy(self.answers[path])
+
+
+def good_openapi() -> dict[str, Any]:
+    schemas = {
+        s.name: {"type": "object", "properties": {name: {"type": "string"} for name in s.properties.values()}}
+        for s in (FIELDS.user, FIELDS.progress)
+    }
+    return {"openapi": "3.1.0", "components": {"schemas": schemas}}
+
+
+def good_capabilities() -> dict[str, Any]:
+    return {"data": {"permissions": list(FIELDS.permissions), "rate_limits": {"per_second": 2}}}
+
+
+def check(openapi: Any, capabilities: Any) -> ContractReport:
+    return check_contract(cast(CademiV3Client, CannedCademi(openapi, capabilities)))
+
+
+def planted(path: tuple[str, ...], value: Any, document: dict[str, Any] | None = None) -> dict[str, Any]:
+    document = document or good_openapi()
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return document
+
+
+def test_the_contract_check_passes_a_good_contract_and_names_absent_fields() -> None:
+    assert check(good_openapi(), good_capabilities()).ok
+    report = check(planted(("components", "schemas", "User", "properties"), {"id": {}}), good_capabilities())
+    assert not report.ok and report.fields["User.id (id)"] and not report.fields["User.email (email)"]
+    absent = check({"openapi": "3.1.0"}, {"data": {}})  # absent names are a mismatch (exit 1), never a pass
+    assert not absent.ok and not any(absent.fields.values()) and len(absent.missing_permissions) == 4
+
+
+@pytest.mark.parametrize(
+    ("openapi", "capabilities", "what"),
+    [
+        ([], good_capabilities(), "openapi.json is list"),
+        ("openapi", good_capabilities(), "openapi.json is str"),
+        (None, good_capabilities(), "openapi.json is NoneType"),
+        (planted(("components",), None), good_capabilities(), "components is NoneType"),
+        (planted(("components",), ""), good_capabilities(), "components is str"),
+        (planted(("components",), []), good_capabilities(), "components is list"),
+        (planted(("components", "schemas"), "User ProgressItem"), good_capabilities(), "schemas is str"),
+        (planted(("components", "schemas"), []), good_capabilities(), "schemas is list"),
+        (planted(("components", "schemas", "User"), "id name email"), good_capabilities(), "User is str"),
+        (planted(("components", "schemas", "ProgressItem", "properties"), []), good_capabilities(), "properties"),
+        (planted(("components", "schemas", "User", "properties"), ""), good_capabilities(), "properties is str"),
+        (
+            planted(("components", "schemas", "User", "properties"), "id name email phone created_at last_access_at"),
+            good_capabilities(),
+            "schemas.User.properties is str",
+        ),
+        (good_openapi(), [], "capabilities is list"),
+        (good_openapi(), {"data": "users.read"}, "data is str"),
+        (good_openapi(), {"data": None}, "data is NoneType"),
+        # a string holding every name passed by substring match before
+        (good_openapi(), {"data": {"permissions": " ".join(FIELDS.permissions)}}, "permissions"),
+        (good_openapi(), {"data": {"permissions": {p: True for p in FIELDS.permissions}}}, "permissions"),
+        (good_openapi(), {"data": {"permissions": [*FIELDS.permissions, 7]}}, "permissions"),
+        (good_openapi(), {"data": {"permissions": None}}, "permissions"),
+    ],
+)
+def test_a_document_of_the_wrong_shape_is_unreadable_never_a_pass(openapi: Any, capabilities: Any, what: str) -> None:
+    with pytest.raises(CademiMalformedError, match=what):
+        check(openapi, capabilities)
+
+
+def test_the_check_command_exits_2_on_a_wrong_type_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers: dict[str, Any] = {"openapi": good_openapi(), "capabilities": good_capabilities()}
+
+    class FakeV3:
+        @staticmethod
+        def from_settings(*args: Any) -> CannedCademi:
+            return CannedCademi(answers["openapi"], answers["capabilities"])
+
+    monkeypatch.setattr(cademi_check, "CademiV3Client", FakeV3)
+    monkeypatch.setattr(cademi_check, "get_secret", lambda *args: "ck_test_key")
+    monkeypatch.setattr(cademi_check.runtime, "cademi_budget", lambda *args: None)
+    monkeypatch.setenv("CADEMI_API_VERSION", "v3")
+    monkeypatch.setenv("CADEMI_BASE_URL", "https://api.cademi.com.br/api/v3")
+    assert cademi_check.main([]) == 0
+    assert "the mapping matches" in capsys.readouterr().out
+    answers["capabilities"] = {"data": {"permissions": " ".join(FIELDS.permissions)}}
+    assert cademi_check.main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("the contract could not be read: ") and "permissions" in out and "Traceback" not in out
+    answers["capabilities"] = good_capabilities()
+    answers["openapi"] = planted(("components", "schemas"), None)
+    assert cademi_check.main([]) == 2
+    unreadable = "the contract could not be read: openapi.json components.schemas is NoneType, not an object\n"
+    assert capsys.readouterr().out == unreadable
+    answers["openapi"] = planted(("components", "schemas", "User", "properties"), {})
+    assert cademi_check.main([]) == 1
+    assert "MISMATCH" in capsys.readouterr().out

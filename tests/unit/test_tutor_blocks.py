@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
+import json
+import time
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
+import flask
 import pytest
+from flask import Flask
 
-from progress_monitor.tutors.actions import InteractionRefused, parse_click
+from progress_monitor.settings import Settings
+from progress_monitor.tutors.actions import InteractionRefused, handle_interaction, parse_click
 from progress_monitor.tutors.blocks import (
     MAX_CLASSES,
     Action,
@@ -141,6 +149,9 @@ def _with(path: list[str], value: Any) -> dict[str, Any]:
         (_with(["actions"], "contatado"), "exactly one"),
         (_with(["actions"], [{"action_id": "apagar", "value": "x"}]), "unknown action"),
         (_with(["actions"], [{"action_id": "contatado", "value": "u=1"}]), "button value"),
+        # a real date, but no digest's: every digest is a Monday's (2026-11-24 is a Tuesday, 11-22 a Sunday)
+        (_with(["actions"], [{"action_id": "contatado", "value": "w=2026-11-24;t=5001;u=7"}]), "not a Monday"),
+        (_with(["actions"], [{"action_id": "sem_resposta", "value": "w=2026-11-22;t=5001;u=7"}]), "not a Monday"),
         ([], "block_actions"),
         ("payload", "block_actions"),
     ],
@@ -148,6 +159,32 @@ def _with(path: list[str], value: Any) -> dict[str, Any]:
 def test_hostile_interaction_payloads_are_refused_by_name(payload: Any, reason: str) -> None:
     with pytest.raises(InteractionRefused, match=reason):
         parse_click(payload, TEAM)
+
+
+def test_a_button_of_another_weekday_is_a_named_400_at_the_endpoint() -> None:
+    payload = _with(["actions"], [{"action_id": "contatado", "value": "w=2026-11-25;t=5001;u=7"}])
+    answer = post_interaction(payload)
+    assert answer.status_code == 400 and "not a Monday" in answer.get_data(as_text=True)
+    assert post_interaction({**payload, "type": "view_submission"}).status_code == 400
+
+
+def post_interaction(payload: dict[str, Any]) -> Any:
+    """`handle_interaction` on a request Slack signed, as functions-framework hands it over."""
+    secret = "test-signing-secret"
+    settings = Settings(
+        slack_team_id=TEAM,
+        slack_allowed_users="UCOORD01",
+        secrets_backend="env",
+        local_secrets={"SLACK_SIGNING_SECRET": secret},
+    )
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    timestamp = str(int(time.time()))
+    signature = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+    app = Flask(__name__)
+    content_type = "application/x-www-form-urlencoded"
+    with app.test_request_context("/", method="POST", data=body, headers=headers, content_type=content_type):
+        return handle_interaction(flask.request, settings)
 
 
 def test_the_class_list_answer_is_ephemeral_and_bounded() -> None:

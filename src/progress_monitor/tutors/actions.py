@@ -22,7 +22,7 @@ from progress_monitor.reporting import call_first
 from progress_monitor.settings import Settings
 from progress_monitor.slack_api import respond
 from progress_monitor.slack_http import parse_form, verified_slack_body
-from progress_monitor.tutors import blocks, digest
+from progress_monitor.tutors import blocks, claims, digest
 
 log = logging.getLogger("progress_monitor.tutors")
 MAX_PAYLOAD = 64 * 1024  # a block_actions payload carries the whole message; ours stay well under this
@@ -79,6 +79,8 @@ def parse_click(payload: Any, team_id: str) -> ClickTask:
     if parsed is None:
         raise InteractionRefused("unknown button value")
     week, tag_id, user_id = parsed
+    if week.weekday() != 0:  # every digest is a Monday's: a button of another day was not made by us
+        raise InteractionRefused("button value's week is not a Monday")
     return ClickTask(week, tag_id, user_id, action_id, f"slack:{tutor}", channel_id, ts)
 
 
@@ -107,7 +109,7 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
 def record_click(cfg: Settings, click: ClickTask) -> bool:
     """Record a click once (a double click or a replayed request finds its row) and update the message in
     place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
-    claim = digest.read_claim(runtime.shards_bucket(cfg), click.week, click.channel)
+    claim = claims.read(runtime.shards_bucket(cfg), click.week, click.channel)
     if claim is None or claim.ts != click.message_ts or (click.tag_id, click.user_id) not in claim.listed:
         log.warning(
             "click on a student the digest of this channel does not list; ignored",

@@ -1,14 +1,19 @@
 """The tutors' Slack messages as Block Kit, in Brazilian Portuguese; pure functions (no I/O, fast to test).
 
-Every name shown comes from students' own Cademi profiles, so it is escaped as Slack asks (`&`, `<`, `>`): a
-student named `<!channel>` must not ping a whole channel. Limits kept here: 50 blocks per message, 3000
-characters per section, 2000 per button value.
+Every name shown comes from students' own Cademi profiles, so it goes through `shown_name`: one short line
+(`display_name`: control and format characters, newlines and runs of whitespace become one space, at most
+MAX_NAME characters, then "…"), escaped as Slack asks (`&`, `<`, `>`: a student named `<!channel>` must not ping
+a whole channel), in text objects marked `verbatim` (a URL or `#canal` in a name is not turned into a link). A
+name can then neither forge a line of the digest, nor push students out of a section, nor swell a message (a
+click's payload carries the whole message). Limits kept here: 50 blocks per message, 3000 characters per
+section, 2000 per button value.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -22,6 +27,8 @@ STATUS_ICON = {"em risco": ":red_circle:", "atrasado": ":large_orange_circle:"}
 BLOCKS_PER_CLASS = 3  # summary, "more" line, divider
 BLOCKS_PER_STUDENT = 2  # the student's line, the buttons
 MAX_CLASSES = (MAX_BLOCKS - 1) // BLOCKS_PER_CLASS  # after the header
+MAX_NAME = 80  # characters of a name from outside shown in Slack; a longer one is cut and ends in "…"
+MAX_ACTION_LINES = 4  # recorded clicks shown under a student; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,26 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def display_name(text: str, limit: int = MAX_NAME) -> str:
+    """A name from outside as one short line: every control or format character (Unicode category C*: newlines,
+    tabs, zero-width and bidi controls, lone surrogates) and every run of whitespace become one space, the ends
+    are stripped, and a name longer than `limit` characters is cut, ending in "…". Not escaped (see `shown_name`)."""
+    spaced = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+    line = " ".join(spaced.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def shown_name(text: str) -> str:
+    """A name from outside as mrkdwn shows it: one short line, escaped (put it in a `verbatim` text object)."""
+    return escape(display_name(text))
+
+
+def mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object that may carry names from outside: `verbatim`, so Slack links no URL or channel in
+    them (our own `<@U…>` and `<url|label>` still render)."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}%"
 
@@ -120,7 +147,7 @@ def _change(now: int, before: int | None) -> str:
 
 
 def _student_line(s: ListedStudent, actions: list[Action]) -> str:
-    parts = [f"*{escape(s.nome) or f'Aluno {s.user_id}'}* — {s.status}"]
+    parts = [f"*{shown_name(s.nome) or f'Aluno {s.user_id}'}* — {s.status}"]
     if s.weeks_behind:
         parts.append(f"{s.weeks_behind} {'semana' if s.weeks_behind == 1 else 'semanas'} fora do ritmo")
     if s.days_without_access is not None:
@@ -129,11 +156,13 @@ def _student_line(s: ListedStudent, actions: list[Action]) -> str:
         parts.append("último acesso desconhecido")
     parts.append(f"{pct(s.actual)} feito (esperado {pct(s.expected)})")
     line = f"{STATUS_ICON.get(s.status, '')} " + " · ".join(parts)
-    for a in actions:
+    for a in actions[:MAX_ACTION_LINES]:
         who = f"<@{a.tutor.removeprefix('slack:')}>"
         line += (
             f"\n:white_check_mark: contatado por {who}" if a.action == "contatado" else f"\n:zzz: sem resposta ({who})"
         )
+    if len(actions) > MAX_ACTION_LINES:
+        line += f"\n… e mais {len(actions) - MAX_ACTION_LINES} registro(s)"
     return line[:MAX_TEXT]
 
 
@@ -178,17 +207,17 @@ def digest(
     ]
     for c in shown:
         summary = (
-            f"*Turma {escape(c.turma)} · {escape(c.track_name)}* (tag {c.tag_id}, {c.students} alunos)\n"
+            f"*Turma {shown_name(c.turma)} · {shown_name(c.track_name)}* (tag {c.tag_id}, {c.students} alunos)\n"
             f":red_circle: *{c.em_risco}* em risco{_change(c.em_risco, c.previous_em_risco)} · "
             f":large_orange_circle: *{c.atrasado}* atrasados{_change(c.atrasado, c.previous_atrasado)}\n"
             f"Progresso médio {pct(c.mean_actual)}"
             + (f" ({signed_pp(c.change_mean_actual)} na semana)" if c.change_mean_actual is not None else "")
         )
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": summary}})
+        blocks.append({"type": "section", "text": mrkdwn(summary)})
         names = listed.get(c.tag_id, [])
         for s in names:
             line = _student_line(s, actions.get((s.tag_id, s.user_id), []))
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line}})
+            blocks.append({"type": "section", "text": mrkdwn(line)})
             blocks.append(_buttons(week, s))
         rest = c.em_risco + c.atrasado - len(names)
         if not c.em_risco + c.atrasado:
@@ -219,14 +248,32 @@ def class_list(tag_id: int, week: date | None, students: list[ListedStudent], li
     if not students:
         text = f"Turma {tag_id}, semana {iso_week(week)}: nenhum aluno atrasado ou em risco. :tada:"
         return {"response_type": "ephemeral", "replace_original": True, "text": text}
-    title = f"Turma {tag_id}, semana {iso_week(week)}: {len(students)} aluno(s) para contatar"
+    sections = _sections([_student_line(s, []) for s in students], MAX_BLOCKS - 2)
+    listed = sum(len(lines) for lines in sections)
+    count = f"{listed} de {len(students)}" if listed < len(students) else str(len(students))
+    title = f"Turma {tag_id}, semana {iso_week(week)}: {count} aluno(s) para contatar"
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}}]
-    lines = [_student_line(s, []) for s in students]
-    room = MAX_BLOCKS - 2
-    for start in range(0, min(len(lines), room * LINES_PER_SECTION), LINES_PER_SECTION):
-        text = "\n".join(lines[start : start + LINES_PER_SECTION])[:MAX_TEXT]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    blocks += [{"type": "section", "text": mrkdwn("\n".join(lines))} for lines in sections]
+    notes = [f"E mais {len(students) - listed} aluno(s) na lista completa."] if listed < len(students) else []
     if list_url:
-        link = f"<{list_url}|Abrir a lista completa>"
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": link}]})
+        notes.append(f"<{list_url}|Abrir a lista completa>")
+    if notes:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " ".join(notes)}]})
     return {"response_type": "ephemeral", "replace_original": True, "text": title, "blocks": blocks[:MAX_BLOCKS]}
+
+
+def _sections(lines: list[str], room: int) -> list[list[str]]:
+    """Lines packed in order into at most `room` sections of at most LINES_PER_SECTION lines and MAX_TEXT
+    characters, never cutting a line: the lines that do not fit are left out, for the caller to count."""
+    sections: list[list[str]] = []
+    size = 0
+    for line in lines:
+        if sections and len(sections[-1]) < LINES_PER_SECTION and size + 1 + len(line) <= MAX_TEXT:
+            sections[-1].append(line)
+            size += 1 + len(line)
+        elif len(sections) < room:
+            sections.append([line])
+            size = len(line)
+        else:
+            break
+    return sections

@@ -1,42 +1,39 @@
 """The Monday digest: when a run's reports are rebuilt, each tutors' channel gets one message per week.
 
-Exactly once per week and channel. A claim object in the shards bucket (`slack/digests/<week>/<channel>.json`,
-created with a generation precondition, like every shard) decides which delivery posts; it then records the
-message's `ts`. A redelivered request or a replay finds the `ts` and posts nothing; a re-run of the week
+Exactly once per week and channel. A claim object in the shards bucket (claims.py,
+`slack/digests/<week>/<channel>.json`, created with a generation precondition, like every shard) decides which
+delivery posts; it then records the message's `ts`. A redelivered request or a replay finds the `ts` and posts nothing; a re-run of the week
 (a later run id) updates the same message in place, once (the claim is taken first, status `updating`), and a
 late task of an earlier run changes nothing; a claim left by a delivery that died before Slack answered is
 taken over after `digest_claim_lease_s`. A Slack outage raises a TransientError after the claim is released,
 so Pub/Sub retries the digest; the load that asked for it finished long before.
 
+A post Slack took but never answered (a read timeout) may be in the channel: its claim is kept `unconfirmed`
+and nothing posts that week's digest there again on its own (the operator looks, then may delete the claim).
 The one window left: a delivery that dies after Slack accepted the post and before it wrote the `ts` leaves a
 claim without one, and the take-over posts again. It lasts one small GCS write.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import runs, runtime, warehouse
-from progress_monitor.contracts.objects import digest_claim_name
 from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import (
-    GOOGLE_ERRORS,
     PermanentError,
     SlackRefusedError,
     SlackUnavailableError,
     TransientError,
-    pipeline_error,
 )
 from progress_monitor.reporting import call_first
 from progress_monitor.settings import Settings
-from progress_monitor.shard_store import create_once, get_blob
+from progress_monitor.tutors import claims
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
 
 log = logging.getLogger("progress_monitor.tutors")
@@ -139,69 +136,6 @@ def render(
     return digest(week, d.classes, d.listed, actions, cfg.tutor_list_url)
 
 
-# -- the claim -----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Claim:
-    blob: storage.Blob
-    body: dict[str, Any]
-
-    @property
-    def generation(self) -> int:
-        return int(self.blob.generation or 0)
-
-    @property
-    def ts(self) -> str | None:
-        """The posted message's id in its channel, once Slack answered."""
-        ts = self.body.get("ts")
-        return str(ts) if ts else None
-
-    @property
-    def listed(self) -> set[tuple[int, int]]:
-        """(class, student) pairs the message names: the only buttons a click may come from."""
-        return {(int(t), int(u)) for t, u in self.body.get("listed", [])}
-
-
-def read_claim(bucket: storage.Bucket, week: date, channel: str) -> Claim | None:
-    blob = get_blob(bucket, digest_claim_name(week, channel))
-    if blob is None:
-        return None
-    try:
-        body = json.loads(blob.download_as_bytes())
-    except exceptions.NotFound:
-        return None
-    except ValueError as exc:
-        raise TransientError(f"digest claim {blob.name} unreadable: {type(exc).__name__}") from exc
-    except GOOGLE_ERRORS as exc:
-        raise pipeline_error(exc, f"cannot read digest claim {blob.name}") from exc
-    if not isinstance(body, dict):
-        raise PermanentError(f"digest claim {blob.name} is not an object")
-    return Claim(blob, body)
-
-
-def _replace(bucket: storage.Bucket, claim: Claim, body: dict[str, Any]) -> bool:
-    """Rewrite a claim only if nobody else did since we read it (generation precondition)."""
-    blob = bucket.blob(claim.blob.name)
-    try:
-        blob.upload_from_string(json.dumps(body), content_type="application/json", if_generation_match=claim.generation)
-    except exceptions.PreconditionFailed:
-        return False
-    except GOOGLE_ERRORS as exc:
-        raise pipeline_error(exc, f"cannot write {blob.name}") from exc
-    claim.blob, claim.body = blob, body  # the upload's answer set the new generation on `blob`
-    return True
-
-
-def _release(bucket: storage.Bucket, claim: Claim) -> None:
-    try:
-        bucket.blob(claim.blob.name).delete(if_generation_match=claim.generation)
-    except (exceptions.NotFound, exceptions.PreconditionFailed):
-        pass
-    except exceptions.GoogleAPIError as exc:
-        log.warning("could not release digest claim %s: %s", claim.blob.name, type(exc).__name__)
-
-
 # -- posting -------------------------------------------------------------------------------------------------
 
 
@@ -211,6 +145,7 @@ class DigestResult:
     updated: list[str]
     skipped: list[str]
     refused: list[str]
+    unconfirmed: list[str]
 
 
 def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
@@ -223,7 +158,7 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
     digests = channel_digests(cfg, week)
     actions = week_actions(cfg, week)
     bucket = runtime.shards_bucket(cfg)
-    result = DigestResult([], [], [], [])
+    result = DigestResult([], [], [], [], [])
     retry: list[str] = []
     for channel, d in sorted(digests.items()):
         try:
@@ -248,17 +183,6 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
     return result
 
 
-DONE = ("posted", "updated", "refused")  # a claim in any other state is being worked on (or was, by a dead delivery)
-EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-def _claimed_at(claim: Claim) -> datetime:
-    try:
-        return datetime.fromisoformat(str(claim.body.get("claimed_at")))
-    except ValueError:
-        return EPOCH  # an unreadable claim protects nothing: it is taken over
-
-
 def _post_channel(
     cfg: Settings, bucket: storage.Bucket, run_id: RunId, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]
 ) -> str:
@@ -266,28 +190,30 @@ def _post_channel(
     week = run_id.snapshot_date
     now = datetime.now(UTC)
     mine = {"run_id": str(run_id), "claimed_at": now.isoformat(), "ts": None, "listed": d.listed_pairs()}
-    if create_once(bucket, digest_claim_name(week, d.channel), json.dumps(mine).encode(), {}, "application/json"):
-        claim = read_claim(bucket, week, d.channel)
+    if claims.create(bucket, week, d.channel, mine):
+        claim = claims.read(bucket, week, d.channel)
         if claim is None:
             raise TransientError("digest claim unreadable right after creation")
         return _post(cfg, bucket, run_id, d, actions, claim, mine)
-    claim = read_claim(bucket, week, d.channel)
+    claim = claims.read(bucket, week, d.channel)
     if claim is None:
         raise TransientError("digest claim vanished; retrying")
     body, ts = claim.body, claim.ts
+    if body.get("status") == "unconfirmed":
+        return "skipped"  # Slack may have posted it (see _unconfirmed): never a second message on our own
     same_run = body.get("run_id") == str(run_id)
-    if same_run and body.get("status") in DONE and (ts or body.get("status") != "refused"):
+    if same_run and body.get("status") in claims.DONE and (ts or body.get("status") != "refused"):
         return "skipped"  # a redelivery or a replay: this run's digest is in the channel
     if ts and not same_run and not _started_later(cfg, run_id, str(body.get("run_id"))):
         return "skipped"  # a late task of an earlier run: a later run's figures are in the channel
-    working = body.get("status") not in DONE
-    if working and now - _claimed_at(claim) < timedelta(seconds=cfg.digest_claim_lease_s):
+    working = body.get("status") not in claims.DONE
+    if working and now - claims.claimed_at(claim) < timedelta(seconds=cfg.digest_claim_lease_s):
         raise TransientError(f"digest for {d.channel} is being posted or updated by another delivery")
     if ts:
         return _update_in_place(cfg, bucket, run_id, d, actions, claim, now)
     # No message yet: a claim left by a delivery that died before Slack answered, or one Slack refused (asked
     # again after the cause was fixed, or by the daily health check).
-    if not _replace(bucket, claim, mine):
+    if not claims.replace(bucket, claim, mine):
         raise TransientError(f"digest claim for {d.channel} changed; retrying")
     return _post(cfg, bucket, run_id, d, actions, claim, mine)
 
@@ -298,24 +224,50 @@ def _post(
     run_id: RunId,
     d: ChannelDigest,
     actions: dict[tuple[int, int], list[Action]],
-    claim: Claim,
+    claim: claims.Claim,
     mine: dict[str, Any],
 ) -> str:
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
         ts = runtime.slack(cfg).post_message(d.channel, text, blocks)
-    except SlackUnavailableError:
-        _release(bucket, claim)  # nothing was posted: the retry claims again
+    except SlackUnavailableError as exc:
+        if exc.maybe_done:
+            return _unconfirmed(cfg, bucket, run_id, d, claim, mine, str(exc))
+        claims.release(bucket, claim)  # nothing was posted: the retry claims again
         raise
     except SlackRefusedError as exc:
         log.error("Slack refused the digest for channel %s: %s", d.channel, exc.code, extra={"run_id": str(run_id)})
-        _replace(bucket, claim, {**mine, "status": "refused", "error": exc.code})
+        claims.replace(bucket, claim, {**mine, "status": "refused", "error": exc.code})
         _record(cfg, run_id, d, None, "refused", exc.code)
         return "refused"
-    if not _replace(bucket, claim, {**mine, "ts": ts, "channel": d.channel, "status": "posted"}):
+    if not claims.replace(bucket, claim, {**mine, "ts": ts, "channel": d.channel, "status": "posted"}):
         log.error("digest claim for %s changed while posting; the message may be duplicated", d.channel)
     _record(cfg, run_id, d, ts, "posted", None)
     return "posted"
+
+
+def _unconfirmed(
+    cfg: Settings,
+    bucket: storage.Bucket,
+    run_id: RunId,
+    d: ChannelDigest,
+    claim: claims.Claim,
+    mine: dict[str, Any],
+    error: str,
+) -> str:
+    """Slack took the post but its answer never came (a read timeout): the message may well be in the channel.
+    Without an idempotency key or the history scope we cannot find out, so the claim is kept, marked
+    `unconfirmed`, and no delivery posts this week's digest in this channel again; the operator decides
+    (docs/operations.md: delete the claim to post it again)."""
+    log.error(
+        "Slack did not answer the digest post for channel %s (%s); not posting again: check the channel",
+        d.channel,
+        error,
+        extra={"run_id": str(run_id)},
+    )
+    claims.replace(bucket, claim, {**mine, "status": "unconfirmed", "error": "no_answer", "channel": d.channel})
+    _record(cfg, run_id, d, None, "unconfirmed", "no_answer")
+    return "unconfirmed"
 
 
 def _started_later(cfg: Settings, run_id: RunId, posted_by: str) -> bool:
@@ -336,27 +288,28 @@ def _update_in_place(
     run_id: RunId,
     d: ChannelDigest,
     actions: dict[tuple[int, int], list[Action]],
-    claim: Claim,
+    claim: claims.Claim,
     now: datetime,
 ) -> str:
     """A re-run of a week already posted: the same message shows the new figures (no second post). The claim
     is taken first (status `updating`), so two deliveries of the re-run do not both update."""
     ts = str(claim.ts)
     updating = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updating"}
-    if not _replace(bucket, claim, {**updating, "claimed_at": now.isoformat()}):
+    if not claims.replace(bucket, claim, {**updating, "claimed_at": now.isoformat()}):
         raise TransientError(f"digest claim for {d.channel} changed; retrying")
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
         runtime.slack(cfg).update_message(d.channel, ts, text, blocks)
     except SlackUnavailableError:
-        _replace(bucket, claim, {**updating, "claimed_at": EPOCH.isoformat()})  # the retry need not wait a lease
+        # The retry need not wait a lease.
+        claims.replace(bucket, claim, {**updating, "claimed_at": claims.EPOCH.isoformat()})
         raise
     except SlackRefusedError as exc:  # e.g. the message was deleted, or the app removed from the channel
         log.error("Slack refused to update the digest in %s: %s", d.channel, exc.code, extra={"run_id": str(run_id)})
-        _replace(bucket, claim, {**updating, "status": "refused", "error": exc.code})
+        claims.replace(bucket, claim, {**updating, "status": "refused", "error": exc.code})
         _record(cfg, run_id, d, ts, "refused", exc.code)
         return "refused"
-    if not _replace(bucket, claim, {**updating, "status": "updated"}):
+    if not claims.replace(bucket, claim, {**updating, "status": "updated"}):
         log.error("digest claim for %s changed while updating", d.channel)
     _record(cfg, run_id, d, ts, "updated", None)
     return "updated"
@@ -380,7 +333,7 @@ def _record(cfg: Settings, run_id: RunId, d: ChannelDigest, ts: str | None, stat
     )
 
 
-def refresh_message(cfg: Settings, week: date, channel: str, claim: Claim) -> bool:
+def refresh_message(cfg: Settings, week: date, channel: str, claim: claims.Claim) -> bool:
     """Re-render the posted digest `claim` records with the tutors' latest actions (after a click); False when
     none was posted."""
     d = channel_digests(cfg, week, only_channel=channel).get(channel)

@@ -1,0 +1,355 @@
+"""Every entry point fuzzed: hostile requests and messages, generated, through functions-framework's own app with
+the real stage code against the local stack's emulators.
+
+For each HTTP entry point (the form, the Slack command, the Slack buttons) the generator breaks a valid,
+correctly signed request; for each event entry point (extract_tags, extract_progress, load_history,
+notify_tutors) a valid Pub/Sub push. Wrong types at every field, Unicode digits and whitespace, deep JSON,
+huge strings, missing and extra fields, junk attributes, bodies that are no JSON at all. The properties:
+
+- never a 5xx (a 500 is what Pub/Sub retries five times and what Slack shows as an error);
+- an HTTP refusal is a 4xx naming its reason, an event is acknowledged with its `failures` row (or, for an
+  object that is not ours, acknowledged and ignored);
+- no other table changes: a hostile input writes nothing but its failure.
+
+Seeded (derandomized) and bounded (FUZZ_CASES per entry point, default 40) so `make test` stays fast. A new
+entry point is covered by one more line in EVENT_ENTRIES or HTTP_ENTRIES.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from functions_framework import create_app
+from google.auth import crypt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devstack.stack import LocalStack
+from progress_monitor import runtime, warehouse
+from progress_monitor.add_tag import registry as registries
+from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest, parse_slack_task
+from progress_monitor.errors import PermanentError
+from progress_monitor.settings import Settings
+from tests.pipeline_world import SMALL_TAG, WEEKS, world
+from tests.test_add_tag import AUDIENCE, COORDINATOR, STAFF, TEAM, iap_assertion, iap_key  # noqa: F401
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+CASES = int(os.environ.get("FUZZ_CASES", "40"))
+FUZZ = settings(
+    max_examples=CASES,
+    derandomize=True,  # seeded: the same cases on every run and every machine
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# Tables a hostile input must never change (failures is expected to grow, one row per refused event).
+WATCHED = ("registered_tags", "slack_channels", "runs", "loads", "progress_history", "students", "tutor_actions")
+
+# -- hostile values ----------------------------------------------------------------------------------------
+
+UNICODE_DIGITS = st.sampled_from(["٢٠٥", "²", "５０１２", "߃", "໒", "𝟓"])
+WHITESPACE = st.sampled_from([" 205\n", "\t7001", "2026-10-05\n", "\u00a0101", "101\u200b", " "])
+
+
+def deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HOSTILE_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=False),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    UNICODE_DIGITS,
+    WHITESPACE,
+    st.text(max_size=40),
+    st.text(min_size=2000, max_size=4000, alphabet="x<>!@#\n"),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.just(deep(500)),
+    st.sampled_from(["slack:U1> <!channel", "<!here>", "../../progress/x", "=HYPERLINK(1)", "2026-W41-1", "20261005"]),
+)
+
+
+def mutated(valid: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """A valid body broken one way: a field hostile, missing or extra; or the whole body replaced."""
+    extra = st.tuples(st.text(min_size=1, max_size=10), HOSTILE_VALUE).map(lambda kv: {**valid, kv[0]: kv[1]})
+    whole = st.one_of(HOSTILE_VALUE, st.just(deep(3000)))
+    keys = sorted(valid)
+    if not keys:
+        return st.one_of(extra, whole)
+    replace = st.tuples(st.sampled_from(keys), HOSTILE_VALUE).map(lambda kv: {**valid, kv[0]: kv[1]})
+    missing = st.sampled_from(keys).map(lambda k: {f: v for f, v in valid.items() if f != k})
+    two = st.tuples(st.sampled_from(keys), HOSTILE_VALUE, st.sampled_from(keys), HOSTILE_VALUE).map(
+        lambda t: {**valid, t[0]: t[1], t[2]: t[3]}
+    )
+    return st.one_of(replace, missing, extra, two, whole)
+
+
+RAW_BODIES = st.sampled_from([b"", b"\x00\xff\xfe", b"{not json", b"[" * 5000, b'"just a string"', b"x" * 70_000])
+
+# -- event entry points ------------------------------------------------------------------------------------
+
+
+def parses(parse: Callable[[dict[str, Any]], Any]) -> Callable[[Any], bool]:
+    def valid(body: Any) -> bool:
+        if not isinstance(body, dict):
+            return False
+        try:
+            parse(body)
+        except (PermanentError, RecursionError):
+            return False
+        return True
+
+    return valid
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """An event function, the topic its push path names, a valid body, and its contract's parser (a body the
+    parser accepts would start real work, so the fuzzer leaves it out)."""
+
+    function: str
+    topic: str
+    valid: dict[str, Any]
+    is_valid: Callable[[Any], bool]
+    attributes: dict[str, str] | None = None
+
+
+TASK = {"run_id": WEEKS[2], "snapshot_date": WEEKS[2], "tag_id": SMALL_TAG, "product_ids": [301, 302], "piece": 0}
+CLICK = {
+    "kind": "click",
+    "week": WEEKS[1],
+    "tag_id": SMALL_TAG,
+    "user_id": 205,
+    "action": "contatado",
+    "tutor": "slack:UTUTOR01",
+    "channel": "CTUTORS01",
+    "message_ts": "1712345678.000100",
+}
+NOTIFICATION = {"eventType": "OBJECT_FINALIZE", "bucketId": "progress-shards", "objectId": "x", "objectGeneration": "1"}
+EVENT_ENTRIES = [
+    EventEntry(
+        "extract_tags", "weekly-schedule", {"week": WEEKS[0], "rerun": "fuzz"}, parses(ScheduleRequest.from_json)
+    ),
+    EventEntry("extract_progress", "progress-tasks", TASK, parses(ProgressTask.from_json)),
+    EventEntry("notify_tutors", "slack-tasks", CLICK, parses(parse_slack_task)),
+    EventEntry("notify_tutors", "slack-tasks", {"kind": "digest", "run_id": WEEKS[0]}, parses(parse_slack_task)),
+    # load_history reads the notification's attributes; its body is ignored (Cloud Storage sends `{}`-like data).
+    EventEntry("load_history", "shard-events", {}, lambda body: False, NOTIFICATION),
+]
+
+# -- HTTP entry points -------------------------------------------------------------------------------------
+
+
+def signed(stack: LocalStack, body: bytes) -> dict[str, str]:
+    timestamp = str(int(time.time()))
+    key = stack.local_secrets["SLACK_SIGNING_SECRET"].encode()
+    signature = "v0=" + hmac.new(key, f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+COMMAND = {
+    "command": "/turma",
+    "text": "listar",
+    "user_id": COORDINATOR,
+    "team_id": TEAM,
+    "channel_id": "CTUTORS01",
+    "response_url": "https://hooks.slack.com/commands/T/1/x",
+}
+INTERACTION = {
+    "type": "block_actions",
+    "team": {"id": TEAM},
+    "user": {"id": COORDINATOR},
+    "channel": {"id": "CTUTORS01"},
+    "container": {"message_ts": "1712345678.000100"},
+    "actions": [{"action_id": "contatado", "value": f"w={WEEKS[1]};t={SMALL_TAG};u=205"}],
+}
+IDENTITY: dict[str, str] = {}  # the staff member's IAP assertion, made once the module's key exists
+FORM = {"acao": "adicionar", "tag_id": "7099", "track": "analista", "turma": "2026-03", "start_date": "2026-03-02"}
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (ValueError, RecursionError):  # deeper than json.dumps goes
+        return "[" * 3000 + "1" + "]" * 3000
+
+
+@dataclass(frozen=True)
+class HttpEntry:
+    function: str  # the entry point of functions/add_tag/main.py
+    valid: dict[str, Any]
+    request: Callable[[LocalStack, Any, Any], Any]  # (stack, test client, hostile body) -> response
+
+
+def command_request(stack: LocalStack, client: Any, body: Any) -> Any:
+    if isinstance(body, bytes):
+        raw = body
+    elif isinstance(body, dict):
+        raw = urlencode({k: as_text(v) for k, v in body.items()}).encode()
+    else:
+        raw = as_text(body).encode()
+    return client.post("/", data=raw, headers=signed(stack, raw))
+
+
+def interaction_request(stack: LocalStack, client: Any, body: Any) -> Any:
+    raw = body if isinstance(body, bytes) else urlencode({"payload": as_text(body)}).encode()
+    return client.post("/", data=raw, headers=signed(stack, raw))
+
+
+def form_request(stack: LocalStack, client: Any, body: Any) -> Any:
+    headers = {"X-Goog-IAP-JWT-Assertion": IDENTITY["staff"]}
+    page = client.get("/", headers=headers).get_data(as_text=True)
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token is not None
+    if isinstance(body, bytes):
+        return client.post("/", data=body, headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    fields = {k: as_text(v) for k, v in body.items()} if isinstance(body, dict) else {"acao": as_text(body)}
+    return client.post("/", data={"csrf": token[1], **fields}, headers=headers)
+
+
+HTTP_ENTRIES = [
+    HttpEntry("slack_command", COMMAND, command_request),
+    HttpEntry("slack_interactions", INTERACTION, interaction_request),
+    HttpEntry("add_tag", FORM, form_request),
+]
+
+# -- the stack -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:  # noqa: F811
+    workdir = tmp_path_factory.mktemp("fuzzstack")
+    scenario = workdir / "scenario.json"
+    scenario.write_text(json.dumps(world()))
+    env = {
+        "FORM_AUTH": "iap",
+        "IAP_PUBLIC_KEYS_FILE": str(iap_key[1]),
+        "IAP_AUDIENCE": AUDIENCE,
+        "FORM_ALLOWED_DOMAIN": "escola.local",
+        "FORM_ALLOWED_EMAILS": "",
+        "SLACK_TEAM_ID": TEAM,
+        "SLACK_ALLOWED_USERS": COORDINATOR,
+    }
+    stack = LocalStack.start(workdir, scenario, piece_budget_s=5.0, extra_env=env)
+    saved = dict(os.environ)
+    stack.use_here()
+    os.environ.update(env)
+    os.environ.update(stack.local_secrets)
+    IDENTITY["staff"] = iap_assertion(iap_key[0], STAFF)
+    runtime.reset()
+    registries.reset_instance_registry()
+    yield stack
+    stack.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+    runtime.reset()
+    registries.reset_instance_registry()
+
+
+def counts() -> dict[str, int]:
+    cfg = Settings.from_env()
+    return {n: int(warehouse.query(cfg, f"SELECT COUNT(*) AS n FROM `${{{n}}}`")[0]["n"]) for n in WATCHED}
+
+
+def failure_ids() -> set[str]:
+    return {r["message_id"] for r in warehouse.query(Settings.from_env(), "SELECT message_id FROM `${failures}`")}
+
+
+def push(data: bytes, attributes: dict[str, str] | None, message_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"data": base64.b64encode(data).decode(), "messageId": message_id}
+    if attributes is not None:
+        message["attributes"] = attributes
+    message["publishTime"] = "2026-09-07T11:00:00Z"
+    return {"message": message, "subscription": "projects/local-project/subscriptions/fuzz"}
+
+
+def encode(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    try:
+        return json.dumps(body).encode()
+    except (ValueError, RecursionError):  # deeper than json.dumps goes: send it as text
+        return ("[" * 3000 + "1" + "]" * 3000).encode()
+
+
+@pytest.mark.parametrize("entry", EVENT_ENTRIES, ids=[f"{e.function}-{i}" for i, e in enumerate(EVENT_ENTRIES)])
+def test_hostile_events_are_acknowledged_with_their_failure_and_change_nothing(
+    stack: LocalStack, entry: EventEntry
+) -> None:
+    client = create_app(
+        entry.function, str(ROOT / "functions" / entry.function / "main.py"), "cloudevent"
+    ).test_client()
+    before = counts()
+    expected: set[str] = set()
+    attributes_strategy = st.one_of(
+        st.just(entry.attributes),
+        st.dictionaries(
+            st.sampled_from(
+                ["run_id", "tag_id", "piece", "objectId", "objectGeneration", "bucketId", "eventType", "kind"]
+            ),
+            HOSTILE_VALUE.map(as_text),
+            max_size=4,
+        ).map(lambda hostile: {**(entry.attributes or {}), **{k: v[:1000] for k, v in hostile.items()}}),
+    )
+
+    @FUZZ
+    @given(body=st.one_of(mutated(entry.valid), RAW_BODIES), attributes=attributes_strategy)
+    def case(body: Any, attributes: dict[str, str] | None) -> None:
+        if entry.is_valid(body):
+            return  # a valid message does real work: not this test's business
+        message_id = f"fuzz-{time.time_ns()}"
+        response = client.post(
+            f"/projects/local-project/topics/{entry.topic}", json=push(encode(body), attributes, message_id)
+        )
+        assert response.status_code < 500, (body if not isinstance(body, bytes) else body[:80], response.status_code)
+        assert response.status_code == 200  # acknowledged: Pub/Sub does not redeliver a refusal
+        if entry.function != "load_history":
+            expected.add(message_id)
+
+    runtime.reset()
+    case()
+    missing = expected - failure_ids()
+    assert not missing, f"{len(missing)} refused events have no failures row"
+    assert counts() == before
+
+
+@pytest.mark.parametrize("entry", HTTP_ENTRIES, ids=[e.function for e in HTTP_ENTRIES])
+def test_hostile_requests_get_a_named_4xx_or_an_answer_and_change_nothing(stack: LocalStack, entry: HttpEntry) -> None:
+    client = create_app(entry.function, str(ROOT / "functions" / "add_tag" / "main.py"), "http").test_client()
+    before = counts()
+
+    @FUZZ
+    @given(body=st.one_of(mutated(entry.valid), RAW_BODIES))
+    def case(body: Any) -> None:
+        response = entry.request(stack, client, body)
+        text = response.get_data(as_text=True)
+        assert response.status_code < 500, (entry.function, response.status_code, text[:200])
+        if response.status_code >= 400:
+            assert text.strip(), "a refusal names its reason"
+
+    runtime.reset()
+    case()
+    assert counts() == before
