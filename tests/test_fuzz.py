@@ -11,7 +11,8 @@ huge strings, missing and extra fields, junk attributes, bodies that are no JSON
   object that is not ours, acknowledged and ignored);
 - no other table changes: a hostile input writes nothing but its failure.
 
-Seeded (derandomized) and bounded (FUZZ_CASES per entry point, default 40) so `make test` stays fast. A new
+Every entry point first gets a systematic sweep (each of TYPE_CONFUSION at every place of its valid body),
+then FUZZ_CASES random cases (default 30), seeded (derandomized) so `make test` stays fast. A new
 entry point is covered by one more line in EVENT_ENTRIES or HTTP_ENTRIES.
 """
 
@@ -47,7 +48,7 @@ from tests.test_add_tag import AUDIENCE, COORDINATOR, STAFF, TEAM, iap_assertion
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
-CASES = int(os.environ.get("FUZZ_CASES", "40"))
+CASES = int(os.environ.get("FUZZ_CASES", "30"))
 FUZZ = settings(
     max_examples=CASES,
     derandomize=True,  # seeded: the same cases on every run and every machine
@@ -86,19 +87,50 @@ HOSTILE_VALUE = st.one_of(
 )
 
 
+Path_ = tuple[str | int, ...]
+
+
+def paths(value: Any, prefix: Path_ = ()) -> list[Path_]:
+    """Every place in a JSON document: each key of each object and each item of each list, nested."""
+    found: list[Path_] = []
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in children:
+        found.append((*prefix, key))
+        found += paths(child, (*prefix, key))
+    return found
+
+
+def at(document: Any, path: Path_, change: Callable[[Any, str | int], None]) -> Any:
+    """A deep copy of `document` with `change(parent, key)` applied where `path` leads."""
+    copy = json.loads(json.dumps(document))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    change(parent, path[-1])
+    return copy
+
+
 def mutated(valid: dict[str, Any]) -> st.SearchStrategy[Any]:
-    """A valid body broken one way: a field hostile, missing or extra; or the whole body replaced."""
-    extra = st.tuples(st.text(min_size=1, max_size=10), HOSTILE_VALUE).map(lambda kv: {**valid, kv[0]: kv[1]})
+    """A valid body broken one way, anywhere in it: a value hostile, a key missing, a key extra (at the top or
+    inside a nested object); or the whole body replaced."""
     whole = st.one_of(HOSTILE_VALUE, st.just(deep(3000)))
-    keys = sorted(valid)
-    if not keys:
+    extra = st.tuples(st.text(min_size=1, max_size=10), HOSTILE_VALUE).map(lambda kv: {**valid, kv[0]: kv[1]})
+    places = paths(valid)
+    if not places:
         return st.one_of(extra, whole)
-    replace = st.tuples(st.sampled_from(keys), HOSTILE_VALUE).map(lambda kv: {**valid, kv[0]: kv[1]})
-    missing = st.sampled_from(keys).map(lambda k: {f: v for f, v in valid.items() if f != k})
-    two = st.tuples(st.sampled_from(keys), HOSTILE_VALUE, st.sampled_from(keys), HOSTILE_VALUE).map(
-        lambda t: {**valid, t[0]: t[1], t[2]: t[3]}
-    )
-    return st.one_of(replace, missing, extra, two, whole)
+
+    def put(value: Any) -> Callable[[Any, str | int], None]:
+        def change(parent: Any, key: str | int) -> None:
+            parent[key] = value
+
+        return change
+
+    def drop(parent: Any, key: str | int) -> None:
+        del parent[key]
+
+    replace = st.tuples(st.sampled_from(places), HOSTILE_VALUE).map(lambda pv: at(valid, pv[0], put(pv[1])))
+    missing = st.sampled_from(places).map(lambda p: at(valid, p, drop))
+    return st.one_of(replace, replace, missing, extra, whole)
 
 
 RAW_BODIES = st.sampled_from([b"", b"\x00\xff\xfe", b"{not json", b"[" * 5000, b'"just a string"', b"x" * 70_000])
@@ -295,6 +327,17 @@ def encode(body: Any) -> bytes:
         return ("[" * 3000 + "1" + "]" * 3000).encode()
 
 
+# Wrong types everywhere, systematically: each of these at every place of the valid body (then the random cases).
+TYPE_CONFUSION: list[Any] = [None, True, 12.9, [], {}, "٢٠٥", " 205\n"]
+
+
+def sweep(valid: dict[str, Any]) -> list[Any]:
+    def put(value: Any) -> Callable[[Any, str | int], None]:
+        return lambda parent, key: parent.__setitem__(key, value)
+
+    return [at(valid, place, put(value)) for place in paths(valid) for value in TYPE_CONFUSION]
+
+
 @pytest.mark.parametrize("entry", EVENT_ENTRIES, ids=[f"{e.function}-{i}" for i, e in enumerate(EVENT_ENTRIES)])
 def test_hostile_events_are_acknowledged_with_their_failure_and_change_nothing(
     stack: LocalStack, entry: EventEntry
@@ -315,9 +358,7 @@ def test_hostile_events_are_acknowledged_with_their_failure_and_change_nothing(
         ).map(lambda hostile: {**(entry.attributes or {}), **{k: v[:1000] for k, v in hostile.items()}}),
     )
 
-    @FUZZ
-    @given(body=st.one_of(mutated(entry.valid), RAW_BODIES), attributes=attributes_strategy)
-    def case(body: Any, attributes: dict[str, str] | None) -> None:
+    def check(body: Any, attributes: dict[str, str] | None) -> None:
         if entry.is_valid(body):
             return  # a valid message does real work: not this test's business
         message_id = f"fuzz-{time.time_ns()}"
@@ -329,7 +370,14 @@ def test_hostile_events_are_acknowledged_with_their_failure_and_change_nothing(
         if entry.function != "load_history":
             expected.add(message_id)
 
+    @FUZZ
+    @given(body=st.one_of(mutated(entry.valid), RAW_BODIES), attributes=attributes_strategy)
+    def case(body: Any, attributes: dict[str, str] | None) -> None:
+        check(body, attributes)
+
     runtime.reset()
+    for body in sweep(entry.valid):
+        check(body, entry.attributes)
     case()
     missing = expected - failure_ids()
     assert not missing, f"{len(missing)} refused events have no failures row"
@@ -341,15 +389,20 @@ def test_hostile_requests_get_a_named_4xx_or_an_answer_and_change_nothing(stack:
     client = create_app(entry.function, str(ROOT / "functions" / "add_tag" / "main.py"), "http").test_client()
     before = counts()
 
-    @FUZZ
-    @given(body=st.one_of(mutated(entry.valid), RAW_BODIES))
-    def case(body: Any) -> None:
+    def check(body: Any) -> None:
         response = entry.request(stack, client, body)
         text = response.get_data(as_text=True)
         assert response.status_code < 500, (entry.function, response.status_code, text[:200])
         if response.status_code >= 400:
             assert text.strip(), "a refusal names its reason"
 
+    @FUZZ
+    @given(body=st.one_of(mutated(entry.valid), RAW_BODIES))
+    def case(body: Any) -> None:
+        check(body)
+
     runtime.reset()
+    for body in sweep(entry.valid):
+        check(body)
     case()
     assert counts() == before

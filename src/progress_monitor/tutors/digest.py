@@ -2,11 +2,11 @@
 
 Exactly once per week and channel. A claim object in the shards bucket (claims.py,
 `slack/digests/<week>/<channel>.json`, created with a generation precondition, like every shard) decides which
-delivery posts; it then records the message's `ts`. A redelivered request or a replay finds the `ts` and posts nothing; a re-run of the week
-(a later run id) updates the same message in place, once (the claim is taken first, status `updating`), and a
-late task of an earlier run changes nothing; a claim left by a delivery that died before Slack answered is
-taken over after `digest_claim_lease_s`. A Slack outage raises a TransientError after the claim is released,
-so Pub/Sub retries the digest; the load that asked for it finished long before.
+delivery posts; it then records the message's `ts`. A redelivered request or a replay finds the `ts` and posts
+nothing; a re-run of the week (a later run id) updates the same message in place, once (the claim is taken first,
+status `updating`), and a late task of an earlier run changes nothing; a claim left by a delivery that died before
+Slack answered is taken over after `digest_claim_lease_s`. A Slack outage raises a TransientError after the claim
+is released, so Pub/Sub retries the digest; the load that asked for it finished long before.
 
 A post Slack took but never answered (a read timeout) may be in the channel: its claim is kept `unconfirmed`
 and nothing posts that week's digest there again on its own (the operator looks, then may delete the claim).
