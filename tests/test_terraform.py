@@ -33,9 +33,9 @@ def unquote(value: Any) -> Any:
     return value
 
 
-def parsed() -> dict[str, list[Any]]:
+def parsed(directory: Path = TF) -> dict[str, list[Any]]:
     merged: dict[str, list[Any]] = {}
-    for path in sorted(TF.glob("*.tf")):
+    for path in sorted(directory.glob("*.tf")):
         with path.open() as handle:
             for block, items in hcl2.load(handle).items():
                 merged.setdefault(block, []).extend(items)

@@ -345,19 +345,6 @@ def test_the_outcome_of_contacting_on_a_hand_computed_school(stack: LocalStack, 
     assert sorted(int(line.split(",")[3]) for line in lines[1:]) == [202, 203, 205]
 
 
-def test_turma_canal_sets_where_a_class_digest_goes(stack: LocalStack) -> None:
-    slack = SlackStandin(stack.endpoints["slack"])
-    ok = _slash(stack, f"canal {B} <#C0NOVO01|tutores-b>", LOCAL_SLACK_USER, CHANNEL_T1, slack.response_url("c"))
-    assert "<#C0NOVO01>" in ok.json()["text"]
-    found = rows("SELECT channel_id FROM `${slack_channels}` WHERE scope = 'turma' AND target = @t", t=str(B))
-    assert [r["channel_id"] for r in found] == ["C0NOVO01"]
-    for text in (f"canal {B} #tutores-b", f"canal {B} <@U123>", "canal 999999 C0NOVO01", "canal naoexiste C0NOVO01"):
-        assert ":warning:" in _slash(stack, text, LOCAL_SLACK_USER, CHANNEL_T1, slack.response_url("c")).json()["text"]
-    # only coordinators change the registry
-    refused = _slash(stack, f"canal {B} C0NOVO02", TUTOR_1, CHANNEL_T1, slack.response_url("c"))
-    assert "não tem permissão" in refused.json()["text"]
-
-
 def test_a_post_slack_took_but_never_answered_is_not_posted_again(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,11 +357,14 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
     def posts() -> int:
         return sum(1 for m in slack.messages() if m["channel"] == CHANNEL_A and m["text"].startswith(label))
 
+    # week 3's digests, posted after the outcome test's run: both channels done before the test starts
+    wait_for(lambda: (found := stack.wait_digests(run_id, timeout=5)) and len(found) == 2 and found, 90)
     before = posts()
-    assert before == 1  # week 3's digest, posted by the outcome test's run
+    assert before == 1
     # As if the operator deleted the claim to post the week again: the next post starts from nothing.
     runtime.shards_bucket(Settings.from_env()).blob(digest_claim_name(week(3), CHANNEL_A)).delete()
     monkeypatch.setenv("SLACK_TIMEOUT_S", "1")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", stack.local_secrets["SLACK_BOT_TOKEN"])  # as notify_tutors reads it
     runtime.reset()
     try:
         slack.slow("chat.postMessage", seconds=3)
@@ -394,3 +384,23 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
     finally:
         monkeypatch.undo()
         runtime.reset()
+    # A tutor's signed click on that message proves it is there: the digest is `posted` with its ts again.
+    posted = [m for m in slack.messages() if m["channel"] == CHANNEL_A and m["text"].startswith(label)][-1]
+    url, secret = stack.endpoints["functions"]["slack_interactions"], stack.local_secrets["SLACK_SIGNING_SECRET"]
+    assert click(url, secret, posted, 202, "contatado", LOCAL_SLACK_TEAM, TUTOR_1).status_code == 200
+    query = "SELECT status, message_ts FROM `${slack_digests}` WHERE snapshot_date = @d AND channel_id = @c"
+    wait_for(lambda: rows(query, d=week(3), c=CHANNEL_A) == [{"status": "posted", "message_ts": posted["ts"]}])
+    assert posts() == before + 1
+
+
+def test_turma_canal_sets_where_a_class_digest_goes(stack: LocalStack) -> None:
+    slack = SlackStandin(stack.endpoints["slack"])
+    ok = _slash(stack, f"canal {B} <#C0NOVO01|tutores-b>", LOCAL_SLACK_USER, CHANNEL_T1, slack.response_url("c"))
+    assert "<#C0NOVO01>" in ok.json()["text"]
+    found = rows("SELECT channel_id FROM `${slack_channels}` WHERE scope = 'turma' AND target = @t", t=str(B))
+    assert [r["channel_id"] for r in found] == ["C0NOVO01"]
+    for text in (f"canal {B} #tutores-b", f"canal {B} <@U123>", "canal 999999 C0NOVO01", "canal naoexiste C0NOVO01"):
+        assert ":warning:" in _slash(stack, text, LOCAL_SLACK_USER, CHANNEL_T1, slack.response_url("c")).json()["text"]
+    # only coordinators change the registry
+    refused = _slash(stack, f"canal {B} C0NOVO02", TUTOR_1, CHANNEL_T1, slack.response_url("c"))
+    assert "não tem permissão" in refused.json()["text"]

@@ -22,7 +22,10 @@ from typing import Any
 
 LINK = re.compile(r"/(hashicorp/google(?:-beta)?)/([0-9.]+)/docs/(resources|data-sources)/(\w+)#(\w+)")
 META_ARGUMENTS = {"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"}
-Block = dict[str, Any]  # {"attributes": {name: required}, "blocks": {name: {"required", "list", "block"}}}
+Block = dict[str, Any]  # {"attributes": {name: required}, "blocks": {name: {"required", "list", "block"}},
+#                          "enums": {name: [the values the provider's docs list as possible]}}
+POSSIBLE = re.compile(r"Possible values: \[([^\]]*)\]")
+ENUM_LITERAL = re.compile(r'"([A-Z][A-Z0-9_]+)"')
 
 
 def _struct_fqn(type_ref: dict[str, Any]) -> tuple[str | None, bool]:
@@ -42,7 +45,7 @@ def _snake(name: str) -> str:
 
 def _block(types: dict[str, Any], fqn: str, seen: tuple[str, ...] = ()) -> tuple[Block, re.Match[str] | None]:
     """A struct's arguments and nested blocks; also its first registry link, when it has one."""
-    block: Block = {"attributes": {}, "blocks": {}}
+    block: Block = {"attributes": {}, "blocks": {}, "enums": {}}
     first_link = None
     for prop in types[fqn].get("properties", []):
         docs = prop.get("docs", {})
@@ -56,6 +59,9 @@ def _block(types: dict[str, Any], fqn: str, seen: tuple[str, ...] = ()) -> tuple
             block["blocks"][name] = {"required": required, "list": is_list, "block": nested}
         else:
             block["attributes"][name] = required
+            possible = POSSIBLE.search(docs.get("summary", "") + " " + docs.get("remarks", ""))
+            if possible:
+                block["enums"][name] = re.findall(r'"([^"]*)"', possible.group(1))
     return block, first_link
 
 
@@ -114,6 +120,11 @@ def check_body(body: dict[str, Any], block: Block, where: str, *, top: bool) -> 
         if key in block["attributes"]:
             if is_block:
                 errors.append(f"{where}: {key!r} is an argument (`{key} = ...`), not a block")
+            allowed = block.get("enums", {}).get(key)
+            if allowed and isinstance(value, str):
+                # an enum-like literal anywhere in the value (a literal, or a lookup's/conditional's options)
+                for literal in set(ENUM_LITERAL.findall(value)) - set(allowed):
+                    errors.append(f"{where}: {key} = {literal!r} is not one of {allowed}")
         elif key in block["blocks"]:
             nested = block["blocks"][key]
             if not is_block:

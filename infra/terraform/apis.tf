@@ -12,6 +12,7 @@ resource "google_project_service" "apis" {
     "iap.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",
+    "orgpolicy.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
@@ -48,7 +49,8 @@ resource "time_sleep" "agents_ready" {
 }
 
 locals {
-  pubsub_agent = google_project_service_identity.agent["pubsub.googleapis.com"].member
-  iap_agent    = google_project_service_identity.agent["iap.googleapis.com"].member
-  gcs_agent    = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+  pubsub_agent   = google_project_service_identity.agent["pubsub.googleapis.com"].member
+  iap_agent      = google_project_service_identity.agent["iap.googleapis.com"].member
+  eventarc_agent = google_project_service_identity.agent["eventarc.googleapis.com"].member
+  gcs_agent      = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }

@@ -41,16 +41,35 @@ resource "google_cloud_run_service_iam_member" "iap_invoker" {
   member   = local.iap_agent
 }
 
-# Slack cannot present Google credentials: the endpoint is public and every request must carry Slack's
-# HMAC signature, verified in code (timestamp window, constant-time comparison). Where the organisation
-# enforces domain-restricted sharing (iam.allowedPolicyMemberDomains, the default for new organisations) this
-# grant is refused: the project needs that policy's exception first (docs/deploy.md, "First apply", step 2).
+# Slack cannot present Google credentials: both Slack endpoints (the slash command and the buttons' interactivity
+# URL) are public and every request must carry Slack's v0 HMAC signature, verified in code (timestamp window,
+# constant-time comparison). Where the organisation enforces domain-restricted sharing
+# (iam.allowedPolicyMemberDomains, the default for new organisations) this grant is refused unless the project
+# overrides that list constraint: var.org_policy_override does it below, or an administrator by hand
+# (docs/deploy.md, "First apply", step 2).
 resource "google_cloud_run_service_iam_member" "slack_public" {
   # checkov:skip=CKV_GCP_102: Slack cannot send Google credentials; every request is verified by its HMAC signature in code
-  location = var.region
-  service  = google_cloudfunctions2_function.fn["slack_command"].name
-  role     = "roles/run.invoker"
-  member   = "allUsers"
+  for_each   = toset(["slack_command", "slack_actions"])
+  location   = var.region
+  service    = google_cloudfunctions2_function.fn[each.key].name
+  role       = "roles/run.invoker"
+  member     = "allUsers"
+  depends_on = [google_org_policy_policy.public_members]
+}
+
+# A project-level override of the list constraint iam.allowedPolicyMemberDomains (allow all values), so
+# allUsers may be granted here. Needs an Organization Policy Administrator (roles/orgpolicy.policyAdmin on the
+# organisation) to run the apply; off by default.
+resource "google_org_policy_policy" "public_members" {
+  count  = var.org_policy_override ? 1 : 0
+  name   = "projects/${var.project_id}/policies/iam.allowedPolicyMemberDomains"
+  parent = "projects/${var.project_id}"
+  spec {
+    rules {
+      allow_all = "TRUE"
+    }
+  }
+  depends_on = [time_sleep.apis_ready]
 }
 
 resource "google_compute_managed_ssl_certificate" "form" {

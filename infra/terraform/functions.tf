@@ -81,16 +81,14 @@ resource "google_cloudfunctions2_function" "fn" {
     }
   }
 
-  # Everything a function needs at its first request or build exists first: its secrets' bindings, the
-  # build account's roles, and (for load_history's Eventarc trigger, created with the function) the whole
-  # event chain plus a wait for a fresh project's Eventarc agent to propagate.
+  # Everything a function needs at its build or first request is granted first and has propagated
+  # (time_sleep.grants_ready, iam.tf): the builder's roles, its own account's roles and secrets, and (for
+  # load_history's Eventarc trigger, created with the function) the whole event chain. The tables exist with
+  # their current schema first: a new version's queries name their new columns (e.g. failures.attempts).
   depends_on = [
     time_sleep.apis_ready,
     time_sleep.agents_ready,
-    google_secret_manager_secret_iam_member.reader,
-    google_project_iam_member.builder,
-    google_storage_bucket_iam_member.builder_sources,
-    google_project_iam_member.gcs_publisher,
-    google_project_iam_member.trigger_receiver,
+    time_sleep.grants_ready,
+    google_bigquery_table.table,
   ]
 }

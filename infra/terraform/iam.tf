@@ -195,12 +195,13 @@ resource "google_cloud_run_service_iam_member" "recorder" {
 }
 
 # The Eventarc chain of load_history: Cloud Storage's agent publishes to Eventarc's topic, and the trigger's
-# identity receives events and invokes the function. Eventarc's own agent gets its role from Google when
-# created (apis.tf creates it and waits for it to propagate).
+# identity receives events and invokes the function. Eventarc's own agent is granted its role below.
 resource "google_project_iam_member" "gcs_publisher" {
   project = var.project_id
   role    = "roles/pubsub.publisher"
   member  = local.gcs_agent
+  # a role cannot be granted to an agent before it has propagated
+  depends_on = [time_sleep.agents_ready]
 }
 
 resource "google_project_iam_member" "trigger_receiver" {
@@ -223,6 +224,8 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   topic    = google_pubsub_topic.topic[each.value].name
   role     = "roles/pubsub.publisher"
   member   = local.pubsub_agent
+  # a role cannot be granted to an agent before it has propagated
+  depends_on = [time_sleep.agents_ready]
 }
 
 resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
@@ -230,12 +233,14 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   subscription = google_pubsub_subscription.push[each.key].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
+  depends_on   = [time_sleep.agents_ready]
 }
 
 resource "google_service_account_iam_member" "pubsub_token_creator" {
   service_account_id = google_service_account.pusher.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_agent
+  depends_on         = [time_sleep.agents_ready]
 }
 
 # Dashboards: managers read the reporting dataset; tutors also read the restricted one (contact data).
@@ -250,4 +255,65 @@ resource "google_bigquery_dataset_iam_member" "tutors" {
   dataset_id = google_bigquery_dataset.restricted.dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = "group:${var.reporting.tutors_group}"
+}
+
+# Eventarc's service agent, created on request (apis.tf), gets no role by itself: without this one the
+# trigger cannot be created ("service agent ... does not have the role").
+resource "google_project_iam_member" "eventarc_agent" {
+  # checkov:skip=CKV_GCP_49: the grant Google documents for its own Eventarc service agent; no user or function account gets it
+  project = var.project_id
+  role    = "roles/eventarc.serviceAgent"
+  member  = local.eventarc_agent
+  # a role cannot be granted to an agent before it has propagated
+  depends_on = [time_sleep.agents_ready]
+}
+
+# Gen2 copies each function's source into Google's gcf-v2-sources-<project number>-<region> bucket, and the
+# build reads it from there as the builder account ("Access to bucket gcf-v2-sources-... denied" otherwise).
+# The bucket is created by the first deployment, so the grant is project-level, conditioned on its name.
+resource "google_project_iam_member" "builder_gcf_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.builder.member
+  condition {
+    title      = "gcf-v2-sources-only"
+    expression = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\")"
+  }
+}
+
+# IAM is eventually consistent: a role granted to a fresh account or agent may be refused for a minute or
+# more. The functions (their build, their first request, load_history's trigger) wait for every grant they
+# use; the provider's own custom-builder example waits 60 s.
+resource "time_sleep" "grants_ready" {
+  create_duration = "60s"
+  depends_on = [
+    google_project_iam_member.builder,
+    google_project_iam_member.builder_gcf_sources,
+    google_storage_bucket_iam_member.builder_sources,
+    google_project_iam_member.bigquery_jobs,
+    google_bigquery_table_iam_member.table,
+    google_bigquery_dataset_iam_member.loader,
+    google_bigquery_dataset_iam_member.tutors_agent,
+    google_storage_bucket_iam_member.digest_claims,
+    google_storage_bucket_iam_member.shards,
+    google_storage_bucket_iam_member.loader_contacts,
+    google_storage_bucket_iam_member.cademi_budget,
+    google_pubsub_topic_iam_member.publisher,
+    google_secret_manager_secret_iam_member.reader,
+    google_project_iam_member.gcs_publisher,
+    google_project_iam_member.trigger_receiver,
+    google_project_iam_member.eventarc_agent,
+  ]
+}
+
+# The push subscriptions start delivering at once: they wait until the push identity may invoke its
+# functions and the Pub/Sub agent may sign its tokens and publish to the dead-letter topics.
+resource "time_sleep" "invokers_ready" {
+  create_duration = "60s"
+  depends_on = [
+    google_cloud_run_service_iam_member.pusher,
+    google_cloud_run_service_iam_member.recorder,
+    google_service_account_iam_member.pubsub_token_creator,
+    google_pubsub_topic_iam_member.dead_letter_publisher,
+  ]
 }

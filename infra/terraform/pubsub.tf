@@ -41,6 +41,7 @@ resource "google_pubsub_subscription" "push" {
   expiration_policy {
     ttl = ""
   }
+  depends_on = [time_sleep.invokers_ready]
 }
 
 # Every dead-letter topic keeps its messages in a pull subscription for the operator.
@@ -76,5 +77,5 @@ resource "google_pubsub_subscription" "dead_letter_records" {
   expiration_policy {
     ttl = ""
   }
-  depends_on = [google_cloud_run_service_iam_member.recorder]
+  depends_on = [time_sleep.invokers_ready]
 }

@@ -145,3 +145,9 @@ variable "shard_retention_days" {
     error_message = "Keep shards at least 30 days so a lost week can be replayed."
   }
 }
+
+variable "org_policy_override" {
+  description = "Override the organisation's domain-restricted sharing (iam.allowedPolicyMemberDomains) for this project, so the two Slack endpoints can be public; the apply then needs roles/orgpolicy.policyAdmin on the organisation."
+  type        = bool
+  default     = false
+}

@@ -1,10 +1,11 @@
 """record_failures: every message that reaches a dead-letter topic is recorded in `failures` at once.
 
 Two kinds arrive. A stage that met a permanent failure published the message here itself (failures.guard) and
-already recorded it: its `original_message_id` and `stage` attributes find that row, so recording again
-changes nothing. A message Pub/Sub gave up on after its delivery attempts (a transient failure that never
-cleared) was recorded by no one: it gets its row now, with the attempts and its attributes, and its run's
-status is recomputed, so run health shows it within a minute instead of at the next daily health check.
+already recorded and logged it: its `stage` and `reason` attributes say so, and it is acknowledged untouched (no
+second row, no second alert, no extra write on the run). A message Pub/Sub gave up on after its delivery attempts
+(a transient failure that never cleared) was recorded by no one: it gets its row now, with the attempts and its
+attributes, and its run's status is recomputed, so run health shows it within a minute instead of at the next
+daily health check.
 
 The body is never parsed (it may be anything); only the envelope and the attributes (ids) are read.
 """
@@ -67,19 +68,16 @@ def record(cfg: Settings, stage: str, message: PubSubMessage) -> DeadLetter:
     attributes = message.attributes
     kept = {k: attributes[k][:100] for k in KEPT if k in attributes}
     run_id = RunId.parse_or_none(attributes.get("run_id"))
-    original = attributes.get("original_message_id")
-    if original and attributes.get("reason"):  # failures.guard's own: already recorded under its message id
-        stage = attributes.get("stage", stage)[:40]
-        message_id, attempts = original[:100], None
-        reason = attributes["reason"]
-    else:
-        message_id = message.message_id[:100]
-        attempts = parse_uint(attributes.get(DELIVERY_COUNT), 4)
-        subscription = attributes.get(SOURCE_SUBSCRIPTION, "?")[:200]
-        reason = (
-            f"Pub/Sub gave up after {attempts if attempts is not None else 'its'} delivery attempts "
-            f"(subscription {subscription}); the last error is in the {stage} function's log"
-        )
+    if "stage" in attributes and "reason" in attributes and DELIVERY_COUNT not in attributes:
+        # failures.guard's own: the stage recorded it (and logged it) before publishing it here.
+        return DeadLetter(attributes["stage"][:40], attributes.get("original_message_id", "")[:100], None)
+    message_id = message.message_id[:100]
+    attempts = parse_uint(attributes.get(DELIVERY_COUNT), 4)
+    subscription = attributes.get(SOURCE_SUBSCRIPTION, "?")[:200]
+    reason = (
+        f"Pub/Sub gave up after {attempts if attempts is not None else 'its'} delivery attempts "
+        f"(subscription {subscription}); the last error is in the {stage} function's log"
+    )
     record_failure(
         cfg,
         stage,

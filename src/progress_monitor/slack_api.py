@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 
 from progress_monitor.errors import (
     SLACK_AUTH_CODES,
@@ -37,7 +38,7 @@ from progress_monitor.errors import (
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 50  # Block Kit's limit per message
 MAX_TEXT = 3000  # a section's text limit
-MAX_RETRY_AFTER_S = 30.0  # longer rate-limit waits are left to Pub/Sub's redelivery
+MAX_RETRY_AFTER_S = 10.0  # longer rate-limit waits are left to Pub/Sub's redelivery (within the worker's timeout)
 RATE_LIMIT_RETRIES = 2  # rate-limited answers waited out per call, at most
 DEFAULT_RETRY_AFTER_S = 1.0  # rate limited without a usable Retry-After: Slack's one message a second
 
@@ -92,22 +93,31 @@ class SlackClient:
             response = self._session.post(
                 f"{self.base_url}/{method}", json=payload, headers=headers, timeout=self.timeout_s
             )
-        except requests.ReadTimeout as exc:  # sent, but no answer: Slack may have done it
-            raise SlackUnavailableError(f"{method}: {type(exc).__name__}", maybe_done=True) from exc
         except requests.RequestException as exc:
-            raise SlackUnavailableError(f"{method}: {type(exc).__name__}") from exc
+            raise SlackUnavailableError(f"{method}: {type(exc).__name__}", maybe_done=_maybe_sent(exc)) from exc
         return _answer(method, response)
 
     def post_message(self, channel: str, text: str, blocks: list[dict[str, Any]]) -> str:
         """Post to a channel; returns the message's `ts` (its id within the channel)."""
         answer = self.call("chat.postMessage", {"channel": channel, "text": text, "blocks": blocks})
         ts = answer.get("ts")
-        if not isinstance(ts, str) or not ts:
-            raise SlackUnavailableError("chat.postMessage answered without a ts")
+        if not isinstance(ts, str) or not ts:  # Slack said ok: the message is there, we only lack its id
+            raise SlackUnavailableError("chat.postMessage answered without a ts", maybe_done=True)
         return ts
 
     def update_message(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         self.call("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": blocks})
+
+
+def _maybe_sent(exc: requests.RequestException) -> bool:
+    """Whether a failed call may have reached Slack: the request went out and the answer did not come back (a
+    read timeout, the connection dropped mid-answer), as opposed to never connecting."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ReadTimeout | requests.exceptions.ChunkedEncodingError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(cause, urllib3.exceptions.ProtocolError)
 
 
 def _fixed(token: str) -> TokenSource:

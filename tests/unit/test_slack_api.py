@@ -197,7 +197,7 @@ def test_a_retry_after_beyond_the_cap_is_not_slept_but_carried(standin: Standin)
     assert len(standin.attempts("chat.postMessage")) == 1
 
 
-@pytest.mark.parametrize(("offset_s", "low", "high"), [(-3600, 0.0, 0.0), (20, 15.0, 20.0)])
+@pytest.mark.parametrize(("offset_s", "low", "high"), [(-3600, 0.0, 0.0), (8, 4.0, 8.0)])
 def test_retry_after_as_an_http_date(standin: Standin, offset_s: int, low: float, high: float) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=offset_s), usegmt=True)
     standin.api.fail("chat.postMessage", 429, 1, error="ratelimited", retry_after=when)

@@ -153,6 +153,7 @@ class ProgressTask:
             "product_ids": list(self.product_ids),
             "piece": self.piece,
             "start_index": self.start_index,
+            "next_index": self.start_index,  # the old name, for one release: a rolled-back reader finds it
         }
 
     def encode(self) -> bytes:

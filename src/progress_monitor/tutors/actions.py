@@ -109,7 +109,12 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
 def record_click(cfg: Settings, click: ClickTask) -> bool:
     """Record a click once (a double click or a replayed request finds its row) and update the message in
     place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
-    claim = claims.read(runtime.shards_bucket(cfg), click.week, click.channel)
+    bucket = runtime.shards_bucket(cfg)
+    claim = claims.read(bucket, click.week, click.channel)
+    unconfirmed = claim is not None and claim.body.get("status") == "unconfirmed" and claim.ts is None
+    if claim is not None and unconfirmed and (click.tag_id, click.user_id) in claim.listed:
+        # Slack signed a click on this channel's message for that week: the post we could not confirm is there.
+        digest.confirm(cfg, bucket, claim, click.channel, click.message_ts)
     if claim is None or claim.ts != click.message_ts or (click.tag_id, click.user_id) not in claim.listed:
         log.warning(
             "click on a student the digest of this channel does not list; ignored",

@@ -17,6 +17,7 @@ claim without one, and the take-over posts again. It lasts one small GCS write.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -37,6 +38,9 @@ from progress_monitor.tutors import claims
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
 
 log = logging.getLogger("progress_monitor.tutors")
+# No channel is started after this long into a task: a Slack call (its rate-limit waits included) then still ends
+# within notify_tutors' 120 s timeout, so no delivery is cut off holding a claim mid-post.
+TASK_BUDGET_S = 45.0
 
 CHANNELS_SQL = """
 SELECT r.tag_id, r.turma, r.track_id, COALESCE(ct.channel_id, cr.channel_id) AS channel_id,
@@ -160,7 +164,11 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
     bucket = runtime.shards_bucket(cfg)
     result = DigestResult([], [], [], [], [])
     retry: list[str] = []
+    started = time.monotonic()
     for channel, d in sorted(digests.items()):
+        if time.monotonic() - started > TASK_BUDGET_S:
+            retry.append(channel)  # within the worker's timeout: the redelivery carries on from here
+            continue
         try:
             outcome = _post_channel(cfg, bucket, run_id, d, actions)
         except TransientError as exc:  # Slack down, or another delivery holding this channel's claim
@@ -199,8 +207,10 @@ def _post_channel(
     if claim is None:
         raise TransientError("digest claim vanished; retrying")
     body, ts = claim.body, claim.ts
-    if body.get("status") == "unconfirmed":
-        return "skipped"  # Slack may have posted it (see _unconfirmed): never a second message on our own
+    if body.get("status") == "unconfirmed":  # Slack may have posted it (see _unconfirmed): never post again
+        if body.get("run_id") == str(run_id):
+            _record(cfg, run_id, d, None, "unconfirmed", "no_answer")  # in case the first record was lost
+        return "skipped"
     same_run = body.get("run_id") == str(run_id)
     if same_run and body.get("status") in claims.DONE and (ts or body.get("status") != "refused"):
         return "skipped"  # a redelivery or a replay: this run's digest is in the channel
@@ -268,6 +278,23 @@ def _unconfirmed(
     claims.replace(bucket, claim, {**mine, "status": "unconfirmed", "error": "no_answer", "channel": d.channel})
     _record(cfg, run_id, d, None, "unconfirmed", "no_answer")
     return "unconfirmed"
+
+
+def confirm(cfg: Settings, bucket: storage.Bucket, claim: claims.Claim, channel: str, ts: str) -> bool:
+    """An `unconfirmed` digest proved to be in the channel by a signed click on it: its claim takes the message's
+    `ts` (so updates work again) and the week's record says `posted`. False when the claim moved meanwhile."""
+    if not claims.replace(bucket, claim, {**claim.body, "ts": ts, "status": "posted", "error": None}):
+        return False
+    warehouse.query(
+        cfg,
+        "UPDATE `${slack_digests}` SET status = 'posted', message_ts = @ts, error = NULL "
+        "WHERE channel_id = @channel AND status = 'unconfirmed' AND run_id = @run_id",
+        ts=ts,
+        channel=channel,
+        run_id=str(claim.body.get("run_id")),
+    )
+    log.info("an unconfirmed digest is in channel %s after all (a click on it)", channel)
+    return True
 
 
 def _started_later(cfg: Settings, run_id: RunId, posted_by: str) -> bool:

@@ -1,0 +1,355 @@
+"""Planted defects: each is applied to a copy of infra/terraform and must fail the Terraform checks.
+
+A check counts only if a defect makes it fail. Every mutant below names the check expected to kill it; a
+mutant that survives (all checks pass on the broken copy) fails this test, and so does a mutant whose text
+no longer occurs exactly once (the configuration changed: update the mutant, do not drop it).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import tf_model
+from tests.test_terraform import ROOT, TF, parsed
+from tests.test_terraform_iam import CALLS
+from tests.test_terraform_schema import schema
+from tests.tf_schema import check_configuration
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    old: str
+    new: str
+    killer: str  # the check expected to fail
+
+
+def _schema(directory: Path) -> list[str]:
+    return check_configuration(parsed(directory), schema())
+
+
+CHECKS: dict[str, Callable[[Path], list[str]]] = {
+    "schema": _schema,
+    "function_grants": lambda d: tf_model.check_function_grants(tf_model.load(d), CALLS),
+    "infrastructure_grants": lambda d: (
+        tf_model.check_infrastructure_grants(tf_model.load(d)) + tf_model.parse_builder_condition(tf_model.load(d))
+    ),
+    "wiring": lambda d: tf_model.check_wiring(tf_model.load(d)),
+    "waits": lambda d: tf_model.check_waits(tf_model.load(d)),
+    "references": lambda d: tf_model.check_references(tf_model.load(d)),
+}
+
+FN = 'google_service_account.fn["{}"].member'
+MUTANTS = [
+    # the provider's schema
+    Mutant("misspelt argument", "functions.tf", "    timeout_seconds ", "    timeout_second ", "schema"),
+    Mutant("misspelt block", "pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {", "schema"),
+    Mutant("missing required argument", "secrets.tf", "  secret_id = each.value\n", "", "schema"),
+    Mutant("missing required block", "secrets.tf", "  replication {\n    auto {}\n  }\n", "", "schema"),
+    Mutant("invalid ingress enum", "functions.tf", '"ALLOW_INTERNAL_ONLY")', '"INTERNAL_ONLY")', "schema"),
+    Mutant(
+        "invalid event type",
+        "functions.tf",
+        '"google.cloud.storage.object.v1.finalized"',
+        '"google.cloud.storage.object.v1.finalised"',
+        "wiring",
+    ),
+    Mutant("wrong event type", "functions.tf", "object.v1.finalized", "object.v1.deleted", "wiring"),
+    Mutant(
+        "unknown resource type", "scheduler.tf", '"google_cloud_scheduler_job"', '"google_cloud_scheduler"', "schema"
+    ),
+    # references
+    Mutant(
+        "reference to nothing",
+        "iam.tf",
+        "service_account_id = google_service_account.pusher.name",
+        "service_account_id = google_service_account.pushr.name",
+        "references",
+    ),
+    Mutant(
+        "reference to a missing instance",
+        "pubsub.tf",
+        'fn["record_failures"].service_config[0].uri',
+        'fn["record_failure"].service_config[0].uri',
+        "references",
+    ),
+    Mutant(
+        "reference to a missing local",
+        "functions.tf",
+        "name     = local.function_names[each.key]",
+        "name     = local.function_name[each.key]",
+        "references",
+    ),
+    Mutant(
+        "grant on a table that does not exist",
+        "iam.tf",
+        'record_failures  = ["loads"]',
+        'record_failures  = ["load"]',
+        "references",
+    ),
+    # grants to the wrong function's account
+    Mutant(
+        "secret accessor to the wrong identity",
+        "secrets.tf",
+        'google_service_account.fn[each.value.fn].email}"',
+        'google_service_account.fn["extract_tags"].email}"',
+        "function_grants",
+    ),
+    Mutant(
+        "publisher to the wrong identity",
+        "iam.tf",
+        '  role     = "roles/pubsub.publisher"\n  member   = google_service_account.fn[each.value.fn].member',
+        '  role     = "roles/pubsub.publisher"\n  member   = ' + FN.format("slack_actions"),
+        "function_grants",
+    ),
+    Mutant(
+        "jobUser to the wrong identity",
+        "iam.tf",
+        '  role     = "roles/bigquery.jobUser"\n  member   = google_service_account.fn[each.key].member',
+        '  role     = "roles/bigquery.jobUser"\n  member   = ' + FN.format("add_tag"),
+        "function_grants",
+    ),
+    Mutant(
+        "jobUser to the interactions endpoint too",
+        "iam.tf",
+        'if k != "slack_actions"]',
+        "]",
+        "function_grants",
+    ),
+    Mutant(
+        "table roles swapped",
+        "iam.tf",
+        '=> { fn = fn, table = t, role = "roles/bigquery.dataViewer" }',
+        '=> { fn = fn, table = t, role = "roles/bigquery.dataEditor" }',
+        "function_grants",
+    ),
+    Mutant(
+        "a table write lost",
+        "iam.tf",
+        '["registered_tags", "slack_channels"]',
+        '["registered_tags"]',
+        "function_grants",
+    ),
+    Mutant(
+        "dataset editor to the tutors' agent",
+        "iam.tf",
+        '  role       = "roles/bigquery.dataViewer"\n  member     = google_service_account.fn["notify_tutors"]',
+        '  role       = "roles/bigquery.dataEditor"\n  member     = google_service_account.fn["notify_tutors"]',
+        "function_grants",
+    ),
+    Mutant(
+        "digest claims condition widened to true",
+        "iam.tf",
+        'expression = "resource.name.startsWith(\\"projects/_/buckets/'
+        '${google_storage_bucket.shards.name}/objects/slack/\\")"',
+        'expression = "true"',
+        "function_grants",
+    ),
+    Mutant(
+        "budget condition widened to the prefix",
+        "iam.tf",
+        'expression = "resource.name == \\"projects/_/buckets/'
+        '${google_storage_bucket.shards.name}/objects/budget/cademi.json\\""',
+        'expression = "resource.name.startsWith(\\"projects/_/buckets/'
+        '${google_storage_bucket.shards.name}/objects/\\")"',
+        "function_grants",
+    ),
+    Mutant(
+        "contacts condition widened with ||",
+        "iam.tf",
+        '/objects/contacts/\\")"',
+        '/objects/contacts/\\") || true"',
+        "function_grants",
+    ),
+    Mutant(
+        "budget grant to a function that does not call Cademi",
+        "iam.tf",
+        'toset(["extract_progress", "add_tag", "slack_command"])',
+        'toset(["extract_progress", "add_tag", "slack_command", "extract_tags"])',
+        "function_grants",
+    ),
+    Mutant(
+        "bucket role swapped to objectUser",
+        "iam.tf",
+        '"extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectCreator" }',
+        '"extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectUser" }',
+        "function_grants",
+    ),
+    # invokers and the other identities
+    Mutant(
+        "invoker to the wrong identity",
+        "iam.tf",
+        'service  = google_cloudfunctions2_function.fn["load_history"].name\n  role     = "roles/run.invoker"\n'
+        "  member   = google_service_account.trigger.member",
+        'service  = google_cloudfunctions2_function.fn["load_history"].name\n  role     = "roles/run.invoker"\n'
+        "  member   = google_service_account.builder.member",
+        "infrastructure_grants",
+    ),
+    Mutant(
+        "pusher invoker on the wrong function",
+        "iam.tf",
+        '  service  = google_cloudfunctions2_function.fn["record_failures"].name',
+        '  service  = google_cloudfunctions2_function.fn["notify_tutors"].name',
+        "infrastructure_grants",
+    ),
+    Mutant(
+        "a public invoker missing",
+        "form.tf",
+        'toset(["slack_command", "slack_actions"])',
+        'toset(["slack_command"])',
+        "infrastructure_grants",
+    ),
+    Mutant(
+        "a public invoker added",
+        "form.tf",
+        'toset(["slack_command", "slack_actions"])',
+        'toset(["slack_command", "slack_actions", "add_tag"])',
+        "infrastructure_grants",
+    ),
+    Mutant(
+        "Eventarc agent's role missing",
+        "iam.tf",
+        '"roles/eventarc.serviceAgent"',
+        '"roles/eventarc.eventReceiver"',
+        "infrastructure_grants",
+    ),
+    Mutant(
+        "builder's gcf-v2-sources read unconditioned",
+        "iam.tf",
+        '  condition {\n    title      = "gcf-v2-sources-only"\n'
+        '    expression = "resource.name.startsWith(\\"projects/_/buckets/gcf-v2-sources-'
+        '${data.google_project.this.number}-${var.region}\\")"\n  }\n',
+        "",
+        "infrastructure_grants",
+    ),
+    Mutant(
+        "builder reads the wrong region's sources",
+        "iam.tf",
+        '-${var.region}\\")',
+        '-us-central1\\")',
+        "infrastructure_grants",
+    ),
+    Mutant(
+        "Pub/Sub agent cannot publish dead letters",
+        "iam.tf",
+        "for_each = { for k, v in local.push : k => v.dlq }",
+        "for_each = { for k, v in local.push : k => v.topic }",
+        "infrastructure_grants",
+    ),
+    # wiring
+    Mutant(
+        "subscription to the wrong topic",
+        "pubsub.tf",
+        'extract_progress = { topic = "progress", dlq',
+        'extract_progress = { topic = "schedule", dlq',
+        "wiring",
+    ),
+    Mutant(
+        "subscription pushes to the wrong function",
+        "pubsub.tf",
+        'push_endpoint = "${google_cloudfunctions2_function.fn[each.key].service_config[0].uri}',
+        'push_endpoint = "${google_cloudfunctions2_function.fn["extract_tags"].service_config[0].uri}',
+        "wiring",
+    ),
+    Mutant(
+        "dead-letter topic equal to its source", "pubsub.tf", 'dlq = "slack_tasks_dlq"', 'dlq = "slack_tasks"', "wiring"
+    ),
+    Mutant(
+        "ack deadline below the timeout",
+        "pubsub.tf",
+        'dlq = "progress_dlq", ack = 600',
+        'dlq = "progress_dlq", ack = 300',
+        "wiring",
+    ),
+    Mutant(
+        "recorder ack deadline below its timeout",
+        "pubsub.tf",
+        "ack_deadline_seconds = 90",
+        "ack_deadline_seconds = 30",
+        "wiring",
+    ),
+    Mutant(
+        "a dead-letter topic not recorded",
+        "pubsub.tf",
+        '{ for k, v in local.topics : k => v if endswith(k, "_dlq") }\n  name                 = "${each.value}-record"',
+        '{ for k, v in local.topics : k => v if endswith(k, "_dlq") && k != "shards_dlq" }\n'
+        '  name                 = "${each.value}-record"',
+        "wiring",
+    ),
+    Mutant("wrong ingress for the buttons", "functions.tf", 'slack_actions = "ALLOW_ALL" }', "}", "wiring"),
+    Mutant(
+        "trigger on the wrong bucket",
+        "functions.tf",
+        "value     = google_storage_bucket.shards.name",
+        "value     = google_storage_bucket.sources.name",
+        "wiring",
+    ),
+    # waits
+    Mutant(
+        "functions do not wait for their grants",
+        "functions.tf",
+        "    time_sleep.grants_ready,\n",
+        "",
+        "waits",
+    ),
+    Mutant(
+        "a grant missing from the wait", "iam.tf", "    google_project_iam_member.eventarc_agent,\n  ]", "  ]", "waits"
+    ),
+    Mutant(
+        "subscriptions do not wait for invokers",
+        "pubsub.tf",
+        "  depends_on = [time_sleep.invokers_ready]\n}\n\n# Every",
+        "}\n\n# Every",
+        "waits",
+    ),
+    Mutant(
+        "an agent's grant before it propagated",
+        "iam.tf",
+        "  member  = local.gcs_agent\n  # a role cannot be granted to an agent before it has propagated\n"
+        "  depends_on = [time_sleep.agents_ready]\n",
+        "  member  = local.gcs_agent\n",
+        "waits",
+    ),
+]
+
+
+def _copy(tmp_path: Path) -> Path:
+    """infra/terraform copied two levels below a root whose src/ and functions/ are the repository's."""
+    root = tmp_path / "repo"
+    target = root / "infra" / "terraform"
+    target.mkdir(parents=True)
+    for path in TF.iterdir():
+        if path.is_file() and (path.suffix == ".tf" or path.name == "terraform.tfvars.example"):
+            shutil.copy(path, target / path.name)
+    for name in ("src", "functions"):
+        (root / name).symlink_to(ROOT / name)
+    return target
+
+
+def test_there_are_at_least_thirty_mutants_with_distinct_names() -> None:
+    assert len(MUTANTS) >= 30 and len({m.name for m in MUTANTS}) == len(MUTANTS)
+
+
+def test_every_check_passes_on_the_unmutated_copy(tmp_path: Path) -> None:
+    directory = _copy(tmp_path)
+    assert {name: check(directory) for name, check in CHECKS.items()} == {name: [] for name in CHECKS}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+def test_the_mutant_is_killed(mutant: Mutant, tmp_path: Path) -> None:
+    directory = _copy(tmp_path)
+    path = directory / mutant.file
+    text = path.read_text()
+    assert text.count(mutant.old) == 1, f"{mutant.name}: its text occurs {text.count(mutant.old)} times"
+    path.write_text(text.replace(mutant.old, mutant.new))
+    try:
+        errors = CHECKS[mutant.killer](directory)
+    except Exception as error:  # a configuration the evaluator cannot read fails loudly, which kills it too
+        errors = [f"{type(error).__name__}: {error}"]
+    assert errors, f"mutant survived: {mutant.name}"
