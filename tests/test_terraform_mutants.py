@@ -43,6 +43,7 @@ CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "wiring": lambda d: tf_model.check_wiring(tf_model.load(d)),
     "waits": lambda d: tf_model.check_waits(tf_model.load(d)),
     "references": lambda d: tf_model.check_references(tf_model.load(d)),
+    "authorized_views": lambda d: tf_model.check_authorized_views(tf_model.load(d)),
 }
 
 FN = 'google_service_account.fn["{}"].member'
@@ -315,6 +316,39 @@ MUTANTS = [
         "  depends_on = [time_sleep.agents_ready]\n",
         "  member  = local.gcs_agent\n",
         "waits",
+    ),
+    # contact data: notify_tutors reads names through the authorized view, nothing else of the restricted dataset
+    Mutant(
+        "view not authorized",
+        "bigquery.tf",
+        'resource "google_bigquery_dataset_access" "student_names" {\n  dataset_id = google_bigquery_dataset.restricted',
+        'resource "google_bigquery_dataset_access" "student_names" {\n  dataset_id = google_bigquery_dataset.slack',
+        "authorized_views",
+    ),
+    Mutant(
+        "dataset IAM member on the restricted dataset",
+        "iam.tf",
+        'resource "google_bigquery_dataset_iam_member" "loader" {\n  dataset_id = google_bigquery_dataset.main',
+        'resource "google_bigquery_dataset_iam_member" "loader" {\n  dataset_id = google_bigquery_dataset.restricted',
+        "authorized_views",
+    ),
+    Mutant(
+        "the Slack agent reads all contact data",
+        "bigquery.tf",
+        'role           = "READER" # roles/bigquery.dataViewer: the tutors\' list and contact data, in Looker Studio\n'
+        "  group_by_email = var.reporting.tutors_group",
+        'role           = "READER" # roles/bigquery.dataViewer: the tutors\' list and contact data, in Looker Studio\n'
+        '  user_by_email  = google_service_account.fn["notify_tutors"].email',
+        "function_grants",
+    ),
+    Mutant(
+        "names view granted to the wrong function",
+        "iam.tf",
+        '  role       = "roles/bigquery.dataViewer"\n  member     = google_service_account.fn["notify_tutors"].member\n}\n\n'
+        "# The digest",
+        '  role       = "roles/bigquery.dataViewer"\n  member     = google_service_account.fn["add_tag"].member\n}\n\n'
+        "# The digest",
+        "function_grants",
     ),
 ]
 

@@ -46,6 +46,7 @@ IDENTITY = [
 ]
 TARGET = [
     (re.compile(r'^\$\{google_bigquery_table\.table\["(\w+)"\]\.\w+\}$'), "table:{}"),
+    (re.compile(r"^\$\{google_bigquery_table\.(\w+)\.\w+\}$"), "table:{}"),  # a view of its own (student_names)
     (re.compile(r"^\$\{google_bigquery_dataset\.(\w+)\.dataset_id\}$"), "dataset:{}"),
     (re.compile(r"^\$\{google_storage_bucket\.(\w+)\.name\}$"), "bucket:{}"),
     (re.compile(r'^\$\{google_pubsub_topic\.topic\["(\w+)"\]\.(?:name|id)\}$'), "topic:{}"),
@@ -105,6 +106,7 @@ class Model:
     config: Config
     bindings: list[Binding]
     blocks: dict[str, dict[str, Any]]
+    authorized_views: list[tuple[str, str]]  # (dataset:<source>, table:<view>) from google_bigquery_dataset_access
 
     def value(self, raw: Any, scope: dict[str, Any] | None = None) -> Any:
         return self.config.value(raw, scope or {})
@@ -114,8 +116,12 @@ def load(directory: Path) -> Model:
     config = Config.load(directory)
     blocks = config.resource_blocks()
     bindings: list[Binding] = []
+    views: list[tuple[str, str]] = []
     for address, body in blocks.items():
         kind = address.split(".")[0]
+        if kind == "google_bigquery_dataset_access":
+            _dataset_access(config, address, body, bindings, views)
+            continue
         if not kind.endswith(("_iam_member", "_iam_binding")):
             continue
         for key, scope in config.instances(body).items():
@@ -133,7 +139,37 @@ def load(directory: Path) -> Model:
                 condition = parse_condition(str(expression))
             suffix = "" if key is None else f"[{json.dumps(key)}]"
             bindings.append(Binding(address + suffix, kind, str(role), member, target, condition))
-    return Model(config, bindings, blocks)
+    return Model(config, bindings, blocks, views)
+
+
+# A dataset access entry's legacy role (the provider asks for this form) and the IAM role it stands for.
+ACCESS_ROLES = {
+    "READER": "roles/bigquery.dataViewer",
+    "WRITER": "roles/bigquery.dataEditor",
+    "OWNER": "roles/bigquery.dataOwner",
+}
+
+
+def _dataset_access(
+    config: Config, address: str, body: dict[str, Any], bindings: list[Binding], views: list[tuple[str, str]]
+) -> None:
+    """A google_bigquery_dataset_access block: a grant (role + user/group), or an authorized view."""
+    for key, scope in config.instances(body).items():
+        target = _match(str(config.value(body["dataset_id"], scope)), TARGET)
+        suffix = "" if key is None else f"[{json.dumps(key)}]"
+        for view in body.get("view", []):
+            views.append((target, _match(str(config.value(view["table_id"], scope)), TARGET)))
+        if "role" not in body:
+            continue
+        raw_role = str(config.value(body["role"], scope))
+        role = ACCESS_ROLES.get(raw_role, raw_role)
+        if "user_by_email" in body:
+            member = _match(str(config.value(body["user_by_email"], scope)), IDENTITY)
+        elif "group_by_email" in body:
+            member = f"group:{config.value(body['group_by_email'], scope)}"
+        else:
+            member = "unknown:" + ",".join(sorted(k for k in body if k.endswith(("_by_email", "special_group"))))
+        bindings.append(Binding(address + suffix, "google_bigquery_dataset_access", role, member, target, None))
 
 
 # --- what each function's code calls (tests/test_terraform_iam.py documents each entry) ---
@@ -568,8 +604,47 @@ def check_references(model: Model) -> list[str]:
             "secret": "google_secret_manager_secret.secret",
             "function": "google_cloudfunctions2_function.fn",
         }.get(m.group(1) if m else "", "")
-        if m and address in instances and m.group(2) not in instances[address]:
+        own_block = m is not None and m.group(1) == "table" and f"google_bigquery_table.{m.group(2)}" in model.blocks
+        if m and address in instances and m.group(2) not in instances[address] and not own_block:
             errors.append(f"{value}: {address} has no instance {m.group(2)!r}")
         if value.startswith("fn:") and value.removeprefix("fn:") not in instances["google_service_account.fn"]:
             errors.append(f"{value}: google_service_account.fn has no such instance")
+    return errors
+
+
+# --- contact data: the authorized view through which a function reads names without the restricted dataset ---
+
+DATASET_OF_LOCAL = {"local.restricted_dataset": RESTRICTED, "local.dataset": MAIN}
+
+
+def view_sources(model: Model, view: str) -> set[str]:
+    """The datasets (dataset:<name>) a view created by Terraform reads, from its query's table ids."""
+    body = model.blocks.get(f"google_bigquery_table.{view}", {})
+    text = json.dumps(body.get("view", []))
+    return {f"dataset:{name}" for ref, name in DATASET_OF_LOCAL.items() if re.search(re.escape(ref) + r"\b", text)}
+
+
+def check_authorized_views(model: Model) -> list[str]:
+    """A function granted a view whose source dataset it cannot read needs the view authorized on that
+    dataset; a dataset with authorized views holds no dataset IAM member (the provider documents that those
+    remove authorized views); every authorized view is a view Terraform creates."""
+    errors = []
+    dataset_grants = {(b.member, b.target) for b in model.bindings if b.target.startswith("dataset:")}
+    for b in model.bindings:
+        view = b.target.removeprefix("table:")
+        if not (b.member.startswith("fn:") and b.target.startswith("table:")):
+            continue
+        if "view" not in model.blocks.get(f"google_bigquery_table.{view}", {}):
+            continue
+        for source in sorted(view_sources(model, view)):
+            if (b.member, source) not in dataset_grants and (source, b.target) not in model.authorized_views:
+                errors.append(f"{b.address}: {b.member} reads the view {view} of {source} without it authorized there")
+    for source, view in model.authorized_views:
+        if "view" not in model.blocks.get(f"google_bigquery_table.{view.removeprefix('table:')}", {}):
+            errors.append(f"{source} authorizes {view}, which is no view Terraform creates")
+        for b in model.bindings:
+            if b.target == source and b.kind.startswith("google_bigquery_dataset_iam_"):
+                errors.append(f"{b.address}: a dataset IAM grant on {source} removes its authorized views")
+    if not model.authorized_views:
+        errors.append("no authorized view: the Slack agent's names have no way to be read")
     return errors

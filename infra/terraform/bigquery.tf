@@ -14,6 +14,53 @@ resource "google_bigquery_dataset" "restricted" {
   depends_on  = [time_sleep.apis_ready]
 }
 
+# The restricted dataset's access list, entry by entry. Its grants are dataset access entries, never
+# google_bigquery_dataset_iam_member: the provider documents that those remove a dataset's authorized views.
+resource "google_bigquery_dataset_access" "restricted_loader" {
+  dataset_id    = google_bigquery_dataset.restricted.dataset_id
+  role          = "WRITER" # roles/bigquery.dataEditor: contacts are merged through staging tables
+  user_by_email = google_service_account.fn["load_history"].email
+}
+
+resource "google_bigquery_dataset_access" "restricted_tutors" {
+  dataset_id     = google_bigquery_dataset.restricted.dataset_id
+  role           = "READER" # roles/bigquery.dataViewer: the tutors' list and contact data, in Looker Studio
+  group_by_email = var.reporting.tutors_group
+}
+
+# The tutors' Slack agent (notify_tutors) shows students' names and nothing else of their contact data: it
+# reads them through this authorized view, in a dataset of its own, and holds no access to the restricted one.
+resource "google_bigquery_dataset" "slack" {
+  # checkov:skip=CKV_GCP_81: Google-managed encryption, as for the other datasets; it holds one view, no data
+  dataset_id  = local.slack_dataset
+  location    = var.region
+  description = "What the tutors' Slack agent may read of contact data: the students' names (an authorized view)."
+  depends_on  = [time_sleep.apis_ready]
+}
+
+resource "google_bigquery_table" "student_names" {
+  # checkov:skip=CKV_GCP_80: a view stores no data
+  dataset_id          = google_bigquery_dataset.slack.dataset_id
+  table_id            = "student_names"
+  deletion_protection = true
+  view {
+    use_legacy_sql = false
+    query = templatefile("${local.repo_root}/src/progress_monitor/sql/student_names.sql", {
+      students = "${var.project_id}.${local.restricted_dataset}.students"
+    })
+  }
+  depends_on = [google_bigquery_table.table]
+}
+
+resource "google_bigquery_dataset_access" "student_names" {
+  dataset_id = google_bigquery_dataset.restricted.dataset_id
+  view {
+    project_id = google_bigquery_table.student_names.project
+    dataset_id = google_bigquery_table.student_names.dataset_id
+    table_id   = google_bigquery_table.student_names.table_id
+  }
+}
+
 # Tables from the same schema files the code and the tests use.
 resource "google_bigquery_table" "table" {
   # checkov:skip=CKV_GCP_80: Google-managed encryption, as for the datasets (see there)

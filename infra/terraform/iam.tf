@@ -103,19 +103,24 @@ resource "google_bigquery_table_iam_member" "table" {
 }
 
 # The loader: staging tables and the whole history in the main dataset; contact data (and its staging
-# tables) only in the restricted one.
+# tables) only in the restricted one (google_bigquery_dataset_access.restricted_loader, bigquery.tf).
 resource "google_bigquery_dataset_iam_member" "loader" {
-  for_each   = { main = google_bigquery_dataset.main.dataset_id, restricted = google_bigquery_dataset.restricted.dataset_id }
-  dataset_id = each.value
+  dataset_id = google_bigquery_dataset.main.dataset_id
   role       = "roles/bigquery.dataEditor"
   member     = google_service_account.fn["load_history"].member
 }
 
-# notify_tutors reads the reporting tables (rebuilt by the loader, so not Terraform's to grant one by one), the
-# tutors' list and the students' names: read-only on both datasets. It is the tutors' agent in Slack.
+# notify_tutors reads the reporting tables (rebuilt by the loader, so not Terraform's to grant one by one):
+# read-only on the main dataset. Of contact data it reads only names, through the authorized view.
 resource "google_bigquery_dataset_iam_member" "tutors_agent" {
-  for_each   = { main = google_bigquery_dataset.main.dataset_id, restricted = google_bigquery_dataset.restricted.dataset_id }
-  dataset_id = each.value
+  dataset_id = google_bigquery_dataset.main.dataset_id
+  role       = "roles/bigquery.dataViewer"
+  member     = google_service_account.fn["notify_tutors"].member
+}
+
+resource "google_bigquery_table_iam_member" "student_names" {
+  dataset_id = google_bigquery_table.student_names.dataset_id
+  table_id   = google_bigquery_table.student_names.table_id
   role       = "roles/bigquery.dataViewer"
   member     = google_service_account.fn["notify_tutors"].member
 }
@@ -251,11 +256,7 @@ resource "google_bigquery_dataset_iam_member" "managers" {
   member     = "group:${each.value}"
 }
 
-resource "google_bigquery_dataset_iam_member" "tutors" {
-  dataset_id = google_bigquery_dataset.restricted.dataset_id
-  role       = "roles/bigquery.dataViewer"
-  member     = "group:${var.reporting.tutors_group}"
-}
+# The tutors' group also reads the restricted dataset: google_bigquery_dataset_access.restricted_tutors.
 
 # Eventarc's service agent, created on request (apis.tf), gets no role by itself: without this one the
 # trigger cannot be created ("service agent ... does not have the role").
@@ -294,6 +295,9 @@ resource "time_sleep" "grants_ready" {
     google_bigquery_table_iam_member.table,
     google_bigquery_dataset_iam_member.loader,
     google_bigquery_dataset_iam_member.tutors_agent,
+    google_bigquery_table_iam_member.student_names,
+    google_bigquery_dataset_access.restricted_loader,
+    google_bigquery_dataset_access.student_names,
     google_storage_bucket_iam_member.digest_claims,
     google_storage_bucket_iam_member.shards,
     google_storage_bucket_iam_member.loader_contacts,

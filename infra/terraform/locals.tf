@@ -37,6 +37,7 @@ locals {
 
   dataset            = replace("${var.prefix}_progress", "-", "_")
   restricted_dataset = replace("${var.prefix}_progress_restricted", "-", "_")
+  slack_dataset      = replace("${var.prefix}_progress_slack", "-", "_")
   tables = [
     "tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures", "slack_channels",
     "slack_digests", "tutor_actions",
@@ -64,6 +65,7 @@ locals {
     GCP_PROJECT            = var.project_id
     BQ_DATASET             = local.dataset
     BQ_RESTRICTED_DATASET  = local.restricted_dataset
+    BQ_SLACK_DATASET       = local.slack_dataset
     SHARDS_BUCKET          = google_storage_bucket.shards.name
     SCHEDULE_TOPIC         = local.topics.schedule
     PROGRESS_TOPIC         = local.topics.progress

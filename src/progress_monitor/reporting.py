@@ -29,8 +29,9 @@ MATERIALISED = {
 # Rebuilt with the tables after each run. Views, so the tutors' clicks count as soon as they are made.
 VIEWS = ("tutor_list", "report_tutor_outcomes", "report_risk_timeline")
 # Created once at deploy (Terraform in the cloud, `create_deployed_views` on the local stack): run health reads
-# only `runs` and must exist before any run has succeeded, i.e. exactly when a failing run needs it.
-DEPLOYED_VIEWS = ("report_run_health",)
+# only `runs` and must exist before any run has succeeded, i.e. exactly when a failing run needs it; the
+# students' names are the Slack agent's authorized view of `students` (docs/security.md).
+DEPLOYED_VIEWS = ("report_run_health", "student_names")
 
 
 # What a spreadsheet reads as a formula when it starts a cell (OWASP's CSV injection list).

@@ -57,11 +57,24 @@ class Settings:
     # How many tags a run extracts at once (lanes.py): extract_progress's capacity, instances x concurrency.
     extraction_lanes: int = 4
 
+    # Carrying (carry.py; docs/architecture.md#carrying-students-who-did-not-study): "on" skips the progress
+    # call of a student who has not accessed Cademi since their last good observation's run started, and writes
+    # that observation again, marked carried. Off by default: it rests on Cademi moving the last access with
+    # every lesson, which Cademi does not publish, and extract_progress then reads progress_history (an IAM
+    # grant); the verification sample reads `carry_sample_share` of the carried students anyway (at least one
+    # per tag) and any mismatch switches carrying off for the school. No pair is carried from an observation
+    # `carry_full_read_weeks` or more weeks old, so staff changes to a student's access are seen within a month.
+    incremental: str = "off"
+    carry_sample_share: float = 0.05
+    carry_full_read_weeks: int = 4
+
     # Google Cloud resources
     gcp_project: str = "local-project"
     bq_dataset: str = "progress"
     # Contact data (students) and the tutors' list live apart, readable by tutors only.
     bq_restricted_dataset: str = "progress_restricted"
+    # What the tutors' Slack agent (notify_tutors) may read of contact data: the authorized view of names.
+    bq_slack_dataset: str = "progress_slack"
     shards_bucket: str = "progress-shards"
     schedule_topic: str = "weekly-schedule"
     progress_topic: str = "progress-tasks"
@@ -112,6 +125,15 @@ class Settings:
     tutor_list_url: str = ""
     digest_students_per_class: int = 10
     digest_claim_lease_s: int = 600
+
+    # Retention (LGPD, docs/privacy.md). Raw progress shards, rosters and lane objects are deleted this many
+    # weeks after they were written (a bucket lifecycle rule in Terraform, the health check locally): 13 weeks
+    # (a quarter) leave time to replay a history a loader bug damaged, found at the latest in the quarterly
+    # review; the history itself is in BigQuery. Contact data of a student no extraction has seen for this
+    # many months is deleted by the daily health check: 6 months (a semester) cover a class paused over the
+    # holidays, and a student who comes back gets their contact data again from Cademi at the next run.
+    retention_raw_weeks: int = 13
+    retention_contacts_months: int = 6
 
     # Fault injection for the soak test only (refused outside the emulators): the loader fails between its
     # load job and its MERGE with this probability.
@@ -172,11 +194,15 @@ class Settings:
             raise SettingsError("CADEMI_MAX_ATTEMPTS, CADEMI_WORKERS and EXTRACTION_LANES must be >= 1")
         if self.outage_students < 1 or not 0 <= self.run_max_failed_share <= 1:
             raise SettingsError("OUTAGE_STUDENTS must be >= 1 and RUN_MAX_FAILED_SHARE in [0, 1]")
+        if self.incremental not in ("on", "off"):
+            raise SettingsError("INCREMENTAL must be 'on' or 'off'")
+        if not 0 < self.carry_sample_share <= 1 or not 1 <= self.carry_full_read_weeks <= 52:
+            raise SettingsError("CARRY_SAMPLE_SHARE must be in (0, 1] and CARRY_FULL_READ_WEEKS 1-52")
         if self.cademi_fleet_budget not in ("gcs", "process"):
             raise SettingsError("CADEMI_FLEET_BUDGET must be 'gcs' or 'process'")
         if self.cademi_fleet_budget == "process" and not self.storage_emulator_host:
             raise SettingsError("CADEMI_FLEET_BUDGET=process cannot hold the school's budget in the cloud")
-        for name in ("bq_dataset", "bq_restricted_dataset"):
+        for name in ("bq_dataset", "bq_restricted_dataset", "bq_slack_dataset"):
             if not getattr(self, name).replace("_", "").isalnum():
                 raise SettingsError(f"{name.upper()} must be letters, digits and underscores")
         if not self.status_risk_gap < self.status_behind_gap < self.status_ahead_gap:
@@ -204,6 +230,8 @@ class Settings:
             raise SettingsError("CHAOS_LOADER_FAIL_RATE is for the local soak test only")
         if self.secrets_backend not in ("env", "secret_manager"):
             raise SettingsError("SECRETS_BACKEND must be 'env' or 'secret_manager'")
+        if not 4 <= self.retention_raw_weeks <= 520 or not 1 <= self.retention_contacts_months <= 120:
+            raise SettingsError("RETENTION_RAW_WEEKS must be 4-520 and RETENTION_CONTACTS_MONTHS 1-120")
 
     def form_config_error(self) -> str | None:
         """Why the form must refuse every request, or None. IAP without an audience would accept a token minted
@@ -290,4 +318,6 @@ CADEMI_API_KEY = "CADEMI_API_KEY"
 SLACK_SIGNING_SECRET = "SLACK_SIGNING_SECRET"  # noqa: S105 - a variable name, not a value
 FORM_CSRF_SECRET = "FORM_CSRF_SECRET"  # noqa: S105 - a variable name, not a value
 SLACK_BOT_TOKEN = "SLACK_BOT_TOKEN"  # noqa: S105 - a variable name, not a value
-SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET, FORM_CSRF_SECRET, SLACK_BOT_TOKEN)
+# The key of the erasures registry's hashes (erasures.py); never rotated without re-keying the registry.
+PRIVACY_KEY = "PRIVACY_KEY"
+SECRET_NAMES = (CADEMI_API_KEY, SLACK_SIGNING_SECRET, FORM_CSRF_SECRET, SLACK_BOT_TOKEN, PRIVACY_KEY)

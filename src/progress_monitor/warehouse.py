@@ -2,7 +2,8 @@
 
 All SQL (the strings in the modules and the files in `sql/`) names a table or view one way: `${name}`, with
 `name` one of NAMES (the base tables and the reporting tables and views). `render` (which `query` calls) turns
-it into the full id, `project.dataset.name`, in the restricted dataset for the names in RESTRICTED. Any other
+it into the full id, `project.dataset.name`, in the restricted dataset for the names in RESTRICTED (and the Slack
+agent's dataset for SLACK). Any other
 `${name}` is a value the caller passes in `sql_vars` (generated SQL, thresholds, a staging table's id). A
 `${name}` that is neither, a value named like a table, or any other use of `$` (`$$` is a literal dollar)
 raises a PlaceholderError instead of reaching BigQuery. Terraform renders `sql/report_run_health.sql` itself
@@ -50,9 +51,12 @@ REPORTS = (
     "report_tutor_outcomes",
     "report_risk_timeline",
     "report_run_health",
+    "student_names",
 )
 NAMES = frozenset(TABLES + REPORTS)  # every `${name}` that is a table or view
 RESTRICTED = frozenset({"students", "tutor_list"})  # contact data: the tutors-only dataset
+# The Slack agent's dataset: an authorized view exposing the students' names and nothing else of `students`.
+SLACK = frozenset({"student_names"})
 
 
 def schema_json(name: str) -> dict[str, Any]:
@@ -71,6 +75,8 @@ def schema_fields(name: str, *, nullable: bool = False) -> list[bigquery.SchemaF
 
 
 def dataset_of(settings: Settings, name: str) -> str:
+    if name in SLACK:
+        return settings.bq_slack_dataset
     return settings.bq_restricted_dataset if name in RESTRICTED else settings.bq_dataset
 
 
@@ -132,7 +138,7 @@ def render(settings: Settings, sql: str, sql_vars: Mapping[str, str] | None = No
 def ensure_tables(settings: Settings) -> None:
     """Create the datasets and every table from the schema files (Terraform does this in the cloud)."""
     client = runtime.bigquery(settings)
-    for dataset in (settings.bq_dataset, settings.bq_restricted_dataset):
+    for dataset in (settings.bq_dataset, settings.bq_restricted_dataset, settings.bq_slack_dataset):
         client.create_dataset(bigquery.Dataset(f"{settings.gcp_project}.{dataset}"), exists_ok=True)
     for name in TABLES:
         spec = schema_json(name)

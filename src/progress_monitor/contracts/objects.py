@@ -8,14 +8,17 @@ bodies the stages hand each other through objects.
     lanes/snapshot_date=D/run=R/tag=T.json                    the claim of tag T
     lanes/snapshot_date=D/run=R/published/tag=T.json          T's piece 0 is published
     budget/cademi.json                                        the school-wide Cademi budget (budget.py)
+    carry/snapshot_date=D/run=R/tag=T.json                    the rows piece 0 decided to carry (carry.py)
+    carry/off.json                                            carrying switched off after a mismatch (carrying.py)
     slack/digests/W/C.json                                    the digest claim of week W in channel C
+    erasures/H.json                                           an erased student, H = keyed hash of the id (erasures.py)
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, ClassVar
 
@@ -24,6 +27,7 @@ from progress_monitor.contracts.values import SLACK_CHANNEL, RunId, json_int, pa
 from progress_monitor.errors import PermanentError
 
 BUDGET_OBJECT = "budget/cademi.json"
+CARRY_OFF_OBJECT = "carry/off.json"
 
 _RUN_PART = r"snapshot_date=(?P<date>\d{4}-\d{2}-\d{2})/run=(?P<run>[a-z0-9-]{10,31})/tag=(?P<tag>\d{1,12})"
 PROGRESS_SHARD = strict(rf"progress/{_RUN_PART}/piece=(?P<piece>\d{{4}})\.ndjson")
@@ -108,15 +112,22 @@ class ShardMeta:
     api_calls: int
     rate_limited: int
     next_index: int | None  # where the tag's next piece starts; None: this was the tag's last piece
+    # Carrying (carry.py): rows written from an earlier observation, the progress calls that saved, and the
+    # verification sample's compared pairs and mismatches. Absent (0) on shards written before carrying.
+    carried: int = 0
+    calls_saved: int = 0
+    carry_checked: int = 0
+    carry_mismatches: int = 0
 
     COUNTS: ClassVar[tuple[str, ...]] = ("records", "failed", "no_access", "students", "api_calls", "rate_limited")
+    CARRY_COUNTS: ClassVar[tuple[str, ...]] = ("carried", "calls_saved", "carry_checked", "carry_mismatches")
 
     @property
     def last_piece(self) -> bool:
         return self.next_index is None
 
     def counts(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.COUNTS}
+        return {name: getattr(self, name) for name in self.COUNTS + self.CARRY_COUNTS}
 
     def to_metadata(self) -> dict[str, str]:
         meta = {
@@ -163,6 +174,7 @@ class ShardMeta:
         if last not in ("true", "false"):
             raise PermanentError("shard metadata 'last_piece' is missing")
         counts = {key: number(key) for key in cls.COUNTS}
+        counts |= {key: number(key) for key in cls.CARRY_COUNTS if key in meta}
         return cls(task=task, **counts, next_index=None if last == "true" else number("next_index"))
 
 
@@ -202,6 +214,81 @@ def parse_roster_body(raw: bytes) -> tuple[tuple[int, ...], dict[int, datetime]]
             raise ValueError("last_access_at must map user ids to times")
         last_access[user_id] = datetime.fromisoformat(moment)
     return tuple(ids), last_access
+
+
+# -- carrying (carry.py, carrying.py) --------------------------------------------------------------------------
+
+
+def carry_plan_name(run_id: RunId, tag_id: int) -> str:
+    """What piece 0 decided to carry for a tag in a run, frozen once so every piece and duplicate agrees."""
+    return f"carry/{_prefix(run_id)}/tag={tag_id}.json"
+
+
+@dataclass(frozen=True)
+class CarriedValue:
+    """An earlier `ok` observation of one student x product in this class, and the run that read it."""
+
+    total: float
+    assistidas: int
+    completas: int
+    source_run: str
+
+
+@dataclass(frozen=True)
+class CarryPlan:
+    """Per student, the products whose observation may be carried this week (a call's products are skipped
+    only when all of them are here), and the students read anyway to verify the rule (`sample`)."""
+
+    carried: dict[int, dict[int, CarriedValue]] = field(default_factory=dict)
+    sample: frozenset[int] = frozenset()
+
+    def to_body(self) -> bytes:
+        return json.dumps(
+            {
+                "carried": {
+                    str(user): {
+                        str(product): [v.total, v.assistidas, v.completas, v.source_run]
+                        for product, v in products.items()
+                    }
+                    for user, products in self.carried.items()
+                },
+                "sample": sorted(self.sample),
+            }
+        ).encode()
+
+    @classmethod
+    def from_body(cls, raw: bytes) -> CarryPlan:
+        """ValueError when the body is not a plan."""
+        body = json.loads(raw)
+        carried_raw = body.get("carried") if isinstance(body, dict) else None
+        sample = body.get("sample") if isinstance(body, dict) else None
+        if not isinstance(carried_raw, dict) or not isinstance(sample, list):
+            raise ValueError("a carry plan has 'carried' and 'sample'")
+        if any(json_int(u) is None for u in sample):
+            raise ValueError("sample must be user ids")
+        carried: dict[int, dict[int, CarriedValue]] = {}
+        for user, products in carried_raw.items():
+            user_id = parse_uint(user)
+            if user_id is None or not isinstance(products, dict):
+                raise ValueError("carried must map user ids to products")
+            for product, value in products.items():
+                product_id = parse_uint(product)
+                ok = isinstance(value, list) and len(value) == 4
+                if product_id is None or not ok or not isinstance(value[0], int | float) or isinstance(value[0], bool):
+                    raise ValueError("a carried value is [total, assistidas, completas, source run]")
+                if json_int(value[1]) is None or json_int(value[2]) is None or RunId.parse_or_none(value[3]) is None:
+                    raise ValueError("a carried value is [total, assistidas, completas, source run]")
+                carried.setdefault(user_id, {})[product_id] = CarriedValue(
+                    float(value[0]), value[1], value[2], value[3]
+                )
+        return cls(carried, frozenset(sample))
+
+
+def carry_off_body(run_id: RunId, tag_id: int, user_id: int, product_id: int, at: datetime) -> bytes:
+    """Why carrying is off: the first mismatch the verification sample found (ids only)."""
+    return json.dumps(
+        {"run_id": str(run_id), "tag_id": tag_id, "user_id": user_id, "product_id": product_id, "at": at.isoformat()}
+    ).encode()
 
 
 # -- extraction lanes (lanes.py) ------------------------------------------------------------------------------
@@ -261,3 +348,26 @@ def digest_claim_name(week: date, channel: str) -> str:
     if not SLACK_CHANNEL.fullmatch(channel):
         raise PermanentError("a digest claim's channel is not a channel id")
     return f"slack/digests/{week.isoformat()}/{channel}.json"
+
+
+# -- the registry of erasures (erasures.py) and retention (retention.py) --------------------------------------
+
+ERASURES_PREFIX = "erasures/"
+ERASURE = strict(r"erasures/(?P<digest>[0-9a-f]{64})\.json")
+# Raw objects of a run that a bucket lifecycle rule deletes after the retention period (Terraform's rule names
+# the same ones); `carry/off.json`, the carrying switch, is not one of them.
+RAW_PREFIXES = ("progress/", "rosters/", "lanes/", "carry/snapshot_date=")
+
+
+def erasure_name(digest: str) -> str:
+    """The registry entry of one erased student, named by the keyed hash of their id (never the id)."""
+    name = f"{ERASURES_PREFIX}{digest}.json"
+    if not ERASURE.fullmatch(name):
+        raise ValueError("an erasure's digest is 64 lower-case hex characters")
+    return name
+
+
+def parse_erasure_name(name: str) -> str | None:
+    """The keyed hash an erasure entry is named by; None for any other object."""
+    match = ERASURE.fullmatch(name)
+    return None if match is None else match["digest"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import lanes, runtime
+from progress_monitor import carrying, erasures, lanes, runtime
 from progress_monitor.cademi_types import CallStats, Student
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.messages import ProgressTask
@@ -69,14 +69,20 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
     try:
         if task.piece == 0:
             students = list(client.iter_tag_students(task.tag_id, stats))
+            # LGPD: a student erased on request (docs/privacy.md) is never extracted again; the roster is
+            # frozen without them, so no later piece, shard or contacts file names them.
+            students = erasures.without_erased(cfg, bucket, students)
             roster = freeze_roster(bucket, task, students, last_accesses(cfg, students, context))
         else:
             roster = read_roster(bucket, task)
+        # Carrying (carry.py): which students' calls this piece may skip, decided once per run by piece 0.
+        plan = carrying.plan_for_piece(cfg, bucket, task, roster, client.progress_units(task.product_ids))
         piece = PieceExtraction(
             client,
             task,
             roster.user_ids,
             last_access_at=roster.last_access_at,
+            carry=plan,
             budget_s=cfg.piece_budget_s,
             workers=cfg.cademi_workers,
             stats=stats,
@@ -97,7 +103,13 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
                 api_calls=calls.get("requests", 0),
                 rate_limited=calls.get("rate_limited", 0),
                 next_index=piece.next_index,
+                carried=piece.carried,
+                calls_saved=piece.calls_saved,
+                carry_checked=piece.carry_checked,
+                carry_mismatches=len(piece.mismatches),
             )
+            if piece.mismatches:  # before the shard: a redelivery after a crash would only follow the shard
+                carrying.switch_off(bucket, task, *piece.mismatches[0])
             created = create_once(bucket, name, spool, meta.to_metadata(), NDJSON)
     except CademiOutageError as exc:
         log.error("Cademi looks down; piece left for a later delivery: %s", exc, extra=context)
@@ -110,9 +122,10 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         return _follow_existing(cfg, name, get_blob(bucket, name))
     _pass_on(cfg, meta)
     log.info(
-        "piece extracted: %d records, %d failed",
+        "piece extracted: %d records, %d failed, %d carried",
         meta.records,
         meta.failed,
+        meta.carried,
         extra={**context, "shard": name, "count": meta.records},
     )
     return PieceResult(name, meta.records, task.piece + 1 if meta.next_index is not None else None, skipped=False)

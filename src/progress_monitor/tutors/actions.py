@@ -26,10 +26,15 @@ from progress_monitor.tutors import blocks, claims, digest
 
 log = logging.getLogger("progress_monitor.tutors")
 MAX_PAYLOAD = 64 * 1024  # a block_actions payload carries the whole message; ours stay well under this
+# The class's part of the tutors' list (sql/tutor_list.sql: its latest week, students em risco or atrasado),
+# read with names only: the Slack agent cannot read the contact columns the list holds.
 TUTOR_LIST_SQL = """
-SELECT s.tag_id, s.user_id, s.nome, s.status, s.weeks_behind, s.dias_sem_acessar AS days_without_access,
-  s.actual, s.expected, s.snapshot_date
-FROM `${tutor_list}` s WHERE s.tag_id = @tag_id
+WITH latest AS (SELECT MAX(snapshot_date) AS snapshot_date FROM `${report_student_week}` WHERE tag_id = @tag_id)
+SELECT s.tag_id, s.user_id, c.nome, s.status, s.weeks_behind, s.days_without_access, s.actual, s.expected,
+  s.snapshot_date
+FROM `${report_student_week}` s JOIN latest l ON l.snapshot_date = s.snapshot_date
+LEFT JOIN `${student_names}` c ON c.user_id = s.user_id
+WHERE s.tag_id = @tag_id AND s.status IN ('em risco', 'atrasado')
 ORDER BY ${call_first}
 """
 RECORD_ACTION_SQL = """
@@ -146,7 +151,7 @@ def class_list_reply(cfg: Settings, tag_id: int, requester: str, channel: str) -
             "response_type": "ephemeral",
             "text": "A lista desta turma só pode ser vista no canal dos tutores da turma. Nada foi mostrado.",
         }
-    order = {"call_first": call_first("s.", "dias_sem_acessar")}
+    order = {"call_first": call_first("s.", "days_without_access")}
     rows = warehouse.query(cfg, TUTOR_LIST_SQL, sql_vars=order, tag_id=tag_id)
     students = [blocks.ListedStudent.from_row(r) for r in rows]
     week = rows[0]["snapshot_date"] if rows else _latest_week(cfg, tag_id)

@@ -57,7 +57,7 @@ FROM `${report_student_week}` WHERE snapshot_date IN (@week, @previous) GROUP BY
 # The week's students em risco or atrasado, per class in the tutors' call order (reporting.call_first).
 FLAGGED_SQL = """
 SELECT s.tag_id, s.user_id, c.nome, s.status, s.weeks_behind, s.days_without_access, s.actual, s.expected
-FROM `${report_student_week}` s LEFT JOIN `${students}` c ON c.user_id = s.user_id
+FROM `${report_student_week}` s LEFT JOIN `${student_names}` c ON c.user_id = s.user_id
 WHERE s.snapshot_date = @week AND s.status IN ('em risco', 'atrasado')
 ORDER BY s.tag_id, ${call_first}
 """

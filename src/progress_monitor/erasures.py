@@ -1,0 +1,127 @@
+"""The registry of erasures (LGPD Art. 18): one object per erased student, consulted at every extraction.
+
+An entry is `erasures/<H>.json` (contracts.objects), where H is HMAC-SHA256 of the Cademi user id under the
+`privacy-key` secret: the registry never holds the id, and without the key an id cannot be tested against it
+(Cademi ids are small integers, so a plain hash would be reversed by trying them all). The body records who
+erased, when, under which request, and, only while the erasure is under way, the student's pseudonym, so an
+interrupted erasure resumes with the same one; a finished entry no longer holds it, so nothing links the
+pseudonymised history back to the id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from secrets import randbelow
+from typing import Any
+
+from google.api_core import exceptions
+from google.cloud import storage  # type: ignore[attr-defined]
+
+from progress_monitor.cademi_types import Student
+from progress_monitor.contracts.objects import ERASURES_PREFIX, erasure_name, parse_erasure_name
+from progress_monitor.errors import GOOGLE_ERRORS, SecretUnavailableError, TransientError, pipeline_error
+from progress_monitor.secrets import get_secret
+from progress_monitor.settings import PRIVACY_KEY, Settings
+from progress_monitor.shard_store import JSON, create_once, get_blob
+
+log = logging.getLogger("progress_monitor.erasures")
+PENDING, DONE = "pending", "done"
+PSEUDONYM_SPACE = 2**62
+
+
+def new_pseudonym() -> int:
+    """A random negative id: never a Cademi id (those are positive), unrelated to the student's id."""
+    return -(randbelow(PSEUDONYM_SPACE) + 1)
+
+
+def privacy_key(cfg: Settings) -> bytes:
+    return get_secret(cfg, PRIVACY_KEY).encode()
+
+
+def digest_of(key: bytes, user_id: int) -> str:
+    """The registry's name for a student: a keyed hash of the id."""
+    return hmac.new(key, f"cademi-user:{user_id}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """A registry entry: no personal data; `pseudonym` only while `state` is pending."""
+
+    request: str
+    by: str
+    started_at: str
+    state: str = PENDING
+    finished_at: str | None = None
+    pseudonym: int | None = None
+
+    def body(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Erasure:
+        body: Any = json.loads(raw)
+        if not isinstance(body, dict) or body.get("state") not in (PENDING, DONE):
+            raise ValueError("an erasure entry is an object with a state")
+        pseudonym = body.get("pseudonym")
+        if body["state"] == PENDING and not (isinstance(pseudonym, int) and pseudonym < 0):
+            raise ValueError("a pending erasure holds its pseudonym")
+        return cls(**{k: body.get(k) for k in ("request", "by", "started_at", "state", "finished_at", "pseudonym")})
+
+
+def read(bucket: storage.Bucket, digest: str) -> tuple[Erasure, int] | None:
+    """The entry and its generation (for a compare-and-swap rewrite), or None."""
+    blob = get_blob(bucket, erasure_name(digest))
+    if blob is None:
+        return None
+    try:
+        return Erasure.parse(blob.download_as_bytes()), int(blob.generation or 0)
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, "cannot read an erasure entry") from exc
+
+
+def create(bucket: storage.Bucket, digest: str, erasure: Erasure) -> bool:
+    """Record a new erasure; False when one already exists (the caller reads it)."""
+    return create_once(bucket, erasure_name(digest), erasure.body(), {}, JSON)
+
+
+def replace(bucket: storage.Bucket, digest: str, erasure: Erasure, generation: int) -> None:
+    """Rewrite an entry only if nobody else did since it was read."""
+    try:
+        bucket.blob(erasure_name(digest)).upload_from_string(
+            erasure.body(), content_type=JSON, if_generation_match=generation
+        )
+    except exceptions.PreconditionFailed as exc:
+        raise TransientError("the erasure entry changed meanwhile; run the command again") from exc
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, "cannot write an erasure entry") from exc
+
+
+def erased_digests(bucket: storage.Bucket) -> set[str]:
+    """Every erased student's keyed hash (one listing)."""
+    try:
+        names = [blob.name for blob in bucket.list_blobs(prefix=ERASURES_PREFIX)]
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, "cannot list the erasures registry") from exc
+    return {digest for name in names if (digest := parse_erasure_name(name)) is not None}
+
+
+def without_erased(cfg: Settings, bucket: storage.Bucket, students: Iterable[Student]) -> list[Student]:
+    """The students minus those the registry says were erased. With no erasure recorded the key is not even
+    read; with erasures and no key, extraction waits (TransientError) rather than bring an erased student back."""
+    listed = list(students)
+    erased = erased_digests(bucket)
+    if not erased:
+        return listed
+    try:
+        key = privacy_key(cfg)
+    except SecretUnavailableError as exc:
+        raise TransientError(f"the erasures registry cannot be checked: {exc}") from exc
+    kept = [s for s in listed if digest_of(key, s.user_id) not in erased]
+    if len(kept) != len(listed):
+        log.info("skipped %d erased student(s)", len(listed) - len(kept), extra={"count": len(listed) - len(kept)})
+    return kept
