@@ -10,7 +10,7 @@ TO ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint unit test run up trigger down replay reextract export-tutors looker-url bench soak clean
+.PHONY: install lint unit test run up trigger down replay reextract export-tutors privacy-export privacy-erase looker-url bench soak clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -57,14 +57,14 @@ test: lint $(CHROMIUM) $(CHECKOV) $(TFSCHEMA)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install
-	$(BIN)/python -m devstack run --weeks $(WEEKS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(CADEMI_API_VERSION),--cademi-api $(CADEMI_API_VERSION))
+	$(BIN)/python -m devstack run --weeks $(WEEKS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(CADEMI_API_VERSION),--cademi-api $(CADEMI_API_VERSION)) $(if $(INCREMENTAL),--incremental $(INCREMENTAL))
 
 up: install
-	$(BIN)/python -m devstack up $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(CADEMI_API_VERSION),--cademi-api $(CADEMI_API_VERSION))
+	$(BIN)/python -m devstack up $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(CADEMI_API_VERSION),--cademi-api $(CADEMI_API_VERSION)) $(if $(INCREMENTAL),--incremental $(INCREMENTAL))
 
 trigger: install
 	@test -n "$(WEEK)" || (echo "usage: make trigger WEEK=YYYY-MM-DD" && exit 2)
-	$(BIN)/python -m devstack trigger --week $(WEEK)
+	$(BIN)/python -m devstack trigger --week $(WEEK) $(if $(INCREMENTAL),--incremental $(INCREMENTAL))
 
 down: install
 	$(BIN)/python -m devstack down
@@ -78,6 +78,20 @@ replay: install
 # `python -m progress_monitor.reporting export-tutors --out lista.csv` with the project's settings.
 export-tutors: install
 	$(BIN)/python -m devstack export-tutors $(if $(TAG),--tag $(TAG))
+
+# LGPD on the running stack (docs/privacy.md): everything held about one student as JSON, or their erasure
+# (a dry run unless CONFIRM=1). In the cloud: `python -m progress_monitor.privacy export|erase …`.
+STUDENT ?=
+REQUEST ?=
+BY ?= $(USER)
+CONFIRM ?=
+privacy-export: install
+	@test -n "$(STUDENT)" || (echo "usage: make privacy-export STUDENT=<Cademi user id>" && exit 2)
+	@$(BIN)/python -m devstack privacy export --student "$(STUDENT)"
+
+privacy-erase: install
+	@test -n "$(STUDENT)" -a -n "$(REQUEST)" || (echo "usage: make privacy-erase STUDENT=<id> REQUEST=<reference> [CONFIRM=1]" && exit 2)
+	$(BIN)/python -m devstack privacy erase --student "$(STUDENT)" --request "$(REQUEST)" --by "$(or $(BY),operator)" $(if $(CONFIRM),--confirm,--dry-run)
 
 reextract: install
 	@test -n "$(WEEK)" -a -n "$(TAG)" || (echo "usage: make reextract WEEK=YYYY-MM-DD TAG=id" && exit 2)

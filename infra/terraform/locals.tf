@@ -83,6 +83,8 @@ locals {
     CADEMI_RATE_PER_MINUTE = tostring(var.cademi.rate_per_minute)
     CADEMI_WORKERS         = tostring(var.extraction.workers_per_piece)
     PIECE_BUDGET_S         = tostring(var.extraction.piece_budget_s)
+    # Carrying students who did not study (carry.py); only extract_progress reads it.
+    INCREMENTAL = var.incremental
     # A run extracts at most as many tags at once as extract_progress has slots (lanes.py): no task ever
     # waits for a busy instance, so none is refused with 429 and dead-lettered.
     EXTRACTION_LANES = tostring(local.progress_instances * var.extraction.concurrent_pieces)

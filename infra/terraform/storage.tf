@@ -8,11 +8,13 @@ resource "google_storage_bucket" "shards" {
   versioning {
     enabled = true
   }
-  # Raw shards allow replaying the history; keep them for shard_retention_days.
+  # Retention (docs/privacy.md): raw run objects, which name students by id, allow replaying the history for
+  # raw_retention_weeks, then go. The prefixes are contracts.objects.RAW_PREFIXES (a unit test compares them);
+  # the local stack's health check applies the same rule (retention.py).
   lifecycle_rule {
     condition {
-      age            = var.shard_retention_days
-      matches_prefix = ["progress/", "rosters/", "lanes/"]
+      age            = var.raw_retention_weeks * 7
+      matches_prefix = ["progress/", "rosters/", "lanes/", "carry/snapshot_date="]
     }
     action {
       type = "Delete"

@@ -50,6 +50,16 @@ variable "extraction" {
   }
 }
 
+variable "incremental" {
+  description = "INCREMENTAL of extract_progress: on skips the progress call of a student who has not accessed Cademi since their last good observation (carried rows, a verification sample, switched off by any mismatch; docs/architecture.md). Off by default: it rests on Cademi moving the last access with every lesson, and extract_progress then reads progress_history."
+  type        = string
+  default     = "off"
+  validation {
+    condition     = contains(["on", "off"], var.incremental)
+    error_message = "incremental is on or off."
+  }
+}
+
 variable "form" {
   description = "The add_tag form behind IAP: its domain (HTTPS load balancer), and the staff allowed to use it."
   type = object({
@@ -105,6 +115,16 @@ variable "project_id" {
   type        = string
 }
 
+variable "raw_retention_weeks" {
+  description = "Weeks the raw run objects (progress shards, rosters, lanes, carry plans) are kept in Cloud Storage: they allow a replay of the history and name students by id (LGPD retention, docs/privacy.md). Must equal RETENTION_RAW_WEEKS of the settings (13 by default)."
+  type        = number
+  default     = 13
+  validation {
+    condition     = var.raw_retention_weeks >= 4 && var.raw_retention_weeks <= 520
+    error_message = "Keep raw objects 4 to 520 weeks: at least a month so a lost week can be replayed."
+  }
+}
+
 variable "region" {
   description = "Region of the functions, the bucket and the scheduler job."
   type        = string
@@ -133,16 +153,6 @@ variable "schedule" {
   validation {
     condition     = length(split(" ", var.schedule.cron)) == 5
     error_message = "schedule.cron must have five fields."
-  }
-}
-
-variable "shard_retention_days" {
-  description = "Days the raw progress shards are kept in Cloud Storage (they allow a replay of the history)."
-  type        = number
-  default     = 730
-  validation {
-    condition     = var.shard_retention_days >= 30
-    error_message = "Keep shards at least 30 days so a lost week can be replayed."
   }
 }
 

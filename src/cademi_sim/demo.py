@@ -93,6 +93,9 @@ UNREGISTERED_TAG = (5999, "Alunos antigos (não monitorada)")
 
 # weekly progress in "track points" (100 points = one product complete)
 PROFILES = {"fast": (34, 46), "steady": (24, 34), "slow": (10, 20), "stalled": (22, 30)}
+# The share of students who open Cademi in a given week; the others' progress and last access stay as they were
+# (they catch up on the weeks they missed when they come back).
+ACTIVE_SHARE = 0.5
 
 
 def _cpf(rng: random.Random) -> str:
@@ -106,18 +109,26 @@ def _email(rng: random.Random, first: str, last: str, user_id: int) -> str:
     return f"{base}{user_id % 1000}{tag}@example.com"
 
 
-def _last_accesses(seed: int, user_id: int, weeks: list[date], stall_at: int, start_offset: int) -> list[str | None]:
-    """What the listing reports as last access each week, in the fact sheet's mixed formats: a day or a few
-    before each Monday while the student progresses, frozen once they stall, null for one who never came.
+def active_weeks(seed: int, user_id: int, n_weeks: int, stall_at: int, share: float = ACTIVE_SHARE) -> list[bool]:
+    """Whether the student opened Cademi in the days before each week's snapshot (week 0: before the simulated
+    weeks began); never after they stall. Its own random stream, so the rest of the school stays as it was."""
+    rng = random.Random(seed * 7_919 + user_id)
+    return [w == 0 or (w <= stall_at and rng.random() < share) for w in range(n_weeks)]
 
-    Its own random stream, so the rest of the demo school is the same as before recency existed."""
+
+def _last_accesses(
+    seed: int, user_id: int, weeks: list[date], active: list[bool], never_came: bool
+) -> list[str | None]:
+    """What the listing reports as last access each week, in the fact sheet's mixed formats: a day or a few
+    before the Monday of each week the student was active (so after the previous snapshot started), unchanged
+    in a week they were not, null for one who never came."""
     rng = random.Random(seed * 100_003 + user_id)
-    if stall_at == 0 and start_offset == 0:
+    if never_came:
         return [None] * len(weeks)
     values: list[str | None] = []
     last: str | None = None
     for w, monday in enumerate(weeks):
-        if w <= stall_at or last is None:
+        if active[w] or last is None:
             moment = datetime.combine(monday, time(rng.randint(7, 22), rng.randint(0, 59))) - timedelta(
                 days=rng.randint(1, 5)
             )
@@ -181,12 +192,17 @@ def generate(seed: int = 7, n_weeks: int = 6, first_week: date = date(2026, 10, 
             lo, hi = PROFILES[profile]
             points = sum(rng.uniform(lo, hi) for _ in range(start_offset))
             stall_at = rng.randint(0, n_weeks - 1) if profile == "stalled" else n_weeks
-            series = []
+            # A week's work shows only in a week the student opened Cademi: an inactive week changes nothing.
+            active = active_weeks(seed, user_id, n_weeks, stall_at)
+            series, owed = [], 0.0
             for w in range(n_weeks):
                 if w > 0 and w <= stall_at:
-                    points += rng.uniform(lo, hi)
+                    owed += rng.uniform(lo, hi)
+                if active[w]:
+                    points, owed = points + owed, 0.0
                 series.append(points)
-            users[-1]["ultimo_acesso_em"] = _last_accesses(seed, user_id, weeks, stall_at, start_offset)
+            never_came = stall_at == 0 and start_offset == 0
+            users[-1]["ultimo_acesso_em"] = _last_accesses(seed, user_id, weeks, active, never_came)
             for k, pid in enumerate(pids):
                 if no_access_last and k == len(pids) - 1:
                     continue  # no access: the API answers 409 for this pair

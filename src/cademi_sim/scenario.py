@@ -151,6 +151,19 @@ def parse(raw: Any) -> Scenario:
             raise ScenarioError(f"{where}: duplicate pair user {p['user']} product {p['product']}")
         sc.progress[(p["user"], p["product"])] = p
 
+    # Staff actions (optional): from `week` on, the pair serves the given progress although the student's last
+    # access does not move (staff granted lessons or reset a course): the case carrying must catch.
+    for i, a in enumerate(raw.get("staff_actions", [])):
+        where = f"scenario.staff_actions[{i}]"
+        check_week(a["week"], f"{where}.week")
+        entry = sc.progress.get((a["user"], a["product"]))
+        if entry is None:
+            raise ScenarioError(f"{where}: user {a['user']} has no progress in product {a['product']}")
+        changed = {key: list(entry[key]) for key in ("total", "assistidas", "completas")}
+        for key, values in changed.items():
+            values[a["week"] :] = [a[key]] * (n_weeks - a["week"])
+        sc.progress[(a["user"], a["product"])] = {**entry, **changed}
+
     for i, f in enumerate(raw.get("faults", [])):
         check_week(f.get("week"), f"scenario.faults[{i}].week")
         if not any(k in f for k in ("status", "body", "delay_ms")):

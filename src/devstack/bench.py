@@ -12,7 +12,9 @@ Phases (each on its own local stack, simulator and client budget set to the same
 5. the same school on Cademi's API v1 and v3 side by side at 2 req/s (`--v1-v3-only` runs just this phase and
    rewrites only its section of BENCHMARKS.md);
 6. what tutors wait for in Slack, on the demo school with the Slack stand-in (`--slack-only`): a run's end to
-   its digests, `/turma alunos` acknowledged vs answered, a button click to the message updated in place.
+   its digests, `/turma alunos` acknowledged vs answered, a button click to the message updated in place;
+7. carrying students who did not study, INCREMENTAL off and on side by side for four weeks on v1 and v3, and
+   the projection at 50 % weekly activity (`--carry-only`; `bench_carry.py`).
 Writes BENCHMARKS.md and prints the figures as one JSON object on its last line.
 """
 
@@ -403,12 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--v1-v3-only", action="store_true", help="run only phase 5 and rewrite only its section")
     parser.add_argument("--slack-only", action="store_true", help="run only phase 6 and rewrite only its section")
+    parser.add_argument("--carry-only", action="store_true", help="run only phase 7 and rewrite only its section")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-"))
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
+    if args.carry_only:
+        return carry_only(root, results, Path(args.out))
     if args.slack_only:
         print("phase 6: what tutors wait for in Slack", flush=True)
         results["slack"] = {"date": results["date"], **slack_latencies(root)}
@@ -490,7 +495,19 @@ def main(argv: list[str] | None = None) -> int:
     print("phase 6: what tutors wait for in Slack", flush=True)
     results["slack"] = {"date": results["date"], **slack_latencies(root)}
     write_section(Path(args.out), slack_markdown(results["slack"]), SLACK_SECTION)
+    carry_only(root, results, Path(args.out))
     print(f"wrote {args.out}", flush=True)
+    print(json.dumps(results))
+    return 0
+
+
+def carry_only(root: Path, results: dict[str, Any], out: Path) -> int:
+    """Phase 7 (bench_carry.py): carrying off and on, side by side; rewrites only its section."""
+    from devstack import bench_carry
+
+    print("phase 7: carrying off and on, four weeks on v1 and v3 at 2 req/s", flush=True)
+    results["carry"] = {"date": results["date"], **bench_carry.carry_phase(root)}
+    write_section(out, bench_carry.markdown(results["carry"]), bench_carry.CARRY_SECTION)
     print(json.dumps(results))
     return 0
 

@@ -20,6 +20,7 @@ from progress_monitor.replay import replay_history
 from progress_monitor.settings import Settings
 
 DEFAULT_UP_DIR = Path("var/stack")
+_INC = "carry students who did not study (the functions' INCREMENTAL; default: $INCREMENTAL or off)"
 
 
 def _scenario_path(arg: str | None, workdir: Path) -> Path:
@@ -58,6 +59,13 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
         "failed_extractions": row.get("failed_extractions"),
         "no_access": row.get("no_access"),
         "api_calls": counters.get("requests_total", 0),
+        # carrying (INCREMENTAL=on): rows written from an earlier observation, the calls that saved, and the
+        # verification sample's compared pairs and mismatches
+        "incremental": stack.incremental,
+        "carried": row.get("rows_carried") or 0,
+        "calls_saved": row.get("calls_saved") or 0,
+        "carry_checked": row.get("carry_checked") or 0,
+        "carry_mismatches": row.get("carry_mismatches") or 0,
         "rate_limit_breaches": counters.get("breaches", 0),
         "dead_lettered": len(dead),
         "digests": sorted(f"{d['channel_id']}:{d['status']}" for d in digests),
@@ -82,7 +90,9 @@ def _print_run(summary: dict[str, Any]) -> None:
         f"run {summary['run_id']}: {summary['status']}, {summary['tags_done']}/{summary['tags']} tags, "
         f"{summary['students']} students, {summary['records_loaded']} records loaded, "
         f"{summary['failed_extractions']} failed extractions, {summary['no_access']} no access, "
-        f"{summary['api_calls']} API calls, {summary['rate_limit_breaches']} rate-limit breaches, "
+        f"{summary['api_calls']} API calls, {summary['carried']} rows carried ({summary['calls_saved']} calls saved, "
+        f"{summary['carry_mismatches']} mismatches in {summary['carry_checked']} checked), "
+        f"{summary['rate_limit_breaches']} rate-limit breaches, "
         f"{summary['dead_lettered']} dead-lettered, {len(summary['digests'])} Slack digests, {summary['elapsed_s']} s",
         flush=True,
     )
@@ -122,13 +132,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario = _scenario_path(args.scenario, workdir)
     print(f"starting the local stack in {workdir} ...", flush=True)
     started = time.monotonic()
-    stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget, cademi_api=args.cademi_api)
+    stack = LocalStack.start(
+        workdir, scenario, piece_budget_s=args.piece_budget, cademi_api=args.cademi_api, incremental=args.incremental
+    )
     summaries = []
     report: Path | None = None
     digests = ""
     try:
         print(
-            f"stack up in {time.monotonic() - started:.1f} s, Cademi API {stack.cademi_api}; {_rate_note(stack)}",
+            f"stack up in {time.monotonic() - started:.1f} s, Cademi API {stack.cademi_api}, "
+            f"INCREMENTAL={stack.incremental}; {_rate_note(stack)}",
             flush=True,
         )
         for week in stack.scenario.weeks[: args.weeks]:
@@ -161,7 +174,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"a stack is already up in {workdir}; run `make down` first", file=sys.stderr)
         return 1
     scenario = _scenario_path(args.scenario, workdir)
-    stack = LocalStack.start(workdir, scenario, piece_budget_s=args.piece_budget, cademi_api=args.cademi_api)
+    stack = LocalStack.start(
+        workdir, scenario, piece_budget_s=args.piece_budget, cademi_api=args.cademi_api, incremental=args.incremental
+    )
     e = stack.endpoints
     print(f"local stack up ({_rate_note(stack)})")
     print(f"  BigQuery   {e['bigquery']}  project={e['project']} dataset={e['dataset']}")
@@ -169,6 +184,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  Pub/Sub    {e['pubsub']}")
     cademi_url = stack.function_env()["CADEMI_BASE_URL"]
     print(f"  Cademi     {cademi_url}  (simulator, API {stack.cademi_api}; key in the scenario file)")
+    print(f"  carrying   INCREMENTAL={stack.incremental}")
     for name, url in e["functions"].items():
         print(f"  {name:<17}{url}")
     print(f"  form       {e['functions']['add_tag']}/  (open in a browser; local identity {LOCAL_STAFF})")
@@ -184,6 +200,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
+    if args.incremental and args.incremental != stack.incremental:
+        # The functions read INCREMENTAL when they start, and their environment holds local secrets kept only
+        # in the memory of `make up`: the stack is restarted with the other value, not patched.
+        print(
+            f"the stack runs with INCREMENTAL={stack.incremental}; for {args.incremental}: "
+            f"make down && make up INCREMENTAL={args.incremental}",
+            file=sys.stderr,
+        )
+        return 2
     stack.use_here()
     summary = run_week(stack, date.fromisoformat(args.week), rerun=args.rerun)
     _print_run(summary)
@@ -220,6 +245,15 @@ def cmd_export_tutors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy(args: argparse.Namespace) -> int:
+    """`python -m progress_monitor.privacy …` on the running stack (its settings and local privacy key)."""
+    from progress_monitor import privacy
+
+    stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
+    stack.use_here()
+    return privacy.main(args.rest)
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or DEFAULT_UP_DIR).resolve()
     try:
@@ -246,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("CADEMI_API_VERSION") or "v1",
         help="the Cademi API the functions use (default: $CADEMI_API_VERSION or v1)",
     )
+    run.add_argument("--incremental", choices=["on", "off"], default=os.environ.get("INCREMENTAL") or "off", help=_INC)
     run.add_argument("--keep", action="store_true", help="keep the work directory (logs, shards)")
     run.add_argument("--report", default="var/report.html", help="where to write the HTML dashboard preview")
     run.set_defaults(func=cmd_run)
@@ -259,11 +294,18 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("CADEMI_API_VERSION") or "v1",
         help="the Cademi API the functions use (default: $CADEMI_API_VERSION or v1)",
     )
+    up.add_argument("--incremental", choices=["on", "off"], default=os.environ.get("INCREMENTAL") or "off", help=_INC)
     up.set_defaults(func=cmd_up)
     trigger = sub.add_parser("trigger", help="fire one weekly run on the running stack and wait for it")
     trigger.add_argument("--week", required=True)
     trigger.add_argument("--rerun", help="label of a deliberate re-extraction of the week")
     trigger.add_argument("--workdir")
+    trigger.add_argument(
+        "--incremental",
+        choices=["on", "off"],
+        default=os.environ.get("INCREMENTAL") or None,
+        help="refuse to run unless the stack's INCREMENTAL is this (default: $INCREMENTAL, else any)",
+    )
     trigger.set_defaults(func=cmd_trigger)
     replay = sub.add_parser("replay", help="rebuild the history of a week range from the kept shards")
     replay.add_argument("--from", dest="first", required=True)
@@ -280,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--tag", type=int)
     export.add_argument("--workdir")
     export.set_defaults(func=cmd_export_tutors)
+    lgpd = sub.add_parser("privacy", help="export or erase one student on the running stack (progress_monitor.privacy)")
+    lgpd.add_argument("--workdir")
+    lgpd.add_argument("rest", nargs=argparse.REMAINDER, help="export|erase and their options")
+    lgpd.set_defaults(func=cmd_privacy)
     down = sub.add_parser("down", help="stop the running stack")
     down.add_argument("--workdir")
     down.set_defaults(func=cmd_down)

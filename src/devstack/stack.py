@@ -108,6 +108,9 @@ def _bqemulator_home(workdir: Path) -> Path:
     return home
 
 
+LOCAL_PRIVACY_KEY = "local-stack-privacy-key"  # a fixed key for the local stack: simulated students only
+
+
 @dataclass
 class LocalStack:
     """A running local stack; `state` is everything needed to drive or stop it from another process."""
@@ -140,10 +143,12 @@ class LocalStack:
         ack_deadline_s: int | None = None,
         extra_env: dict[str, str] | None = None,
         cademi_api: str = "v1",
+        incremental: str = "off",
     ) -> LocalStack:
         """Start every process, create topics, bucket, tables and subscriptions, seed the registry.
 
         `cademi_api` ("v1" or "v3") is the Cademi API the functions use; the simulator serves both.
+        `incremental` ("on" or "off") is the functions' INCREMENTAL: whether extraction carries inactive students.
 
         Each pipeline function runs as its instances' processes behind a front that admits what Cloud Run
         would (`devstack.front`); extract_progress's capacity is `progress_instances x progress_concurrency`.
@@ -157,6 +162,7 @@ class LocalStack:
             for name, spec in FUNCTIONS.items()
         }
         try:
+            stack.endpoints["incremental"] = incremental
             stack._start(piece_budget_s, capacity, front_queue_s, ack_deadline_s, extra_env or {}, cademi_api)
         except BaseException:
             stack.stop()
@@ -187,6 +193,7 @@ class LocalStack:
         process_ports = {process: free_port() for names in instances.values() for process in names}
         self.endpoints = {
             "cademi_api": cademi_api,
+            "incremental": self.incremental,
             "project": PROJECT,
             "dataset": "progress",
             "bucket": "progress-shards",
@@ -366,8 +373,12 @@ class LocalStack:
             "STORAGE_EMULATOR_HOST": self.endpoints["gcs"],
             "PUBSUB_EMULATOR_HOST": self.endpoints["pubsub"],
             "CADEMI_API_VERSION": self.cademi_api,
+            "INCREMENTAL": self.incremental,
             "CADEMI_BASE_URL": self.endpoints["cademi"].replace("/api/v1", f"/api/{self.cademi_api}"),
             "SECRETS_BACKEND": "env",
+            # The erasures registry's key (progress_monitor.erasures): fixed on the local stack, so the functions
+            # and a later `make privacy-erase` hash ids alike; local simulated students only.
+            "PRIVACY_KEY": LOCAL_PRIVACY_KEY,
             # the local Slack stand-in (devstack/slack_standin.py) in place of slack.com and hooks.slack.com
             "SLACK_API_URL": f"{self.endpoints['slack']}/api",
             "SLACK_RESPONSE_URL_PREFIX": f"{self.endpoints['slack']}/response/",
@@ -376,6 +387,11 @@ class LocalStack:
     @property
     def cademi_api(self) -> str:
         return str(self.endpoints.get("cademi_api", "v1"))
+
+    @property
+    def incremental(self) -> str:
+        """The functions' INCREMENTAL ("on": extraction carries students who did not study)."""
+        return str(self.endpoints.get("incremental", "off"))
 
     @property
     def cademi_api_key(self) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
+from progress_monitor.access import needs
 from progress_monitor.contracts.objects import BUDGET_OBJECT
 from progress_monitor.errors import TransientError
 from progress_monitor.ratelimit import WIDEN_FACTOR, WIDEN_FOR_S
@@ -134,6 +135,7 @@ class FleetBudget:
         self._slots.extend(claimed)
         self.claims += 1
 
+    @needs("objects.read {BUDGET_OBJECT}", "objects.rewrite {BUDGET_OBJECT}")
     def _update(self, change: Callable[[BudgetState], BudgetState]) -> None:
         """Read-modify-write of the budget object, conditioned on its generation (retried on a race)."""
         blob = self.bucket.blob(self.object_name)

@@ -70,7 +70,15 @@ class Erasure:
         pseudonym = body.get("pseudonym")
         if body["state"] == PENDING and not (isinstance(pseudonym, int) and pseudonym < 0):
             raise ValueError("a pending erasure holds its pseudonym")
-        return cls(**{k: body.get(k) for k in ("request", "by", "started_at", "state", "finished_at", "pseudonym")})
+        finished = body.get("finished_at")
+        return cls(
+            str(body.get("request")),
+            str(body.get("by")),
+            str(body.get("started_at")),
+            body["state"],
+            None if finished is None else str(finished),
+            pseudonym if isinstance(pseudonym, int) else None,
+        )
 
 
 def read(bucket: storage.Bucket, digest: str) -> tuple[Erasure, int] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, timedelta
 
-from progress_monitor import lanes, runs, runtime, warehouse
+from progress_monitor import lanes, retention, runs, runtime, warehouse
 from progress_monitor.contracts.events import ObjectRef, finalize_notification
 from progress_monitor.contracts.messages import DigestTask, ProgressTask
 from progress_monitor.contracts.values import RunId
@@ -27,6 +27,7 @@ def daily_check(cfg: Settings) -> None:
     resume_stalled_runs(cfg)
     request_recent_digests(cfg)
     check_data_age(cfg)
+    retention.enforce(cfg)  # LGPD: stale contact data deleted (docs/privacy.md)
 
 
 def request_recent_digests(cfg: Settings, now: datetime | None = None) -> list[str]:

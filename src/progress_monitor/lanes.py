@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import runtime
+from progress_monitor.access import needs
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import (
     lane_claim_body,
@@ -58,6 +59,7 @@ def write_manifest(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag])
     return read_manifest(bucket, run_id)
 
 
+@needs("objects.read {lane_manifest_name}")
 def read_manifest(bucket: storage.Bucket, run_id: RunId) -> list[ActiveTag]:
     blob = get_blob(bucket, lane_manifest_name(run_id))
     if blob is None:
@@ -68,6 +70,7 @@ def read_manifest(bucket: storage.Bucket, run_id: RunId) -> list[ActiveTag]:
         raise PermanentError(f"tag manifest of run {run_id} is unusable: {exc}") from exc
 
 
+@needs("objects.read {lanes_prefix}")
 def claims(bucket: storage.Bucket, run_id: RunId) -> dict[int, Claim]:
     """Every claim of the run, by tag."""
     found: dict[int, int | None] = {}

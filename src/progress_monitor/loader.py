@@ -18,6 +18,7 @@ from google.api_core import exceptions
 from google.cloud import bigquery
 
 from progress_monitor import runtime
+from progress_monitor.access import needs
 from progress_monitor.contracts.objects import ShardMeta
 from progress_monitor.contracts.values import Status, monday_of
 from progress_monitor.errors import GOOGLE_ERRORS, TransientError, pipeline_error
@@ -33,7 +34,7 @@ STAGED = {
 }
 PROGRESS_COLUMNS = (
     "snapshot_date, tag_id, user_id, product_id, status, total, assistidas, completas, error, run_id, extracted_at,"
-    " last_access_at"
+    " last_access_at, carried_from"
 )
 # Each check: the ledger column counting the rows that fail it, and the condition of a failing row.
 # A row is merged only when it fails none. Conditions are NULL-safe: a NULL outcome counts as failing.
@@ -64,6 +65,7 @@ def staging_fields(kind: str) -> list[Any]:
     return [f for f in schema_fields(table, nullable=True) if f.name not in merge_written]
 
 
+@needs("dataset.write main", "dataset.write restricted")  # contacts staged in the restricted one
 def _staging_table(settings: Settings, kind: str, uri: str, generation: int, fields: list[Any]) -> str:
     """A staging table per load attempt, expiring after a day if the attempt dies before dropping it.
 
@@ -78,6 +80,7 @@ def _staging_table(settings: Settings, kind: str, uri: str, generation: int, fie
     return name
 
 
+@needs("bigquery.jobs project", "objects.read shards")  # the job reads the object as this identity
 def _load_into(settings: Settings, table: str, uri: str, fields: list[Any]) -> None:
     config = bigquery.LoadJobConfig(
         schema=fields,
@@ -92,6 +95,7 @@ def _load_into(settings: Settings, table: str, uri: str, fields: list[Any]) -> N
         raise pipeline_error(exc, f"load job for {uri}", permanent=(exceptions.NotFound,)) from exc
 
 
+@needs("dataset.write main", "dataset.write restricted")
 def _drop(settings: Settings, table: str) -> None:
     runtime.bigquery(settings).delete_table(table, not_found_ok=True)
 
@@ -106,15 +110,16 @@ CHECK_COUNTS = (
 
 
 # The history rule: an observation never replaces a better one. `ok` beats `no_access`, which beats `failed`,
-# whatever their times; between two of the same rank the later extraction wins. A failed attempt that does not
-# win still leaves its time and error in last_failed_at / last_failure. Both are functions of the set of
-# observations, not of their order, so a replay, a re-run or a late redelivery reaches the same row.
-def _rank(status: str) -> str:
+# whatever their times, and a row read this week beats one carried (carry.py) of the same status, so a carried
+# row never replaces an observed one; between two of the same rank the later extraction wins. A failed attempt
+# that does not win still leaves its time and error in last_failed_at / last_failure. Both are functions of the
+# set of observations, not of their order, so a replay, a re-run or a late redelivery reaches the same row.
+def _rank(row: str) -> str:
     cases = " ".join(f"WHEN '{s}' THEN {s.rank}" for s in Status)
-    return f"(CASE {status} {cases} ELSE -1 END)"
+    return f"(CASE {row}status {cases} ELSE -1 END * 2 + IF({row}carried_from IS NULL, 1, 0))"
 
 
-T_RANK = _rank("T.status")
+T_RANK = _rank("T.")
 S_WINS = f"(S.status_rank > {T_RANK} OR (S.status_rank = {T_RANK} AND S.extracted_at >= T.extracted_at))"
 S_LATEST_FAILURE = f"(S.status = '{Status.FAILED}' AND (T.last_failed_at IS NULL OR S.extracted_at > T.last_failed_at))"
 # The student's last access is a fact of the listing, not of the progress call: whichever observation wins,
@@ -131,7 +136,7 @@ MERGE_PROGRESS = (
         SELECT *, ROW_NUMBER() OVER (
           PARTITION BY user_id, product_id ORDER BY status_rank DESC, extracted_at DESC) AS rn
         FROM (SELECT *, """
-    + _rank("status")
+    + _rank("")
     + """ AS status_rank FROM `${staging}` WHERE """
     + VALID_ROW
     + f""")
@@ -141,7 +146,8 @@ MERGE_PROGRESS = (
        AND T.user_id = S.user_id AND T.product_id = S.product_id
     WHEN MATCHED AND {S_WINS} THEN UPDATE SET
       status = S.status, total = S.total, assistidas = S.assistidas, completas = S.completas,
-      error = S.error, run_id = S.run_id, extracted_at = S.extracted_at, shard = @shard, loaded_at = @now,
+      error = S.error, run_id = S.run_id, extracted_at = S.extracted_at, carried_from = S.carried_from,
+      shard = @shard, loaded_at = @now,
       last_failure = IF({S_LATEST_FAILURE}, S.error, T.last_failure),
       last_failed_at = IF({S_LATEST_FAILURE}, S.extracted_at, T.last_failed_at), last_access_at = {LATEST_ACCESS}
     WHEN MATCHED AND {S_LATEST_FAILURE} THEN UPDATE SET last_failure = S.error, last_failed_at = S.extracted_at,
@@ -151,7 +157,7 @@ MERGE_PROGRESS = (
     + PROGRESS_COLUMNS
     + f""", last_failed_at, last_failure, shard, loaded_at)
       VALUES (S.snapshot_date, S.tag_id, S.user_id, S.product_id, S.status, S.total, S.assistidas,
-              S.completas, S.error, S.run_id, S.extracted_at, S.last_access_at,
+              S.completas, S.error, S.run_id, S.extracted_at, S.last_access_at, S.carried_from,
               IF(S.status = '{Status.FAILED}', S.extracted_at, NULL),
               IF(S.status = '{Status.FAILED}', S.error, NULL), @shard, @now)"""
 )
@@ -195,6 +201,7 @@ def _record_load(settings: Settings, shard: str, generation: int, meta: ShardMet
         "rows_in_shard": outcome.rows_in_shard,
         "rows_merged": outcome.rows_merged,
         **{name: counts[name] for name in ("failed", "no_access", "students", "api_calls", "rate_limited")},
+        **{name: counts[name] for name in ShardMeta.CARRY_COUNTS},
         **outcome.checks,
         "loaded_at": datetime.now(UTC),
     }

@@ -49,16 +49,16 @@ TABLES: dict[str, dict[str, Handling]] = {
 NOT_STUDENT: dict[str, str] = {
     "students": "last_tag_id last_seen_date updated_at",
     "progress_history": "snapshot_date tag_id product_id status total assistidas completas run_id extracted_at "
-    "last_access_at last_failed_at shard loaded_at",
+    "last_access_at last_failed_at shard loaded_at carried_from",
     "tutor_actions": "snapshot_date tag_id action tutor channel_id acted_at",
     "slack_digests": "snapshot_date channel_id run_id message_ts status error tag_ids em_risco atrasado posted_at",
     "failures": "failed_at stage run_id tag_id piece message_id attempts attributes",
     "loads": "shard generation run_id snapshot_date tag_id piece last_piece rows_in_shard rows_merged failed "
     "no_access students api_calls rate_limited dq_duplicates dq_out_of_range dq_bad_dates dq_unknown_products "
-    "dq_bad_status loaded_at",
+    "dq_bad_status loaded_at carried calls_saved carry_checked carry_mismatches",
     "runs": "run_id snapshot_date status tags_total tags_done pieces_loaded records_loaded failed_extractions "
     "no_access students api_calls rate_limited dq_rejected errors started_at fanned_out_at finished_at "
-    "reports_refreshed_at",
+    "reports_refreshed_at rows_carried calls_saved carry_checked carry_mismatches",
     "registered_tags": "tag_id track_id turma start_date active added_by added_at deactivated_by deactivated_at "
     "request_id",
     "tracks": "track_id track_name product_id product_name position due_week",
@@ -146,6 +146,20 @@ def object_prefixes(source: str) -> set[str]:
 
 def uncovered_objects(prefixes: set[str]) -> list[str]:
     return [f"{p}: object prefix not in the inventory" for p in sorted(prefixes - OBJECTS.keys())]
+
+
+# The `field=` parts object names are made of (`…/run=R/tag=T/…`): none names a student.
+NAME_FIELDS = frozenset({"snapshot_date", "run", "tag", "piece"})
+
+
+def uncovered_name_fields(source: str) -> list[str]:
+    """`field=` parts of the object names contracts/objects.py builds or matches that NAME_FIELDS does not list
+    (an object named after a student, `…/user=U.json`, would be one)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found |= set(re.findall(r"(?:^|/)([a-z_]+)=", node.value))
+    return [f"{f}=: object name field not in the inventory" for f in sorted(found - NAME_FIELDS)]
 
 
 def schema_columns(folder: Path) -> dict[str, list[str]]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from progress_monitor import logs, reporting, runtime
+from progress_monitor.access import needs
 from progress_monitor.contracts.events import ObjectRef
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.objects import week_shards_prefix
@@ -52,6 +53,7 @@ def mondays(first: date, last: date) -> list[date]:
     return weeks
 
 
+@needs("objects.read {week_shards_prefix}")
 def replay_history(settings: Settings, first: date, last: date) -> ReplaySummary:
     """Load every progress shard of the weeks in the range again (idempotent), then refresh the reports."""
     bucket = runtime.shards_bucket(settings)

@@ -56,6 +56,11 @@ LEDGER_SUMS = {
     "api_calls": "api_calls",
     "rate_limited": "rate_limited",
     "dq_rejected": "rows_in_shard - rows_merged",
+    # carrying (carry.py): rows carried, calls that saved, and the verification sample's outcome
+    "rows_carried": "carried",
+    "calls_saved": "calls_saved",
+    "carry_checked": "carry_checked",
+    "carry_mismatches": "carry_mismatches",
 }
 
 

@@ -18,6 +18,7 @@ from google.cloud import bigquery as bq
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
+from progress_monitor.access import needs
 from progress_monitor.budget import FleetBudget
 from progress_monitor.cademi_clients import make_client
 from progress_monitor.cademi_types import CademiSource
@@ -82,6 +83,7 @@ def _slack_token(cfg: Settings, fresh: bool) -> str:
         raise SlackUnavailableError(f"Slack bot token unavailable: {exc}") from exc
 
 
+@needs("client")
 @_once
 def bigquery(cfg: Settings) -> bq.Client:
     """The BigQuery client (the emulator's REST endpoint when BIGQUERY_EMULATOR_HOST is set)."""
@@ -94,6 +96,7 @@ def bigquery(cfg: Settings) -> bq.Client:
     return bq.Client(project=cfg.gcp_project)
 
 
+@needs("client")
 @_once
 def storage(cfg: Settings) -> gcs.Client:
     """The Cloud Storage client (fake-gcs-server when STORAGE_EMULATOR_HOST is set, read by the library)."""
@@ -101,6 +104,7 @@ def storage(cfg: Settings) -> gcs.Client:
     return gcs.Client(project=cfg.gcp_project, credentials=credentials)
 
 
+@needs("client")
 @_once
 def _publisher() -> pubsub_v1.PublisherClient:
     return pubsub_v1.PublisherClient()  # PUBSUB_EMULATOR_HOST is read by the library
@@ -110,6 +114,7 @@ def shards_bucket(cfg: Settings) -> gcs.Bucket:
     return storage(cfg).bucket(cfg.shards_bucket)
 
 
+@needs("topic.publish {topic}")
 def publish(cfg: Settings, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
     """Publish one message and wait for the server's id (raises on failure, so the caller is retried)."""
     client = _publisher()
@@ -118,6 +123,7 @@ def publish(cfg: Settings, topic: str, data: bytes, attributes: dict[str, str] |
     return message_id
 
 
+@needs("topic.publish {message}")
 def send(cfg: Settings, message: Message) -> str:
     """Publish one contract message (contracts.messages) on its own topic."""
     topic: str = getattr(cfg, message.TOPIC)

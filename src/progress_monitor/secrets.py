@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from progress_monitor.access import needs
 from progress_monitor.errors import SecretUnavailableError
 from progress_monitor.settings import Settings
 
@@ -22,6 +23,7 @@ def secret_id(env_name: str) -> str:
     return env_name.lower().replace("_", "-")
 
 
+@needs("secret {env_name}")
 def get_secret(settings: Settings, env_name: str, fresh: bool = False) -> str:
     """Return the secret's current value, read once per process; `fresh` reads it again (the stored value may
     have been rotated) and caches what it read. A failed fresh read keeps the cached value for other callers.

@@ -12,6 +12,7 @@ from typing import IO
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
+from progress_monitor.access import needs
 from progress_monitor.cademi_types import Student
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import (
@@ -38,6 +39,7 @@ def ndjson(row: dict[str, object]) -> bytes:
     return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+@needs("objects.read {name}")
 def get_blob(bucket: storage.Bucket, name: str) -> storage.Blob | None:
     """The object with its metadata, or None; a failed call is a pipeline error (errors.RULES)."""
     try:
@@ -46,6 +48,7 @@ def get_blob(bucket: storage.Bucket, name: str) -> storage.Blob | None:
         raise pipeline_error(exc, f"cannot read gs://{bucket.name}/{name}") from exc
 
 
+@needs("objects.create {name}")
 def create_once(
     bucket: storage.Bucket, name: str, data: bytes | IO[bytes], metadata: dict[str, str], content_type: str
 ) -> bool:
@@ -98,6 +101,7 @@ def freeze_roster(
     return roster
 
 
+@needs("objects.read {roster_name}")
 def read_roster(bucket: storage.Bucket, task: ProgressTask) -> Roster:
     """The roster piece 0 froze; PermanentError when it is missing or unusable."""
     blob = get_blob(bucket, roster_name(task.run_id, task.tag_id))
@@ -112,6 +116,7 @@ def read_roster(bucket: storage.Bucket, task: ProgressTask) -> Roster:
     return Roster(tuple(ids), last_access)
 
 
+@needs("objects.read {run_shards_prefix}", "objects.read {run_contacts_prefix}")
 def run_objects(bucket: storage.Bucket, run_id: RunId) -> dict[str, int]:
     """A run's progress shards and not yet merged contacts files: object name -> generation."""
     found: dict[str, int] = {}
@@ -122,6 +127,7 @@ def run_objects(bucket: storage.Bucket, run_id: RunId) -> dict[str, int]:
     return found
 
 
+@needs("objects.read {run_shards_prefix}")
 def latest_shards(bucket: storage.Bucket, run_id: RunId) -> dict[int, ShardMeta]:
     """Per tag, the metadata of the run's highest piece written so far."""
     latest: dict[int, tuple[ShardName, storage.Blob]] = {}

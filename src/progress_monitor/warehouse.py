@@ -24,6 +24,7 @@ from typing import Any
 from google.cloud import bigquery
 
 from progress_monitor import runtime
+from progress_monitor.access import needs
 from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.settings import Settings
 
@@ -135,6 +136,7 @@ def render(settings: Settings, sql: str, sql_vars: Mapping[str, str] | None = No
         raise MalformedPlaceholder(f"malformed SQL placeholder ({exc}): `$` goes before a braced name or `$`") from exc
 
 
+@needs("bigquery.admin project")
 def ensure_tables(settings: Settings) -> None:
     """Create the datasets and every table from the schema files (Terraform does this in the cloud)."""
     client = runtime.bigquery(settings)
@@ -168,6 +170,7 @@ def _param(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.Ar
     return bigquery.ScalarQueryParameter(name, kind, value)
 
 
+@needs("bigquery.jobs project", "tables {sql} {sql_vars}")
 def query(
     settings: Settings, sql: str, *, sql_vars: Mapping[str, str] | None = None, **params: Any
 ) -> list[dict[str, Any]]:

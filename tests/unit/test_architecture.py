@@ -17,7 +17,7 @@ FEATURES = ("stages", "tutors", "add_tag")
 # Pure layers: they import nothing of ours but each other (and errors, which imports nothing of ours).
 PURE = ("progress_monitor.contracts", "progress_monitor.errors")
 # Operator commands: the top of the graph, they may drive a stage; nothing imports them.
-COMMANDS = ("progress_monitor.replay",)
+COMMANDS = ("progress_monitor.replay", "progress_monitor.privacy")
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:

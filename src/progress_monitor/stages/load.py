@@ -14,6 +14,7 @@ from typing import Any
 from google.api_core.exceptions import NotFound
 
 from progress_monitor import loader, reporting, runs, runtime
+from progress_monitor.access import needs
 from progress_monitor.contracts.events import ObjectRef, storage_object
 from progress_monitor.contracts.messages import DigestTask
 from progress_monitor.contracts.objects import ShardMeta, ShardName, parse_contacts, parse_progress_shard
@@ -91,6 +92,7 @@ def _load_progress(cfg: Settings, ref: ObjectRef, shard: ShardName, refresh_repo
     return LoadResult(ref.name, "progress", outcome.rows_merged)
 
 
+@needs("objects.read {contacts_name}", "objects.delete {contacts_name}")  # merged, then deleted
 def _load_contacts(cfg: Settings, ref: ObjectRef, tag_id: int, run_id: RunId) -> LoadResult | None:
     bucket = runtime.shards_bucket(cfg)
     blob = get_blob(bucket, ref.name)

@@ -17,6 +17,7 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
+from progress_monitor.access import needs
 from progress_monitor.contracts.objects import digest_claim_name
 from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, TransientError, pipeline_error
 from progress_monitor.shard_store import JSON, create_once, get_blob
@@ -45,6 +46,7 @@ class Claim:
         return {(int(t), int(u)) for t, u in self.body.get("listed", [])}
 
 
+@needs("objects.read {digest_claim_name}")
 def read(bucket: storage.Bucket, week: date, channel: str) -> Claim | None:
     blob = get_blob(bucket, digest_claim_name(week, channel))
     if blob is None:
@@ -62,6 +64,7 @@ def read(bucket: storage.Bucket, week: date, channel: str) -> Claim | None:
     return Claim(blob, body)
 
 
+@needs("objects.rewrite {digest_claim_name}")
 def replace(bucket: storage.Bucket, claim: Claim, body: dict[str, Any]) -> bool:
     """Rewrite a claim only if nobody else did since we read it (generation precondition)."""
     blob = bucket.blob(claim.blob.name)
@@ -75,6 +78,7 @@ def replace(bucket: storage.Bucket, claim: Claim, body: dict[str, Any]) -> bool:
     return True
 
 
+@needs("objects.delete {digest_claim_name}")
 def release(bucket: storage.Bucket, claim: Claim) -> None:
     try:
         bucket.blob(claim.blob.name).delete(if_generation_match=claim.generation)

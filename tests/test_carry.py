@@ -1,0 +1,265 @@
+"""Carrying (issue 24) with real parts: the extraction core against the simulator on v1 and v3, and the
+pipeline on the emulator stack with INCREMENTAL=on for five weeks of a school where half a class is inactive
+each week, a staff action the verification sample catches, carrying switched off and on, and re-runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from cademi_sim.scenario import load
+from cademi_sim.truth import expected_rows
+from devstack.stack import LocalStack
+from progress_monitor import carry, carrying, warehouse
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.objects import CarriedValue, CarryPlan
+from progress_monitor.contracts.values import RunId
+from progress_monitor.extraction import PieceExtraction
+from progress_monitor.replay import replay_history
+from progress_monitor.settings import Settings
+from tests.pipeline_world import start_stack
+from tests.scenarios import school
+from tests.test_cademi_v3 import v3_client
+
+pytestmark = pytest.mark.integration
+
+# -- the extraction core against the simulator ------------------------------------------------------------
+
+
+def _extract(client: Any, plan: CarryPlan, products: tuple[int, ...]) -> tuple[PieceExtraction, list[Any]]:
+    task = ProgressTask(RunId(date(2026, 3, 9)), 5001, products)
+    piece = PieceExtraction(client, task, (1001, 1002, 1003), budget_s=60, workers=2, carry=plan)
+    return piece, list(piece.records())
+
+
+def _plan(values: dict[int, dict[int, float]], sample: frozenset[int] = frozenset()) -> CarryPlan:
+    return CarryPlan(
+        {u: {p: CarriedValue(t, 0, 0, "2026-03-02") for p, t in products.items()} for u, products in values.items()},
+        sample,
+    )
+
+
+@pytest.mark.parametrize("api", ["v1", "v3"])
+def test_a_carried_call_is_not_made_and_its_rows_name_their_observation(simulator: Any, api: str) -> None:
+    sim = simulator(school(n_students=3, products=(101, 102)), week=1)
+    client = sim.client() if api == "v1" else v3_client(sim)
+    # 1001: both products carryable; 1002: only 101 (on v3 its one call answers both, so it is read whole)
+    plan = _plan({1001: {101: 1.0, 102: 2.0}, 1002: {101: 3.0}})
+    piece, records = _extract(client, plan, (101, 102))
+    counters = sim.admin.counters()
+    calls = counters.get("progresso_por_produto", 0) + counters.get("v3/progress", 0)
+    assert (calls, piece.calls_saved) == ((3, 3) if api == "v1" else (2, 1))
+    carried = {(r.user_id, r.product_id): (r.total, r.carried_from) for r in records if r.carried_from}
+    expected = {(1001, 101): (1.0, "2026-03-02"), (1001, 102): (2.0, "2026-03-02")}
+    assert carried == (expected | {(1002, 101): (3.0, "2026-03-02")} if api == "v1" else expected)
+    assert [(r.user_id, r.product_id) for r in records] == [(u, p) for u in (1001, 1002, 1003) for p in (101, 102)]
+    assert piece.carried == len(carried)
+
+
+def test_a_sampled_student_is_read_and_a_mismatch_stops_carrying(simulator: Any) -> None:
+    sim = simulator(school(n_students=3, products=(101,)), week=1)
+    served = float(school(n_students=3, products=(101,))["progress"][0]["total"][1].rstrip("%"))
+    # 1001 is sampled and its carried value is stale (a staff action): read, stored as read, carrying stops
+    plan = _plan({1001: {101: served - 5}, 1002: {101: 9.0}, 1003: {101: 9.0}}, frozenset({1001}))
+    task = ProgressTask(RunId(date(2026, 3, 9)), 5001, (101,))
+    # one worker and a window of two: 1002 and 1003 start only after 1001's answer was compared
+    piece = PieceExtraction(sim.client(), task, (1001, 1002, 1003), budget_s=60, workers=1, carry=plan)
+    piece.window = 1
+    records = list(piece.records())
+    assert piece.mismatches == [(1001, 101)] and piece.carry_checked == 1
+    assert records[0].total == served and records[0].carried_from is None  # the read value, never the carried
+    assert piece.carried == 0 and all(r.carried_from is None for r in records)
+    assert sim.admin.counters()["progresso_por_produto"] == 3
+
+
+# -- the pipeline on the stack ------------------------------------------------------------------------------
+
+WEEKS = ["2026-09-07", "2026-09-14", "2026-09-21", "2026-09-28", "2026-10-05"]
+BIG, SMALL = 8101, 8102
+BIG_PRODUCTS, SMALL_PRODUCTS = (401, 402, 403), (401, 402)
+BIG_CLASS = list(range(5001, 5021))
+SMALL_CLASS = list(range(6001, 6007))
+NULL_ACCESS, MALFORMED, FUTURE, BACKWARDS = 5017, 5018, 5019, 5020  # inactive after week 0, never trusted
+UNTRUSTED = (NULL_ACCESS, MALFORMED, FUTURE, BACKWARDS)
+STAFF_TARGET = 6001  # inactive from week 3, when staff completes product 401 for them
+STAFF_WEEK = 3
+
+
+def active(user: int, week: int) -> bool:
+    """Half the big class opens Cademi each week (alternating); the small class always, but its first student
+    stops at week 3; the untrusted listings' students never come back (only BACKWARDS, in week 1)."""
+    if week == 0:
+        return True
+    if user in UNTRUSTED:
+        return user == BACKWARDS and week == 1
+    if user in SMALL_CLASS:
+        return not (user == STAFF_TARGET and week >= STAFF_WEEK)
+    return (user + week) % 2 == 0
+
+
+def last_access(user: int, week: int) -> str | None:
+    if user == NULL_ACCESS:
+        return None
+    if user == MALFORMED:
+        return "ontem"
+    if user == FUTURE:
+        return "2099-01-01 10:00:00"
+    if user == BACKWARDS and week >= 2:  # earlier than what week 1 reported
+        return f"{date.fromisoformat(WEEKS[1]) - timedelta(days=4)} 10:00:00"
+    seen = max(w for w in range(week + 1) if active(user, w))
+    return f"{date.fromisoformat(WEEKS[seen]) - timedelta(days=2)} 10:00:00"  # school time, before that Monday
+
+
+def carry_world() -> dict[str, Any]:
+    users, memberships, progress = [], [], []
+    for tag, products, members in ((BIG, BIG_PRODUCTS, BIG_CLASS), (SMALL, SMALL_PRODUCTS, SMALL_CLASS)):
+        for uid in members:
+            users.append(
+                {
+                    "id": uid,
+                    "nome": f"Aluno {uid}",
+                    "email": f"aluno{uid}@example.com",
+                    "ultimo_acesso_em": [last_access(uid, w) for w in range(len(WEEKS))],
+                }
+            )
+            memberships.append({"user": uid, "tag": tag, "from_week": 0, "to_week": None})
+            for k, p in enumerate(products):
+                studied = [sum(active(uid, v) for v in range(w + 1)) for w in range(len(WEEKS))]
+                totals = [min(100.0, 4.0 * n + (uid % 5) + k) for n in studied]
+                progress.append(
+                    {
+                        "user": uid,
+                        "product": p,
+                        "total": [f"{t:.1f}%" for t in totals],
+                        "assistidas": [int(t // 5) for t in totals],
+                        "completas": [int(t // 6) for t in totals],
+                    }
+                )
+    return {
+        "api_key": "carry-test-key",
+        "rate_limit": {"per_second": 150, "per_minute": 9000, "breach": "429"},
+        "latency_ms": 0,
+        "weeks": WEEKS,
+        "products": [{"id": p, "nome": f"Curso {p}", "aulas": 20} for p in BIG_PRODUCTS],
+        "tags": [{"id": BIG, "nome": "Turma grande"}, {"id": SMALL, "nome": "Turma pequena"}],
+        "users": users,
+        "memberships": memberships,
+        "access": [{"user": p["user"], "product": p["product"]} for p in progress],
+        "progress": progress,
+        "staff_actions": [
+            {
+                "user": STAFF_TARGET,
+                "product": 401,
+                "week": STAFF_WEEK,
+                "total": "100.0%",
+                "assistidas": 20,
+                "completas": 20,
+            }
+        ],
+        "registry": {
+            "tracks": [
+                {"id": "t3", "nome": "Trilha 3", "products": [{"product": p, "due_week": 8} for p in BIG_PRODUCTS]},
+                {"id": "t2", "nome": "Trilha 2", "products": [{"product": p, "due_week": 8} for p in SMALL_PRODUCTS]},
+            ],
+            "tags": [
+                {"tag_id": BIG, "track": "t3", "turma": "2026-08", "start_date": "2026-08-03"},
+                {"tag_id": SMALL, "track": "t2", "turma": "2026-08", "start_date": "2026-08-03"},
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = start_stack(tmp_path_factory.mktemp("carry"), carry_world(), incremental="on")
+    yield stack
+    stack.stop()
+
+
+def rows(week: str) -> dict[tuple[int, int, int], dict[str, Any]]:
+    found = warehouse.query(
+        Settings.from_env(), "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week)
+    )
+    return {(r["tag_id"], r["user_id"], r["product_id"]): r for r in found}
+
+
+def assert_equals_truth(stack: LocalStack, week: int) -> None:
+    expected = {k[1:]: v for k, v in expected_rows(load(stack.scenario_path), week).items()}
+    actual = {k: (r["status"], r["total"], r["assistidas"], r["completas"]) for k, r in rows(WEEKS[week]).items()}
+    missing, extra = set(expected) - set(actual), set(actual) - set(expected)
+    wrong = {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
+    assert not missing and not extra and not wrong, (sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5])
+
+
+def run(stack: LocalStack, week: int, rerun: str | None = None) -> dict[str, Any]:
+    stack.admin().reset()
+    row = stack.wait_run(stack.trigger(date.fromisoformat(WEEKS[week]), rerun=rerun), timeout=240)
+    assert row["status"] == "succeeded", row
+    return row
+
+
+def full_read_calls() -> int:
+    return len(BIG_CLASS) * len(BIG_PRODUCTS) + len(SMALL_CLASS) * len(SMALL_PRODUCTS)
+
+
+def expected_carried(week: int) -> set[tuple[int, int, int]]:
+    """What the rule must carry in a week of the big class: its inactive students with a trusted listing, but
+    the ones the run's deterministic sample verifies (the small class has none to carry before week 3)."""
+    skippable = [u for u in BIG_CLASS if u not in UNTRUSTED and not active(u, week)]
+    sampled = carry.sample(RunId(date.fromisoformat(WEEKS[week])), BIG, skippable, 0.05)
+    return {(BIG, u, p) for u in skippable if u not in sampled for p in BIG_PRODUCTS}
+
+
+def first_four_weeks(stack: LocalStack) -> None:
+    """Weeks 0-3 with carrying on: exact every week, with the staff action of week 3 caught by the sample."""
+    for week in range(STAFF_WEEK):
+        row = run(stack, week)
+        assert_equals_truth(stack, week)
+        found = rows(WEEKS[week])
+        carried = {k for k, r in found.items() if r["carried_from"]}
+        assert carried == (expected_carried(week) if week else set())
+        assert row["rows_carried"] == row["calls_saved"] == len(carried)  # v1: one call per pair
+        assert stack.admin().counters()["progresso_por_produto"] == full_read_calls() - len(carried)
+        assert row["carry_mismatches"] == 0 and row["carry_checked"] == (3 if week else 0)  # 1 sampled x 3
+        for key in carried:  # each names the run that read it, and this student did not study since
+            source = RunId.parse(found[key]["carried_from"])
+            assert source.snapshot_date < date.fromisoformat(WEEKS[week]) and not active(key[1], week)
+    # Week 3: the small class's only inactive student is verified, and staff changed their progress.
+    row = run(stack, STAFF_WEEK)
+    assert_equals_truth(stack, STAFF_WEEK)  # the read value is stored, never the carried one
+    assert row["carry_mismatches"] == 1 and row["carry_checked"] >= 2
+    assert rows(WEEKS[STAFF_WEEK])[(SMALL, STAFF_TARGET, 401)]["carried_from"] is None
+    assert carrying.status(Settings.from_env())["switched_off"]
+    # The bad listings (null, malformed, in the future, moving backwards) were never trusted.
+    for week in range(1, STAFF_WEEK + 1):
+        assert not any(r["carried_from"] for k, r in rows(WEEKS[week]).items() if k[1] in UNTRUSTED)
+
+
+def test_four_weeks_carrying_equal_the_ground_truth_and_the_sample_catches_a_staff_action(stack: LocalStack) -> None:
+    first_four_weeks(stack)
+
+
+def test_switched_off_reads_everyone_until_turned_back_on_and_a_rerun_reads_everything(stack: LocalStack) -> None:
+    cfg = Settings.from_env()
+    if stack.run_row(RunId(date.fromisoformat(WEEKS[STAFF_WEEK]))) is None:
+        first_four_weeks(stack)
+    assert carrying.status(cfg)["switched_off"]
+    row = run(stack, 4)  # half the big class is inactive, but carrying is off
+    assert_equals_truth(stack, 4)
+    assert row["rows_carried"] == 0 and stack.admin().counters()["progresso_por_produto"] == full_read_calls()
+
+    assert carrying.switch_on(cfg) and not carrying.status(cfg)["switched_off"]
+    row = run(stack, 4, rerun="again")  # an operator asking again means read, carrying on or not
+    assert row["rows_carried"] == 0 and stack.admin().counters()["progresso_por_produto"] == full_read_calls()
+    assert_equals_truth(stack, 4)
+
+    # A carried row never replaces an observed one: week 2 read again, then its carried shards loaded after.
+    run(stack, 2, rerun="reread")
+    assert not any(r["carried_from"] for r in rows(WEEKS[2]).values())
+    replay_history(cfg, date.fromisoformat(WEEKS[2]), date.fromisoformat(WEEKS[2]))
+    assert not any(r["carried_from"] for r in rows(WEEKS[2]).values())
+    assert_equals_truth(stack, 2)

@@ -1,0 +1,243 @@
+"""LGPD on the local stack (issue 25): a school runs two weeks, one student is exported, then erased through an
+interrupted first attempt; no table or object keeps their id, name, e-mail or phone; class-level figures are
+unchanged; a third weekly run does not bring them back. One module-scoped scenario, a small school."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.stack import LocalStack
+from progress_monitor import erasures, health, privacy, privacy_erase, retention, runtime, warehouse
+from progress_monitor.contracts.objects import ERASURES_PREFIX, RAW_PREFIXES, parse_progress_shard
+from progress_monitor.settings import Settings
+from tests.pipeline_world import start_stack
+from tests.scenarios import hand_progress
+
+pytestmark = pytest.mark.integration
+WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15"]
+A, B = 6201, 6202
+VICTIM = 7654321
+NAME, EMAIL, PHONE = "Zuleica Quintanilha", "zuleica.lgpd@example.com", "+55 31 97777-4321"
+TRACES = (str(VICTIM), NAME, "Zuleica", EMAIL, "zuleica.lgpd", PHONE, "97777-4321", "977774321")
+OTHERS = {A: [6301, 6302, 6303, 6304, 6305], B: [6401, 6402, 6403, 6404]}
+
+
+def school() -> dict[str, Any]:
+    users = [{"id": VICTIM, "nome": NAME, "email": EMAIL, "celular": PHONE, "doc": "111.222.333-44", "criado_em": None}]
+    progress = hand_progress(VICTIM, {101: [0, 5, 10], 102: [0, 0, 0]})  # far behind: listed in the digest
+    memberships = [{"user": VICTIM, "tag": A, "from_week": 0, "to_week": None}]
+    for tag, ids in OTHERS.items():
+        for k, uid in enumerate(ids):
+            users.append(
+                {"id": uid, "nome": f"Aluna {uid}", "email": f"a{uid}@example.com", "celular": None, "doc": None}
+            )
+            memberships.append({"user": uid, "tag": tag, "from_week": 0, "to_week": None})
+            progress += hand_progress(uid, {101: [10 * k, 40 + 5 * k, 80], 102: [0, 10, 20 + k]})
+    return {
+        "api_key": "privacy-key-test",
+        "rate_limit": {"per_second": 200, "per_minute": 12000},
+        "latency_ms": 0,
+        "weeks": WEEKS,
+        "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
+        "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}],
+        "users": users,
+        "memberships": memberships,
+        "progress": progress,
+        # The victim's product 102 never answers: their failed rows' error quotes the id in Cademi's URL.
+        "faults": [{"path": f"/usuario/progresso_por_produto/{VICTIM}/102", "status": 503, "times": 1_000_000}],
+        "registry": {
+            "tracks": [
+                {
+                    "id": "t1",
+                    "nome": "Trilha 1",
+                    "products": [{"product": 101, "due_week": 2}, {"product": 102, "due_week": 4}],
+                }
+            ],
+            "tags": [
+                {"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0], "slack_channel": "C0PRIV1"},
+                {"tag_id": B, "track": "t1", "turma": "2026-07", "start_date": WEEKS[0], "slack_channel": "C0PRIV2"},
+            ],
+        },
+    }
+
+
+def cfg() -> Settings:
+    return Settings.from_env()
+
+
+def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
+    return warehouse.query(cfg(), sql, **params)
+
+
+def run_week(stack: LocalStack, index: int) -> None:
+    run_id = stack.trigger(date.fromisoformat(WEEKS[index]))
+    assert stack.wait_run(run_id, timeout=180)["status"] in ("succeeded", "incomplete")
+    assert stack.wait_digests(run_id)
+
+
+def class_figures() -> list[dict[str, Any]]:
+    return rows(
+        """SELECT snapshot_date, tag_id, students, students_without_data, students_with_failed_extraction,
+             ROUND(mean_actual, 6) AS mean_actual, ROUND(mean_expected, 6) AS mean_expected,
+             ROUND(share_em_risco, 6) AS em_risco, ROUND(share_atrasado, 6) AS atrasado
+           FROM `${report_class_week}` ORDER BY snapshot_date, tag_id"""
+    )
+
+
+def everything_stored(stack: LocalStack) -> str:
+    """Every row of every table and view of every dataset, and every file fake-gcs-server keeps."""
+    client = runtime.bigquery(cfg())
+    texts = []
+    for dataset in client.list_datasets():
+        for table in client.list_tables(dataset.reference):
+            found = warehouse.query(
+                cfg(), "SELECT * FROM `${t}`", sql_vars={"t": f"{table.full_table_id}".replace(":", ".")}
+            )
+            texts.append(json.dumps(found, default=str, ensure_ascii=False))
+    root = Path(stack.endpoints["gcs_root"])
+    texts += [p.read_bytes().decode(errors="replace") for p in root.rglob("*") if p.is_file()]
+    return "\n".join(texts)
+
+
+def wait_reloaded(timeout: float = 90.0) -> None:
+    """Until load_history has loaded every progress shard at its current generation (rewritten shards are
+    loaded again on their finalize event)."""
+    bucket = runtime.shards_bucket(cfg())
+    deadline = time.monotonic() + timeout
+    while True:
+        current = {
+            b.name: int(b.generation) for b in bucket.list_blobs(prefix="progress/") if parse_progress_shard(b.name)
+        }
+        loaded = {r["shard"]: int(r["generation"]) for r in rows("SELECT shard, generation FROM `${loads}`")}
+        if all(loaded.get(name) == generation for name, generation in current.items()):
+            return
+        assert time.monotonic() < deadline, "rewritten shards were not reloaded"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = start_stack(tmp_path_factory.mktemp("privacy"), school())
+    run_week(stack, 0)
+    run_week(stack, 1)
+    # A tutor's click and a dead-lettered message quoting the id, as the buttons and the recorder write them.
+    rows(
+        """INSERT INTO `${tutor_actions}` (snapshot_date, tag_id, user_id, action, tutor, channel_id, acted_at)
+           VALUES (@d, @t, @u, 'contatado', 'slack:U0TUTOR1', 'C0PRIV1', CURRENT_TIMESTAMP())""",
+        d=date.fromisoformat(WEEKS[1]),
+        t=A,
+        u=VICTIM,
+    )
+    rows(
+        """INSERT INTO `${failures}` (failed_at, stage, run_id, tag_id, reason)
+           VALUES (CURRENT_TIMESTAMP(), 'notify_tutors', @r, @t, @reason)""",
+        r=WEEKS[1],
+        t=A,
+        reason=f"click on student {VICTIM} of tag {A} not in the digest",
+    )
+    yield stack
+    stack.stop()
+
+
+def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    victim_rows = "SELECT * FROM `${progress_history}` WHERE user_id = @u ORDER BY snapshot_date, product_id"
+    history = rows(victim_rows, u=VICTIM)
+    assert len(history) == 4 and {r["status"] for r in history} == {"ok", "failed"}
+    digests = rows("SELECT students_listed FROM `${slack_digests}` WHERE channel_id = 'C0PRIV1'")
+    assert any(str(VICTIM) in (d["students_listed"] or "") for d in digests)  # named in a posted digest
+    before = class_figures()
+
+    # -- export: the document is what the tables hold, and nothing of anyone else ----------------------------
+    out = tmp_path / "aluno.json"
+    assert privacy.main(["export", "--student", str(VICTIM), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["contact"]["nome"] == NAME and doc["contact"]["email"] == EMAIL and doc["contact"]["celular"] == PHONE
+    exported = {
+        (r["snapshot_date"], r["product_id"], r["status"], r["total"], r["error"]) for r in doc["progress_history"]
+    }
+    assert exported == {
+        (str(r["snapshot_date"]), r["product_id"], r["status"], r["total"], r["error"]) for r in history
+    }
+    assert [a["action"] for a in doc["tutor_actions"]] == ["contatado"] and "tutor" not in doc["tutor_actions"][0]
+    assert len(doc["reports"]["report_student_week"]) == 2
+    assert doc["mentions"]["slack_digests"] and all(
+        "students_listed" not in d for d in doc["mentions"]["slack_digests"]
+    )
+    assert len(doc["mentions"]["failures"]) == 1
+    assert any(n.startswith("rosters/") for n in doc["raw_objects"]) and doc["erasure"] is None
+    others = [str(u) for ids in OTHERS.values() for u in ids]
+    assert not any(o in json.dumps(doc) for o in others)
+
+    # -- refusals change nothing --------------------------------------------------------------------------------
+    assert privacy.main(["export", "--student", "999999"]) == 2
+    erase = ["erase", "--student", str(VICTIM), "--request", "LGPD-2026-001", "--by", "dpo@escola.example"]
+    assert privacy.main(erase) == 2  # no --confirm
+    assert privacy.main([*erase, "--dry-run"]) == 0
+    plan = json.loads(_last_json(capsys))
+    assert plan["would_delete_contact_rows"] == 1 and plan["would_pseudonymise_rows"]["progress_history"] == 4
+    assert privacy.main(["erase", "--student", "999999", "--request", "R1", "--by", "dpo", "--confirm"]) == 2
+    assert rows(victim_rows, u=VICTIM) == history
+    assert not list(runtime.shards_bucket(cfg()).list_blobs(prefix=ERASURES_PREFIX))
+
+    # -- an erasure interrupted after the tables, then run again, finishes ---------------------------------------
+    def crash(*_: Any) -> int:
+        raise RuntimeError("killed mid-erasure")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(privacy_erase, "rewrite_objects", crash)
+        with pytest.raises(RuntimeError):
+            privacy.main([*erase, "--confirm"])
+    [entry] = runtime.shards_bucket(cfg()).list_blobs(prefix=ERASURES_PREFIX)
+    assert json.loads(entry.download_as_bytes())["state"] == erasures.PENDING
+    assert privacy.main([*erase, "--confirm"]) == 0
+    wait_reloaded()
+
+    stored = everything_stored(stack)
+    assert not [t for t in TRACES if t in stored]
+    registry = json.loads(runtime.shards_bucket(cfg()).blob(entry.name).download_as_bytes())
+    assert registry["state"] == erasures.DONE and registry["pseudonym"] is None
+    assert registry["request"] == "LGPD-2026-001" and registry["by"] == "dpo@escola.example"
+    pseudonymised = rows("SELECT user_id, status, total FROM `${progress_history}` WHERE user_id < 0")
+    assert len({r["user_id"] for r in pseudonymised}) == 1 and len(pseudonymised) == 4
+    assert class_figures() == before
+
+    # -- the third week: the erased student is skipped at extraction ---------------------------------------------
+    run_week(stack, 2)
+    assert not [t for t in TRACES if t in everything_stored(stack)]
+    week2 = rows("SELECT user_id FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(WEEKS[2]))
+    assert {r["user_id"] for r in week2} == {u for ids in OTHERS.values() for u in ids}
+    assert privacy.main([*erase, "--confirm"]) == 0  # idempotent: already erased
+    assert json.loads(_last_json(capsys))["state"] == "already erased"
+
+
+def test_retention_in_the_daily_health_check_and_the_local_lifecycle_rule(stack: LocalStack) -> None:
+    """Contact data of a student unseen for 6 months goes with the daily check; raw objects stay 13 weeks."""
+    rows(
+        """INSERT INTO `${students}` (user_id, nome, email, celular, last_tag_id, last_seen_date, updated_at)
+           VALUES (6999, 'Antiga', 'antiga@example.com', NULL, @t, @seen, CURRENT_TIMESTAMP())""",
+        t=B,
+        seen=retention.months_before(datetime.now(UTC).date(), 6) - timedelta(days=1),
+    )
+    kept = {r["user_id"] for r in rows("SELECT user_id FROM `${students}` WHERE user_id != 6999")}
+    health.daily_check(cfg())
+    assert {r["user_id"] for r in rows("SELECT user_id FROM `${students}`")} == kept
+    bucket = runtime.shards_bucket(cfg())
+
+    def raw() -> int:
+        return sum(1 for prefix in RAW_PREFIXES for _ in bucket.list_blobs(prefix=prefix))
+
+    assert raw() > 0  # written today: younger than 13 weeks
+    retention.expire_raw_objects(cfg(), now=datetime.now(UTC) + timedelta(weeks=13, days=1))
+    assert raw() == 0 and list(bucket.list_blobs(prefix=ERASURES_PREFIX))  # the registry is not a raw object
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> str:
+    out = capsys.readouterr().out
+    return out[out.rindex("\n{") + 1 :] if "\n{" in out else out[out.index("{") :]
