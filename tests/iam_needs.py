@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import itertools
 import re
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ FUNCTIONS = ROOT / "functions"
 MAIN, RESTRICTED_DATASET = "main", "restricted"
 
 # Methods of Google's clients and their handles (BigQuery, Cloud Storage, Pub/Sub, Secret Manager) that make a
-# request. Only calls on something that is not one of our modules or classes count.
+# request (`client.bucket()` and `bucket.blob()` only make handles). Calls on our own modules do not count.
 GOOGLE_METHODS = frozenset(
     {
         # BigQuery
@@ -54,7 +55,7 @@ GOOGLE_METHODS = frozenset(
         "download_as_bytes", "download_as_string", "download_as_text", "download_to_file", "download_to_filename",
         "delete_blob", "delete_blobs", "copy_blob", "rename_blob", "compose", "rewrite", "get_bucket",
         "lookup_bucket", "create_bucket", "list_buckets", "make_public", "make_private", "generate_signed_url",
-        "blob", "bucket", "reload", "exists", "patch",
+        "reload", "exists", "patch",
         # Pub/Sub
         "publish", "topic_path", "create_topic", "get_topic", "subscribe", "pull", "acknowledge",
         "modify_ack_deadline",
@@ -64,16 +65,16 @@ GOOGLE_METHODS = frozenset(
         "delete",
     }
 )  # fmt: skip
-# A call site whose resource the code cannot say, and why: (caller, wrapper) -> the resource to use instead.
-UNRESOLVED = {
-    # load_history loads the object its finalize event names (parse_progress_shard checked it): any object
-    ("progress_monitor.stages.load._load_progress", "progress_monitor.shard_store.get_blob"): "shards",
-}
+# A call site whose resource the code cannot say: (caller, wrapper) -> the resource to use instead
+# (tests/test_terraform_iam.py keeps the list, each entry with its reason).
+Unresolvable = dict[tuple[str, str], str]
 
 Item = tuple[str, object]  # ("s", text) | ("set", settings field) | ("t", class) | ("f", function) | ("map", ...)
 Val = frozenset[Item]
 UNKNOWN: Val = frozenset()
 MAX_ALTERNATIVES = 64
+SETTINGS = "progress_monitor.settings:Settings"
+MAX_CONTEXTS = 12  # distinct argument values a function is walked with before it is walked without them
 
 
 @dataclass
@@ -158,6 +159,7 @@ class Package:
         self._returning: set[tuple[Ref, tuple[tuple[str, Val], ...]]] = set()
         self.objects = self.modules.get("progress_monitor.contracts.objects")
         self._members: dict[tuple[str, str], Val] = {}
+        self._local_values: dict[tuple[int, str, tuple[tuple[str, Val], ...]], Val] = {}
 
     def _add(self, ref: Ref, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self.nodes[ref] = node
@@ -271,6 +273,9 @@ class Package:
             return _union(ev(e) for e in node.elts)
         if isinstance(node, ast.ListComp | ast.GeneratorExp | ast.SetComp):
             return ev(node.elt)
+        if isinstance(node, ast.DictComp):
+            value = ev(node.value)
+            return frozenset({("map", tuple((k, value) for k in _strings(ev(node.key))))})
         if isinstance(node, ast.IfExp):
             return ev(node.body) | ev(node.orelse)
         if isinstance(node, ast.BoolOp):
@@ -288,10 +293,20 @@ class Package:
         if ctx.function is not None:
             bindings = self.locals_of(ctx.function).get(name)
             if bindings:
-                return _union(self.binding(how, value, index, ctx, depth) for how, value, index in bindings)
+                key = (id(ctx.function), name, _key(ctx.env))
+                if key not in self._local_values:
+                    self._local_values[key] = UNKNOWN  # `x = x + ...`: what it held before is not known
+                    self._local_values[key] = _union(
+                        [self.binding(how, value, index, ctx, depth) for how, value, index in bindings]
+                    )
+                return self._local_values[key]
             for arg in _params(ctx.function):
                 if arg.arg == name:
                     return self.annotation(arg.annotation, ctx.module)
+        else:  # a module-level comprehension's own variable
+            bindings = [b for b in self.locals_of(ctx.module.tree).get(name, []) if b[0] == "iter"]
+            if bindings:
+                return _union(self.binding(how, value, index, ctx, depth) for how, value, index in bindings)
         found = self.member_in(ctx.module, name) if ctx.module.name not in self.modules else self.member(ctx.module.name, name)
         if not found and self.objects is not None and ctx.module is not self.objects and ctx.function is None:
             found = self.member(self.objects.name, name)  # a declaration may name an object contract
@@ -332,6 +347,8 @@ class Package:
     def attribute(self, node: ast.Attribute, ctx: Context, depth: int) -> Val:
         base = self.eval(node.value, ctx, depth + 1)
         found: set[Item] = set()
+        if node.attr in self.settings_fields and (not base or ("t", SETTINGS) in base):
+            return frozenset({("set", node.attr)})  # a settings field: its value is the environment's
         for kind, ref in base:
             if kind == "mod":
                 found |= self.member(str(ref), node.attr)
@@ -343,14 +360,14 @@ class Package:
                         found |= self.eval(item.value, Context(self.modules[module], None, {}), depth + 1)  # type: ignore[attr-defined]
                 if f"{ref}.{node.attr}" in self.nodes:
                     found.add(("f", f"{ref}.{node.attr}"))
-        if node.attr in self.settings_fields() and not found:
-            found.add(("set", node.attr))
         return frozenset(found)
 
-    def settings_fields(self) -> set[str]:
+    @functools.cached_property
+    def settings_fields(self) -> frozenset[str]:
         settings = self.modules.get("progress_monitor.settings")
         cls = settings.classes.get("Settings") if settings else None
-        return {i.target.id for i in (cls.body if cls else []) if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)}
+        body = cls.body if cls else []
+        return frozenset(i.target.id for i in body if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name))
 
     def callees(self, node: ast.Call, ctx: Context, depth: int = 0) -> Val:
         """What a call may run: our functions, classes, or (by name) every method of ours so named."""
@@ -359,6 +376,8 @@ class Package:
             receiver = self.eval(node.func.value, ctx, depth + 1)
             if any(kind in ("ext", "mod") for kind, _ in receiver):
                 return UNKNOWN  # a function of another library, or a name our module does not have
+            if node.func.attr.startswith("__"):
+                return UNKNOWN  # `super().__init__()`: our base classes' constructors make no Google call
             return frozenset(("f", ref) for ref in self.methods.get(node.func.attr, []))
         return frozenset(item for item in target if item[0] in ("f", "cls"))
 
@@ -370,6 +389,12 @@ class Package:
             return frozenset({("s", (sep[0] if sep else "*").join(sorted(parts)) or "*")})
         if isinstance(func, ast.Attribute) and func.attr == "read_text":
             return self.package_files(func.value, ctx, depth)
+        if isinstance(func, ast.Attribute) and func.attr in ("keys", "values", "items") and not node.args:
+            maps = [dict(i[1]) for i in self.eval(func.value, ctx, depth + 1) if i[0] == "map"]  # type: ignore[arg-type]
+            keys = _union(frozenset(("s", k) for k in m) for m in maps)
+            values = _union(v for m in maps for v in m.values())
+            if maps:
+                return {"keys": keys, "values": values}.get(func.attr, keys | values)
         found: set[Item] = set()
         for kind, ref in self.callees(node, ctx, depth):
             if kind == "cls":
@@ -404,11 +429,11 @@ class Package:
             params = params[1:]
         env: dict[str, Val] = {}
         for name, arg in zip(params, node.args, strict=False):
-            if not isinstance(arg, ast.Starred):
-                env[name] = self.eval(arg, ctx, depth + 1)
+            if not isinstance(arg, ast.Starred) and (value := self.eval(arg, ctx, depth + 1)):
+                env[name] = value
         for keyword in node.keywords:
-            if keyword.arg is not None:
-                env[keyword.arg] = self.eval(keyword.value, ctx, depth + 1)
+            if keyword.arg is not None and (value := self.eval(keyword.value, ctx, depth + 1)):
+                env[keyword.arg] = value
         for arg in _params(fn):
             if arg.arg not in env and arg.arg not in ("self", "cls"):
                 typed = self.annotation(arg.annotation, self.module_of(ref))
@@ -487,19 +512,29 @@ def render(sql: Val, sql_vars: Val) -> Val:
         if kind == "map":
             for key, value in entries:  # type: ignore[attr-defined]
                 given.setdefault(key, []).extend(_strings(value))
-    found = set()
+    found: set[Item] = set()
     for text in _strings(sql):
-        for _ in range(3):
-            text = PLACEHOLDER.sub(lambda m: _given(m.group(1), given) or m.group(0), text)
-        found.add(("s", text))
+        texts = {text}
+        for _ in range(3):  # a value may hold placeholders of its own
+            texts = {t for text in texts for t in _fill(text, given)}
+        found |= {("s", t) for t in texts}
     return frozenset(found)
 
 
-def _given(name: str, given: dict[str, list[str]]) -> str | None:
-    for key, values in given.items():
-        if name == key or ("*" in key and fnmatch.fnmatch(name, key)):
-            return " ".join(values) or "*"
-    return None
+def _fill(text: str, given: dict[str, list[str]]) -> set[str]:
+    """`text` with each given `${name}` filled in: one text per combination of alternatives (merged when too
+    many, so that every placeholder survives)."""
+    parts: list[list[str]] = []
+    last = 0
+    for m in PLACEHOLDER.finditer(text):
+        values = next(
+            (v or ["*"] for k, v in given.items() if m.group(1) == k or ("*" in k and fnmatch.fnmatch(m.group(1), k))),
+            [m.group(0)],
+        )
+        parts += [[text[last : m.start()]], sorted(set(values))]
+        last = m.end()
+    parts.append([text[last:]])
+    return {t for _, t in _concat(parts)}
 
 
 WRITE = re.compile(
@@ -553,11 +588,13 @@ class Site:
     wrapper: Ref
     needs: set[tuple[str, str]]
     problems: list[str]
+    path: tuple[Ref, ...] = ()  # how the entry point reaches the caller
 
 
 @dataclass
 class Derivation:
     sites: dict[str, list[Site]] = field(default_factory=dict)  # function -> wrapper call sites reached
+    unused_overrides: set[tuple[str, str]] = field(default_factory=set)
 
     def needs(self) -> dict[str, set[tuple[str, str]]]:
         return {fn: fold(set().union(*(s.needs for s in sites))) for fn, sites in self.sites.items()}
@@ -606,13 +643,19 @@ def area(pattern: str) -> str | None:
 
 
 class Walker:
-    def __init__(self, package: Package) -> None:
+    def __init__(self, package: Package, unresolved: Unresolvable) -> None:
         self.p = package
+        self.unresolved = unresolved
         self.seen: set[tuple[Ref, tuple[tuple[str, Val], ...]]] = set()
         self.sites: list[Site] = []
         self.stack: list[Ref] = []
+        self.used: set[tuple[str, str]] = set()
+        self.envs: dict[Ref, int] = {}
 
     def walk(self, ref: Ref, env: dict[str, Val], module: Module | None = None, node: ast.AST | None = None) -> None:
+        self.envs[ref] = self.envs.get(ref, 0) + 1
+        if self.envs[ref] > MAX_CONTEXTS:
+            env = {}  # walked in too many contexts: once more with only what the annotations say
         key = (ref, _key(env))
         if key in self.seen or ref in self.stack:
             return  # walked with these arguments already, or a recursion
@@ -627,6 +670,7 @@ class Walker:
         fn = node if node is not None else self.p.nodes[ref]
         ctx = Context(module or self.p.module_of(ref), fn, env, ref)  # type: ignore[arg-type]
         inside_wrapper = ref in self.p.wrappers
+        called = {id(c.func) for c in ast.walk(fn) if isinstance(c, ast.Call)}
         for inner in ast.walk(fn):
             if isinstance(inner, ast.Call):
                 for kind, target in self.p.callees(inner, ctx):
@@ -641,7 +685,7 @@ class Walker:
                             continue  # covered by the calling wrapper's own declaration
                         self.sites.append(self.site(ctx, inner, target))
                     self.walk(target, self.p.bind(target, inner, ctx))
-            elif isinstance(inner, ast.Name | ast.Attribute) and isinstance(inner.ctx, ast.Load):
+            elif isinstance(inner, ast.Name | ast.Attribute) and isinstance(inner.ctx, ast.Load) and id(inner) not in called:
                 self.references(inner, ctx)
 
     def references(self, node: ast.Name | ast.Attribute, ctx: Context) -> None:
@@ -665,20 +709,29 @@ class Walker:
         env = self.p.bind(wrapper, call, ctx)
         wctx = Context(self.p.module_of(wrapper), None, env, wrapper)
         caller = ctx.ref.replace(":", ".")
-        site = Site(caller, call.lineno, wrapper, set(), [])
-        override = UNRESOLVED.get((caller, wrapper.replace(":", ".")))
+        site = Site(caller, call.lineno, wrapper, set(), [], tuple(self.stack))
+        override = self.unresolved.get((caller, wrapper.replace(":", ".")))
         for declared in self.p.wrappers[wrapper]:
             kind, _, resource = declared.partition(" ")
             expressions = re.findall(r"\{([^}]+)\}", resource)
-            values = [self.p.eval(ast.parse(e, mode="eval").body, wctx) for e in expressions]
+            values = [self.declared_value(e, wctx) for e in expressions]
             try:
                 site.needs |= resolve(kind, resource, values, self.p)
             except Unresolved as problem:
                 if override is not None and kind.startswith("objects."):
                     site.needs.add((kind, "" if override == "shards" else override))
+                    self.used.add((caller, wrapper.replace(":", ".")))
                 else:
                     site.problems.append(f"{declared!r}: {problem}")
         return site
+
+
+    def declared_value(self, expression: str, ctx: Context) -> Val:
+        """A declaration's `{expression}`; a function named there (an object-name contract) stands for what it
+        returns, whatever its arguments."""
+        value = self.p.eval(ast.parse(expression, mode="eval").body, ctx)
+        functions = [str(ref) for kind, ref in value if kind == "f"]
+        return _union([value - {("f", f) for f in functions}, *(self.p.returns(f, {}, 0) for f in functions)])
 
 
 class Unresolved(ValueError):
@@ -735,14 +788,102 @@ def resolve(kind: str, resource: str, values: list[Val], package: Package) -> se
 # -- entry points -------------------------------------------------------------------------------------------
 
 
-def derive(functions: dict[str, dict[str, str]], package_root: Path = PACKAGE, functions_root: Path = FUNCTIONS) -> Derivation:
+def derive(
+    functions: dict[str, dict[str, str]],
+    unresolved: Unresolvable,
+    package_root: Path = PACKAGE,
+    functions_root: Path = FUNCTIONS,
+) -> Derivation:
     """Each deployed function (Terraform's `local.functions`: source folder and entry point) -> its wrapper sites."""
     package = Package(package_root)
     derivation = Derivation()
+    used: set[tuple[str, str]] = set()
     for fn, spec in sorted(functions.items()):
         main = _index(f"functions.{spec['source']}.main", functions_root / spec["source"] / "main.py")
         node = main.functions[spec["entry_point"]]
-        walker = Walker(package)
+        walker = Walker(package, unresolved)
         walker.walk(f"{main.name}:{spec['entry_point']}", {}, main, node)
         derivation.sites[fn] = walker.sites
+        used |= walker.used
+    derivation.unused_overrides = set(unresolved) - used
     return derivation
+
+
+# -- no Google call outside the wrappers --------------------------------------------------------------------
+
+
+def outside_wrappers(root: Path = PACKAGE) -> list[str]:
+    """Every Google client call (GOOGLE_METHODS on anything but our modules) and every use of a `google.cloud`
+    name (but in an annotation, or a type such as `bigquery.Table` or `storage.Bucket`; a `*Client` is a use)
+    outside a function declared with `access.needs` or a private helper only such functions call."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = _index(module_name(path, root), path)
+        ours = {n for n, target in module.imports.items() if target.startswith("progress_monitor")}
+        ours |= set(module.functions) | set(module.classes)
+        google = {n for n, target in module.imports.items() if target.startswith("google.cloud")}
+        annotations = {id(n) for a in _annotations(module.tree) for n in ast.walk(a)}
+        types = {  # a type or value object is no request: `bigquery.Table(...)`, `storage.Bucket`
+            id(n.value)
+            for n in ast.walk(module.tree)
+            if isinstance(n, ast.Attribute) and n.attr[:1].isupper() and not n.attr.endswith("Client")
+        }
+        for owner, nodes in _owners(module).items():
+            if owner in _covered(module):
+                continue
+            for node in nodes:
+                where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    receiver = node.func.value
+                    if node.func.attr in GOOGLE_METHODS and getattr(receiver, "id", None) not in ours:
+                        found.append(f"{where}: .{node.func.attr}() outside a declared wrapper")
+                elif isinstance(node, ast.ImportFrom | ast.Import) and owner:
+                    names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                    if any(n.startswith("google.cloud") for n in names):
+                        found.append(f"{where}: imports google.cloud outside a declared wrapper")
+                elif isinstance(node, ast.Name) and node.id in google and id(node) not in annotations | types:
+                    found.append(f"{where}: uses google.cloud's {node.id} outside a declared wrapper")
+    return sorted(set(found))
+
+
+def _annotations(tree: ast.AST) -> Iterator[ast.expr]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield from (a.annotation for a in _params(node) if a.annotation is not None)
+            if node.returns is not None:
+                yield node.returns
+        elif isinstance(node, ast.AnnAssign):
+            yield node.annotation
+
+
+def _owners(module: Module) -> dict[str, list[ast.AST]]:
+    """Each top-level function or method ("" for module-level code) -> the nodes inside it."""
+    owned: dict[str, list[ast.AST]] = {"": []}
+    inside: set[int] = set()
+    for name, fn in module.functions.items():
+        owned[name] = list(ast.walk(fn))
+    for cls_name, cls in module.classes.items():
+        for item in cls.body:
+            if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                owned[f"{cls_name}.{item.name}"] = list(ast.walk(item))
+    for nodes in list(owned.values()):
+        inside |= {id(n) for n in nodes}
+    owned[""] = [n for n in ast.walk(module.tree) if id(n) not in inside]
+    return owned
+
+
+def _covered(module: Module) -> set[str]:
+    """The module's declared wrappers, and its private functions called only from them."""
+    owners = _owners(module)
+    covered = {name for name, nodes in owners.items() if name and _decorated_needs(nodes[0]) is not None}  # type: ignore[arg-type]
+    while True:
+        more = set()
+        for name in module.functions:
+            if not name.startswith("_") or name in covered:
+                continue
+            users = {o for o, nodes in owners.items() for n in nodes if isinstance(n, ast.Name) and n.id == name}
+            if users and users <= covered:
+                more.add(name)
+        if not more:
+            return covered
+        covered |= more

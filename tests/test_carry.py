@@ -5,16 +5,20 @@ each week, a staff action the verification sample catches, carrying switched off
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
-from progress_monitor import carry, carrying, warehouse
+from progress_monitor import carry, carrying, loader, runtime, warehouse
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import RunId
@@ -263,3 +267,78 @@ def test_switched_off_reads_everyone_until_turned_back_on_and_a_rerun_reads_ever
     replay_history(cfg, date.fromisoformat(WEEKS[2]), date.fromisoformat(WEEKS[2]))
     assert not any(r["carried_from"] for r in rows(WEEKS[2]).values())
     assert_equals_truth(stack, 2)
+
+
+# -- the history rule with carried rows, over random interleavings ------------------------------------------
+
+RULE_WEEK = date(2026, 8, 31)  # a Monday no run of this stack writes
+T0 = datetime(2026, 8, 31, 12, 0, tzinfo=UTC)
+RANK = {"ok": 2, "no_access": 1, "failed": 0}
+rule_users = itertools.count(950_000)
+
+
+@dataclass(frozen=True)
+class Seen:
+    status: str
+    carried: bool  # only an ok observation is ever carried
+    minute: int
+
+    def row(self, user_id: int) -> dict[str, Any]:
+        ok = self.status == "ok"
+        return {
+            "snapshot_date": RULE_WEEK.isoformat(),
+            "tag_id": BIG,
+            "user_id": user_id,
+            "product_id": 401,
+            "status": self.status,
+            "total": float(self.minute % 100) if ok else None,
+            "assistidas": 1 if ok else None,
+            "completas": 1 if ok else None,
+            "error": "erro" if self.status == "failed" else None,
+            "run_id": f"{RULE_WEEK.isoformat()}-m{self.minute}",
+            "extracted_at": (T0 + timedelta(minutes=self.minute)).isoformat(),
+            "carried_from": "2026-08-24" if self.carried else None,
+        }
+
+
+seen_lists = st.lists(
+    st.builds(Seen, status=st.sampled_from(list(RANK)), carried=st.booleans(), minute=st.integers(0, 10_000)).map(
+        lambda s: Seen(s.status, s.carried and s.status == "ok", s.minute)
+    ),
+    min_size=1,
+    max_size=4,
+    unique_by=lambda s: s.minute,
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(observations=seen_lists, order=st.randoms(use_true_random=False))
+def test_a_carried_row_never_replaces_a_read_one_whatever_the_order(
+    stack: LocalStack, observations: list[Seen], order: Any
+) -> None:
+    cfg = Settings.from_env()
+    user = next(rule_users)
+    arrivals = list(observations)
+    order.shuffle(arrivals)
+    for i, seen in enumerate(arrivals):  # one shard each, merged by the loader's own MERGE
+        staging = loader._staging_table(cfg, "progress", f"gs://rule/{user}/{i}", 1, loader.staging_fields("progress"))
+        try:
+            runtime.bigquery(cfg).insert_rows_json(staging, [seen.row(user)])
+            warehouse.query(
+                cfg,
+                loader.MERGE_PROGRESS,
+                sql_vars={"staging": staging},
+                shard=f"rule-{user}-{i}",
+                now=datetime.now(UTC),
+                tag_id=BIG,
+                snapshot_date=RULE_WEEK,
+                today=date.today() + timedelta(days=7),
+            )
+        finally:
+            loader._drop(cfg, staging)
+    found = warehouse.query(
+        cfg, "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d AND user_id = @u", d=RULE_WEEK, u=user
+    )
+    best = max(observations, key=lambda s: (RANK[s.status], not s.carried, s.minute))
+    assert len(found) == 1
+    assert (found[0]["run_id"], found[0]["carried_from"]) == (best.row(user)["run_id"], best.row(user)["carried_from"])

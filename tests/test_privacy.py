@@ -217,7 +217,7 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
     assert json.loads(_last_json(capsys))["state"] == "already erased"
 
 
-def test_retention_in_the_daily_health_check_and_the_local_lifecycle_rule(stack: LocalStack) -> None:
+def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifecycle_rule(stack: LocalStack) -> None:
     """Contact data of a student unseen for 6 months goes with the daily check; raw objects stay 13 weeks."""
     rows(
         """INSERT INTO `${students}` (user_id, nome, email, celular, last_tag_id, last_seen_date, updated_at)

@@ -1,118 +1,43 @@
 """Google's IAM rules as a test: Terraform grants each function exactly what its code's calls need.
 
-CALLS is read from the code (the modules each function imports): every BigQuery table it reads or writes,
-every topic it publishes to, what it does in the shards bucket, every secret it reads. The grants are read
-from the resource blocks of infra/terraform that make them, each resolved (tests/tf_model.py): for_each,
-member, role, target and condition as Terraform will create them. A call with no grant fails (a 403 in the
-cloud); a grant no call needs fails too. tests/test_terraform_mutants.py plants defects to show each check fails.
+The needs are derived from the code (tests/iam_needs.py), never kept by hand: every function that calls a Google
+client declares what it needs with `progress_monitor.access.needs`; from each function's entry point (Terraform's
+`local.functions`) a static call graph reaches those wrappers, and each call site's resource is read from the
+code (the SQL's tables, the topic, the secret, the object-name contract). A call site the code cannot resolve
+fails, unless UNRESOLVED below says why; a Google call outside a declared wrapper fails too. The grants are read
+from the resource blocks of infra/terraform that make them, each resolved (tests/tf_model.py): for_each, member,
+role, target and condition as Terraform will create them. A call with no grant fails (a 403 in the cloud); a
+grant no call needs fails too. tests/test_terraform_mutants.py plants defects to show each check fails, and the
+tests below plant a Google call outside the wrappers and a new query to show the derivation fails.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from functools import cache
+from pathlib import Path
 from typing import Any
 
-from tests import tf_model
+from tests import iam_needs, tf_model
 from tests.test_terraform import TF, parsed, resources, tf_locals, unquote
 
-MAIN, RESTRICTED = "main", "restricted"
-RUN_BOOKKEEPING = {  # runs.refresh_run / record_failure, reached by every stage's failure policy
-    ("table.read", "runs"),
-    ("table.write", "runs"),
-    ("table.read", "loads"),
-    ("table.read", "failures"),
-    ("table.write", "failures"),
+# Needs the code cannot say, each with its reason: (caller, wrapper) -> the resource used instead.
+UNRESOLVED = {
+    # load_history loads the object its finalize event names (whatever the event says): any object of the bucket
+    ("progress_monitor.stages.load._load_progress", "progress_monitor.shard_store.get_blob"): "shards",
 }
-CALLS: dict[str, set[tuple[str, str]]] = {
-    # stages/schedule.py, health.py, runs.py, failures.py
-    "extract_tags": RUN_BOOKKEEPING
-    | {
-        ("bigquery.jobs", "project"),
-        ("table.read", "registered_tags"),  # warehouse.active_tags
-        ("table.read", "tracks"),
-        ("topic.publish", "progress"),  # fan-out, resume
-        ("topic.publish", "schedule_dlq"),  # failure policy
-        ("topic.publish", "shard_reloads"),  # health.reload_unloaded: a lost load event, sent again
-        ("topic.publish", "slack_tasks"),  # health.request_recent_digests
-        ("objects.read", "shards"),  # health.resume_run: list a run's shards and read their metadata
-        ("objects.create", "shards"),  # lanes: the run's tag manifest and its lanes' first claims
-    },
-    # stages/extract.py, shard_store.py, failures.py
-    "extract_progress": RUN_BOOKKEEPING
-    | {
-        ("bigquery.jobs", "project"),
-        ("secret", "CADEMI_API_KEY"),
-        ("objects.read", "shards"),  # get_blob, read_roster
-        ("objects.create", "shards"),  # create_once (if_generation_match=0: never an overwrite), lane claims
-        ("objects.readwrite", "shards/budget/cademi.json"),  # budget.FleetBudget claims call slots
-        ("topic.publish", "progress"),  # continuations, a lane's next tag
-        ("topic.publish", "progress_dlq"),
-    },
-    # stages/load.py, loader.py (staging tables in both datasets), reporting.refresh (tables and views)
-    "load_history": {
-        ("bigquery.jobs", "project"),
-        ("dataset.write", MAIN),
-        ("dataset.write", RESTRICTED),
-        ("objects.read", "shards"),  # shard metadata; the load job reads the object as this identity
-        ("objects.delete", "shards/contacts/"),  # merged contact files
-        ("topic.publish", "shards_dlq"),
-        ("topic.publish", "slack_tasks"),  # stages/load sends a DigestTask after the reports are rebuilt
-    },
-    # add_tag/registry.py
-    "add_tag": {
-        ("bigquery.jobs", "project"),
-        ("table.read", "tracks"),
-        ("table.read", "registered_tags"),
-        ("table.write", "registered_tags"),
-        ("secret", "CADEMI_API_KEY"),
-        ("secret", "FORM_CSRF_SECRET"),
-        ("objects.readwrite", "shards/budget/cademi.json"),  # the tag check with Cademi takes a budget slot
-    },
-    "slack_command": {
-        ("bigquery.jobs", "project"),
-        ("table.read", "tracks"),
-        ("table.read", "registered_tags"),
-        ("table.write", "registered_tags"),
-        ("table.read", "slack_channels"),  # /turma canal
-        ("table.write", "slack_channels"),
-        ("secret", "CADEMI_API_KEY"),
-        ("secret", "SLACK_SIGNING_SECRET"),
-        ("objects.readwrite", "shards/budget/cademi.json"),
-        ("topic.publish", "slack_tasks"),  # /turma alunos, answered by notify_tutors
-    },
-    # tutors/actions.py handle_interaction: verify, then publish the click (no BigQuery, no bucket)
-    "slack_actions": {
-        ("secret", "SLACK_SIGNING_SECRET"),
-        ("topic.publish", "slack_tasks"),
-    },
-    # tutors/worker.py, digest.py, actions.py (and the failure policy)
-    "notify_tutors": RUN_BOOKKEEPING
-    | {
-        ("bigquery.jobs", "project"),
-        ("secret", "SLACK_BOT_TOKEN"),
-        # the reporting tables are rebuilt by the loader (not Terraform's to grant one by one), the names and
-        # the tutors' list are in the restricted dataset: read on both datasets
-        ("dataset.read", MAIN),
-        ("dataset.read", RESTRICTED),
-        ("table.read", "registered_tags"),  # digest.CHANNELS_SQL
-        ("table.read", "tracks"),
-        ("table.read", "slack_channels"),
-        ("table.read", "report_student_week"),  # COUNTS_SQL, FLAGGED_SQL (a reporting table)
-        ("table.read", "students"),  # the names the digest shows
-        ("table.read", "tutor_list"),  # /turma alunos
-        ("table.read", "tutor_actions"),
-        ("table.write", "tutor_actions"),  # a click
-        ("table.read", "slack_digests"),
-        ("table.write", "slack_digests"),  # what was posted
-        ("objects.readwrite", "shards/slack/"),  # digest claims: create once, rewrite, release
-        ("topic.publish", "slack_tasks_dlq"),
-    },
-    # dead_letters.py: a dead-lettered message's failures row, and its run's status (no publish: it has no
-    # dead-letter topic of its own)
-    "record_failures": RUN_BOOKKEEPING | {("bigquery.jobs", "project")},
-}
+
+
+@cache
+def derivation() -> iam_needs.Derivation:
+    return iam_needs.derive(tf_locals()["functions"], UNRESOLVED)
+
+
+def calls() -> dict[str, set[tuple[str, str]]]:
+    """Function -> every (kind, resource) its code needs, in tests/tf_model.py's terms (`capabilities`)."""
+    return derivation().needs()
 
 
 def body_text(body: Any) -> str:
@@ -126,11 +51,21 @@ def model() -> tf_model.Model:
 
 def test_every_function_holds_exactly_what_its_code_calls() -> None:
     """Read from the resource blocks that grant (for_each, member, role, target, condition resolved)."""
-    assert tf_model.check_function_grants(model(), CALLS) == []
+    assert tf_model.check_function_grants(model(), calls()) == []
 
 
 def test_the_table_of_calls_names_every_deployed_function() -> None:
-    assert set(CALLS) == set(tf_locals()["functions"])
+    assert set(calls()) == set(tf_locals()["functions"])
+
+
+def test_every_call_site_reached_names_its_resource() -> None:
+    """Each wrapper call site's table, topic, secret or object is read from the code (or explained above)."""
+    assert derivation().errors() == []
+    assert derivation().unused_overrides == set(), "an UNRESOLVED entry no call site uses: remove it"
+
+
+def test_no_google_call_outside_a_declared_wrapper() -> None:
+    assert iam_needs.outside_wrappers() == []
 
 
 def test_every_other_identity_holds_exactly_what_its_use_needs() -> None:

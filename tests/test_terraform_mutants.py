@@ -16,7 +16,7 @@ import pytest
 
 from tests import tf_model
 from tests.test_terraform import ROOT, TF, parsed
-from tests.test_terraform_iam import CALLS
+from tests.test_terraform_iam import calls
 from tests.test_terraform_schema import schema
 from tests.tf_schema import check_configuration
 
@@ -36,7 +36,7 @@ def _schema(directory: Path) -> list[str]:
 
 CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "schema": _schema,
-    "function_grants": lambda d: tf_model.check_function_grants(tf_model.load(d), CALLS),
+    "function_grants": lambda d: tf_model.check_function_grants(tf_model.load(d), calls()),
     "infrastructure_grants": lambda d: (
         tf_model.check_infrastructure_grants(tf_model.load(d)) + tf_model.parse_builder_condition(tf_model.load(d))
     ),

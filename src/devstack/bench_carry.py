@@ -235,9 +235,15 @@ def markdown(r: dict[str, Any]) -> str:
                     f"| {w['carry_checked']} / {w['carry_mismatches']} | {w['elapsed_s']} "
                     f"| {w['missing']} / {w['wrong']} |"
                 )
+
+    def later(api: str, mode: str, key: str) -> float:
+        return float(sum(w[key] for w in r[api][mode]["weeks"][1:]))
+
     totals = " ".join(
         f"{api}: **{r[api]['off']['calls']} -> {r[api]['on']['calls']}** calls, "
-        f"{r[api]['off']['elapsed_s']} -> {r[api]['on']['elapsed_s']} s;"
+        f"{r[api]['off']['elapsed_s']} -> {r[api]['on']['elapsed_s']} s (weeks 2-4: "
+        f"{later(api, 'on', 'calls') / later(api, 'off', 'calls'):.2f}x the calls, "
+        f"{later(api, 'on', 'elapsed_s') / later(api, 'off', 'elapsed_s'):.2f}x the time);"
         for api in ("v1", "v3")
     )
     p1, p3, t = r["v1"]["projection"], r["v3"]["projection"], r["targets"]

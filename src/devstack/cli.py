@@ -14,6 +14,7 @@ from typing import Any
 from cademi_sim import demo
 from devstack.preview import write_report
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LOCAL_STAFF, LocalStack, remove_workdir
+from progress_monitor import retention
 from progress_monitor.contracts.values import RunId
 from progress_monitor.health import resume_run
 from progress_monitor.replay import replay_history
@@ -36,6 +37,8 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
     """Trigger one weekly run, wait for it, and summarise it from the runs table and the simulator."""
     admin = stack.admin()
     admin.reset()
+    # fake-gcs-server has no lifecycle rules: apply the bucket's retention rule here (docs/privacy.md).
+    retention.expire_raw_objects(Settings.from_env())
     started = time.monotonic()
     before = stack.run_row(RunId(week - timedelta(days=week.weekday()), trigger.get("rerun")))
     run_id = stack.trigger(week, **trigger)

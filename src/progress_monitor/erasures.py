@@ -22,6 +22,7 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
+from progress_monitor.access import needs
 from progress_monitor.cademi_types import Student
 from progress_monitor.contracts.objects import ERASURES_PREFIX, erasure_name, parse_erasure_name
 from progress_monitor.errors import GOOGLE_ERRORS, SecretUnavailableError, TransientError, pipeline_error
@@ -81,6 +82,7 @@ class Erasure:
         )
 
 
+@needs("objects.read {erasure_name}")
 def read(bucket: storage.Bucket, digest: str) -> tuple[Erasure, int] | None:
     """The entry and its generation (for a compare-and-swap rewrite), or None."""
     blob = get_blob(bucket, erasure_name(digest))
@@ -97,6 +99,7 @@ def create(bucket: storage.Bucket, digest: str, erasure: Erasure) -> bool:
     return create_once(bucket, erasure_name(digest), erasure.body(), {}, JSON)
 
 
+@needs("objects.rewrite {erasure_name}")
 def replace(bucket: storage.Bucket, digest: str, erasure: Erasure, generation: int) -> None:
     """Rewrite an entry only if nobody else did since it was read."""
     try:
@@ -109,6 +112,7 @@ def replace(bucket: storage.Bucket, digest: str, erasure: Erasure, generation: i
         raise pipeline_error(exc, "cannot write an erasure entry") from exc
 
 
+@needs("objects.read {ERASURES_PREFIX}")
 def erased_digests(bucket: storage.Bucket) -> set[str]:
     """Every erased student's keyed hash (one listing)."""
     try:

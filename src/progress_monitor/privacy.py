@@ -51,8 +51,11 @@ def export(cfg: Settings, user_id: int) -> dict[str, Any]:
         if handling is REPORT:
             reports[name] = warehouse.query(cfg, f"SELECT * FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
     objects = sorted(found.blob.name for found in naming_objects(cfg, user_id, -1))
-    digest = erasures.digest_of(erasures.privacy_key(cfg), user_id)
-    entry = erasures.read(runtime.shards_bucket(cfg), digest)
+    try:
+        entry = erasures.read(runtime.shards_bucket(cfg), erasures.digest_of(erasures.privacy_key(cfg), user_id))
+    except SecretUnavailableError:
+        entry = None  # an export does not need the key: only whether an erasure is recorded is then unknown
+        log.warning("privacy key unavailable: the export cannot say whether an erasure is recorded")
     if not any(tables.values()) and not objects and entry is None:
         raise Refusal("no data is held about that student id")
     erasure = None

@@ -22,6 +22,7 @@ from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import erasures, reporting, runs, runtime, warehouse
+from progress_monitor.access import needs
 from progress_monitor.contracts.objects import (
     parse_contacts,
     parse_progress_shard,
@@ -42,8 +43,9 @@ class Refusal(Exception):
 
 
 def id_pattern(user_id: int) -> re.Pattern[str]:
-    """The id as a whole number inside a text (not the digits of a longer number)."""
-    return re.compile(rf"(?<![0-9]){user_id}(?![0-9])")
+    """The id as a whole number inside a text: not the digits of a longer number, a date, a time or a decimal
+    (`2026` is not found in `2026-06-08`), but found in `/usuario/progresso_por_produto/2026/301`."""
+    return re.compile(rf"(?<![0-9.:-]){user_id}(?![0-9.:-])")
 
 
 def id_column(table: str) -> str | None:
@@ -150,9 +152,10 @@ def rewrite_object(name: str, raw: bytes, user_id: int, pseudonym: int) -> bytes
         rows = _ndjson_rows(raw)
         pattern = id_pattern(user_id)
         mine = [r for r in rows if r.get("user_id") == user_id]
+        texts = [c for c, h in TABLES["progress_history"].items() if h is TEXT]  # a record is a history row
         for row in mine:
             row["user_id"] = pseudonym
-            row.update({k: pattern.sub(str(pseudonym), v) for k, v in row.items() if isinstance(v, str)})
+            row.update({k: pattern.sub(str(pseudonym), row[k]) for k in texts if isinstance(row.get(k), str)})
         return _ndjson(rows) if mine else None
     if parse_contacts(name):
         rows = _ndjson_rows(raw)
@@ -186,6 +189,7 @@ class Found:
     new: bytes
 
 
+@needs("objects.read shards")  # the operator command only: no function calls it
 def naming_objects(cfg: Settings, user_id: int, pseudonym: int) -> list[Found]:
     """Every object of the inventory's prefixes whose body names the student, with its rewritten body."""
     bucket = runtime.shards_bucket(cfg)
@@ -210,6 +214,7 @@ def naming_objects(cfg: Settings, user_id: int, pseudonym: int) -> list[Found]:
     return found
 
 
+@needs("objects.rewrite shards", "objects.delete shards")  # the operator command only
 def rewrite_objects(cfg: Settings, found: list[Found]) -> int:
     """Write each object's new body (compare-and-swap on its generation; its metadata kept), or delete it, and
     delete its older versions (the bucket keeps noncurrent versions)."""
@@ -238,6 +243,7 @@ def rewrite_objects(cfg: Settings, found: list[Found]) -> int:
     return len(found)
 
 
+@needs("dataset.write main", "dataset.write restricted")  # the operator command only
 def drop_dead_staging(cfg: Settings, now: datetime) -> int:
     """Staging tables of load attempts that died (they expire after a day, and may hold the student's rows)."""
     client = runtime.bigquery(cfg)
@@ -275,7 +281,8 @@ def erase(cfg: Settings, user_id: int, request: str, by: str, now: datetime | No
     if entry is not None and entry[0].state == erasures.DONE and not table_rows(cfg, user_id):
         return Outcome("already erased", entry[0].request)
     if entry is None or entry[0].state == erasures.DONE:
-        # A new erasure, or rows that came back after a finished one (a replay of old shards): a new pseudonym.
+        # A new erasure, or rows that came back after a finished one (old shards restored from a backup and
+        # replayed): a new pseudonym, since the finished erasure dropped its own.
         fresh = erasures.Erasure(request, by, now.isoformat(), pseudonym=erasures.new_pseudonym())
         if entry is None:
             if not erasures.create(bucket, digest, fresh):
@@ -283,7 +290,8 @@ def erase(cfg: Settings, user_id: int, request: str, by: str, now: datetime | No
         else:
             erasures.replace(bucket, digest, fresh, entry[1])
         entry = erasures.read(bucket, digest)
-        assert entry is not None
+        if entry is None:
+            raise Refusal("the erasure entry vanished meanwhile; run the command again")
     erasure, _ = entry
     pseudonym = int(erasure.pseudonym or 0)
     tables = table_rows(cfg, user_id)
@@ -292,7 +300,8 @@ def erase(cfg: Settings, user_id: int, request: str, by: str, now: datetime | No
     drop_dead_staging(cfg, now)
     reporting.refresh(cfg)
     current = erasures.read(bucket, digest)
-    assert current is not None
+    if current is None:
+        raise Refusal("the erasure entry vanished meanwhile; run the command again")
     done = erasures.Erasure(
         erasure.request, erasure.by, erasure.started_at, erasures.DONE, datetime.now(UTC).isoformat(), None
     )

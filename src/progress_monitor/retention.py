@@ -3,7 +3,8 @@
 Contact data of students no extraction has seen for `RETENTION_CONTACTS_MONTHS` is deleted by the daily health
 check. Raw run objects (contracts.objects.RAW_PREFIXES) older than `RETENTION_RAW_WEEKS` are deleted by the
 bucket's lifecycle rule in the cloud (infra/terraform/storage.tf, the same prefixes and age); fake-gcs-server
-has no lifecycle, so on the local stack the health check applies the same rule itself.
+has no lifecycle, so the local stack applies the same rule itself (`expire_raw_objects`, before each weekly
+run it triggers). No function calls it: none may delete raw objects in the cloud.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 
 from progress_monitor import runtime, warehouse
+from progress_monitor.access import needs
 from progress_monitor.contracts.objects import RAW_PREFIXES
 from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.settings import Settings
@@ -42,6 +44,7 @@ def delete_stale_contacts(cfg: Settings, now: datetime | None = None) -> int:
     return count
 
 
+@needs("objects.read {RAW_PREFIXES}", "objects.delete {RAW_PREFIXES}")  # the local stack only
 def expire_raw_objects(cfg: Settings, now: datetime | None = None) -> int:
     """The bucket lifecycle rule, applied by hand where there is none (the local stack)."""
     cutoff = (now or datetime.now(UTC)) - timedelta(weeks=cfg.retention_raw_weeks)
@@ -61,8 +64,5 @@ def expire_raw_objects(cfg: Settings, now: datetime | None = None) -> int:
 
 
 def enforce(cfg: Settings, now: datetime | None = None) -> dict[str, int]:
-    """The daily part of retention: contact data always; raw objects only where no lifecycle rule does it."""
-    done = {"contacts": delete_stale_contacts(cfg, now)}
-    if cfg.storage_emulator_host:
-        done["raw_objects"] = expire_raw_objects(cfg, now)
-    return done
+    """The daily health check's part of retention (raw objects are the bucket lifecycle rule's)."""
+    return {"contacts": delete_stale_contacts(cfg, now)}

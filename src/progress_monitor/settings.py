@@ -127,7 +127,7 @@ class Settings:
     digest_claim_lease_s: int = 600
 
     # Retention (LGPD, docs/privacy.md). Raw progress shards, rosters and lane objects are deleted this many
-    # weeks after they were written (a bucket lifecycle rule in Terraform, the health check locally): 13 weeks
+    # weeks after they were written (a bucket lifecycle rule in Terraform, the local stack itself): 13 weeks
     # (a quarter) leave time to replay a history a loader bug damaged, found at the latest in the quarterly
     # review; the history itself is in BigQuery. Contact data of a student no extraction has seen for this
     # many months is deleted by the daily health check: 6 months (a semester) cover a class paused over the

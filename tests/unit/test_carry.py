@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -218,3 +219,54 @@ def test_shard_metadata_carries_the_carry_counts_and_reads_old_shards_as_zero() 
     assert ShardMeta.from_metadata(meta.to_metadata(), name) == meta
     old = {k: v for k, v in meta.to_metadata().items() if k not in ShardMeta.CARRY_COUNTS}
     assert ShardMeta.from_metadata(old, name).carried == 0
+
+
+# -- the simulator's activity and the staff-action fault ----------------------------------------------------
+
+
+def test_in_the_demo_school_progress_moves_only_with_the_last_access_and_about_half_are_inactive() -> None:
+    from cademi_sim import demo
+
+    scenario = demo.generate()
+    weeks = len(scenario["weeks"])
+    progress: dict[int, list[dict[str, Any]]] = {}
+    for entry in scenario["progress"]:
+        progress.setdefault(entry["user"], []).append(entry)
+    listed = [u for u in scenario["users"] if "ultimo_acesso_em" in u]
+    for week in range(1, weeks):
+        still = [u for u in listed if u["ultimo_acesso_em"][week] == u["ultimo_acesso_em"][week - 1]]
+        for user in still:  # not in Cademi this week: nothing of theirs changed
+            for entry in progress.get(user["id"], []):
+                assert all(entry[k][week] == entry[k][week - 1] for k in ("total", "assistidas", "completas"))
+        assert 0.4 <= len(still) / len(listed) <= 0.7, (week, len(still))
+
+
+def test_a_staff_action_changes_progress_from_its_week_on_without_moving_the_last_access() -> None:
+    from cademi_sim.scenario import ScenarioError, parse
+    from tests.scenarios import school
+
+    raw = school(n_students=2, products=(101,), weeks=("2026-03-02", "2026-03-09", "2026-03-16"))
+    raw["users"][0]["ultimo_acesso_em"] = ["2026-02-28 10:00:00"] * 3
+    action = {"user": 1001, "product": 101, "week": 1, "total": "100%", "assistidas": 20, "completas": 20}
+    found = parse({**raw, "staff_actions": [action]})
+    assert [found.served_progress(1001, 101, w)["total"] for w in range(3)] == ["7.5%", "100%", "100%"]  # type: ignore[index]
+    assert found.served_progress(1002, 101, 1) == parse(raw).served_progress(1002, 101, 1)
+    for bad, field in (({**action, "product": 999}, "staff_actions[0]"), ({**action, "week": 3}, "week")):
+        with pytest.raises(ScenarioError, match=field.replace("[", r"\[").replace("]", r"\]")):
+            parse({**raw, "staff_actions": [bad]})
+
+
+def test_a_future_malformed_or_null_last_access_is_unknown_so_the_student_is_read() -> None:
+    from progress_monitor.cademi_types import Student
+    from progress_monitor.stages.extract import last_accesses
+
+    def student(user_id: int, last: str | None) -> Student:
+        return Student(user_id, "Aluno", "a@example.com", None, None, last)
+
+    listed = [student(1, "2026-10-17 10:00:00"), student(2, "2099-01-01 10:00:00"), student(3, "ontem")]
+    listed.append(student(4, None))
+    found = last_accesses(Settings(), listed, {})
+    assert set(found) == {1}  # the others are unknown, never guessed
+    previous = {(u, 101): ok() for u in (1, 2, 3, 4)}
+    plan_found = make_plan([(101,)], previous, dict(found))
+    assert set(plan_found.carried) | plan_found.sample == {1}

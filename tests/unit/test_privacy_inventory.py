@@ -142,6 +142,9 @@ def test_the_id_is_matched_as_a_whole_number() -> None:
     pattern = id_pattern(2003)
     assert pattern.search("GET /usuario/progresso_por_produto/2003/301: 503")
     assert not pattern.search("user 12003 and 20030")
+    year = id_pattern(2026)
+    assert not year.search("run 2026-06-08-kill at 10:20:2026 of 41.2026")
+    assert year.search("click on student 2026 of tag 6201")
 
 
 def test_a_shard_is_rewritten_under_the_pseudonym_and_others_left_alone() -> None:
