@@ -14,8 +14,8 @@
    f-strings, concatenation and `join` (unknown parts become `*`), local and module assignments, loops over
    literal tuples and dicts, calls of our functions (their return expressions), `warehouse.render`'s
    placeholders, `sql/*.sql` files read with `read_text`, message classes (their `TOPIC`), settings fields
-   (`cfg.<x>_topic`). A resource that cannot be resolved is an error naming the call site, unless UNRESOLVED
-   explains it.
+   (`cfg.<x>_topic`). A resource that cannot be resolved is an error naming the call site, unless the caller's
+   `unresolved` list explains it (tests/test_terraform_iam.py's UNRESOLVED).
 4. The needs, in tests/tf_model.py's terms: SQL tables read / written (a written table is also read: MERGE,
    UPDATE and DELETE read their target); a table created at run time (CREATE) or a reporting table or view
    read (Terraform does not create them one by one) needs its dataset; objects of the shards bucket folded by
@@ -110,13 +110,13 @@ def _index(name: str, path: Path) -> Module:
                     module.assigns.setdefault(target.id, []).append(node.value)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
             module.assigns.setdefault(node.target.id, []).append(node.value)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:
-                module.imports[alias.asname or alias.name] = f"{node.module}:{alias.name}"
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                module.imports[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name
+    for inner in ast.walk(tree):
+        if isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
+            for alias in inner.names:
+                module.imports[alias.asname or alias.name] = f"{inner.module}:{alias.name}"
+        elif isinstance(inner, ast.Import):
+            for alias in inner.names:
+                module.imports[alias.asname or alias.name.split(".")[0]] = alias.name
     return module
 
 
@@ -219,7 +219,11 @@ class Package:
                 found.setdefault(target.id, []).append((how, value, index))
             elif isinstance(target, ast.Tuple | ast.List):
                 for i, element in enumerate(target.elts):
-                    if how == "expr" and isinstance(value, ast.Tuple | ast.List) and len(value.elts) == len(target.elts):
+                    if (
+                        how == "expr"
+                        and isinstance(value, ast.Tuple | ast.List)
+                        and len(value.elts) == len(target.elts)
+                    ):
                         bind(element, "expr", value.elts[i])
                     else:
                         bind(element, "iter" if how == "iter" else "part", value, i)
@@ -241,7 +245,10 @@ class Package:
         """The values `node` may have, as far as the code says (UNKNOWN when it does not)."""
         if depth > 40:
             return UNKNOWN
-        ev = lambda n: self.eval(n, ctx, depth + 1)  # noqa: E731
+
+        def ev(n: ast.expr) -> Val:
+            return self.eval(n, ctx, depth + 1)
+
         if isinstance(node, ast.Constant):
             return frozenset({("s", node.value if isinstance(node.value, str) else str(node.value))})
         if isinstance(node, ast.JoinedStr):
@@ -260,29 +267,28 @@ class Package:
             return self.call(node, ctx, depth)
         if isinstance(node, ast.Dict):
             entries: dict[str, Val] = {}
-            for key, value in zip(node.keys, node.values, strict=True):
-                if key is None:
-                    for item in ev(value):
-                        if item[0] == "map":
-                            entries.update(dict(item[1]))  # type: ignore[arg-type]
+            for key_node, value_node in zip(node.keys, node.values, strict=True):
+                if key_node is None:
+                    for m in _maps(ev(value_node)):
+                        entries.update(m)
                     continue
-                for text in _strings(ev(key)):
-                    entries[text] = entries.get(text, UNKNOWN) | ev(value)
+                for text in _strings(ev(key_node)):
+                    entries[text] = entries.get(text, UNKNOWN) | ev(value_node)
             return frozenset({("map", tuple(sorted(entries.items(), key=lambda kv: kv[0])))})
         if isinstance(node, ast.List | ast.Tuple | ast.Set):
             return _union(ev(e) for e in node.elts)
         if isinstance(node, ast.ListComp | ast.GeneratorExp | ast.SetComp):
             return ev(node.elt)
         if isinstance(node, ast.DictComp):
-            value = ev(node.value)
-            return frozenset({("map", tuple((k, value) for k in _strings(ev(node.key))))})
+            values = ev(node.value)
+            return frozenset({("map", tuple((k, values) for k in _strings(ev(node.key))))})
         if isinstance(node, ast.IfExp):
             return ev(node.body) | ev(node.orelse)
         if isinstance(node, ast.BoolOp):
             return _union(ev(v) for v in node.values)
         if isinstance(node, ast.Subscript):
-            base, key = ev(node.value), _strings(ev(node.slice))
-            return _union(dict(item[1]).get(k, UNKNOWN) for item in base if item[0] == "map" for k in key)  # type: ignore[arg-type]
+            base, keys = ev(node.value), _strings(ev(node.slice))
+            return _union(m.get(k, UNKNOWN) for m in _maps(base) for k in keys)
         if isinstance(node, ast.Starred):
             return ev(node.value)
         return UNKNOWN
@@ -307,7 +313,11 @@ class Package:
             bindings = [b for b in self.locals_of(ctx.module.tree).get(name, []) if b[0] == "iter"]
             if bindings:
                 return _union(self.binding(how, value, index, ctx, depth) for how, value, index in bindings)
-        found = self.member_in(ctx.module, name) if ctx.module.name not in self.modules else self.member(ctx.module.name, name)
+        found = (
+            self.member_in(ctx.module, name)
+            if ctx.module.name not in self.modules
+            else self.member(ctx.module.name, name)
+        )
         if not found and self.objects is not None and ctx.module is not self.objects and ctx.function is None:
             found = self.member(self.objects.name, name)  # a declaration may name an object contract
         return found
@@ -321,7 +331,7 @@ class Package:
         # a loop over a literal: a dict's keys, `.items()` pairs, a tuple's elements
         if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
             method, base = value.func.attr, self.eval(value.func.value, ctx, depth + 1)
-            maps = [dict(item[1]) for item in base if item[0] == "map"]  # type: ignore[arg-type]
+            maps = _maps(base)
             if method == "items" and maps:
                 if index == 0:
                     return _union(frozenset(("s", k) for k in m) for m in maps)
@@ -332,7 +342,7 @@ class Package:
                 return _union(v for m in maps for v in m.values())
         if isinstance(value, ast.Call) and getattr(value.func, "id", "") in ("sorted", "list", "tuple", "set"):
             val = self.eval(value.args[0], ctx, depth + 1) if value.args else UNKNOWN
-        maps = [dict(item[1]) for item in val if item[0] == "map"]  # type: ignore[arg-type]
+        maps = _maps(val)
         keys = _union(frozenset(("s", k) for k in m) for m in maps)
         return keys | frozenset(item for item in val if item[0] != "map") if index is None else UNKNOWN
 
@@ -371,7 +381,7 @@ class Package:
 
     def callees(self, node: ast.Call, ctx: Context, depth: int = 0) -> Val:
         """What a call may run: our functions, classes, or (by name) every method of ours so named."""
-        target = self.eval(node.func, ctx, depth + 1)
+        target = frozenset(item for item in self.eval(node.func, ctx, depth + 1) if item[0] in ("f", "cls"))
         if not target and isinstance(node.func, ast.Attribute):
             receiver = self.eval(node.func.value, ctx, depth + 1)
             if any(kind in ("ext", "mod") for kind, _ in receiver):
@@ -390,7 +400,7 @@ class Package:
         if isinstance(func, ast.Attribute) and func.attr == "read_text":
             return self.package_files(func.value, ctx, depth)
         if isinstance(func, ast.Attribute) and func.attr in ("keys", "values", "items") and not node.args:
-            maps = [dict(i[1]) for i in self.eval(func.value, ctx, depth + 1) if i[0] == "map"]  # type: ignore[arg-type]
+            maps = _maps(self.eval(func.value, ctx, depth + 1))
             keys = _union(frozenset(("s", k) for k in m) for m in maps)
             values = _union(v for m in maps for v in m.values())
             if maps:
@@ -434,11 +444,11 @@ class Package:
         for keyword in node.keywords:
             if keyword.arg is not None and (value := self.eval(keyword.value, ctx, depth + 1)):
                 env[keyword.arg] = value
-        for arg in _params(fn):
-            if arg.arg not in env and arg.arg not in ("self", "cls"):
-                typed = self.annotation(arg.annotation, self.module_of(ref))
+        for param in _params(fn):
+            if param.arg not in env and param.arg not in ("self", "cls"):
+                typed = self.annotation(param.annotation, self.module_of(ref))
                 if typed:
-                    env[arg.arg] = typed
+                    env[param.arg] = typed
         return env
 
     def returns(self, ref: Ref, env: dict[str, Val], depth: int) -> Val:
@@ -450,7 +460,7 @@ class Package:
             return UNKNOWN
         self._returning.add(key)
         ctx = Context(self.module_of(ref), fn, env, ref)
-        values = [self.eval(r.value, ctx, depth + 1) for r in _own_returns(fn)]
+        values = [self.eval(r.value, ctx, depth + 1) for r in _own_returns(fn) if r.value is not None]
         found = _union(values) | self.annotation(fn.returns, self.module_of(ref))
         self._returning.discard(key)
         self._returns[key] = found
@@ -484,6 +494,11 @@ def _union(values: Iterator[Val] | list[Val] | itertools.chain[Val]) -> Val:
     return frozenset(found)
 
 
+def _maps(val: Val) -> list[dict[str, Val]]:
+    """The dicts among a value's alternatives."""
+    return [dict(item[1]) for item in val if item[0] == "map"]  # type: ignore[call-overload]
+
+
 def _strings(val: Val) -> list[str]:
     return sorted(str(v) for kind, v in val if kind == "s")
 
@@ -508,10 +523,9 @@ def render(sql: Val, sql_vars: Val) -> Val:
     """`warehouse.render` on static values: each `${name}` given in `sql_vars` replaced by its values (all
     alternatives at once); table placeholders stay as they are."""
     given: dict[str, list[str]] = {}
-    for kind, entries in sql_vars:
-        if kind == "map":
-            for key, value in entries:  # type: ignore[attr-defined]
-                given.setdefault(key, []).extend(_strings(value))
+    for m in _maps(sql_vars):
+        for key, value in m.items():
+            given.setdefault(key, []).extend(_strings(value))
     found: set[Item] = set()
     for text in _strings(sql):
         texts = {text}
@@ -534,7 +548,7 @@ def _fill(text: str, given: dict[str, list[str]]) -> set[str]:
         parts += [[text[last : m.start()]], sorted(set(values))]
         last = m.end()
     parts.append([text[last:]])
-    return {t for _, t in _concat(parts)}
+    return {str(t) for _, t in _concat(parts)}
 
 
 WRITE = re.compile(
@@ -685,7 +699,11 @@ class Walker:
                             continue  # covered by the calling wrapper's own declaration
                         self.sites.append(self.site(ctx, inner, target))
                     self.walk(target, self.p.bind(target, inner, ctx))
-            elif isinstance(inner, ast.Name | ast.Attribute) and isinstance(inner.ctx, ast.Load) and id(inner) not in called:
+            elif (
+                isinstance(inner, ast.Name | ast.Attribute)
+                and isinstance(inner.ctx, ast.Load)
+                and id(inner) not in called
+            ):
                 self.references(inner, ctx)
 
     def references(self, node: ast.Name | ast.Attribute, ctx: Context) -> None:
@@ -707,6 +725,8 @@ class Walker:
 
     def site(self, ctx: Context, call: ast.Call, wrapper: Ref) -> Site:
         env = self.p.bind(wrapper, call, ctx)
+        for param in _params(self.p.nodes[wrapper]):
+            env.setdefault(param.arg, UNKNOWN)  # an argument not known never falls back to a module name
         wctx = Context(self.p.module_of(wrapper), None, env, wrapper)
         caller = ctx.ref.replace(":", ".")
         site = Site(caller, call.lineno, wrapper, set(), [], tuple(self.stack))
@@ -724,7 +744,6 @@ class Walker:
                 else:
                     site.problems.append(f"{declared!r}: {problem}")
         return site
-
 
     def declared_value(self, expression: str, ctx: Context) -> Val:
         """A declaration's `{expression}`; a function named there (an object-name contract) stands for what it
@@ -768,11 +787,15 @@ def resolve(kind: str, resource: str, values: list[Val], package: Package) -> se
                 fields.add(str(ref))
             elif item_kind in ("t", "cls"):
                 module, cls = str(ref).split(":")
-                fields |= {str(v) for k, v in package.attribute(
-                    ast.Attribute(value=ast.Name(id=cls), attr="TOPIC"),
-                    Context(package.modules[module], None, {}),
-                    0,
-                ) if k == "s"}
+                fields |= {
+                    str(v)
+                    for k, v in package.attribute(
+                        ast.Attribute(value=ast.Name(id=cls), attr="TOPIC"),
+                        Context(package.modules[module], None, {}),
+                        0,
+                    )
+                    if k == "s"
+                }
         topics = {f.removesuffix("_topic") for f in fields if f.endswith("_topic")}
         if not topics:
             raise Unresolved("no topic: neither a settings `*_topic` field nor a message class with a TOPIC")

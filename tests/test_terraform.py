@@ -118,7 +118,7 @@ def test_every_secret_the_code_reads_is_declared_and_granted() -> None:
     assert {secret_id(n) for n in SECRET_NAMES} == set(loc["secrets"].values())
     # what each function's code reads: the pipeline reads the API key in extract_progress only; the add_tag
     # entry points read the key and their own secret
-    assert loc["secret_readers"]["extract_progress"] == ["CADEMI_API_KEY"]
+    assert loc["secret_readers"]["extract_progress"] == ["CADEMI_API_KEY", "PRIVACY_KEY"]
     assert set(loc["secret_readers"]["add_tag"]) == {"CADEMI_API_KEY", "FORM_CSRF_SECRET"}
     assert set(loc["secret_readers"]["slack_command"]) == {"CADEMI_API_KEY", "SLACK_SIGNING_SECRET"}
 

@@ -166,3 +166,153 @@ def test_service_account_ids_fit_for_the_longest_allowed_prefix() -> None:
         account_id = f"{'a' * longest}-{suffix}"
         assert 6 <= len(account_id) <= 30, account_id
     assert re.search(r'account_id\s*=\s*"\$\{var\.prefix\}-', (TF / "iam.tf").read_text())
+
+
+# -- the derivation can fail --------------------------------------------------------------------------------
+
+
+def _package_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "progress_monitor"
+    shutil.copytree(iam_needs.PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _plant(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{path.name} changed: update the planted text"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+PLANTED_CALLS = """from google.cloud import bigquery
+from progress_monitor import runtime
+from progress_monitor.access import needs
+
+def count(cfg):
+    return runtime.bigquery(cfg).query("SELECT 1").result()
+
+def listing(bucket):
+    return list(bucket.list_blobs(prefix="x"))
+
+def client():
+    return bigquery.Client()
+
+def secret():
+    from google.cloud import secretmanager
+    return secretmanager
+
+def typed(table: bigquery.Table) -> bigquery.Table:
+    return bigquery.Table("p.d.t")
+
+@needs("objects.read shards")
+def declared(bucket):
+    return list(bucket.list_blobs())
+"""
+
+
+def test_a_google_call_outside_the_wrappers_is_caught(tmp_path: Path) -> None:
+    """A query, a listing, a client and a lazy import outside a wrapper; a type and a declared call are fine."""
+    root = _package_copy(tmp_path)
+    before = set(iam_needs.outside_wrappers(root))
+    (root / "planted.py").write_text(PLANTED_CALLS, encoding="utf-8")
+    new = set(iam_needs.outside_wrappers(root)) - before
+    assert {int(f.split(":")[1]) for f in new} == {6, 9, 12, 15, 16}, sorted(new)
+    assert all(f.startswith("planted.py:") for f in new)
+
+
+def test_a_new_query_or_message_in_a_function_is_derived_and_fails_the_grants(tmp_path: Path) -> None:
+    """record_failures gains a query on `tracks` and a digest request: both are derived, neither is granted."""
+    root = _package_copy(tmp_path)
+    functions = {"record_failures": tf_locals()["functions"]["record_failures"]}
+    plain = iam_needs.derive(functions, UNRESOLVED, root).needs()["record_failures"]
+    dead_letters = root / "dead_letters.py"
+    _plant(
+        dead_letters,
+        "from progress_monitor import runtime\n",
+        "from progress_monitor import runtime, warehouse\nfrom progress_monitor.contracts.messages import DigestTask\n",
+    )
+    _plant(
+        dead_letters,
+        "    attributes = message.attributes\n    kept = ",
+        "    attributes = message.attributes\n"
+        '    warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `${tracks}`")\n'
+        '    runtime.send(cfg, DigestTask(RunId.parse("2026-11-16")))\n'
+        '    runtime.publish(cfg, attributes.get("topic", ""), b"")\n'
+        "    kept = ",
+    )
+    planted = iam_needs.derive(functions, UNRESOLVED, root)
+    assert planted.needs()["record_failures"] - plain == {("table.read", "tracks"), ("topic.publish", "slack_tasks")}
+    errors = tf_model.check_function_grants(model(), {**calls(), **planted.needs()})
+    assert [e for e in errors if e.startswith("record_failures")] == [
+        "record_failures calls without a grant (a 403 in the cloud): "
+        "[('table.read', 'tracks'), ('topic.publish', 'slack_tasks')]"
+    ]
+    unresolved = planted.errors()
+    assert len(unresolved) == 1 and "progress_monitor.dead_letters.record" in unresolved[0], unresolved
+    assert "'topic.publish {topic}'" in unresolved[0]
+
+
+def test_a_call_site_the_code_cannot_resolve_fails_unless_explained() -> None:
+    functions = {"load_history": tf_locals()["functions"]["load_history"]}
+    errors = iam_needs.derive(functions, {}).errors()
+    unexplained = [e for e in errors if "progress_monitor.stages.load._load_progress" in e]
+    assert len(unexplained) == 1 and "progress_monitor.shard_store:get_blob" in unexplained[0], errors
+
+
+def test_sql_needs_reads_writes_and_tables_created_at_run_time() -> None:
+    found, problems = iam_needs.sql_needs(
+        [
+            "MERGE `${runs}` T USING (SELECT run_id FROM `${loads}`) S ON T.run_id = S.run_id",
+            "CREATE OR REPLACE TABLE `p.d.report_class_week` AS SELECT * FROM `${report_student_week}`",
+            "SELECT * FROM `p.d._staging_progress_0a1b`",
+        ]
+    )
+    assert problems == []
+    assert found == {
+        ("table.write", "runs"),
+        ("table.read", "runs"),
+        ("table.read", "loads"),
+        ("table.write", "report_class_week"),
+        ("table.read", "report_class_week"),
+        ("dataset.write", "main"),
+        ("table.read", "report_student_week"),
+        ("dataset.read", "main"),
+    }
+    assert iam_needs.sql_needs(["SELECT * FROM `${nowhere}`"])[1] == ["unresolved table ${nowhere}"]
+
+
+def test_object_needs_fold_by_contract_prefix() -> None:
+    raw = {
+        ("objects.read", "slack/"),
+        ("objects.create", "slack/"),
+        ("objects.rewrite", "slack/"),
+        ("objects.delete", "slack/"),
+        ("objects.create", "progress/"),
+        ("objects.read", "contacts/"),
+        ("objects.delete", "contacts/"),
+        ("objects.read", "budget/cademi.json"),
+        ("objects.rewrite", "budget/cademi.json"),
+    }
+    assert iam_needs.fold(raw) == {
+        ("objects.readwrite", "shards/slack/"),
+        ("objects.readwrite", "shards/budget/cademi.json"),
+        ("objects.create", "shards"),
+        ("objects.read", "shards"),
+        ("objects.delete", "shards/contacts/"),
+    }
+    assert iam_needs.area("progress/snapshot_date=*/run=*/") == "progress/"
+    assert iam_needs.area("*") is None
+
+
+def test_the_declaration_changes_nothing_at_run_time() -> None:
+    from progress_monitor.access import needs
+
+    def f() -> int:
+        return 1
+
+    assert needs("objects.read shards")(f) is f
+    try:
+        needs("objects.erase shards")
+    except ValueError as exc:
+        assert "objects.erase" in str(exc)
+    else:
+        raise AssertionError("an unknown kind was accepted")

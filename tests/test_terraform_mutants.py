@@ -140,8 +140,10 @@ MUTANTS = [
     Mutant(
         "dataset editor to the tutors' agent",
         "iam.tf",
-        '  role       = "roles/bigquery.dataViewer"\n  member     = google_service_account.fn["notify_tutors"]',
-        '  role       = "roles/bigquery.dataEditor"\n  member     = google_service_account.fn["notify_tutors"]',
+        '"tutors_agent" {\n  dataset_id = google_bigquery_dataset.main.dataset_id\n'
+        '  role       = "roles/bigquery.dataViewer"',
+        '"tutors_agent" {\n  dataset_id = google_bigquery_dataset.main.dataset_id\n'
+        '  role       = "roles/bigquery.dataEditor"',
         "function_grants",
     ),
     Mutant(
@@ -321,7 +323,8 @@ MUTANTS = [
     Mutant(
         "view not authorized",
         "bigquery.tf",
-        'resource "google_bigquery_dataset_access" "student_names" {\n  dataset_id = google_bigquery_dataset.restricted',
+        'resource "google_bigquery_dataset_access" "student_names" {\n'
+        "  dataset_id = google_bigquery_dataset.restricted",
         'resource "google_bigquery_dataset_access" "student_names" {\n  dataset_id = google_bigquery_dataset.slack',
         "authorized_views",
     ),
@@ -344,10 +347,8 @@ MUTANTS = [
     Mutant(
         "names view granted to the wrong function",
         "iam.tf",
-        '  role       = "roles/bigquery.dataViewer"\n  member     = google_service_account.fn["notify_tutors"].member\n}\n\n'
-        "# The digest",
-        '  role       = "roles/bigquery.dataViewer"\n  member     = google_service_account.fn["add_tag"].member\n}\n\n'
-        "# The digest",
+        '  member     = google_service_account.fn["notify_tutors"].member\n}\n\n# The digest',
+        '  member     = google_service_account.fn["add_tag"].member\n}\n\n# The digest',
         "function_grants",
     ),
 ]
@@ -386,4 +387,15 @@ def test_the_mutant_is_killed(mutant: Mutant, tmp_path: Path) -> None:
         errors = CHECKS[mutant.killer](directory)
     except Exception as error:  # a configuration the evaluator cannot read fails loudly, which kills it too
         errors = [f"{type(error).__name__}: {error}"]
-    assert errors, f"mutant survived: {mutant.name}"
+    # Killed only by an error the unmutated copy does not have (while that copy fails, the test above says so).
+    new = set(errors) - set(_unmutated_errors(mutant.killer, tmp_path))
+    assert new, f"mutant survived: {mutant.name}"
+
+
+_baseline: dict[str, list[str]] = {}
+
+
+def _unmutated_errors(check: str, tmp_path: Path) -> list[str]:
+    if check not in _baseline:
+        _baseline[check] = CHECKS[check](_copy(tmp_path / "unmutated"))
+    return _baseline[check]

@@ -45,13 +45,13 @@ locals {
   # (its staging tables, and the reporting tables it rebuilds), so it alone holds dataEditor on the datasets.
   table_readers = {
     extract_tags     = ["registered_tags", "tracks", "loads"]
-    extract_progress = ["loads"]
-    record_failures  = ["loads"] # runs.refresh_run derives the run's counters from the ledger
+    extract_progress = ["loads", "progress_history"] # progress_history: carrying's earlier observations
+    record_failures  = ["loads"]                     # runs.refresh_run derives the run's counters from the ledger
     add_tag          = ["tracks"]
     slack_command    = ["tracks"]
   }
   table_writers = {
-    extract_tags     = ["runs", "failures"]
+    extract_tags     = ["runs", "failures", "students"] # students: the daily check deletes stale contact data
     extract_progress = ["runs", "failures"]
     add_tag          = ["registered_tags"]
     slack_command    = ["registered_tags", "slack_channels"]

@@ -50,10 +50,12 @@ locals {
     SLACK_SIGNING_SECRET = "slack-signing-secret"
     FORM_CSRF_SECRET     = "form-csrf-secret"
     SLACK_BOT_TOKEN      = "slack-bot-token"
+    # keys the erasure registry (privacy.py): extraction can tell an erased student without storing their id
+    PRIVACY_KEY = "privacy-key"
   }
   # Which function reads which secret (through progress_monitor.secrets, cached per instance).
   secret_readers = {
-    extract_progress = ["CADEMI_API_KEY"]
+    extract_progress = ["CADEMI_API_KEY", "PRIVACY_KEY"]
     add_tag          = ["CADEMI_API_KEY", "FORM_CSRF_SECRET"]
     slack_command    = ["CADEMI_API_KEY", "SLACK_SIGNING_SECRET"]
     slack_actions    = ["SLACK_SIGNING_SECRET"]
@@ -85,6 +87,10 @@ locals {
     PIECE_BUDGET_S         = tostring(var.extraction.piece_budget_s)
     # Carrying students who did not study (carry.py); only extract_progress reads it.
     INCREMENTAL = var.incremental
+    # LGPD retention (docs/privacy.md): the health check's local stand-in for the bucket lifecycle rule, and the
+    # contact data of students not seen for this many months
+    RETENTION_RAW_WEEKS       = tostring(var.raw_retention_weeks)
+    RETENTION_CONTACTS_MONTHS = tostring(var.contacts_retention_months)
     # A run extracts at most as many tags at once as extract_progress has slots (lanes.py): no task ever
     # waits for a busy instance, so none is refused with 429 and dead-lettered.
     EXTRACTION_LANES = tostring(local.progress_instances * var.extraction.concurrent_pieces)

@@ -30,6 +30,16 @@ variable "cademi" {
   }
 }
 
+variable "contacts_retention_months" {
+  description = "Months after which the daily health check deletes the contact data of a student no extraction has seen in any active class (LGPD retention, docs/privacy.md; RETENTION_CONTACTS_MONTHS)."
+  type        = number
+  default     = 6
+  validation {
+    condition     = var.contacts_retention_months >= 1 && var.contacts_retention_months <= 120
+    error_message = "Keep contact data of absent students 1 to 120 months."
+  }
+}
+
 variable "extraction" {
   description = "extract_progress sizing: piece budget, function timeout and memory, concurrent pieces per instance."
   type = object({
@@ -47,16 +57,6 @@ variable "extraction" {
   validation {
     condition     = var.extraction.timeout_s <= 540
     error_message = "Event-driven work must finish within 540 s (and the push ack deadline of 600 s)."
-  }
-}
-
-variable "incremental" {
-  description = "INCREMENTAL of extract_progress: on skips the progress call of a student who has not accessed Cademi since their last good observation (carried rows, a verification sample, switched off by any mismatch; docs/architecture.md). Off by default: it rests on Cademi moving the last access with every lesson, and extract_progress then reads progress_history."
-  type        = string
-  default     = "off"
-  validation {
-    condition     = contains(["on", "off"], var.incremental)
-    error_message = "incremental is on or off."
   }
 }
 
@@ -78,26 +78,20 @@ variable "form" {
   }
 }
 
-variable "slack" {
-  description = "The Slack workspace whose requests are accepted, the members (user ids) allowed to change the registry with /turma, the link to the full tutors' list shown under each digest, and how many students a digest names per class. Each class's tutors' channel is set in the registry (/turma canal)."
-  type = object({
-    team_id                   = string
-    allowed_users             = list(string)
-    tutor_list_url            = optional(string, "")
-    digest_students_per_class = optional(number, 10)
-  })
+variable "incremental" {
+  description = "INCREMENTAL of extract_progress: on skips the progress call of a student who has not accessed Cademi since their last good observation (carried rows, a verification sample, switched off by any mismatch; docs/architecture.md). Off by default: it rests on Cademi moving the last access with every lesson, and extract_progress then reads progress_history."
+  type        = string
+  default     = "off"
   validation {
-    condition     = can(regex("^T[A-Z0-9]{2,20}$", var.slack.team_id))
-    error_message = "slack.team_id is the workspace's id, such as T01ABCDEF."
+    condition     = contains(["on", "off"], var.incremental)
+    error_message = "incremental is on or off."
   }
-  validation {
-    condition     = length(var.slack.allowed_users) > 0 && alltrue([for u in var.slack.allowed_users : can(regex("^[UW][A-Z0-9]{2,20}$", u))])
-    error_message = "slack.allowed_users lists member ids such as U01ABCDEF (a name can be changed by its owner; an id cannot)."
-  }
-  validation {
-    condition     = var.slack.digest_students_per_class >= 1 && var.slack.digest_students_per_class <= 20 && (var.slack.tutor_list_url == "" || startswith(var.slack.tutor_list_url, "https://"))
-    error_message = "slack.digest_students_per_class is 1-20 (Slack's 50 blocks); slack.tutor_list_url is an https link."
-  }
+}
+
+variable "org_policy_override" {
+  description = "Override the organisation's domain-restricted sharing (iam.allowedPolicyMemberDomains) for this project, so the two Slack endpoints can be public; the apply then needs roles/orgpolicy.policyAdmin on the organisation."
+  type        = bool
+  default     = false
 }
 
 variable "prefix" {
@@ -156,8 +150,24 @@ variable "schedule" {
   }
 }
 
-variable "org_policy_override" {
-  description = "Override the organisation's domain-restricted sharing (iam.allowedPolicyMemberDomains) for this project, so the two Slack endpoints can be public; the apply then needs roles/orgpolicy.policyAdmin on the organisation."
-  type        = bool
-  default     = false
+variable "slack" {
+  description = "The Slack workspace whose requests are accepted, the members (user ids) allowed to change the registry with /turma, the link to the full tutors' list shown under each digest, and how many students a digest names per class. Each class's tutors' channel is set in the registry (/turma canal)."
+  type = object({
+    team_id                   = string
+    allowed_users             = list(string)
+    tutor_list_url            = optional(string, "")
+    digest_students_per_class = optional(number, 10)
+  })
+  validation {
+    condition     = can(regex("^T[A-Z0-9]{2,20}$", var.slack.team_id))
+    error_message = "slack.team_id is the workspace's id, such as T01ABCDEF."
+  }
+  validation {
+    condition     = length(var.slack.allowed_users) > 0 && alltrue([for u in var.slack.allowed_users : can(regex("^[UW][A-Z0-9]{2,20}$", u))])
+    error_message = "slack.allowed_users lists member ids such as U01ABCDEF (a name can be changed by its owner; an id cannot)."
+  }
+  validation {
+    condition     = var.slack.digest_students_per_class >= 1 && var.slack.digest_students_per_class <= 20 && (var.slack.tutor_list_url == "" || startswith(var.slack.tutor_list_url, "https://"))
+    error_message = "slack.digest_students_per_class is 1-20 (Slack's 50 blocks); slack.tutor_list_url is an https link."
+  }
 }

@@ -21,6 +21,7 @@ from typing import Any
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import carry, logs, runtime
+from progress_monitor.access import needs
 from progress_monitor.carry import Previous
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import CARRY_OFF_OBJECT, CarryPlan, carry_off_body, carry_plan_name
@@ -108,6 +109,7 @@ def plan_for_piece(
     return plan
 
 
+@needs("objects.read {name}")
 def _read_plan(bucket: storage.Bucket, name: str) -> CarryPlan:
     blob = get_blob(bucket, name)
     if blob is None:
@@ -132,6 +134,7 @@ def switch_off(bucket: storage.Bucket, task: ProgressTask, user_id: int, product
         )
 
 
+@needs("objects.read {CARRY_OFF_OBJECT}")
 def status(cfg: Settings) -> dict[str, Any]:
     """Whether carrying is on, and the mismatch that switched it off."""
     blob = get_blob(runtime.shards_bucket(cfg), CARRY_OFF_OBJECT)
@@ -144,6 +147,7 @@ def status(cfg: Settings) -> dict[str, Any]:
     return {"incremental": cfg.incremental, "switched_off": True, "since": detail}
 
 
+@needs("objects.read {CARRY_OFF_OBJECT}", "objects.delete {CARRY_OFF_OBJECT}")
 def switch_on(cfg: Settings) -> bool:
     """Turn carrying back on; True when it was off."""
     blob = get_blob(runtime.shards_bucket(cfg), CARRY_OFF_OBJECT)
