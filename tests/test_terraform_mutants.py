@@ -320,6 +320,28 @@ MUTANTS = [
         "waits",
     ),
     # contact data: notify_tutors reads names through the authorized view, nothing else of the restricted dataset
+    # issue 24 and 25's needs: carrying reads the history, extraction checks the erasure registry with its key
+    Mutant(
+        "the erasure key not granted to extraction",
+        "locals.tf",
+        'extract_progress = ["CADEMI_API_KEY", "PRIVACY_KEY"]',
+        'extract_progress = ["CADEMI_API_KEY"]',
+        "function_grants",
+    ),
+    Mutant(
+        "carrying cannot read the history",
+        "iam.tf",
+        'extract_progress = ["loads", "progress_history"]',
+        'extract_progress = ["loads"]',
+        "function_grants",
+    ),
+    Mutant(
+        "contact retention cannot delete",
+        "iam.tf",
+        'extract_tags     = ["runs", "failures", "students"]',
+        'extract_tags     = ["runs", "failures"]',
+        "function_grants",
+    ),
     Mutant(
         "view not authorized",
         "bigquery.tf",

@@ -11,15 +11,28 @@ resource "google_bigquery_dataset" "restricted" {
   dataset_id  = local.restricted_dataset
   location    = var.region
   description = "Restricted to tutors: students' contact data and the tutors' list."
-  depends_on  = [time_sleep.apis_ready]
+  # Without an access list BigQuery gives every project Viewer and Editor READER and WRITER: contact data would
+  # be readable project-wide. Owners only at creation; the entries below (google_bigquery_dataset_access) add
+  # the rest, so the list is theirs afterwards (the provider asks for ignore_changes alongside them).
+  access {
+    role          = "OWNER"
+    special_group = "projectOwners"
+  }
+  lifecycle {
+    ignore_changes = [access]
+  }
+  depends_on = [time_sleep.apis_ready]
 }
 
 # The restricted dataset's access list, entry by entry. Its grants are dataset access entries, never
 # google_bigquery_dataset_iam_member: the provider documents that those remove a dataset's authorized views.
+# (Never change the dataset's own attributes in the same apply as its entries: the provider's note.)
 resource "google_bigquery_dataset_access" "restricted_loader" {
   dataset_id    = google_bigquery_dataset.restricted.dataset_id
   role          = "WRITER" # roles/bigquery.dataEditor: contacts are merged through staging tables
   user_by_email = google_service_account.fn["load_history"].email
+  # BigQuery may refuse a service account created seconds ago ("does not exist") and this entry is not retried
+  depends_on = [time_sleep.accounts_ready]
 }
 
 resource "google_bigquery_dataset_access" "restricted_tutors" {
@@ -35,7 +48,12 @@ resource "google_bigquery_dataset" "slack" {
   dataset_id  = local.slack_dataset
   location    = var.region
   description = "What the tutors' Slack agent may read of contact data: the students' names (an authorized view)."
-  depends_on  = [time_sleep.apis_ready]
+  # Owners only, as for the restricted dataset: project Viewers would otherwise read the names through the view.
+  access {
+    role          = "OWNER"
+    special_group = "projectOwners"
+  }
+  depends_on = [time_sleep.apis_ready]
 }
 
 resource "google_bigquery_table" "student_names" {
@@ -49,7 +67,7 @@ resource "google_bigquery_table" "student_names" {
       students = "${var.project_id}.${local.restricted_dataset}.students"
     })
   }
-  depends_on = [google_bigquery_table.table]
+  depends_on = [google_bigquery_table.table["students"]]
 }
 
 resource "google_bigquery_dataset_access" "student_names" {
@@ -58,6 +76,10 @@ resource "google_bigquery_dataset_access" "student_names" {
     project_id = google_bigquery_table.student_names.project
     dataset_id = google_bigquery_table.student_names.dataset_id
     table_id   = google_bigquery_table.student_names.table_id
+  }
+  # BigQuery's API: a view updated by anyone must be authorized again; a new query re-creates the entry.
+  lifecycle {
+    replace_triggered_by = [google_bigquery_table.student_names]
   }
 }
 

@@ -7,6 +7,25 @@ resource "google_service_account" "fn" {
   depends_on   = [time_sleep.apis_ready]
 }
 
+# A fresh service account is refused for a while by services that check members themselves (BigQuery's
+# dataset access entries: "service account ... does not exist"); what grants through them waits for this.
+resource "time_sleep" "accounts_ready" {
+  create_duration = "60s"
+  depends_on      = [google_service_account.fn]
+}
+
+# Upgrades from before the authorized view: these grants lost their for_each key (the restricted dataset's
+# grants became dataset access entries, bigquery.tf); see docs/deploy.md#upgrading-to-the-authorized-view.
+moved {
+  from = google_bigquery_dataset_iam_member.loader["main"]
+  to   = google_bigquery_dataset_iam_member.loader
+}
+
+moved {
+  from = google_bigquery_dataset_iam_member.tutors_agent["main"]
+  to   = google_bigquery_dataset_iam_member.tutors_agent
+}
+
 resource "google_service_account" "pusher" {
   account_id   = "${var.prefix}-pubsub-push"
   display_name = "progress monitor: Pub/Sub push to the functions"
