@@ -6,13 +6,14 @@ each week, a staff action the verification sample catches, carrying switched off
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cademi_sim.scenario import load
@@ -313,6 +314,10 @@ seen_lists = st.lists(
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(observations=seen_lists, order=st.randoms(use_true_random=False))
+# a re-extraction finds a product revoked after a carried week: the read no_access replaces the carried ok
+@example(observations=[Seen("ok", True, 5), Seen("no_access", False, 1)], order=random.Random(0))
+# and a failed attempt never replaces a carried ok
+@example(observations=[Seen("ok", True, 1), Seen("failed", False, 5)], order=random.Random(0))
 def test_a_carried_row_never_replaces_a_read_one_whatever_the_order(
     stack: LocalStack, observations: list[Seen], order: Any
 ) -> None:
@@ -339,6 +344,7 @@ def test_a_carried_row_never_replaces_a_read_one_whatever_the_order(
     found = warehouse.query(
         cfg, "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d AND user_id = @u", d=RULE_WEEK, u=user
     )
-    best = max(observations, key=lambda s: (RANK[s.status], not s.carried, s.minute))
+    # the rule: a failed attempt below everything; a read observation above every carried one; then status, time
+    best = max(observations, key=lambda s: (s.status != "failed", not s.carried, RANK[s.status], s.minute))
     assert len(found) == 1
     assert (found[0]["run_id"], found[0]["carried_from"]) == (best.row(user)["run_id"], best.row(user)["carried_from"])

@@ -48,6 +48,16 @@ def start(tmp: Path, scenario: dict[str, Any], **options: Any) -> LocalStack:
     return stack
 
 
+def wait_for(predicate: Any, timeout: float) -> Any:
+    """The predicate's first truthy value within `timeout` seconds (None if it never comes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.5)
+    return None
+
+
 def front_stats(stack: LocalStack) -> dict[str, int]:
     stats: dict[str, int] = requests.get(
         f"{stack.endpoints['functions']['extract_progress']}/__front/stats", timeout=5
@@ -94,11 +104,12 @@ def test_eight_tags_through_a_busy_instance_lose_no_delivery(tmp_path: Path, con
         extra_env=env,
     )
     try:
-        row = stack.wait_run(stack.trigger(date.fromisoformat(WEEK)), timeout=300)
-        stats = front_stats(stack)
-        if not lanes_on:
-            assert stats["refused"] > 0, stats  # the behaviour lanes prevent
+        run_id = stack.trigger(date.fromisoformat(WEEK))
+        if not lanes_on:  # the control: deliveries refused, the behaviour lanes prevent; seen once, it is shown
+            assert wait_for(lambda: front_stats(stack)["refused"] > 0, timeout=240), front_stats(stack)
             return
+        row = stack.wait_run(run_id, timeout=300)
+        stats = front_stats(stack)
         assert row["status"] == "succeeded" and row["tags_done"] == 8
         assert stats["max_in_flight"] <= concurrency and stats["refused"] == 0, stats
         assert stack.dead_letters() == []
@@ -128,17 +139,17 @@ def test_two_instances_with_duplicate_deliveries_hold_the_school_budget(tmp_path
         time.sleep(3)
         answer = slack_register(stack, 5999)
         assert answer.status_code == 200
-        if budget == "gcs":  # without the guard Cademi may refuse the check too, and the form says so
-            assert "5999" in answer.json()["text"], answer.text
+        if budget == "process":  # the control: a limiter per process breaches; seen once, the point is made
+            breached = wait_for(lambda: admin.counters().get("breaches", 0) > 0, timeout=120)
+            assert breached, admin.counters()  # two limiters, twice the school's rate
+            return
+        assert "5999" in answer.json()["text"], answer.text
         row = stack.wait_run(run_id, timeout=300)
         assert row["status"] == "succeeded" and row["tags_done"] == 4
         counters = admin.counters()
-        if budget == "gcs":
-            assert counters.get("tag", 0) >= 1  # the registration checked the tag with Cademi, within the budget
-            assert counters.get("breaches", 0) == 0, counters
-            assert row["rate_limited"] == 0
-            assert_history_is_the_scenario(stack)
-        else:
-            assert counters.get("breaches", 0) > 0, counters  # two limiters, twice the school's rate
+        assert counters.get("tag", 0) >= 1  # the registration checked the tag with Cademi, within the budget
+        assert counters.get("breaches", 0) == 0, counters
+        assert row["rate_limited"] == 0
+        assert_history_is_the_scenario(stack)
     finally:
         stack.stop()

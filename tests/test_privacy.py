@@ -15,7 +15,7 @@ import pytest
 
 from devstack.stack import LocalStack
 from progress_monitor import erasures, health, privacy, privacy_erase, retention, runtime, warehouse
-from progress_monitor.contracts.objects import ERASURES_PREFIX, RAW_PREFIXES, parse_progress_shard
+from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES, parse_progress_shard
 from progress_monitor.settings import Settings
 from tests.pipeline_world import start_stack
 from tests.scenarios import hand_progress
@@ -106,6 +106,11 @@ def everything_stored(stack: LocalStack) -> str:
     return "\n".join(texts)
 
 
+def client_tables() -> list[str]:
+    client = runtime.bigquery(cfg())
+    return [t.table_id for d in client.list_datasets() for t in client.list_tables(d.reference)]
+
+
 def wait_reloaded(timeout: float = 90.0) -> None:
     """Until load_history has loaded every progress shard at its current generation (rewritten shards are
     loaded again on their finalize event)."""
@@ -192,18 +197,29 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(privacy_erase, "rewrite_objects", crash)
-        with pytest.raises(RuntimeError):
-            privacy.main([*erase, "--confirm"])
-    [entry] = runtime.shards_bucket(cfg()).list_blobs(prefix=ERASURES_PREFIX)
+        assert privacy.main([*erase, "--confirm"]) == 3  # changed things, not finished: run it again
+    assert "erasure incomplete: RuntimeError: killed mid-erasure" in capsys.readouterr().err
+    bucket = runtime.shards_bucket(cfg())
+    [entry] = [b for b in bucket.list_blobs(prefix=ERASURES_PREFIX) if b.name != ERASURES_KEYCHECK]
     assert json.loads(entry.download_as_bytes())["state"] == erasures.PENDING
+    assert not rows(victim_rows, u=VICTIM)  # the tables were erased before the crash, and the reports rebuilt
+    assert not rows("SELECT user_id FROM `${report_student_week}` WHERE user_id = @u", u=VICTIM)
     assert privacy.main([*erase, "--confirm"]) == 0
     wait_reloaded()
 
     stored = everything_stored(stack)
     assert not [t for t in TRACES if t in stored]
-    registry = json.loads(runtime.shards_bucket(cfg()).blob(entry.name).download_as_bytes())
-    assert registry["state"] == erasures.DONE and registry["pseudonym"] is None
-    assert registry["request"] == "LGPD-2026-001" and registry["by"] == "dpo@escola.example"
+    registry = json.loads(bucket.blob(entry.name).download_as_bytes())
+    assert registry["state"] == erasures.DONE and registry["pseudonym"] is None and registry["scratch"] is None
+    assert registry["requests"] == [
+        {"request": "LGPD-2026-001", "by": "dpo@escola.example", "at": registry["started_at"]}
+    ]
+    assert not [t for t in client_tables() if t.startswith("_erasure_")]  # the scratch table was dropped
+    # A rotated privacy key would bring erased students back: the command refuses it (and extraction waits).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PRIVACY_KEY", "a-rotated-key")
+        assert privacy.main([*erase, "--dry-run"]) == 2
+    assert "not the one the erasures registry was written with" in capsys.readouterr().err
     pseudonymised = rows("SELECT user_id, status, total FROM `${progress_history}` WHERE user_id < 0")
     assert len({r["user_id"] for r in pseudonymised}) == 1 and len(pseudonymised) == 4
     assert class_figures() == before

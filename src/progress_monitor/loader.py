@@ -110,13 +110,17 @@ CHECK_COUNTS = (
 
 
 # The history rule: an observation never replaces a better one. `ok` beats `no_access`, which beats `failed`,
-# whatever their times, and a row read this week beats one carried (carry.py) of the same status, so a carried
-# row never replaces an observed one; between two of the same rank the later extraction wins. A failed attempt
-# that does not win still leaves its time and error in last_failed_at / last_failure. Both are functions of the
-# set of observations, not of their order, so a replay, a re-run or a late redelivery reaches the same row.
+# whatever their times; a row read this week beats any row carried (carry.py), so a carried row never replaces
+# an observed one (a re-extraction that finds a product revoked replaces the carried `ok`), while a failed
+# attempt never replaces a carried one; between two of the same rank the later extraction wins. A failed
+# attempt that does not win still leaves its time and error in last_failed_at / last_failure. Both are
+# functions of the set of observations, not of their order, so a replay, a re-run or a late redelivery reaches
+# the same row. Ranks: failed (carried 0, read 1) < carried (status rank + 2) < read (status rank + 2 + 3).
 def _rank(row: str) -> str:
+    read = f"IF({row}carried_from IS NULL, 1, 0)"
     cases = " ".join(f"WHEN '{s}' THEN {s.rank}" for s in Status)
-    return f"(CASE {row}status {cases} ELSE -1 END * 2 + IF({row}carried_from IS NULL, 1, 0))"
+    status = f"CASE {row}status {cases} ELSE -1 END"
+    return f"(IF({row}status = '{Status.FAILED}', {read}, {status} + 2 + 3 * {read}))"
 
 
 T_RANK = _rank("T.")

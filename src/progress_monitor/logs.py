@@ -31,12 +31,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Route every logger to stdout as JSON (idempotent)."""
+def configure(level: int = logging.INFO, stream: Any = None) -> None:
+    """Route every logger to `stream` (stdout by default; an operator command's document may need it) as JSON
+    (idempotent)."""
+    stream = stream or sys.stdout
     root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+    if any(isinstance(h.formatter, JsonFormatter) and getattr(h, "stream", None) is stream for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level)

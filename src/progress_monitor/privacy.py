@@ -11,7 +11,9 @@ data, pseudonymises their rows everywhere else, rewrites the objects naming them
 (privacy_erase.py); `--dry-run` prints what would change, and nothing changes without `--confirm`. Where each
 piece of data lives and how it is handled: privacy_inventory.py and docs/privacy.md.
 
-A refusal (a malformed or unknown id, no confirmation, a run still writing) exits 2 and changes nothing.
+A refusal (a malformed or unknown id, no confirmation, a run unfinished, the wrong privacy key) exits 2 and
+changes nothing. An erasure that changed things and did not finish exits 3: run the same command again. Logs go
+to stderr, so stdout holds only the document (or the dry run's plan).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -27,8 +30,10 @@ from typing import Any
 
 from progress_monitor import erasures, logs, runtime, warehouse
 from progress_monitor.errors import SecretUnavailableError
-from progress_monitor.privacy_erase import Refusal, erase, export_rows, naming_objects, table_rows, unfinished_runs
+from progress_monitor.privacy_erase import Incomplete, Refusal, erase, verified_key
 from progress_monitor.privacy_inventory import OTHER_PEOPLE, REPORT, REPORTS, TABLES
+from progress_monitor.privacy_objects import naming_objects
+from progress_monitor.privacy_tables import naming_rows, table_rows, unfinished_runs
 from progress_monitor.settings import Settings
 
 log = logging.getLogger("progress_monitor.privacy")
@@ -44,15 +49,16 @@ def export(cfg: Settings, user_id: int) -> dict[str, Any]:
     for table in TABLES:
         hidden = OTHER_PEOPLE.get(table, ())
         columns = [f["name"] for f in warehouse.schema_json(table)["fields"] if f["name"] not in hidden]
-        rows = export_rows(cfg, table, user_id, columns)
+        rows = naming_rows(cfg, table, user_id, columns)
         tables[table] = [{c: row.get(c) for c in columns} for row in rows]
     reports = {}
     for name, handling in REPORTS.items():
         if handling is REPORT:
             reports[name] = warehouse.query(cfg, f"SELECT * FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
-    objects = sorted(found.blob.name for found in naming_objects(cfg, user_id, -1))
+    bucket = runtime.shards_bucket(cfg)
+    objects = naming_objects(bucket, user_id, -1).names()
     try:
-        entry = erasures.read(runtime.shards_bucket(cfg), erasures.digest_of(erasures.privacy_key(cfg), user_id))
+        entry = erasures.read(bucket, erasures.digest_of(verified_key(cfg, bucket), user_id))
     except SecretUnavailableError:
         entry = None  # an export does not need the key: only whether an erasure is recorded is then unknown
         log.warning("privacy key unavailable: the export cannot say whether an erasure is recorded")
@@ -83,17 +89,32 @@ def _week_order(row: dict[str, Any]) -> tuple[str, int, int]:
 def dry_run(cfg: Settings, user_id: int) -> dict[str, Any]:
     """What `erase` would change (counts and object names only: the command prints no personal data)."""
     rows = table_rows(cfg, user_id)
-    objects = sorted(f.blob.name for f in naming_objects(cfg, user_id, -1))
-    digest = erasures.digest_of(erasures.privacy_key(cfg), user_id)
-    if not rows and not objects and erasures.read(runtime.shards_bucket(cfg), digest) is None:
+    bucket = runtime.shards_bucket(cfg)
+    scan = naming_objects(bucket, user_id, -1)
+    digest = erasures.digest_of(verified_key(cfg, bucket), user_id)
+    if not rows and scan.clean() and erasures.read(bucket, digest) is None:
         raise Refusal("no data is held about that student id, and no erasure of it is recorded")
     return {
         "would_delete_contact_rows": rows.get("students", 0),
         "would_pseudonymise_rows": {t: n for t, n in rows.items() if t != "students"},
-        "would_rewrite_objects": objects,
+        "would_rewrite_objects": sorted({f.blob.name for f in scan.found if f.current}),
+        "would_delete_old_versions_of": sorted({f.blob.name for f in scan.found if not f.current}),
+        "unreadable_objects": scan.unreadable,
         "would_rebuild_reports": True,
-        "unfinished_runs": unfinished_runs(cfg, datetime.now(UTC)),
+        "unfinished_runs": unfinished_runs(cfg),
     }
+
+
+def looks_like_cpf(text: str) -> bool:
+    """11 digits whose last two are a valid CPF's check digits (and not one digit repeated)."""
+    if not re.fullmatch(r"[0-9]{11}", text, re.ASCII) or len(set(text)) == 1:
+        return False
+    digits = [int(c) for c in text]
+    for n in (9, 10):
+        check = sum(d * (n + 1 - i) for i, d in enumerate(digits[:n])) * 10 % 11 % 10
+        if check != digits[n]:
+            return False
+    return True
 
 
 def _student(text: str) -> int:
@@ -101,7 +122,19 @@ def _student(text: str) -> int:
         raise argparse.ArgumentTypeError(
             "a student is named by their Cademi user id: 1-12 ASCII digits (not a CPF, an e-mail or a name)"
         )
+    if looks_like_cpf(text):
+        raise argparse.ArgumentTypeError(
+            "looks like a CPF (11 digits with valid check digits): a student is named by their Cademi user id"
+        )
     return int(text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write the document readable by its owner only (0600), also when the file already existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
 
 
 def _pattern(pattern: re.Pattern[str], what: str) -> Any:
@@ -129,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
     mode.add_argument("--confirm", action="store_true", help="erase")
     args = parser.parse_args(argv)
-    logs.configure()
+    logs.configure(stream=sys.stderr)  # stdout holds the document only
     settings = Settings.from_env()
     try:
         if args.command == "export":
             document = json.dumps(export(settings, args.student), ensure_ascii=False, indent=2, default=str)
             if args.out:
-                args.out.write_text(document + "\n", encoding="utf-8")
-                print(f"written to {args.out}")
+                _write_private(args.out, document + "\n")
+                print(f"written to {args.out}", file=sys.stderr)
             else:
                 print(document)
             return 0
@@ -151,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except Refusal as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
+    except Incomplete as exc:
+        print(f"erasure incomplete: {exc}; run the same command again", file=sys.stderr)
+        return 3
     except SecretUnavailableError as exc:
         print(f"refused: the privacy key is unavailable ({exc})", file=sys.stderr)
         return 2

@@ -97,8 +97,13 @@ ELSEWHERE = {
     "logs": "Cloud Logging: ids only (never contact data, CPF or secrets); kept by the log bucket's retention "
     "(30 days by default), not erasable entry by entry",
     "slack": "messages posted in the tutors' channels name the student; deleted in Slack by hand if asked",
-    "bucket versions": "noncurrent versions of rewritten objects are deleted by the erasure itself",
+    "bucket versions": "noncurrent versions (kept 7 days) of every object naming the student are deleted by the "
+    "erasure itself, and the registry entry's own old versions once it is done",
     "staging tables": "per-load staging tables expire after a day; the erasure deletes leftovers",
+    "pubsub": "tutors' click messages (slack-tasks) carry the student's id in flight, and on the dead-letter topic's "
+    "subscription up to 7 days (message retention); they expire, not erasable one by one",
+    "bigquery job history": "every job's SQL and parameters, about 180 days: the erasure's jobs name the id or read "
+    "the pseudonym from a scratch table, never both (privacy_tables.py)",
 }
 
 # Column names that look like a student's data: never accepted as NOT_STUDENT.

@@ -17,7 +17,7 @@ from progress_monitor.contracts.objects import (
     parse_erasure_name,
     roster_body,
 )
-from progress_monitor.privacy_erase import id_pattern, rewrite_object
+from progress_monitor.privacy_match import id_pattern, rewrite_object
 from progress_monitor.retention import months_before
 from progress_monitor.settings import Settings, SettingsError
 
@@ -149,14 +149,14 @@ def test_the_id_is_matched_as_a_whole_number() -> None:
 
 def test_a_shard_is_rewritten_under_the_pseudonym_and_others_left_alone() -> None:
     rows = [
-        {"user_id": 2003, "product_id": 301, "status": "failed", "error": "GET /x/2003/301 answered 503"},
+        {"user_id": 2003, "product_id": 301, "status": "failed", "error": "/usuario/progresso_por_produto/2003/301: 5"},
         {"user_id": 2004, "product_id": 301, "status": "ok", "error": None},
     ]
     raw = b"".join((json.dumps(r) + "\n").encode() for r in rows)
     new = rewrite_object(SHARD, raw, 2003, -77)
     assert new is not None
     got = [json.loads(line) for line in new.decode().splitlines()]
-    assert got[0]["user_id"] == -77 and got[0]["error"] == "GET /x/-77/301 answered 503"
+    assert got[0]["user_id"] == -77 and got[0]["error"] == "/usuario/progresso_por_produto/-77/301: 5"
     assert got[1] == rows[1]
     assert rewrite_object(SHARD, raw, 9999, -77) is None
 

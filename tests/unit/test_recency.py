@@ -49,6 +49,10 @@ def test_naive_and_offset_times_become_utc(text: str, utc: datetime) -> None:
         "2026-11-20T10:00:00-03:00" + " " * 30,
         12345,
         ["2026-11-20 10:00:00"],
+        "0001-01-01T00:00:00+01:00",  # overflows on the way to UTC: refused, never an error that stops the tag
+        "0001-01-01 00:00:00",  # naive year 1 in a zone west of UTC
+        "1970-01-01T00:00:00Z",  # a placeholder, not an access (else a student would look long inactive)
+        "1999-12-31T23:59:59Z",
     ],
 )
 def test_malformed_times_are_refused(text: object) -> None:

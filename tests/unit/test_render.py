@@ -31,6 +31,7 @@ PYTHON_VALUES = frozenset(
         "target",  # reporting: the report table or view being (re)created
         "body",  # reporting: its rendered SELECT (sql_text)
         "clustering",  # reporting: its clustering columns
+        "scratch",  # privacy_tables: the erasure's one-row scratch table holding the pseudonym
     }
 )
 # ... and in the sql/ files, all passed by reporting.sql_text.

@@ -12,6 +12,7 @@ bodies the stages hand each other through objects.
     carry/off.json                                            carrying switched off after a mismatch (carrying.py)
     slack/digests/W/C.json                                    the digest claim of week W in channel C
     erasures/H.json                                           an erased student, H = keyed hash of the id (erasures.py)
+    erasures/_keycheck.json                                   which key the registry uses (erasures.py)
 """
 
 from __future__ import annotations
@@ -354,6 +355,8 @@ def digest_claim_name(week: date, channel: str) -> str:
 
 ERASURES_PREFIX = "erasures/"
 ERASURE = strict(r"erasures/(?P<digest>[0-9a-f]{64})\.json")
+# Written with the first erasure: HMAC(key, KEYCHECK_TEXT), so a rotated or replaced key is noticed (erasures.py).
+ERASURES_KEYCHECK = "erasures/_keycheck.json"
 # Raw objects of a run that a bucket lifecycle rule deletes after the retention period (Terraform's rule names
 # the same ones); `carry/off.json`, the carrying switch, is not one of them.
 RAW_PREFIXES = ("progress/", "rosters/", "lanes/", "carry/snapshot_date=")
@@ -371,3 +374,16 @@ def parse_erasure_name(name: str) -> str | None:
     """The keyed hash an erasure entry is named by; None for any other object."""
     match = ERASURE.fullmatch(name)
     return None if match is None else match["digest"]
+
+
+def keycheck_body(digest: str) -> bytes:
+    return json.dumps({"keycheck": digest}).encode()
+
+
+def parse_keycheck_body(raw: bytes) -> str:
+    """The key check's digest; ValueError for any other body."""
+    body: Any = json.loads(raw)
+    digest = body.get("keycheck") if isinstance(body, dict) else None
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError("the registry's key check is not an object holding a 64-hex digest")
+    return digest

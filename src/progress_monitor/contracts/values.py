@@ -109,6 +109,10 @@ class TimestampError(ValueError):
     """A Cademi timestamp that cannot be read, or lies in the future."""
 
 
+# No real access to Cademi predates this; older values are placeholders (epoch zero, year 1), read as unknown.
+EARLIEST_PLAUSIBLE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def parse_cademi_time(text: object, tz: str, now: datetime) -> datetime | None:
     """A Cademi timestamp as an aware UTC datetime: None when absent (null or empty), naive values read in the
     school's time zone `tz`; TimestampError when it is malformed or later than `now` (plus a day)."""
@@ -121,13 +125,15 @@ def parse_cademi_time(text: object, tz: str, now: datetime) -> datetime | None:
         offset = offset[:3] + ":" + offset[3:]
     try:
         moment = datetime.fromisoformat(f"{match['date']}T{match['time']}{offset.replace('Z', '+00:00')}")
-    except ValueError as exc:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=ZoneInfo(tz))
+        moment = moment.astimezone(UTC)  # OverflowError for year 1 east of UTC
+    except (ValueError, OverflowError) as exc:
         raise TimestampError("not a valid date and time") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(tz))
-    moment = moment.astimezone(UTC)
     if moment > now + FUTURE_TOLERANCE:
         raise TimestampError("in the future")
+    if moment < EARLIEST_PLAUSIBLE:  # 1970-01-01 and the like are placeholders, not accesses
+        raise TimestampError("before Cademi existed")
     return moment
 
 
