@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.auth import crypt
 
 from cademi_sim.admin import SimulatorAdmin
 from devstack.procs import Child, start_simulator
+from devstack.stack import LocalStack
 from progress_monitor.cademi import CademiClient
 from progress_monitor.ratelimit import RateLimiter
+from tests import tag_stack
 
 
 @dataclass
@@ -50,3 +53,17 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
     yield start
     for child in started:
         child.stop()
+
+
+@pytest.fixture(scope="session")
+def iap_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[crypt.Signer, Path]:
+    return tag_stack.make_iap_key(tmp_path_factory.mktemp("iap"))
+
+
+@pytest.fixture(scope="session")
+def add_tag_stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:
+    """One stack for test_add_tag.py and test_add_tag_fuzz.py; the latter, which runs last, stops it when done
+    (so it never runs beside another module's stack), and the session's end stops it otherwise."""
+    stack = tag_stack.start(tmp_path_factory.mktemp("tagstack"), iap_key[1])
+    yield stack
+    stack.stop()

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import io
-import json
 import os
 import re
 import threading
@@ -21,81 +20,25 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from functions_framework import create_app
-from google.auth import crypt, jwt
+from google.auth import crypt
 
 from devstack.stack import LocalStack
 from progress_monitor import runtime, slack_http, warehouse
 from progress_monitor.add_tag import registry as registries
 from progress_monitor.add_tag.registry import Registry
 from progress_monitor.settings import Settings
-from tests.pipeline_world import UNREGISTERED_TAG, WEEKS, world
+from tests.pipeline_world import UNREGISTERED_TAG, WEEKS
+from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = str(ROOT / "functions" / "add_tag" / "main.py")
-AUDIENCE = "/projects/000/apps/escola-local"
-STAFF = "coordenacao@escola.local"
-TEAM, COORDINATOR = "TESCOLA01", "UANA0001"
 
 
 @pytest.fixture(scope="module")
-def iap_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[crypt.Signer, Path]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    keys = tmp_path_factory.mktemp("iap") / "keys.json"
-    keys.write_text(json.dumps({"test-kid": public}))
-    return crypt.ES256Signer.from_string(pem, "test-kid"), keys
-
-
-def iap_assertion(signer: crypt.Signer, email: str, audience: str = AUDIENCE, hd: str | None = "escola.local") -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {"hd": hd} if hd else {}
-    claims |= {
-        "iss": "https://cloud.google.com/iap",
-        "aud": audience,
-        "email": email,
-        "sub": "accounts.google.com:1",
-        "iat": now,
-        "exp": now + 600,
-    }
-    token: bytes = jwt.encode(signer, claims)
-    return token.decode()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:
-    workdir = tmp_path_factory.mktemp("tagstack")
-    scenario = workdir / "scenario.json"
-    scenario.write_text(json.dumps(world()))
-    form_env = {
-        "FORM_AUTH": "iap",
-        "IAP_PUBLIC_KEYS_FILE": str(iap_key[1]),
-        "IAP_AUDIENCE": AUDIENCE,
-        "FORM_ALLOWED_DOMAIN": "escola.local",
-        "FORM_ALLOWED_EMAILS": "",
-        "SLACK_TEAM_ID": TEAM,
-        "SLACK_ALLOWED_USERS": f"{COORDINATOR},UOTHER02",
-    }
-    stack = LocalStack.start(workdir, scenario, piece_budget_s=5.0, extra_env=form_env)
-    saved = dict(os.environ)
-    stack.use_here()
-    os.environ.update(form_env)
-    os.environ.update(stack.local_secrets)
-    runtime.reset()
-    registries.reset_instance_registry()
-    yield stack
-    stack.stop()
-    os.environ.clear()
-    os.environ.update(saved)
-    runtime.reset()
-    registries.reset_instance_registry()
+def stack(add_tag_stack: LocalStack, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:
+    with used_here(add_tag_stack, iap_key[1]) as stack:
+        yield stack
 
 
 def registered(tag_id: int) -> list[dict[str, Any]]:

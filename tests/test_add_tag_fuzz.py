@@ -39,12 +39,11 @@ from hypothesis import strategies as st
 
 from devstack.stack import LocalStack
 from progress_monitor import runtime, warehouse
-from progress_monitor.add_tag import registry as registries
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest, parse_slack_task
 from progress_monitor.errors import PermanentError
 from progress_monitor.settings import Settings
-from tests.pipeline_world import SMALL_TAG, WEEKS, world
-from tests.test_add_tag import AUDIENCE, COORDINATOR, STAFF, TEAM, iap_assertion, iap_key  # noqa: F401
+from tests.pipeline_world import SMALL_TAG, WEEKS
+from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,33 +274,12 @@ HTTP_ENTRIES = [
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:  # noqa: F811
-    workdir = tmp_path_factory.mktemp("fuzzstack")
-    scenario = workdir / "scenario.json"
-    scenario.write_text(json.dumps(world()))
-    env = {
-        "FORM_AUTH": "iap",
-        "IAP_PUBLIC_KEYS_FILE": str(iap_key[1]),
-        "IAP_AUDIENCE": AUDIENCE,
-        "FORM_ALLOWED_DOMAIN": "escola.local",
-        "FORM_ALLOWED_EMAILS": "",
-        "SLACK_TEAM_ID": TEAM,
-        "SLACK_ALLOWED_USERS": COORDINATOR,
-    }
-    stack = LocalStack.start(workdir, scenario, piece_budget_s=5.0, extra_env=env)
-    saved = dict(os.environ)
-    stack.use_here()
-    os.environ.update(env)
-    os.environ.update(stack.local_secrets)
-    IDENTITY["staff"] = iap_assertion(iap_key[0], STAFF)
-    runtime.reset()
-    registries.reset_instance_registry()
-    yield stack
-    stack.stop()
-    os.environ.clear()
-    os.environ.update(saved)
-    runtime.reset()
-    registries.reset_instance_registry()
+def stack(add_tag_stack: LocalStack, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:
+    """test_add_tag.py's stack (this module runs right after it); stopped here, its last user."""
+    with used_here(add_tag_stack, iap_key[1]) as stack:
+        IDENTITY["staff"] = iap_assertion(iap_key[0], STAFF)
+        yield stack
+    add_tag_stack.stop()
 
 
 def counts() -> dict[str, int]:
