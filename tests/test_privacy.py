@@ -235,13 +235,19 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
 
 def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifecycle_rule(stack: LocalStack) -> None:
     """Contact data of a student unseen for 6 months goes with the daily check; raw objects stay 13 weeks."""
-    rows(
-        """INSERT INTO `${students}` (user_id, nome, email, celular, last_tag_id, last_seen_date, updated_at)
-           VALUES (6999, 'Antiga', 'antiga@example.com', NULL, @t, @seen, CURRENT_TIMESTAMP())""",
-        t=B,
-        seen=retention.months_before(datetime.now(UTC).date(), 6) - timedelta(days=1),
-    )
-    kept = {r["user_id"] for r in rows("SELECT user_id FROM `${students}` WHERE user_id != 6999")}
+    cutoff = retention.months_before(datetime.now(UTC).date(), 6)
+    for user_id, seen in ((6999, cutoff - timedelta(days=1)), (6998, cutoff)):  # a day too old; just in time
+        rows(
+            """INSERT INTO `${students}` (user_id, nome, email, celular, last_tag_id, last_seen_date, updated_at)
+               VALUES (@u, 'Antiga', 'antiga@example.com', NULL, @t, @seen, CURRENT_TIMESTAMP())""",
+            u=user_id,
+            t=B,
+            seen=seen,
+        )
+    # Kept: whoever was seen on or after the cutoff (the simulated weeks' students too, while they are recent).
+    recent = "SELECT user_id FROM `${students}` WHERE COALESCE(last_seen_date, DATE(updated_at)) >= @c"
+    kept = {r["user_id"] for r in rows(recent, c=cutoff)}
+    assert 6998 in kept and 6999 not in kept
     health.daily_check(cfg())
     assert {r["user_id"] for r in rows("SELECT user_id FROM `${students}`")} == kept
     bucket = runtime.shards_bucket(cfg())
