@@ -77,12 +77,12 @@ replay: install
 	$(BIN)/python -m devstack replay --from $(FROM) --to $(TO)
 
 # The tutors' list (each class's latest week) of the running stack as CSV; in the cloud:
-# `python -m progress_monitor.reporting export-tutors --out lista.csv` with the project's settings.
+# `python -m progress_monitor reporting export-tutors --out lista.csv` with the project's settings.
 export-tutors: install
 	$(BIN)/python -m devstack export-tutors $(if $(TAG),--tag $(TAG))
 
 # LGPD on the running stack (docs/privacy.md): everything held about one student as JSON, or their erasure
-# (a dry run unless CONFIRM=1). In the cloud: `python -m progress_monitor.privacy export|erase …`.
+# (a dry run unless CONFIRM=1). In the cloud: `python -m progress_monitor privacy export|erase …`.
 STUDENT ?=
 REQUEST ?=
 BY ?= $(USER)
@@ -109,7 +109,7 @@ soak: install
 
 # Prints the Looker Studio link for GCP_PROJECT / BQ_DATASET (environment), e.g. GCP_PROJECT=escola make looker-url
 looker-url: install
-	@$(BIN)/python -m progress_monitor.reporting looker-url
+	@$(BIN)/python -m progress_monitor reporting looker-url
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-tfschema .mypy_cache .ruff_cache .pytest_cache var

@@ -14,8 +14,8 @@ from google.auth import crypt
 from cademi_sim.admin import SimulatorAdmin
 from devstack.procs import Child, start_simulator
 from devstack.stack import LocalStack
-from progress_monitor.cademi import CademiClient
-from progress_monitor.ratelimit import RateLimiter
+from progress_monitor.cademi.ratelimit import RateLimiter
+from progress_monitor.cademi.v1 import CademiClient
 from tests import tag_stack
 
 

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from progress_monitor.warehouse import NAMES, RESTRICTED, TABLES
+from progress_monitor.platform.warehouse import NAMES, RESTRICTED, TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "progress_monitor"
@@ -411,7 +411,7 @@ class Package:
                 found.add(("t", ref))
                 continue
             ref = str(ref)
-            if ref.endswith("warehouse:render") or ref == "progress_monitor.warehouse:render":
+            if ref.endswith("warehouse:render") or ref == "progress_monitor.platform.warehouse:render":
                 env = self.bind(ref, node, ctx, depth)
                 found |= render(env.get("sql", UNKNOWN), env.get("sql_vars", UNKNOWN))
                 continue

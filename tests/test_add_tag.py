@@ -23,10 +23,12 @@ from functions_framework import create_app
 from google.auth import crypt
 
 from devstack.stack import LocalStack
-from progress_monitor import runtime, slack_http, warehouse
+from progress_monitor import services
 from progress_monitor.add_tag import registry as registries
 from progress_monitor.add_tag.registry import Registry
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
+from progress_monitor.slack import signing
 from tests.pipeline_world import UNREGISTERED_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
@@ -101,14 +103,14 @@ def test_the_form_fails_closed_without_an_iap_audience(
 ) -> None:
     """Without an audience any IAP application's token of the organisation would pass: nobody gets in."""
     monkeypatch.setenv("IAP_AUDIENCE", "")
-    runtime.reset()
+    services.reset()
     try:
         client = create_app("add_tag", SOURCE, "http").test_client()
         response = client.get("/", headers={"X-Goog-IAP-JWT-Assertion": iap_assertion(iap_key[0], STAFF)})
         assert response.status_code == 503 and "não está configurado" in response.get_data(as_text=True)
     finally:
         monkeypatch.undo()
-        runtime.reset()
+        services.reset()
 
 
 def test_get_shows_tracks_and_registered_tags_and_changes_nothing(form: Any) -> None:
@@ -514,7 +516,7 @@ def test_oversized_and_undecodable_form_bodies_are_refused_unread(form: Any) -> 
     big = urlencode({"csrf": token, "acao": "adicionar", **VALID, "pad": "x" * (2 * 1024 * 1024)}).encode()
     response, read = chunked_post(form, big)
     assert response.status_code == 413 and "grande demais" in response.get_data(as_text=True)
-    assert read == slack_http.MAX_BODY + 1  # the stream was capped, not read whole
+    assert read == signing.MAX_BODY + 1  # the stream was capped, not read whole
     response = form.post("/", data=big, headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
     response = form.post("/", data=b"csrf=\xff\xfe&acao=adicionar", content_type="application/x-www-form-urlencoded")
@@ -589,7 +591,7 @@ def test_oversized_and_undecodable_slack_bodies_are_refused_unread(slack: Any) -
     before = registry_state()
     big = slack_body(DEACTIVATE) + "&pad=" + "x" * (2 * 1024 * 1024)
     response, read = chunked_post(slack, big.encode(), signed(big))
-    assert response.status_code == 413 and read == slack_http.MAX_BODY + 1
+    assert response.status_code == 413 and read == signing.MAX_BODY + 1
     response = slack.post("/", data=big, headers={**signed(big), "Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
     raw = b"text=desativar+7001&user_id=" + COORDINATOR.encode() + b"&team_id=" + TEAM.encode() + b"&x=\xff"

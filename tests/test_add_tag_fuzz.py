@@ -38,9 +38,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.stack import LocalStack
-from progress_monitor import runtime, warehouse
+from progress_monitor import services
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest, parse_slack_task
 from progress_monitor.errors import PermanentError
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 from tests.pipeline_world import SMALL_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
@@ -355,7 +356,7 @@ def test_hostile_events_are_acknowledged_with_their_failure_and_change_nothing(
     def case(body: Any, attributes: dict[str, str] | None) -> None:
         check(body, attributes)
 
-    runtime.reset()
+    services.reset()
     for body in sweep(entry.valid):
         check(body, entry.attributes)
     case()
@@ -381,7 +382,7 @@ def test_hostile_requests_get_a_named_4xx_or_an_answer_and_change_nothing(stack:
     def case(body: Any) -> None:
         check(body)
 
-    runtime.reset()
+    services.reset()
     for body in sweep(entry.valid):
         check(body)
     case()

@@ -15,8 +15,8 @@ from google.cloud import storage
 
 from devstack.procs import free_port, spawn, wait_for_port
 from devstack.stack import _fake_gcs_binary
-from progress_monitor.budget import FleetBudget
-from progress_monitor.ratelimit import WIDEN_FACTOR
+from progress_monitor.cademi.budget import FleetBudget
+from progress_monitor.cademi.ratelimit import WIDEN_FACTOR
 
 pytestmark = pytest.mark.integration
 TOLERANCE = 0.003  # a slot used at most 3 ms late

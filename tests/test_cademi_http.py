@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from progress_monitor.cademi import MAX_PAGES
+from progress_monitor.cademi.v1 import MAX_PAGES
 from progress_monitor.errors import (
     CademiBusinessError,
     CademiConfigError,

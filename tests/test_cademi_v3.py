@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from progress_monitor.cademi_check import check_contract
-from progress_monitor.cademi_types import Progress
-from progress_monitor.cademi_v3 import FIELDS, MAX_STUDENT_PAGES, CademiV3Client
+from progress_monitor.cademi.ratelimit import RateLimiter
+from progress_monitor.cademi.source import Progress
+from progress_monitor.cademi.v3 import FIELDS, MAX_STUDENT_PAGES, CademiV3Client
+from progress_monitor.commands.cademi_check import check_contract
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import (
@@ -18,8 +19,7 @@ from progress_monitor.errors import (
     CademiMalformedError,
     CademiPaginationError,
 )
-from progress_monitor.extraction import PieceExtraction
-from progress_monitor.ratelimit import RateLimiter
+from progress_monitor.pipeline.extraction import PieceExtraction
 from tests.scenarios import school
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def test_ids_of_another_shape_are_refused_not_guessed(simulator) -> None:
     scenario = school(n_students=2)
     sim = simulator(scenario)
     client = v3_client(sim)
-    from progress_monitor.cademi_v3 import parse_user
+    from progress_monitor.cademi.v3 import parse_user
 
     for bad in ("usr_", "usr_0", "usr_12a", "42", "user_42", "usr_٤٢", "usr_42\n", 42):
         with pytest.raises(CademiMalformedError):

@@ -19,12 +19,15 @@ from hypothesis import strategies as st
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
-from progress_monitor import carry, carrying, loader, runtime, warehouse
+from progress_monitor import services
+from progress_monitor.carrying import rule, store
+from progress_monitor.commands.replay import replay_history
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import RunId
-from progress_monitor.extraction import PieceExtraction
-from progress_monitor.replay import replay_history
+from progress_monitor.pipeline import loader
+from progress_monitor.pipeline.extraction import PieceExtraction
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 from tests.pipeline_world import start_stack
 from tests.scenarios import school
@@ -215,7 +218,7 @@ def expected_carried(week: int) -> set[tuple[int, int, int]]:
     """What the rule must carry in a week of the big class: its inactive students with a trusted listing, but
     the ones the run's deterministic sample verifies (the small class has none to carry before week 3)."""
     skippable = [u for u in BIG_CLASS if u not in UNTRUSTED and not active(u, week)]
-    sampled = carry.sample(RunId(date.fromisoformat(WEEKS[week])), BIG, skippable, 0.05)
+    sampled = rule.sample(RunId(date.fromisoformat(WEEKS[week])), BIG, skippable, 0.05)
     return {(BIG, u, p) for u in skippable if u not in sampled for p in BIG_PRODUCTS}
 
 
@@ -238,7 +241,7 @@ def first_four_weeks(stack: LocalStack) -> None:
     assert_equals_truth(stack, STAFF_WEEK)  # the read value is stored, never the carried one
     assert row["carry_mismatches"] == 1 and row["carry_checked"] >= 2
     assert rows(WEEKS[STAFF_WEEK])[(SMALL, STAFF_TARGET, 401)]["carried_from"] is None
-    assert carrying.status(Settings.from_env())["switched_off"]
+    assert store.status(Settings.from_env())["switched_off"]
     # The bad listings (null, malformed, in the future, moving backwards) were never trusted.
     for week in range(1, STAFF_WEEK + 1):
         assert not any(r["carried_from"] for k, r in rows(WEEKS[week]).items() if k[1] in UNTRUSTED)
@@ -252,12 +255,12 @@ def test_switched_off_reads_everyone_until_turned_back_on_and_a_rerun_reads_ever
     cfg = Settings.from_env()
     if stack.run_row(RunId(date.fromisoformat(WEEKS[STAFF_WEEK]))) is None:
         first_four_weeks(stack)
-    assert carrying.status(cfg)["switched_off"]
+    assert store.status(cfg)["switched_off"]
     row = run(stack, 4)  # half the big class is inactive, but carrying is off
     assert_equals_truth(stack, 4)
     assert row["rows_carried"] == 0 and stack.admin().counters()["progresso_por_produto"] == full_read_calls()
 
-    assert carrying.switch_on(cfg) and not carrying.status(cfg)["switched_off"]
+    assert store.switch_on(cfg) and not store.status(cfg)["switched_off"]
     row = run(stack, 4, rerun="again")  # an operator asking again means read, carrying on or not
     assert row["rows_carried"] == 0 and stack.admin().counters()["progresso_por_produto"] == full_read_calls()
     assert_equals_truth(stack, 4)
@@ -328,7 +331,7 @@ def test_a_carried_row_never_replaces_a_read_one_whatever_the_order(
     for i, seen in enumerate(arrivals):  # one shard each, merged by the loader's own MERGE
         staging = loader._staging_table(cfg, "progress", f"gs://rule/{user}/{i}", 1, loader.staging_fields("progress"))
         try:
-            runtime.bigquery(cfg).insert_rows_json(staging, [seen.row(user)])
+            services.bigquery(cfg).insert_rows_json(staging, [seen.row(user)])
             warehouse.query(
                 cfg,
                 loader.MERGE_PROGRESS,

@@ -11,7 +11,7 @@ import pytest
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import PermanentError
-from progress_monitor.extraction import PieceExtraction, ProgressRecord
+from progress_monitor.pipeline.extraction import PieceExtraction, ProgressRecord
 from tests.scenarios import school
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import requests
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
-from progress_monitor import warehouse
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 from tests.scenarios import school
 from tests.slack import slash_command

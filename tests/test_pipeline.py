@@ -21,12 +21,14 @@ from functions_framework import create_app
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
-from progress_monitor import lanes, runs, runtime, warehouse
+from progress_monitor import services
+from progress_monitor.commands.replay import reextract, replay_history
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest
 from progress_monitor.contracts.values import RunId
-from progress_monitor.health import check_data_age, resume_run
-from progress_monitor.replay import reextract, replay_history
+from progress_monitor.pipeline import lanes, runs
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
+from progress_monitor.stages.daily import check_data_age, resume_run
 from tests.pipeline_world import (
     ALWAYS_FAILING,
     BIG_TAG,
@@ -159,7 +161,7 @@ def test_a_class_change_and_a_dropout_are_visible_in_the_history(stack: LocalSta
 def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
     ensure_week(stack, 1)
     before = count_rows(WEEKS[1])
-    runtime.send(settings(), ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
+    services.send(settings(), ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
     wait_for_log(stack, "extract_progress", r"shard already written.*\"tag_id\": 7001")
     assert count_rows(WEEKS[1]) == before
     assert_history_equals_truth(stack, 1)
@@ -283,9 +285,9 @@ def test_a_poison_message_is_dead_lettered_while_other_tags_complete(stack: Loca
     stack.dead_letters()  # start from an empty dead-letter subscription
     cfg = settings()
     failures_before = len(warehouse.query(cfg, "SELECT reason FROM `${failures}` WHERE stage = 'extract_progress'"))
-    runtime.publish(cfg, cfg.progress_topic, b"\x00not json")
+    services.publish(cfg, cfg.progress_topic, b"\x00not json")
     poison = {"run_id": WEEKS[2], "snapshot_date": WEEKS[2], "tag_id": -4, "product_ids": [101]}
-    runtime.publish(cfg, cfg.progress_topic, json.dumps(poison).encode())
+    services.publish(cfg, cfg.progress_topic, json.dumps(poison).encode())
     row = run(stack, 2, rerun="poison")
     assert row["tags_done"] == 3
     deadline = time.monotonic() + 30
@@ -380,7 +382,7 @@ def test_a_run_whose_messages_were_lost_is_resumed(stack: LocalStack) -> None:
     run_id = RunId(date.fromisoformat(WEEKS[3]), "lost")
     # A run recorded and fanned out whose per-tag messages never arrived (e.g. dead-lettered): its tags are
     # frozen, no lane has claimed any of them.
-    lanes.write_manifest(runtime.shards_bucket(cfg), run_id, warehouse.active_tags(cfg))
+    lanes.write_manifest(services.shards_bucket(cfg), run_id, warehouse.active_tags(cfg))
     runs.start_run(cfg, run_id, 3)
     runs.mark_fanned_out(cfg, run_id)
     stack.admin().set_week(WEEKS[3])

@@ -16,7 +16,7 @@ from datetime import date
 import pytest
 
 from devstack.stack import LocalStack
-from progress_monitor import warehouse
+from progress_monitor.platform import warehouse
 from tests.pipeline_world import (
     BIG_TAG,
     CPF_PREFIX,

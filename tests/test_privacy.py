@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 
 from devstack.stack import LocalStack
-from progress_monitor import erasures, health, privacy, privacy_erase, retention, runtime, warehouse
+from progress_monitor import services
+from progress_monitor.commands import privacy
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES, parse_progress_shard
+from progress_monitor.platform import warehouse
+from progress_monitor.privacy import erasure, erasures, retention
 from progress_monitor.settings import Settings
+from progress_monitor.stages import daily
 from tests.pipeline_world import start_stack
 from tests.scenarios import hand_progress
 
@@ -93,7 +97,7 @@ def class_figures() -> list[dict[str, Any]]:
 
 def everything_stored(stack: LocalStack) -> str:
     """Every row of every table and view of every dataset, and every file fake-gcs-server keeps."""
-    client = runtime.bigquery(cfg())
+    client = services.bigquery(cfg())
     texts = []
     for dataset in client.list_datasets():
         for table in client.list_tables(dataset.reference):
@@ -107,14 +111,14 @@ def everything_stored(stack: LocalStack) -> str:
 
 
 def client_tables() -> list[str]:
-    client = runtime.bigquery(cfg())
+    client = services.bigquery(cfg())
     return [t.table_id for d in client.list_datasets() for t in client.list_tables(d.reference)]
 
 
 def wait_reloaded(timeout: float = 90.0) -> None:
     """Until load_history has loaded every progress shard at its current generation (rewritten shards are
     loaded again on their finalize event)."""
-    bucket = runtime.shards_bucket(cfg())
+    bucket = services.shards_bucket(cfg())
     deadline = time.monotonic() + timeout
     while True:
         current = {
@@ -189,17 +193,17 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
     assert plan["would_delete_contact_rows"] == 1 and plan["would_pseudonymise_rows"]["progress_history"] == 4
     assert privacy.main(["erase", "--student", "999999", "--request", "R1", "--by", "dpo", "--confirm"]) == 2
     assert rows(victim_rows, u=VICTIM) == history
-    assert not list(runtime.shards_bucket(cfg()).list_blobs(prefix=ERASURES_PREFIX))
+    assert not list(services.shards_bucket(cfg()).list_blobs(prefix=ERASURES_PREFIX))
 
     # -- an erasure interrupted after the tables, then run again, finishes ---------------------------------------
     def crash(*_: Any) -> int:
         raise RuntimeError("killed mid-erasure")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(privacy_erase, "rewrite_objects", crash)
+        patch.setattr(erasure, "rewrite_objects", crash)
         assert privacy.main([*erase, "--confirm"]) == 3  # changed things, not finished: run it again
     assert "erasure incomplete: RuntimeError: killed mid-erasure" in capsys.readouterr().err
-    bucket = runtime.shards_bucket(cfg())
+    bucket = services.shards_bucket(cfg())
     [entry] = [b for b in bucket.list_blobs(prefix=ERASURES_PREFIX) if b.name != ERASURES_KEYCHECK]
     assert json.loads(entry.download_as_bytes())["state"] == erasures.PENDING
     assert not rows(victim_rows, u=VICTIM)  # the tables were erased before the crash, and the reports rebuilt
@@ -248,9 +252,9 @@ def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifec
     recent = "SELECT user_id FROM `${students}` WHERE COALESCE(last_seen_date, DATE(updated_at)) >= @c"
     kept = {r["user_id"] for r in rows(recent, c=cutoff)}
     assert 6998 in kept and 6999 not in kept
-    health.daily_check(cfg())
+    daily.daily_check(cfg())
     assert {r["user_id"] for r in rows("SELECT user_id FROM `${students}`")} == kept
-    bucket = runtime.shards_bucket(cfg())
+    bucket = services.shards_bucket(cfg())
 
     def raw() -> int:
         return sum(1 for prefix in RAW_PREFIXES for _ in bucket.list_blobs(prefix=prefix))

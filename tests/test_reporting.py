@@ -17,7 +17,8 @@ import pytest
 
 from devstack.preview import write_report
 from devstack.stack import LocalStack
-from progress_monitor import reporting, warehouse
+from progress_monitor.pipeline import reporting
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 from tests.scenarios import hand_progress
 

@@ -27,11 +27,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.stack import LocalStack
-from progress_monitor import loader, reporting, runs, runtime, warehouse
+from progress_monitor import services
+from progress_monitor.commands.replay import reextract
 from progress_monitor.contracts.values import RunId
-from progress_monitor.health import resume_run
-from progress_monitor.replay import reextract
+from progress_monitor.pipeline import loader, reporting, runs
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
+from progress_monitor.stages.daily import resume_run
 from tests.pipeline_world import BIG_TAG, OTHER_TAG, SMALL_TAG, WEEKS, start_stack, world
 
 pytestmark = pytest.mark.integration
@@ -139,7 +141,7 @@ def merge_staged(settings_: Settings, rows: list[dict[str, Any]], shard: str) ->
     """Run the loader's MERGE on `rows` staged as one shard would be (the load job itself is the emulator's)."""
     staging = loader._staging_table(settings_, "progress", f"gs://rule/{shard}", 1, loader.staging_fields("progress"))
     try:
-        runtime.bigquery(settings_).insert_rows_json(staging, rows)
+        services.bigquery(settings_).insert_rows_json(staging, rows)
         params = {"tag_id": RULE_TAG, "snapshot_date": RULE_WEEK, "today": date.today() + timedelta(days=7)}
         warehouse.query(
             settings_,
@@ -195,7 +197,7 @@ def test_empty_contact_fields_from_cademi_never_erase_stored_ones(stack: LocalSt
         staging = loader._staging_table(settings_, "contacts", f"gs://rule/{user}/{week}", 1, fields)
         try:
             row = {"user_id": user, "nome": nome, "email": email, "celular": None}
-            runtime.bigquery(settings_).insert_rows_json(staging, [row])
+            services.bigquery(settings_).insert_rows_json(staging, [row])
             warehouse.query(
                 settings_,
                 loader.MERGE_CONTACTS,
@@ -460,7 +462,7 @@ def test_hostile_events_are_acknowledged_recorded_once_and_change_nothing(
     if reason == "@real":  # this case is about the real Cademi, which serves only the current week
         monkeypatch.setenv("CADEMI_BASE_URL", "https://escola.cademi.com.br/api/v1")
         reason = "past week"
-    runtime.reset()
+    services.reset()
     try:
         settings_ = cfg()
         before = table_counts(settings_)
@@ -478,7 +480,7 @@ def test_hostile_events_are_acknowledged_recorded_once_and_change_nothing(
         assert latest["stage"] == function and reason in latest["reason"], latest
     finally:
         monkeypatch.undo()
-        runtime.reset()
+        services.reset()
 
 
 def test_an_object_that_is_not_a_shard_is_ignored_without_a_failure(stack: LocalStack, apps: dict[str, Any]) -> None:
@@ -525,17 +527,17 @@ def test_a_secret_read_failure_in_extraction_is_retried_not_dead_lettered(
     stack.admin().set_week(WEEKS[2])
     monkeypatch.setenv("SECRETS_BACKEND", "env")
     monkeypatch.setenv("CADEMI_API_KEY", "")
-    runtime.reset()
+    services.reset()
     try:
         response = apps["extract_progress"].post("/projects/local-project/topics/progress-tasks", json=body)
         assert response.status_code == 500
         assert table_counts(settings_) == before  # no failure recorded: a retry is coming
         monkeypatch.setenv("CADEMI_API_KEY", stack.scenario.api_key)  # the secret answers again
-        runtime.reset()
+        services.reset()
         response = apps["extract_progress"].post("/projects/local-project/topics/progress-tasks", json=body)
         assert response.status_code == 200
         shard = f"progress/snapshot_date={WEEKS[2]}/run={task['run_id']}/tag={SMALL_TAG}/piece=0000.ndjson"
-        assert runtime.shards_bucket(cfg()).get_blob(shard) is not None
+        assert services.shards_bucket(cfg()).get_blob(shard) is not None
     finally:
         monkeypatch.undo()
-        runtime.reset()
+        services.reset()

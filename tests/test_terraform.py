@@ -112,8 +112,8 @@ def test_every_secret_the_code_reads_is_declared_and_granted() -> None:
     assert set(loc["secrets"]) == set(SECRET_NAMES)
     granted = {s for names in loc["secret_readers"].values() for s in names}
     assert granted == set(SECRET_NAMES)
-    # the secret ids are the ones progress_monitor.secrets derives from the variable names
-    from progress_monitor.secrets import secret_id
+    # the secret ids are the ones progress_monitor.platform.secret_store derives from the variable names
+    from progress_monitor.platform.secret_store import secret_id
 
     assert {secret_id(n) for n in SECRET_NAMES} == set(loc["secrets"].values())
     # what each function's code reads: the pipeline reads the API key in extract_progress only; the add_tag
@@ -168,7 +168,8 @@ sys.path.insert(0, {dest!r})
 import main
 import progress_monitor
 assert progress_monitor.__file__.startswith({dest!r}), progress_monitor.__file__
-from progress_monitor import reporting, warehouse
+from progress_monitor.pipeline import reporting
+from progress_monitor.platform import warehouse
 from progress_monitor.add_tag import command, form
 from progress_monitor.settings import Settings
 for name in ("report_product_week", "report_student_week", "report_class_week", "report_movements",

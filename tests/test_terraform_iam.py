@@ -1,7 +1,7 @@
 """Google's IAM rules as a test: Terraform grants each function exactly what its code's calls need.
 
 The needs are derived from the code (tests/iam_needs.py), never kept by hand: every function that calls a Google
-client declares what it needs with `progress_monitor.access.needs`; from each function's entry point (Terraform's
+client declares what it needs with `platform.access.needs`; from each function's entry point (Terraform's
 `local.functions`) a static call graph reaches those wrappers, and each call site's resource is read from the
 code (the SQL's tables, the topic, the secret, the object-name contract). A call site the code cannot resolve
 fails, unless UNRESOLVED below says why; a Google call outside a declared wrapper fails too. The grants are read
@@ -26,7 +26,7 @@ from tests.test_terraform import TF, parsed, resources, tf_locals, unquote
 # Needs the code cannot say, each with its reason: (caller, wrapper) -> the resource used instead.
 UNRESOLVED = {
     # load_history loads the object its finalize event names (whatever the event says): any object of the bucket
-    ("progress_monitor.stages.load._load_progress", "progress_monitor.shard_store.get_blob"): "shards",
+    ("progress_monitor.stages.load._load_progress", "progress_monitor.platform.shard_store.get_blob"): "shards",
 }
 
 
@@ -184,11 +184,11 @@ def _plant(path: Path, old: str, new: str) -> None:
 
 
 PLANTED_CALLS = """from google.cloud import bigquery
-from progress_monitor import runtime
-from progress_monitor.access import needs
+from progress_monitor import services
+from progress_monitor.platform.access import needs
 
 def count(cfg):
-    return runtime.bigquery(cfg).query("SELECT 1").result()
+    return services.bigquery(cfg).query("SELECT 1").result()
 
 def listing(bucket):
     return list(bucket.list_blobs(prefix="x"))
@@ -224,19 +224,20 @@ def test_a_new_query_or_message_in_a_function_is_derived_and_fails_the_grants(tm
     root = _package_copy(tmp_path)
     functions = {"record_failures": tf_locals()["functions"]["record_failures"]}
     plain = iam_needs.derive(functions, UNRESOLVED, root).needs()["record_failures"]
-    dead_letters = root / "dead_letters.py"
+    dead_letters = root / "stages" / "record_failures.py"
     _plant(
         dead_letters,
-        "from progress_monitor import runtime\n",
-        "from progress_monitor import runtime, warehouse\nfrom progress_monitor.contracts.messages import DigestTask\n",
+        "from progress_monitor import services\n",
+        "from progress_monitor import services\nfrom progress_monitor.contracts.messages import DigestTask\n"
+        "from progress_monitor.platform import warehouse\n",
     )
     _plant(
         dead_letters,
         "    attributes = message.attributes\n    kept = ",
         "    attributes = message.attributes\n"
         '    warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `${tracks}`")\n'
-        '    runtime.send(cfg, DigestTask(RunId.parse("2026-11-16")))\n'
-        '    runtime.publish(cfg, attributes.get("topic", ""), b"")\n'
+        '    services.send(cfg, DigestTask(RunId.parse("2026-11-16")))\n'
+        '    services.publish(cfg, attributes.get("topic", ""), b"")\n'
         "    kept = ",
     )
     planted = iam_needs.derive(functions, UNRESOLVED, root)
@@ -247,7 +248,7 @@ def test_a_new_query_or_message_in_a_function_is_derived_and_fails_the_grants(tm
         "[('table.read', 'tracks'), ('topic.publish', 'slack_tasks')]"
     ]
     unresolved = planted.errors()
-    assert len(unresolved) == 1 and "progress_monitor.dead_letters.record" in unresolved[0], unresolved
+    assert len(unresolved) == 1 and "progress_monitor.stages.record_failures.record" in unresolved[0], unresolved
     assert "'topic.publish {topic}'" in unresolved[0]
 
 
@@ -255,7 +256,7 @@ def test_a_call_site_the_code_cannot_resolve_fails_unless_explained() -> None:
     functions = {"load_history": tf_locals()["functions"]["load_history"]}
     errors = iam_needs.derive(functions, {}).errors()
     unexplained = [e for e in errors if "progress_monitor.stages.load._load_progress" in e]
-    assert len(unexplained) == 1 and "progress_monitor.shard_store:get_blob" in unexplained[0], errors
+    assert len(unexplained) == 1 and "progress_monitor.platform.shard_store:get_blob" in unexplained[0], errors
 
 
 def test_sql_needs_reads_writes_and_tables_created_at_run_time() -> None:
@@ -304,7 +305,7 @@ def test_object_needs_fold_by_contract_prefix() -> None:
 
 
 def test_the_declaration_changes_nothing_at_run_time() -> None:
-    from progress_monitor.access import needs
+    from progress_monitor.platform.access import needs
 
     def f() -> int:
         return 1

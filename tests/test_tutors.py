@@ -26,10 +26,13 @@ import requests
 
 from devstack.slack_standin import SlackStandin, click, interaction_payload, signed_post
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
-from progress_monitor import health, reporting, runtime, warehouse
+from progress_monitor import services
 from progress_monitor.contracts.objects import digest_claim_name
 from progress_monitor.contracts.values import RunId
+from progress_monitor.pipeline import reporting
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
+from progress_monitor.stages import daily
 from progress_monitor.tutors import digest
 from tests.scenarios import hand_progress
 
@@ -163,7 +166,7 @@ def test_one_digest_per_week_and_channel_through_duplicates_replays_and_a_rerun(
 
     # A replay of the request (what an operator re-publishing it does): nothing new in Slack.
     for _ in range(2):
-        runtime.publish(
+        services.publish(
             Settings.from_env(), "slack-tasks", json.dumps({"kind": "digest", "run_id": str(run_id)}).encode()
         )
     time.sleep(8)
@@ -189,7 +192,7 @@ def test_a_slack_outage_is_retried_and_never_fails_the_load(stack: LocalStack) -
     # The cause fixed, the daily health check asks again for the recent weeks: the refused channel gets its
     # digest, the others are not posted twice.
     slack.missing(CHANNEL_T1, missing=False)
-    assert sorted(health.request_recent_digests(Settings.from_env())) == [f"{WEEKS[0]}-again", WEEKS[1]]
+    assert sorted(daily.request_recent_digests(Settings.from_env())) == [f"{WEEKS[0]}-again", WEEKS[1]]
     wait_for(lambda: CHANNEL_T1 in messages(stack, 1))
     records = stack.wait_digests(run_id)
     assert sorted((r["channel_id"], r["status"]) for r in records) == [(CHANNEL_T1, "posted"), (CHANNEL_A, "posted")]
@@ -362,10 +365,10 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
     before = posts()
     assert before == 1
     # As if the operator deleted the claim to post the week again: the next post starts from nothing.
-    runtime.shards_bucket(Settings.from_env()).blob(digest_claim_name(week(3), CHANNEL_A)).delete()
+    services.shards_bucket(Settings.from_env()).blob(digest_claim_name(week(3), CHANNEL_A)).delete()
     monkeypatch.setenv("SLACK_TIMEOUT_S", "1")
     monkeypatch.setenv("SLACK_BOT_TOKEN", stack.local_secrets["SLACK_BOT_TOKEN"])  # as notify_tutors reads it
-    runtime.reset()
+    services.reset()
     try:
         slack.slow("chat.postMessage", seconds=3)
         result = digest.post_run_digests(Settings.from_env(), run_id)
@@ -383,7 +386,7 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
         assert [(r["status"], r["error"]) for r in recorded] == [("unconfirmed", "no_answer")]
     finally:
         monkeypatch.undo()
-        runtime.reset()
+        services.reset()
     # A tutor's signed click on that message proves it is there: the digest is `posted` with its ts again.
     posted = [m for m in slack.messages() if m["channel"] == CHANNEL_A and m["text"].startswith(label)][-1]
     url, secret = stack.endpoints["functions"]["slack_interactions"], stack.local_secrets["SLACK_SIGNING_SECRET"]

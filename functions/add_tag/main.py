@@ -8,8 +8,9 @@ from typing import Any
 
 import functions_framework
 
-from progress_monitor import logs, runtime
+from progress_monitor import services
 from progress_monitor.add_tag import command, form
+from progress_monitor.platform import logs
 from progress_monitor.tutors import actions
 
 logs.configure()
@@ -18,16 +19,16 @@ logs.configure()
 @functions_framework.http
 def add_tag(request: Any) -> Any:
     """The web form: GET shows it, POST registers or deactivates a class."""
-    return form.handle_form(request, runtime.settings())
+    return form.handle_form(request, services.settings())
 
 
 @functions_framework.http
 def slack_command(request: Any) -> Any:
     """`/turma adicionar|listar|desativar|ajuda` from Slack."""
-    return command.handle_slack(request, runtime.settings())
+    return command.handle_slack(request, services.settings())
 
 
 @functions_framework.http
 def slack_interactions(request: Any) -> Any:
     """Slack's interactivity URL: a tutor clicked "Contatado" or "Sem resposta" under a digest."""
-    return actions.handle_interaction(request, runtime.settings())
+    return actions.handle_interaction(request, services.settings())

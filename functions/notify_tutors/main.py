@@ -4,7 +4,7 @@ from typing import Any
 
 import functions_framework
 
-from progress_monitor import logs
+from progress_monitor.platform import logs
 from progress_monitor.tutors import worker
 
 logs.configure()

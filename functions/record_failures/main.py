@@ -4,7 +4,8 @@ from typing import Any
 
 import functions_framework
 
-from progress_monitor import dead_letters, logs
+from progress_monitor.platform import logs
+from progress_monitor.stages.record_failures import handle_dead_letter
 
 logs.configure()
 
@@ -12,4 +13,4 @@ logs.configure()
 @functions_framework.cloud_event
 def record_failures(event: Any) -> None:
     """Record one dead-lettered message (its stage, run, tag, attempts and why)."""
-    dead_letters.handle_dead_letter(event)
+    handle_dead_letter(event)

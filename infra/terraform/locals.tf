@@ -53,7 +53,7 @@ locals {
     # keys the erasure registry (privacy.py): extraction can tell an erased student without storing their id
     PRIVACY_KEY = "privacy-key"
   }
-  # Which function reads which secret (through progress_monitor.secrets, cached per instance).
+  # Which function reads which secret (through progress_monitor.platform.secret_store, cached per instance).
   secret_readers = {
     extract_progress = ["CADEMI_API_KEY", "PRIVACY_KEY"]
     add_tag          = ["CADEMI_API_KEY", "FORM_CSRF_SECRET"]

@@ -55,7 +55,7 @@ resource "google_pubsub_subscription" "dead_letters" {
   }
 }
 
-# Every dead-letter topic also pushes to record_failures (progress_monitor/dead_letters.py), which records each
+# Every dead-letter topic also pushes to record_failures (progress_monitor/stages/record_failures.py), which records each
 # message in `failures` at once: a message Pub/Sub gave up on after its attempts shows in run health within a
 # minute instead of at the next daily health check. Retried with backoff (a BigQuery hiccup), never
 # dead-lettered itself; the ack deadline is longer than the recorder's 60 s timeout.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cademi_sim.scenario import Scenario
-from progress_monitor.cademi import parse_total
+from progress_monitor.cademi.v1 import parse_total
 from progress_monitor.errors import CademiMalformedError
 
 Key = tuple[str, int, int, int]  # snapshot_date, tag_id, user_id, product_id

@@ -37,9 +37,9 @@ from typing import Any
 import requests
 
 from devstack.stack import LocalStack
-from progress_monitor import warehouse
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.values import RunId
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 
 WEEK = "2026-03-02"

@@ -94,7 +94,7 @@ def active_students(scenario: dict[str, Any], week: int) -> int:
 
 
 def _exactness(stack: LocalStack, week: int) -> dict[str, int]:
-    from progress_monitor import warehouse
+    from progress_monitor.platform import warehouse
     from progress_monitor.settings import Settings
 
     expected = expected_rows(stack.scenario, week)

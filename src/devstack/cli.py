@@ -14,11 +14,11 @@ from typing import Any
 from cademi_sim import demo
 from devstack.preview import write_report
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LOCAL_STAFF, LocalStack, remove_workdir
-from progress_monitor import retention
+from progress_monitor.commands.replay import replay_history
 from progress_monitor.contracts.values import RunId
-from progress_monitor.health import resume_run
-from progress_monitor.replay import replay_history
+from progress_monitor.privacy import retention
 from progress_monitor.settings import Settings
+from progress_monitor.stages.daily import resume_run
 
 DEFAULT_UP_DIR = Path("var/stack")
 _INC = "carry students who did not study (the functions' INCREMENTAL; default: $INCREMENTAL or off)"
@@ -238,7 +238,7 @@ def cmd_reextract(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tutors(args: argparse.Namespace) -> int:
-    from progress_monitor.reporting import export_tutors
+    from progress_monitor.pipeline.reporting import export_tutors
 
     stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
     stack.use_here()
@@ -249,8 +249,8 @@ def cmd_export_tutors(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy(args: argparse.Namespace) -> int:
-    """`python -m progress_monitor.privacy …` on the running stack (its settings and local privacy key)."""
-    from progress_monitor import privacy
+    """`python -m progress_monitor privacy …` on the running stack (its settings and local privacy key)."""
+    from progress_monitor.commands import privacy
 
     stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
     stack.use_here()
@@ -325,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--tag", type=int)
     export.add_argument("--workdir")
     export.set_defaults(func=cmd_export_tutors)
-    lgpd = sub.add_parser("privacy", help="export or erase one student on the running stack (progress_monitor.privacy)")
+    lgpd = sub.add_parser(
+        "privacy", help="export or erase one student on the running stack (progress_monitor.commands.privacy)"
+    )
     lgpd.add_argument("--workdir")
     lgpd.add_argument("rest", nargs=argparse.REMAINDER, help="export|erase and their options")
     lgpd.set_defaults(func=cmd_privacy)

@@ -11,7 +11,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from progress_monitor import warehouse
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 
 STATUSES = ["adiantado", "no ritmo", "atrasado", "em risco", "concluído"]

@@ -26,10 +26,10 @@ from cademi_sim import demo
 from cademi_sim.scenario import Scenario, load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
-from progress_monitor import warehouse
 from progress_monitor.contracts.values import RunId
-from progress_monitor.health import resume_run
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
+from progress_monitor.stages.daily import resume_run
 
 EVENTS = ("duplicates", "kill", "bigquery_restart", "poison")
 ALWAYS_FAILING_TIMES = 100_000

@@ -376,7 +376,7 @@ class LocalStack:
             "INCREMENTAL": self.incremental,
             "CADEMI_BASE_URL": self.endpoints["cademi"].replace("/api/v1", f"/api/{self.cademi_api}"),
             "SECRETS_BACKEND": "env",
-            # The erasures registry's key (progress_monitor.erasures): fixed on the local stack, so the functions
+            # The erasures registry's key (privacy/erasures.py): fixed on the local stack, so the functions
             # and a later `make privacy-erase` hash ids alike; local simulated students only.
             "PRIVACY_KEY": LOCAL_PRIVACY_KEY,
             # the local Slack stand-in (devstack/slack_standin.py) in place of slack.com and hooks.slack.com
@@ -404,9 +404,9 @@ class LocalStack:
         """Point this process's Google clients and settings at the stack."""
         os.environ.update(self.function_env())
         os.environ["CADEMI_API_KEY"] = self.cademi_api_key
-        from progress_monitor import runtime
+        from progress_monitor import services
 
-        runtime.reset()
+        services.reset()
 
     def stop(self) -> None:
         """Stop every process this stack started, each by its PID, newest first."""
@@ -543,11 +543,13 @@ class LocalStack:
 
     def _prepare_storage_and_tables(self) -> None:
         self.use_here()
-        from progress_monitor import reporting, runtime, warehouse
+        from progress_monitor import services
+        from progress_monitor.pipeline import reporting
+        from progress_monitor.platform import warehouse
         from progress_monitor.settings import Settings
 
         settings = Settings.from_env()
-        client = runtime.storage(settings)
+        client = services.storage(settings)
         if client.lookup_bucket(settings.shards_bucket) is None:
             client.create_bucket(settings.shards_bucket)
         warehouse.ensure_tables(settings)
@@ -579,8 +581,8 @@ class LocalStack:
 
     def run_row(self, run_id: RunId) -> dict[str, Any] | None:
         """The run's row, or None (also while BigQuery is briefly unreachable, e.g. being restarted)."""
-        from progress_monitor import warehouse
         from progress_monitor.errors import TransientError
+        from progress_monitor.platform import warehouse
         from progress_monitor.settings import Settings
 
         try:
@@ -617,7 +619,7 @@ class LocalStack:
     ) -> dict[str, Any]:
         """Poll the runs table until the run has failed, or finished (succeeded or incomplete) with its reports
         rebuilt (or the timeout passes)."""
-        from progress_monitor.runs import FINISHED
+        from progress_monitor.pipeline.runs import FINISHED
 
         deadline = time.monotonic() + timeout
         row: dict[str, Any] | None = None
@@ -639,8 +641,8 @@ class LocalStack:
     def wait_digests(self, run_id: RunId, timeout: float = 120.0) -> list[dict[str, Any]]:
         """Poll the digest records until every tutors' channel with data that week has this run's digest (posted,
         updated or refused); returns the records found."""
-        from progress_monitor import warehouse
         from progress_monitor.errors import TransientError
+        from progress_monitor.platform import warehouse
         from progress_monitor.settings import Settings
         from progress_monitor.tutors.digest import channel_digests
 
@@ -697,7 +699,7 @@ def _fake_gcs_binary() -> Path:
 
 def seed_registry(settings: Any, scenario: Scenario) -> None:
     """Load the scenario's registry (tracks, registered tags) into BigQuery, idempotently."""
-    from progress_monitor import warehouse
+    from progress_monitor.platform import warehouse
 
     products = scenario.products
     for track in scenario.raw["registry"]["tracks"]:

@@ -13,7 +13,7 @@ import pytest
 from progress_monitor.add_tag.identity import CSRF_TTL_S, csrf_token, csrf_valid
 from progress_monitor.add_tag.registry import NewTag, parse_fields
 from progress_monitor.settings import Settings
-from progress_monitor.slack_http import slack_signature_valid
+from progress_monitor.slack.signing import slack_signature_valid
 
 TRACKS = {"analista", "cientista"}
 TODAY = date(2026, 11, 25)
@@ -155,7 +155,7 @@ def test_a_secret_hiccup_is_not_cached_for_the_instances_life(monkeypatch: pytes
     from progress_monitor.add_tag import registry as registries
 
     registries.reset_instance_registry()
-    monkeypatch.setattr("progress_monitor.runtime.cademi_budget", lambda settings: None)
+    monkeypatch.setattr("progress_monitor.services.cademi_budget", lambda settings: None)
     try:
         missing = Settings(secrets_backend="env", local_secrets={})
         assert registries.instance_registry(missing).cademi is None

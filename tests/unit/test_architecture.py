@@ -17,7 +17,7 @@ FEATURES = ("stages", "tutors", "add_tag")
 # Pure layers: they import nothing of ours but each other (and errors, which imports nothing of ours).
 PURE = ("progress_monitor.contracts", "progress_monitor.errors")
 # Operator commands: the top of the graph, they may drive a stage; nothing imports them.
-COMMANDS = ("progress_monitor.replay", "progress_monitor.privacy")
+COMMANDS = ("progress_monitor.commands.replay", "progress_monitor.commands.privacy")
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -113,13 +113,13 @@ def test_the_checks_catch_a_planted_cycle_and_an_upward_import(tmp_path: Path) -
         target = root / path.relative_to(PACKAGE)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-    (root / "errors.py").write_text("from progress_monitor import runtime\n", encoding="utf-8")
+    (root / "errors.py").write_text("from progress_monitor import services\n", encoding="utf-8")
     (root / "tutors" / "worker.py").write_text("from progress_monitor.stages import load\n", encoding="utf-8")
     graph = import_graph(root)
-    assert any("progress_monitor.errors" in c and "progress_monitor.runtime" in c for c in cycles(graph))
+    assert any("progress_monitor.errors" in c and "progress_monitor.services" in c for c in cycles(graph))
     wrong = upward_imports(graph)
     assert "progress_monitor.tutors.worker -> progress_monitor.stages.load" in wrong
-    assert "progress_monitor.errors -> progress_monitor.runtime" in wrong
+    assert "progress_monitor.errors -> progress_monitor.services" in wrong
 
 
 # -- one home for every message body and object name -------------------------------------------------------

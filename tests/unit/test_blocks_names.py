@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from progress_monitor.slack_api import MAX_BLOCKS, MAX_TEXT
+from progress_monitor.slack.web import MAX_BLOCKS, MAX_TEXT
 from progress_monitor.tutors.actions import MAX_PAYLOAD
 from progress_monitor.tutors.blocks import (
     MAX_CLASSES,

@@ -1,4 +1,4 @@
-"""The carry rule (carry.py), case by case: when a student's progress call is skipped and when it is read."""
+"""The carry rule (carrying/rule.py), case by case: when a student's progress call is skipped and when it is read."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from progress_monitor import carry
-from progress_monitor.carry import Previous, Reason, decide
-from progress_monitor.carrying import plan_for_piece
+from progress_monitor.carrying import rule
+from progress_monitor.carrying.rule import Previous, Reason, decide
+from progress_monitor.carrying.store import plan_for_piece
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import CarriedValue, CarryPlan, ShardMeta, parse_progress_shard
 from progress_monitor.contracts.objects import progress_shard_name as shard_name
 from progress_monitor.contracts.values import RunId
+from progress_monitor.platform.shard_store import Roster
 from progress_monitor.settings import Settings, SettingsError
-from progress_monitor.shard_store import Roster
 
 TZ = "America/Sao_Paulo"  # UTC-3: a run's snapshot time is 03:00 UTC on its Monday
 WEEK = date(2026, 10, 26)  # this run's snapshot Monday
@@ -31,7 +31,7 @@ def ok(source_run: str = LAST_RUN, known_access: datetime | None = BEFORE, total
     return Previous("ok", total, 8, 7, source_run, known_access)
 
 
-def rule(last_access: datetime | None, previous: Previous | None, weeks: int = 4) -> Reason:
+def decided(last_access: datetime | None, previous: Previous | None, weeks: int = 4) -> Reason:
     return decide(last_access, previous, snapshot_date=WEEK, tz=TZ, full_read_weeks=weeks)
 
 
@@ -39,74 +39,74 @@ def rule(last_access: datetime | None, previous: Previous | None, weeks: int = 4
 
 
 def test_no_access_since_the_last_observations_run_started_is_carried() -> None:
-    assert rule(BEFORE, ok()) is Reason.CARRY
+    assert decided(BEFORE, ok()) is Reason.CARRY
 
 
 def test_the_start_is_the_snapshot_time_in_the_schools_time_zone_not_utc_midnight() -> None:
-    assert rule(LAST_RUN_START - timedelta(seconds=1), ok(known_access=None)) is Reason.CARRY
-    assert rule(LAST_RUN_START, ok(known_access=None)) is Reason.ACCESSED_SINCE  # not strictly earlier: read
-    assert rule(datetime(2026, 10, 19, 1, 0, tzinfo=UTC), ok(known_access=None)) is Reason.CARRY  # Sunday 22:00
+    assert decided(LAST_RUN_START - timedelta(seconds=1), ok(known_access=None)) is Reason.CARRY
+    assert decided(LAST_RUN_START, ok(known_access=None)) is Reason.ACCESSED_SINCE  # not strictly earlier: read
+    assert decided(datetime(2026, 10, 19, 1, 0, tzinfo=UTC), ok(known_access=None)) is Reason.CARRY  # Sunday 22:00
 
 
 def test_any_access_after_the_run_started_reads() -> None:
-    assert rule(LAST_RUN_START + timedelta(hours=5), ok()) is Reason.ACCESSED_SINCE
-    assert rule(datetime(2026, 10, 25, 23, 0, tzinfo=UTC), ok()) is Reason.ACCESSED_SINCE
+    assert decided(LAST_RUN_START + timedelta(hours=5), ok()) is Reason.ACCESSED_SINCE
+    assert decided(datetime(2026, 10, 25, 23, 0, tzinfo=UTC), ok()) is Reason.ACCESSED_SINCE
 
 
 def test_a_last_access_later_than_this_runs_own_start_reads() -> None:
     # a local run of a past week sees accesses "in its future"; a cloud run sees this morning's: both read
-    assert rule(datetime(2026, 10, 27, 12, 0, tzinfo=UTC), ok()) is Reason.ACCESSED_SINCE
+    assert decided(datetime(2026, 10, 27, 12, 0, tzinfo=UTC), ok()) is Reason.ACCESSED_SINCE
 
 
 def test_an_unknown_last_access_reads() -> None:
     # null, malformed and future values never reach the rule: last_accesses() leaves them out (unknown)
-    assert rule(None, ok()) is Reason.UNKNOWN_ACCESS
+    assert decided(None, ok()) is Reason.UNKNOWN_ACCESS
 
 
 def test_a_last_access_moving_backwards_reads() -> None:
     seen = BEFORE
-    assert rule(seen - timedelta(minutes=1), ok(known_access=seen)) is Reason.ACCESS_MOVED_BACK
-    assert rule(seen, ok(known_access=seen)) is Reason.CARRY  # unchanged: the inactive student
+    assert decided(seen - timedelta(minutes=1), ok(known_access=seen)) is Reason.ACCESS_MOVED_BACK
+    assert decided(seen, ok(known_access=seen)) is Reason.CARRY  # unchanged: the inactive student
 
 
 def test_no_earlier_observation_reads() -> None:
     # first week in the class, a class change (rows of another class are never looked up), or nothing in N weeks
-    assert rule(BEFORE, None) is Reason.NO_OBSERVATION
+    assert decided(BEFORE, None) is Reason.NO_OBSERVATION
 
 
 @pytest.mark.parametrize("status", ["failed", "no_access"])
 def test_an_earlier_failed_or_no_access_row_reads(status: str) -> None:
-    assert rule(BEFORE, Previous(status, None, None, None, LAST_RUN, BEFORE)) is Reason.NOT_OK
+    assert decided(BEFORE, Previous(status, None, None, None, LAST_RUN, BEFORE)) is Reason.NOT_OK
 
 
 def test_an_ok_row_without_values_reads() -> None:
-    assert rule(BEFORE, ok(total=None)) is Reason.NOT_OK
+    assert decided(BEFORE, ok(total=None)) is Reason.NOT_OK
 
 
 @pytest.mark.parametrize("source", ["garbage", "2026-10-20", "2026-10-26", "2026-11-02"])
 def test_an_observation_that_is_not_an_earlier_run_reads(source: str) -> None:
-    assert rule(BEFORE, ok(source_run=source)) is Reason.NO_OBSERVATION
+    assert decided(BEFORE, ok(source_run=source)) is Reason.NO_OBSERVATION
 
 
 def test_a_carried_row_carries_from_the_run_that_read_it() -> None:
     # last week's row was itself carried from 2026-10-05's read: the cutoff is that run's start
     carried = ok(source_run="2026-10-05", known_access=None)
     between = datetime(2026, 10, 10, 12, 0, tzinfo=UTC)  # after 10-05's start, before 10-19's
-    assert rule(between, carried) is Reason.ACCESSED_SINCE
-    assert rule(datetime(2026, 10, 4, 12, 0, tzinfo=UTC), carried) is Reason.CARRY
+    assert decided(between, carried) is Reason.ACCESSED_SINCE
+    assert decided(datetime(2026, 10, 4, 12, 0, tzinfo=UTC), carried) is Reason.CARRY
 
 
 def test_an_observation_read_by_a_rerun_names_its_run() -> None:
-    assert rule(BEFORE, ok(source_run="2026-10-19-fix1")) is Reason.CARRY
+    assert decided(BEFORE, ok(source_run="2026-10-19-fix1")) is Reason.CARRY
 
 
 def test_a_full_read_is_due_every_n_weeks() -> None:
     three_weeks = ok(source_run="2026-10-05", known_access=None)
     four_weeks = ok(source_run="2026-09-28", known_access=None)
     early = datetime(2026, 9, 20, tzinfo=UTC)
-    assert rule(early, three_weeks) is Reason.CARRY
-    assert rule(early, four_weeks) is Reason.FULL_READ_DUE
-    assert rule(early, ok(), weeks=1) is Reason.FULL_READ_DUE  # N = 1: never carry
+    assert decided(early, three_weeks) is Reason.CARRY
+    assert decided(early, four_weeks) is Reason.FULL_READ_DUE
+    assert decided(early, ok(), weeks=1) is Reason.FULL_READ_DUE  # N = 1: never carry
 
 
 # -- the plan of a tag --------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ RUN = RunId(WEEK)
 def make_plan(
     units: list[tuple[int, ...]], previous: dict[tuple[int, int], Previous], accesses: dict[int, datetime]
 ) -> CarryPlan:
-    found, _ = carry.plan(
+    found, _ = rule.plan(
         run_id=RUN,
         tag_id=7001,
         roster=[*sorted(accesses), 999],
@@ -153,7 +153,7 @@ def test_nothing_in_a_listing_carries_another_students_or_products_observation()
 def test_at_least_one_student_per_tag_is_verified_when_any_is_skippable() -> None:
     found = make_plan([(101,)], {(1, 101): ok()}, {1: BEFORE})
     assert found.sample == {1}
-    assert carry.skipped_units(found, 1, [(101,)]) == []  # a sampled student is read
+    assert rule.skipped_units(found, 1, [(101,)]) == []  # a sampled student is read
 
 
 def test_nothing_skippable_samples_nobody() -> None:
@@ -162,16 +162,16 @@ def test_nothing_skippable_samples_nobody() -> None:
 
 @pytest.mark.parametrize(("skippable", "size"), [(0, 0), (1, 1), (19, 1), (20, 1), (21, 2), (100, 5), (101, 6)])
 def test_the_sample_is_five_percent_rounded_up(skippable: int, size: int) -> None:
-    assert carry.sample_size(skippable, 0.05) == size
+    assert rule.sample_size(skippable, 0.05) == size
 
 
 @given(st.sets(st.integers(1, 10**6), min_size=1, max_size=300), st.text("abcdefghij", min_size=1, max_size=8))
 def test_the_sample_is_seeded_by_the_run_id(users: set[int], label: str) -> None:
-    first = carry.sample(RUN, 7001, users, 0.05)
-    assert first == carry.sample(RUN, 7001, sorted(users, reverse=True), 0.05)  # order of the roster is irrelevant
-    assert first <= users and len(first) == carry.sample_size(len(users), 0.05)
+    first = rule.sample(RUN, 7001, users, 0.05)
+    assert first == rule.sample(RUN, 7001, sorted(users, reverse=True), 0.05)  # order of the roster is irrelevant
+    assert first <= users and len(first) == rule.sample_size(len(users), 0.05)
     if len(users) >= 40:  # another run verifies other students (not always all different)
-        assert any(carry.sample(RunId(WEEK, label + str(i)), 7001, users, 0.05) != first for i in range(5))
+        assert any(rule.sample(RunId(WEEK, label + str(i)), 7001, users, 0.05) != first for i in range(5))
 
 
 # -- when a run reads everyone ------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_a_staff_action_changes_progress_from_its_week_on_without_moving_the_las
 
 
 def test_a_future_malformed_or_null_last_access_is_unknown_so_the_student_is_read() -> None:
-    from progress_monitor.cademi_types import Student
+    from progress_monitor.cademi.source import Student
     from progress_monitor.stages.extract import last_accesses
 
     def student(user_id: int, last: str | None) -> Student:

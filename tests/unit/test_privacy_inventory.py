@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from progress_monitor import erasures, privacy, privacy_inventory, warehouse
+from progress_monitor.commands import privacy
 from progress_monitor.contracts.objects import (
     RAW_PREFIXES,
     erasure_name,
     parse_erasure_name,
     roster_body,
 )
-from progress_monitor.privacy_match import id_pattern, rewrite_object
-from progress_monitor.retention import months_before
+from progress_monitor.platform import warehouse
+from progress_monitor.privacy import erasures, inventory
+from progress_monitor.privacy.match import id_pattern, rewrite_object
+from progress_monitor.privacy.retention import months_before
 from progress_monitor.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,11 +29,11 @@ SHARD = "progress/snapshot_date=2026-09-07/run=2026-09-07/tag=7002/piece=0000.nd
 
 
 def schemas() -> dict[str, list[str]]:
-    return privacy_inventory.schema_columns(PACKAGE / "schemas")
+    return inventory.schema_columns(PACKAGE / "schemas")
 
 
 def test_every_schema_column_is_in_the_inventory() -> None:
-    assert privacy_inventory.uncovered_columns(schemas()) == []
+    assert inventory.uncovered_columns(schemas()) == []
 
 
 @pytest.mark.parametrize(
@@ -41,26 +43,26 @@ def test_every_schema_column_is_in_the_inventory() -> None:
 def test_a_planted_column_is_caught(table: str, column: str) -> None:
     planted = schemas()
     planted.setdefault(table, []).append(column)
-    problems = privacy_inventory.uncovered_columns(planted)
+    problems = inventory.uncovered_columns(planted)
     assert any(p.startswith(f"{table}.{column}:") for p in problems), problems
 
 
 def test_a_student_field_filed_as_not_personal_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     planted = schemas()
     planted["runs"].append("email")
-    monkeypatch.setitem(privacy_inventory.NOT_STUDENT, "runs", privacy_inventory.NOT_STUDENT["runs"] + " email")
-    assert privacy_inventory.uncovered_columns(planted) == ["runs.email: looks like a student's data"]
+    monkeypatch.setitem(inventory.NOT_STUDENT, "runs", inventory.NOT_STUDENT["runs"] + " email")
+    assert inventory.uncovered_columns(planted) == ["runs.email: looks like a student's data"]
 
 
 def test_a_vanished_column_is_a_stale_entry() -> None:
     planted = schemas()
     planted["students"].remove("email")
-    assert privacy_inventory.uncovered_columns(planted) == ["students.email: no such column"]
+    assert inventory.uncovered_columns(planted) == ["students.email: no such column"]
 
 
 def test_every_report_is_in_the_inventory_and_a_planted_one_is_caught() -> None:
-    assert privacy_inventory.uncovered_reports(warehouse.REPORTS) == []
-    assert privacy_inventory.uncovered_reports((*warehouse.REPORTS, "report_aluno")) == [
+    assert inventory.uncovered_reports(warehouse.REPORTS) == []
+    assert inventory.uncovered_reports((*warehouse.REPORTS, "report_aluno")) == [
         "report_aluno: report not in the inventory"
     ]
 
@@ -69,27 +71,27 @@ def test_reports_reading_contact_data_are_classified_as_holding_it() -> None:
     for sql in (PACKAGE / "sql").glob("*.sql"):
         text = sql.read_text()
         if re.search(r"\bnome\b|\bemail\b|\bcelular\b|\$\{students\}", text):
-            assert privacy_inventory.REPORTS[sql.stem] is not None, sql.stem
-        if re.search(r"\buser_id\b", text.split("SELECT")[-1]) and sql.stem in privacy_inventory.REPORTS:
-            assert privacy_inventory.REPORTS[sql.stem] is not None, sql.stem
+            assert inventory.REPORTS[sql.stem] is not None, sql.stem
+        if re.search(r"\buser_id\b", text.split("SELECT")[-1]) and sql.stem in inventory.REPORTS:
+            assert inventory.REPORTS[sql.stem] is not None, sql.stem
 
 
 def test_every_object_prefix_is_in_the_inventory_and_a_planted_one_is_caught() -> None:
     source = (PACKAGE / "contracts" / "objects.py").read_text()
-    prefixes = privacy_inventory.object_prefixes(source)
+    prefixes = inventory.object_prefixes(source)
     assert {"progress/", "rosters/", "contacts/", "slack/", "erasures/"} <= prefixes
-    assert privacy_inventory.uncovered_objects(prefixes) == []
+    assert inventory.uncovered_objects(prefixes) == []
     planted = source + '\n\ndef export_name(x: str) -> str:\n    return f"exports/{x}.json"\n'
-    assert privacy_inventory.uncovered_objects(privacy_inventory.object_prefixes(planted)) == [
+    assert inventory.uncovered_objects(inventory.object_prefixes(planted)) == [
         "exports/: object prefix not in the inventory"
     ]
 
 
 def test_object_names_name_no_student_and_a_planted_field_is_caught() -> None:
     source = (PACKAGE / "contracts" / "objects.py").read_text()
-    assert privacy_inventory.uncovered_name_fields(source) == []
+    assert inventory.uncovered_name_fields(source) == []
     planted = source + '\n\ndef note_name(r: str, u: int) -> str:\n    return f"lanes/run={r}/user={u}.json"\n'
-    assert privacy_inventory.uncovered_name_fields(planted) == ["user=: object name field not in the inventory"]
+    assert inventory.uncovered_name_fields(planted) == ["user=: object name field not in the inventory"]
 
 
 def test_terraform_lifecycle_deletes_the_same_prefixes_after_the_same_weeks() -> None:

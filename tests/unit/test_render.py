@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from progress_monitor import reporting, warehouse
+from progress_monitor.pipeline import reporting
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,7 +274,7 @@ SPACED = "`${ runs }`"
 
 
 def test_the_scan_flags_a_typo_planted_in_a_copy_of_a_real_module() -> None:
-    path = ROOT / "src" / "progress_monitor" / "loader.py"
+    path = ROOT / "src" / "progress_monitor" / "pipeline" / "loader.py"
     source = path.read_text(encoding="utf-8")
     assert "${progress_history}" in source and unexpected(source) == []
     planted = source.replace("${progress_history}", "${progres_history}", 1)

@@ -1,7 +1,7 @@
 """Slack's rate limit, redirects and rotated secrets, over real HTTP against the Slack stand-in run in-process.
 
 The stand-in (devstack/slack_standin.py) listens on 127.0.0.1 in a thread of the test process; each test gets a
-fresh State. Secret Manager is the one thing played: `secrets._read_secret_manager` (the call to the Secret
+fresh State. Secret Manager is the one thing played: `secret_store._read_secret_manager` (the call to the Secret
 Manager client) is replaced by a read of a dict the test rotates, counting reads. The "env" backend cannot
 express a rotation the process has not seen yet: it has no cache (it reads `Settings.local_secrets` at every
 call), which is exactly what the fresh reads bypass in the cloud.
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 from devstack.slack_standin import SlackStandin, StandinServer, State
-from progress_monitor import runtime, secrets, slack_http
+from progress_monitor import services
 from progress_monitor.errors import (
     SLACK_AUTH_CODES,
     Kind,
@@ -37,8 +37,10 @@ from progress_monitor.errors import (
     SlackUnavailableError,
     classify,
 )
+from progress_monitor.platform import secret_store
 from progress_monitor.settings import SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, Settings
-from progress_monitor.slack_api import (
+from progress_monitor.slack import signing
+from progress_monitor.slack.web import (
     DEFAULT_RETRY_AFTER_S,
     MAX_RETRY_AFTER_S,
     RATE_LIMIT_RETRIES,
@@ -116,13 +118,13 @@ class StoredSecrets:
         return self.values[name]
 
     def count(self, env_name: str) -> int:
-        return self.reads.count(secrets.secret_id(env_name))
+        return self.reads.count(secret_store.secret_id(env_name))
 
 
 def install(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> StoredSecrets:
-    stored = StoredSecrets({secrets.secret_id(k): v for k, v in values.items()})
-    monkeypatch.setattr(secrets, "_cache", {})
-    monkeypatch.setattr(secrets, "_read_secret_manager", stored.read)
+    stored = StoredSecrets({secret_store.secret_id(k): v for k, v in values.items()})
+    monkeypatch.setattr(secret_store, "_cache", {})
+    monkeypatch.setattr(secret_store, "_read_secret_manager", stored.read)
     return stored
 
 
@@ -285,20 +287,20 @@ def test_a_redirecting_response_url_is_refused_and_never_followed(
 @pytest.fixture
 def cloud(standin: Standin, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, StoredSecrets]]:
     stored = install(monkeypatch, {SLACK_BOT_TOKEN: TOKEN})
-    runtime.reset()
+    services.reset()
     yield cloud_settings(slack_api_url=f"{standin.base_url}/api"), stored
-    runtime.reset()
+    services.reset()
 
 
 def test_a_renewed_token_is_read_again_once_and_used_at_once(
     standin: Standin, cloud: tuple[Settings, StoredSecrets]
 ) -> None:
     cfg, stored = cloud
-    runtime.slack(cfg).post_message(CHANNEL, "antes", [])
-    stored.values[secrets.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN  # renewed in Secret Manager ...
+    services.slack(cfg).post_message(CHANNEL, "antes", [])
+    stored.values[secret_store.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN  # renewed in Secret Manager ...
     standin.api.rotate_token(NEW_TOKEN)  # ... and the old one revoked at Slack
-    runtime.slack(cfg).post_message(CHANNEL, "depois", [])
-    runtime.slack(cfg).post_message(CHANNEL, "e mais", [])
+    services.slack(cfg).post_message(CHANNEL, "depois", [])
+    services.slack(cfg).post_message(CHANNEL, "e mais", [])
     assert stored.count(SLACK_BOT_TOKEN) == 2  # the first read, then one fresh read; the next call uses it
     outcomes = [a["error"] for a in standin.attempts("chat.postMessage")]
     assert outcomes == [None, "invalid_auth", None, None]
@@ -311,12 +313,12 @@ def test_a_token_still_refused_after_the_fresh_read_is_a_refusal(
     cfg, stored = cloud
     standin.api.rotate_token("xoxb-nobody-told-us")  # not renewed in Secret Manager
     with pytest.raises(SlackRefusedError, match="invalid_auth"):
-        runtime.slack(cfg).post_message(CHANNEL, "oi", [])
+        services.slack(cfg).post_message(CHANNEL, "oi", [])
     assert stored.count(SLACK_BOT_TOKEN) == 2
     assert len(standin.attempts("chat.postMessage")) == 1  # the same token is not sent twice
-    stored.values[secrets.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN  # renewed, but not the one Slack has
+    stored.values[secret_store.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN  # renewed, but not the one Slack has
     with pytest.raises(SlackRefusedError, match="invalid_auth"):
-        runtime.slack(cfg).post_message(CHANNEL, "oi", [])
+        services.slack(cfg).post_message(CHANNEL, "oi", [])
     assert stored.count(SLACK_BOT_TOKEN) == 3  # one fresh read per call, never a loop
     assert [a["error"] for a in standin.attempts("chat.postMessage")] == ["invalid_auth"] * 3
     assert standin.api.messages() == []
@@ -327,11 +329,11 @@ def test_every_refusal_of_the_token_reads_it_again(
     standin: Standin, cloud: tuple[Settings, StoredSecrets], code: str
 ) -> None:
     cfg, stored = cloud
-    runtime.slack(cfg).post_message(CHANNEL, "antes", [])
-    stored.values[secrets.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN
+    services.slack(cfg).post_message(CHANNEL, "antes", [])
+    stored.values[secret_store.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN
     standin.api.rotate_token(NEW_TOKEN)
     standin.api.fail("chat.postMessage", 200, 1, error=code)  # how Slack refuses the old one this time
-    runtime.slack(cfg).post_message(CHANNEL, "depois", [])
+    services.slack(cfg).post_message(CHANNEL, "depois", [])
     assert stored.count(SLACK_BOT_TOKEN) == 2
     assert [a["error"] for a in standin.attempts("chat.postMessage")] == [None, code, None]
 
@@ -342,26 +344,26 @@ def test_other_refusals_and_unreadable_tokens_do_not_read_again(
     cfg, stored = cloud
     standin.api.fail("chat.postMessage", 200, 1, error="not_in_channel")
     with pytest.raises(SlackRefusedError, match="not_in_channel"):
-        runtime.slack(cfg).post_message(CHANNEL, "oi", [])
+        services.slack(cfg).post_message(CHANNEL, "oi", [])
     assert stored.count(SLACK_BOT_TOKEN) == 1
     standin.api.rotate_token(NEW_TOKEN)
     stored.down = True  # Slack refuses the token and Secret Manager cannot say whether it was renewed
     with pytest.raises(SlackUnavailableError, match="token unavailable"):
-        runtime.slack(cfg).post_message(CHANNEL, "oi", [])
+        services.slack(cfg).post_message(CHANNEL, "oi", [])
 
 
 def test_a_fresh_read_bypasses_the_cache_and_a_failed_one_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:
     stored = install(monkeypatch, {SLACK_BOT_TOKEN: TOKEN})
     cfg = cloud_settings()
-    assert [secrets.get_secret(cfg, SLACK_BOT_TOKEN) for _ in range(3)] == [TOKEN] * 3
-    stored.values[secrets.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN
-    assert secrets.get_secret(cfg, SLACK_BOT_TOKEN) == TOKEN  # cached
-    assert secrets.get_secret(cfg, SLACK_BOT_TOKEN, fresh=True) == NEW_TOKEN
-    assert secrets.get_secret(cfg, SLACK_BOT_TOKEN) == NEW_TOKEN
+    assert [secret_store.get_secret(cfg, SLACK_BOT_TOKEN) for _ in range(3)] == [TOKEN] * 3
+    stored.values[secret_store.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN
+    assert secret_store.get_secret(cfg, SLACK_BOT_TOKEN) == TOKEN  # cached
+    assert secret_store.get_secret(cfg, SLACK_BOT_TOKEN, fresh=True) == NEW_TOKEN
+    assert secret_store.get_secret(cfg, SLACK_BOT_TOKEN) == NEW_TOKEN
     stored.down = True
     with pytest.raises(SecretUnavailableError):
-        secrets.get_secret(cfg, SLACK_BOT_TOKEN, fresh=True)
-    assert secrets.get_secret(cfg, SLACK_BOT_TOKEN) == NEW_TOKEN
+        secret_store.get_secret(cfg, SLACK_BOT_TOKEN, fresh=True)
+    assert secret_store.get_secret(cfg, SLACK_BOT_TOKEN) == NEW_TOKEN
     assert stored.count(SLACK_BOT_TOKEN) == 3
 
 
@@ -391,12 +393,12 @@ class Clock:
 def signing_world(monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, StoredSecrets, Clock]:
     stored = install(monkeypatch, {SLACK_SIGNING_SECRET: OLD_SECRET})
     clock = Clock()
-    monkeypatch.setattr(slack_http, "_signing_secret_rereads", slack_http.RereadWindow(60.0, clock))
+    monkeypatch.setattr(signing, "_signing_secret_rereads", signing.RereadWindow(60.0, clock))
     return cloud_settings(slack_team_id=TEAM, slack_allowed_users=USER), stored, clock
 
 
 def verified(cfg: Settings, request: Request) -> bool:
-    outcome = slack_http.verified_slack_body(request, cfg)
+    outcome = signing.verified_slack_body(request, cfg)
     assert isinstance(outcome, bytes) or (isinstance(outcome, Response) and outcome.status_code == 401)
     return isinstance(outcome, bytes)
 
@@ -404,7 +406,7 @@ def verified(cfg: Settings, request: Request) -> bool:
 def test_a_rotated_signing_secret_is_read_again_and_then_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, stored, _ = signing_world(monkeypatch)
     assert verified(cfg, signed_request(OLD_SECRET))
-    stored.values[secrets.secret_id(SLACK_SIGNING_SECRET)] = NEW_SECRET
+    stored.values[secret_store.secret_id(SLACK_SIGNING_SECRET)] = NEW_SECRET
     assert verified(cfg, signed_request(NEW_SECRET))
     assert verified(cfg, signed_request(NEW_SECRET))
     assert not verified(cfg, signed_request(OLD_SECRET))  # the old secret no longer verifies
@@ -436,7 +438,7 @@ def test_forged_requests_read_the_secret_at_most_once_a_minute(gaps: list[float]
 def test_a_window_spent_by_a_forgery_delays_a_rotation_by_at_most_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, stored, clock = signing_world(monkeypatch)
     assert not verified(cfg, signed_request(FORGED))  # spends the window (and reads the unchanged secret)
-    stored.values[secrets.secret_id(SLACK_SIGNING_SECRET)] = NEW_SECRET
+    stored.values[secret_store.secret_id(SLACK_SIGNING_SECRET)] = NEW_SECRET
     clock.now += 30
     assert not verified(cfg, signed_request(NEW_SECRET))
     clock.now += 30

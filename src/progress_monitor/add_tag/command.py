@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from flask import Request, Response
 
-from progress_monitor import runtime
+from progress_monitor import services
 from progress_monitor.add_tag.registry import Outcome, instance_registry
 from progress_monitor.contracts.messages import ClassListTask
 from progress_monitor.contracts.values import SLACK_CHANNEL, SLACK_USER, parse_uint
 from progress_monitor.errors import TransientError
 from progress_monitor.settings import Settings
-from progress_monitor.slack_http import parse_form, verified_slack_body
+from progress_monitor.slack.signing import parse_form, verified_slack_body
 
 log = logging.getLogger("progress_monitor.add_tag")
 HELP = (
@@ -111,7 +111,7 @@ def _class_list(cmd: Command) -> Response:
         channel=channel if SLACK_CHANNEL.fullmatch(channel) else "",  # a DM: coordinators only
     )
     try:
-        runtime.send(cmd.settings, task)
+        services.send(cmd.settings, task)
     except Exception:
         log.exception("could not queue a class list request")
         return reply("O serviço não respondeu; tente novamente em instantes.")

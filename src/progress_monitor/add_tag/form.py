@@ -14,9 +14,9 @@ from markupsafe import escape
 from progress_monitor.add_tag.identity import Forbidden, Unauthenticated, csrf_token, csrf_valid, staff_identity
 from progress_monitor.add_tag.registry import Outcome, instance_registry
 from progress_monitor.errors import SecretUnavailableError, TransientError
-from progress_monitor.secrets import get_secret
+from progress_monitor.platform.secret_store import get_secret
 from progress_monitor.settings import FORM_CSRF_SECRET, Settings
-from progress_monitor.slack_http import parse_form, read_body, unread
+from progress_monitor.slack.signing import parse_form, read_body, unread
 
 log = logging.getLogger("progress_monitor.add_tag")
 SECURITY_HEADERS = {

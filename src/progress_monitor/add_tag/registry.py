@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from progress_monitor import runtime, warehouse
-from progress_monitor.cademi_clients import make_client
-from progress_monitor.cademi_types import CademiSource
+from progress_monitor import services
+from progress_monitor.cademi.clients import make_client
+from progress_monitor.cademi.source import CademiSource
 from progress_monitor.contracts.values import SLACK_CHANNEL, strict
 from progress_monitor.errors import (
     CademiConfigError,
@@ -23,7 +23,8 @@ from progress_monitor.errors import (
     SecretUnavailableError,
     TransientError,
 )
-from progress_monitor.secrets import get_secret
+from progress_monitor.platform import warehouse
+from progress_monitor.platform.secret_store import get_secret
 from progress_monitor.settings import CADEMI_API_KEY, Settings
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ class Registry:
 def _with_cademi(settings: Settings) -> Registry:
     # The school's one budget: a registration during a run takes a slot like any piece's call.
     api_key = get_secret(settings, CADEMI_API_KEY)  # raises: nothing is cached, the next request reads it again
-    return Registry(settings, make_client(settings, api_key, runtime.cademi_budget(settings), interactive=True))
+    return Registry(settings, make_client(settings, api_key, services.cademi_budget(settings), interactive=True))
 
 
 def instance_registry(settings: Settings) -> Registry:

@@ -12,8 +12,9 @@ from typing import Any
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import carrying, erasures, lanes, runtime
-from progress_monitor.cademi_types import CallStats, Student
+from progress_monitor import services
+from progress_monitor.cademi.source import CallStats, Student
+from progress_monitor.carrying import store
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import ShardMeta, parse_progress_shard, progress_shard_name
@@ -26,10 +27,12 @@ from progress_monitor.errors import (
     TransientError,
     pipeline_error,
 )
-from progress_monitor.extraction import PieceExtraction
-from progress_monitor.failures import guard
+from progress_monitor.pipeline import lanes
+from progress_monitor.pipeline.extraction import PieceExtraction
+from progress_monitor.pipeline.failures import guard
+from progress_monitor.platform.shard_store import NDJSON, create_once, freeze_roster, get_blob, ndjson, read_roster
+from progress_monitor.privacy import erasures
 from progress_monitor.settings import Settings
-from progress_monitor.shard_store import NDJSON, create_once, freeze_roster, get_blob, ndjson, read_roster
 
 log = logging.getLogger("progress_monitor.extract")
 
@@ -44,7 +47,7 @@ class PieceResult:
 
 def handle_progress_task(event: Any) -> PieceResult | None:
     """extract_progress: extract one piece, write its shard once, publish the continuation."""
-    cfg = runtime.settings()
+    cfg = services.settings()
     return guard(
         cfg, "extract_progress", cfg.progress_dlq_topic, event, lambda e: extract_piece(cfg, pubsub_message(e))
     )
@@ -53,7 +56,7 @@ def handle_progress_task(event: Any) -> PieceResult | None:
 def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
     task = ProgressTask.from_json(message.json())
     context = {"run_id": str(task.run_id), "tag_id": task.tag_id, "piece": task.piece}
-    bucket = runtime.shards_bucket(cfg)
+    bucket = services.shards_bucket(cfg)
     name = progress_shard_name(task)
     existing = get_blob(bucket, name)
     if existing is not None:
@@ -61,7 +64,7 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         log.info("shard already written; nothing to extract", extra={**context, "shard": name})
         return _follow_existing(cfg, name, existing)
     try:
-        client = runtime.cademi_client(cfg)
+        client = services.cademi_client(cfg)
     except SecretUnavailableError as exc:
         # Often a passing Secret Manager hiccup: redelivered with backoff, not a day's wait for the health check.
         raise pipeline_error(exc, "Cademi API key unavailable") from exc
@@ -76,7 +79,7 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
         else:
             roster = read_roster(bucket, task)
         # Carrying (carry.py): which students' calls this piece may skip, decided once per run by piece 0.
-        plan = carrying.plan_for_piece(cfg, bucket, task, roster, client.progress_units(task.product_ids))
+        plan = store.plan_for_piece(cfg, bucket, task, roster, client.progress_units(task.product_ids))
         piece = PieceExtraction(
             client,
             task,
@@ -109,7 +112,7 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
                 carry_mismatches=len(piece.mismatches),
             )
             if piece.mismatches:  # before the shard: a redelivery after a crash would only follow the shard
-                carrying.switch_off(bucket, task, *piece.mismatches[0])
+                store.switch_off(bucket, task, *piece.mismatches[0])
             created = create_once(bucket, name, spool, meta.to_metadata(), NDJSON)
     except CademiOutageError as exc:
         log.error("Cademi looks down; piece left for a later delivery: %s", exc, extra=context)
@@ -163,9 +166,9 @@ def _follow_existing(cfg: Settings, name: str, existing: storage.Blob | None) ->
 def _pass_on(cfg: Settings, meta: ShardMeta) -> None:
     """What follows a written piece: the tag's next piece, or, after its last, the lane's next tag."""
     if meta.next_index is not None:
-        runtime.send(cfg, meta.task.next(meta.next_index))
+        services.send(cfg, meta.task.next(meta.next_index))
         return
-    bucket = runtime.shards_bucket(cfg)
+    bucket = services.shards_bucket(cfg)
     run_id = meta.task.run_id
     try:
         successor = lanes.next_after(bucket, run_id, meta.task.tag_id)

@@ -13,16 +13,17 @@ from typing import Any
 
 from google.api_core.exceptions import NotFound
 
-from progress_monitor import loader, reporting, runs, runtime
-from progress_monitor.access import needs
+from progress_monitor import services
 from progress_monitor.contracts.events import ObjectRef, storage_object
 from progress_monitor.contracts.messages import DigestTask
 from progress_monitor.contracts.objects import ShardMeta, ShardName, parse_contacts, parse_progress_shard
 from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import PermanentError
-from progress_monitor.failures import guard
+from progress_monitor.pipeline import loader, reporting, runs
+from progress_monitor.pipeline.failures import guard
+from progress_monitor.platform.access import needs
+from progress_monitor.platform.shard_store import get_blob
 from progress_monitor.settings import Settings
-from progress_monitor.shard_store import get_blob
 
 log = logging.getLogger("progress_monitor.load")
 
@@ -36,7 +37,7 @@ class LoadResult:
 
 def handle_shard_event(event: Any) -> LoadResult | None:
     """load_history: load a finalized object (Eventarc CloudEvent, or fake-gcs-server's Pub/Sub notification)."""
-    cfg = runtime.settings()
+    cfg = services.settings()
 
     def load(e: Any) -> LoadResult | None:
         ref = storage_object(e)
@@ -57,7 +58,7 @@ def load_object(cfg: Settings, ref: ObjectRef, refresh_reports: bool = True) -> 
 
 
 def _load_progress(cfg: Settings, ref: ObjectRef, shard: ShardName, refresh_reports: bool) -> LoadResult | None:
-    blob = get_blob(runtime.shards_bucket(cfg), ref.name)
+    blob = get_blob(services.shards_bucket(cfg), ref.name)
     if blob is None:
         log.warning("shard no longer exists; nothing to load", extra={"shard": ref.name})
         return None
@@ -94,7 +95,7 @@ def _load_progress(cfg: Settings, ref: ObjectRef, shard: ShardName, refresh_repo
 
 @needs("objects.read {contacts_name}", "objects.delete {contacts_name}")  # merged, then deleted
 def _load_contacts(cfg: Settings, ref: ObjectRef, tag_id: int, run_id: RunId) -> LoadResult | None:
-    bucket = runtime.shards_bucket(cfg)
+    bucket = services.shards_bucket(cfg)
     blob = get_blob(bucket, ref.name)
     if blob is None:
         return None  # already merged and deleted by an earlier delivery
@@ -123,6 +124,6 @@ def _refresh_reports(cfg: Settings, run_id: RunId) -> None:
         return
     try:
         # The tutors' digests go through their own topic: a Slack outage is retried there, never here.
-        runtime.send(cfg, DigestTask(run_id))
+        services.send(cfg, DigestTask(run_id))
     except Exception:
         log.exception("could not request the tutors' digests", extra={"run_id": str(run_id)})

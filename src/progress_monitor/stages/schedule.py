@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from progress_monitor import health, lanes, runs, runtime, warehouse
+from progress_monitor import services
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.values import RunId, monday_of
 from progress_monitor.errors import PermanentError
-from progress_monitor.failures import guard
+from progress_monitor.pipeline import lanes, runs
+from progress_monitor.pipeline.failures import guard
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
+from progress_monitor.stages import daily
 
 log = logging.getLogger("progress_monitor.schedule")
 
@@ -59,14 +62,14 @@ def _plan(cfg: Settings, request: ScheduleRequest, published: datetime | None, n
 
 def handle_schedule(event: Any) -> FanOut | None:
     """extract_tags: record the run, then publish one small message per active tag."""
-    cfg = runtime.settings()
+    cfg = services.settings()
     return guard(cfg, "extract_tags", cfg.schedule_dlq_topic, event, lambda e: _dispatch(cfg, pubsub_message(e)))
 
 
 def _dispatch(cfg: Settings, message: PubSubMessage) -> FanOut | None:
     request = ScheduleRequest.from_json(message.json())
     if request.health_check:
-        health.daily_check(cfg)
+        daily.daily_check(cfg)
         return None
     return fan_out(cfg, _plan(cfg, request, message.publish_time, None))
 
@@ -75,7 +78,7 @@ def fan_out(cfg: Settings, plan: RunPlan) -> FanOut:
     """Freeze the run's tags and record the run once, then start one tag per extraction lane (lanes.py);
     each lane passes itself on to the next tag. A duplicate delivery publishes nothing."""
     active = [t for t in warehouse.active_tags(cfg) if plan.tag_ids is None or t.tag_id in plan.tag_ids]
-    bucket = runtime.shards_bucket(cfg)
+    bucket = services.shards_bucket(cfg)
     tags = lanes.write_manifest(bucket, plan.run_id, active)
     context = {"run_id": str(plan.run_id), "snapshot_date": plan.run_id.snapshot_date.isoformat()}
     if runs.start_run(cfg, plan.run_id, len(tags)):

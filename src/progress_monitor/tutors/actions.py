@@ -14,14 +14,15 @@ from typing import Any
 
 from flask import Request, Response
 
-from progress_monitor import runtime, warehouse
+from progress_monitor import services
 from progress_monitor.contracts.messages import CLICK_ACTIONS, ClassListTask, ClickTask
 from progress_monitor.contracts.values import MESSAGE_TS, SLACK_CHANNEL, SLACK_USER
 from progress_monitor.errors import PermanentError
-from progress_monitor.reporting import call_first
+from progress_monitor.pipeline.reporting import call_first
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
-from progress_monitor.slack_api import respond
-from progress_monitor.slack_http import parse_form, verified_slack_body
+from progress_monitor.slack.signing import parse_form, verified_slack_body
+from progress_monitor.slack.web import respond
 from progress_monitor.tutors import blocks, claims, digest
 
 log = logging.getLogger("progress_monitor.tutors")
@@ -103,7 +104,7 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
         log.warning("Slack interaction refused: %s", str(exc)[:100])
         return Response(f"refused: {str(exc)[:100]}", status=400)
     try:
-        runtime.send(settings, click)
+        services.send(settings, click)
     except Exception:
         log.exception("could not queue a tutor's click")
         return Response("try again", status=503)  # Slack shows the tutor that the click did not go through
@@ -114,7 +115,7 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
 def record_click(cfg: Settings, click: ClickTask) -> bool:
     """Record a click once (a double click or a replayed request finds its row) and update the message in
     place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
-    bucket = runtime.shards_bucket(cfg)
+    bucket = services.shards_bucket(cfg)
     claim = claims.read(bucket, click.week, click.channel)
     unconfirmed = claim is not None and claim.body.get("status") == "unconfirmed" and claim.ts is None
     if claim is not None and unconfirmed and (click.tag_id, click.user_id) in claim.listed:

@@ -19,7 +19,7 @@ from datetime import date
 from typing import Any
 
 from progress_monitor.contracts.messages import CLICK_ACTIONS
-from progress_monitor.slack_api import MAX_BLOCKS, MAX_TEXT
+from progress_monitor.slack.web import MAX_BLOCKS, MAX_TEXT
 
 ACTIONS = dict(zip(CLICK_ACTIONS, ("Contatado", "Sem resposta"), strict=True))  # action_id -> button label
 BUTTON_VALUE = re.compile(r"w=(\d{4}-\d{2}-\d{2});t=([1-9]\d{0,8});u=([1-9]\d{0,11})", re.ASCII)

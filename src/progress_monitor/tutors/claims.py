@@ -17,10 +17,10 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor.access import needs
 from progress_monitor.contracts.objects import digest_claim_name
 from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, TransientError, pipeline_error
-from progress_monitor.shard_store import JSON, create_once, get_blob
+from progress_monitor.platform.access import needs
+from progress_monitor.platform.shard_store import JSON, create_once, get_blob
 
 log = logging.getLogger("progress_monitor.tutors")
 

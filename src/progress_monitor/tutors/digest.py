@@ -24,7 +24,7 @@ from typing import Any
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import runs, runtime, warehouse
+from progress_monitor import services
 from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import (
     PermanentError,
@@ -32,7 +32,9 @@ from progress_monitor.errors import (
     SlackUnavailableError,
     TransientError,
 )
-from progress_monitor.reporting import call_first
+from progress_monitor.pipeline import runs
+from progress_monitor.pipeline.reporting import call_first
+from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 from progress_monitor.tutors import claims
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
@@ -161,7 +163,7 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
     week = run_id.snapshot_date
     digests = channel_digests(cfg, week)
     actions = week_actions(cfg, week)
-    bucket = runtime.shards_bucket(cfg)
+    bucket = services.shards_bucket(cfg)
     result = DigestResult([], [], [], [], [])
     retry: list[str] = []
     started = time.monotonic()
@@ -239,7 +241,7 @@ def _post(
 ) -> str:
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
-        ts = runtime.slack(cfg).post_message(d.channel, text, blocks)
+        ts = services.slack(cfg).post_message(d.channel, text, blocks)
     except SlackUnavailableError as exc:
         if exc.maybe_done:
             return _unconfirmed(cfg, bucket, run_id, d, claim, mine, str(exc))
@@ -326,7 +328,7 @@ def _update_in_place(
         raise TransientError(f"digest claim for {d.channel} changed; retrying")
     text, blocks = render(cfg, run_id.snapshot_date, d, actions)
     try:
-        runtime.slack(cfg).update_message(d.channel, ts, text, blocks)
+        services.slack(cfg).update_message(d.channel, ts, text, blocks)
     except SlackUnavailableError:
         # The retry need not wait a lease.
         claims.replace(bucket, claim, {**updating, "claimed_at": claims.EPOCH.isoformat()})
@@ -370,5 +372,5 @@ def refresh_message(cfg: Settings, week: date, channel: str, claim: claims.Claim
     for c in d.classes:
         d.listed[c.tag_id] = [s for s in c.flagged if (s.tag_id, s.user_id) in claim.listed]
     text, blocks = render(cfg, week, d, week_actions(cfg, week))
-    runtime.slack(cfg).update_message(channel, claim.ts, text, blocks)
+    services.slack(cfg).update_message(channel, claim.ts, text, blocks)
     return True

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from progress_monitor import runtime
+from progress_monitor import services
 from progress_monitor.contracts.events import pubsub_message
 from progress_monitor.contracts.messages import ClickTask, DigestTask, parse_slack_task
 from progress_monitor.errors import PermanentError, SlackRefusedError
-from progress_monitor.failures import guard
+from progress_monitor.pipeline.failures import guard
 from progress_monitor.settings import Settings
 from progress_monitor.tutors import actions, digest
 
@@ -21,7 +21,7 @@ log = logging.getLogger("progress_monitor.tutors")
 
 
 def handle_slack_task(event: Any) -> Any:
-    cfg = runtime.settings()
+    cfg = services.settings()
     return guard(cfg, "notify_tutors", cfg.slack_tasks_dlq_topic, event, lambda e: run_task(cfg, e))
 
 

@@ -1,0 +1,29 @@
+"""Operator command: carrying's school-wide switch (carrying/store.py). A sample mismatch turns carrying off;
+
+    python -m progress_monitor carrying status     # is carrying off, and since which mismatch
+    python -m progress_monitor carrying on         # turn it back on (deletes the switch object)
+
+with the same settings (environment) as the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from progress_monitor.carrying.store import status, switch_on
+from progress_monitor.platform import logs
+from progress_monitor.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m progress_monitor carrying", description=__doc__)
+    parser.add_argument("command", choices=["status", "on"])
+    args = parser.parse_args(argv)
+    logs.configure()
+    cfg = Settings.from_env()
+    if args.command == "on":
+        print(json.dumps({"was_off": switch_on(cfg), **status(cfg)}))
+    else:
+        print(json.dumps(status(cfg)))
+    return 0

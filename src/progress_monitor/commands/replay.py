@@ -1,0 +1,136 @@
+"""Operator commands: rebuild the history from the shards kept in Cloud Storage, or re-extract one tag's week.
+
+    python -m progress_monitor replay history --from 2026-10-05 --to 2026-10-26
+    python -m progress_monitor replay reextract --week 2026-11-16 --tag 5012
+    python -m progress_monitor replay resume --run 2026-11-16
+
+All three read the same settings (environment) as the functions. `history` loads every progress shard of the
+snapshot weeks in the range through the loader's own code (load job, quality checks, MERGE by business
+key), so replaying twice changes nothing and an older shard never overwrites a newer extraction.
+`reextract` publishes a schedule message for one tag (a new run id `WEEK-LABEL`), so the normal pipeline
+extracts it again; Cademi serves *current* progress, so in the cloud only the current week is meaningful.
+`resume` re-publishes what an unfinished run is waiting for (as the daily health check does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from progress_monitor import services
+from progress_monitor.contracts.events import ObjectRef
+from progress_monitor.contracts.messages import ScheduleRequest
+from progress_monitor.contracts.objects import week_shards_prefix
+from progress_monitor.contracts.values import RUN_LABEL, RunId, monday_of
+from progress_monitor.pipeline import reporting
+from progress_monitor.platform import logs
+from progress_monitor.platform.access import needs
+from progress_monitor.settings import Settings
+from progress_monitor.stages.daily import resume_run
+from progress_monitor.stages.load import load_object
+
+log = logging.getLogger("progress_monitor.commands.replay")
+MAX_WEEKS = 520
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    weeks: int
+    shards: int
+    rows: int
+
+
+def mondays(first: date, last: date) -> list[date]:
+    """Every snapshot week (Monday) from the week of `first` to the week of `last`."""
+    start = first - timedelta(days=first.weekday())
+    if last < first:
+        raise ValueError("the range ends before it starts")
+    weeks = [start + timedelta(weeks=i) for i in range((last - start).days // 7 + 1)]
+    if len(weeks) > MAX_WEEKS:
+        raise ValueError(f"at most {MAX_WEEKS} weeks at a time")
+    return weeks
+
+
+@needs("objects.read {week_shards_prefix}")
+def replay_history(settings: Settings, first: date, last: date) -> ReplaySummary:
+    """Load every progress shard of the weeks in the range again (idempotent), then refresh the reports."""
+    bucket = services.shards_bucket(settings)
+    weeks = mondays(first, last)
+    shards = rows = 0
+    for week in weeks:
+        for blob in bucket.list_blobs(prefix=week_shards_prefix(week)):
+            ref = ObjectRef(settings.shards_bucket, blob.name, int(blob.generation or 0))
+            result = load_object(settings, ref, refresh_reports=False)  # once at the end instead
+            if result is not None:
+                shards += 1
+                rows += result.rows
+                log.info("replayed %s: %d rows", blob.name, result.rows, extra={"shard": blob.name})
+    reporting.refresh(settings)
+    return ReplaySummary(len(weeks), shards, rows)
+
+
+def reextract(settings: Settings, week: date, tag_id: int, label: str) -> RunId:
+    """Ask the pipeline to extract one tag's week again; returns the new run's id."""
+    request = ScheduleRequest(week=week, rerun=label, tag_ids=frozenset({tag_id}))
+    services.send(settings, request)
+    return request.run_id(settings.timezone, datetime.now(UTC))
+
+
+def _run_id(text: str) -> RunId:
+    try:
+        return RunId.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _label(text: str) -> str:
+    if not RUN_LABEL.fullmatch(text):
+        raise argparse.ArgumentTypeError("a label is 1-20 lower-case letters, digits or dashes")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m progress_monitor replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    history = sub.add_parser("history", help="rebuild the history of a week range from the kept shards")
+    history.add_argument("--from", dest="first", required=True, type=date.fromisoformat)
+    history.add_argument("--to", dest="last", required=True, type=date.fromisoformat)
+    resume = sub.add_parser("resume", help="re-publish what an unfinished run is waiting for (idempotent)")
+    resume.add_argument("--run", required=True, type=_run_id)
+    again = sub.add_parser("reextract", help="extract one tag's week again through the pipeline")
+    again.add_argument("--week", required=True, type=date.fromisoformat)
+    again.add_argument("--tag", required=True, type=int)
+    again.add_argument("--label", type=_label, default=f"manual{datetime.now(UTC):%H%M%S}")
+    again.add_argument(
+        "--past-week",
+        action="store_true",
+        help="allow a past week (Cademi serves today's progress: only for a simulator)",
+    )
+    args = parser.parse_args(argv)
+    logs.configure()
+    settings = Settings.from_env()
+    if args.command == "history":
+        summary = replay_history(settings, args.first, args.last)
+        print(json.dumps(summary.__dict__))
+        return 0
+    if args.command == "resume":
+        print(json.dumps(resume_run(settings, args.run)))
+        return 0
+    current = monday_of(datetime.now(UTC), settings.timezone)
+    if args.week - timedelta(days=args.week.weekday()) != current and not args.past_week:
+        print(
+            f"refusing: {args.week} is not in the current week ({current}); Cademi would serve today's "
+            "progress under an old date. Use --past-week only against a simulator.",
+            file=sys.stderr,
+        )
+        return 2
+    print(str(reextract(settings, args.week, args.tag, args.label)))
+    return 0

@@ -1,0 +1,28 @@
+"""Operator command: the reporting layer of the configured project (the Looker Studio link, a rebuild of the
+reports, the tutors' list as CSV)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from progress_monitor.pipeline.reporting import export_tutors, looker_studio_url, refresh
+from progress_monitor.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m progress_monitor reporting looker-url|refresh|export-tutors` for the configured project."""
+    parser = argparse.ArgumentParser(prog="python -m progress_monitor reporting", description=main.__doc__)
+    parser.add_argument("command", choices=("looker-url", "refresh", "export-tutors"))
+    parser.add_argument("--out", type=Path, default=Path("lista-dos-tutores.csv"), help="export-tutors: the CSV")
+    parser.add_argument("--tag", type=int, default=None, help="export-tutors: one class only")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "looker-url":
+        print(looker_studio_url(settings))
+    elif args.command == "export-tutors":
+        count = export_tutors(settings, args.out, args.tag)
+        print(f"{count} students written to {args.out}")
+    else:
+        refresh(settings)
+    return 0

@@ -1,0 +1,137 @@
+"""The `runs` and `failures` tables: a run's row is recorded once and its counters derived from the ledger."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from progress_monitor.contracts.values import RunId
+from progress_monitor.platform.warehouse import query
+from progress_monitor.settings import Settings
+
+FINISHED = ("succeeded", "incomplete")  # every tag loaded; `incomplete`: too many failed extractions
+
+
+def start_run(settings: Settings, run_id: RunId, tags_total: int) -> bool:
+    """Record the run once; True when an earlier delivery already fanned it out."""
+    query(
+        settings,
+        """MERGE `${runs}` T USING (SELECT @run_id AS run_id) S ON T.run_id = S.run_id
+           WHEN NOT MATCHED THEN INSERT (run_id, snapshot_date, status, tags_total, tags_done, errors, started_at)
+           VALUES (@run_id, @snapshot_date, 'running', @tags_total, 0, 0, @now)""",
+        run_id=str(run_id),
+        snapshot_date=run_id.snapshot_date,
+        tags_total=tags_total,
+        now=datetime.now(UTC),
+    )
+    rows = query(settings, "SELECT fanned_out_at FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
+    return bool(rows and rows[0]["fanned_out_at"] is not None)
+
+
+def mark_fanned_out(settings: Settings, run_id: RunId) -> None:
+    query(
+        settings,
+        "UPDATE `${runs}` SET fanned_out_at = @now WHERE run_id = @run_id",
+        run_id=str(run_id),
+        now=datetime.now(UTC),
+    )
+    refresh_run(settings, run_id)
+
+
+def mark_reports_refreshed(settings: Settings, run_id: RunId) -> None:
+    query(
+        settings,
+        "UPDATE `${runs}` SET reports_refreshed_at = @now WHERE run_id = @run_id",
+        now=datetime.now(UTC),
+        run_id=str(run_id),
+    )
+
+
+# Each run counter is a sum over the run's rows of the loads ledger (one row per loaded shard).
+LEDGER_SUMS = {
+    "records_loaded": "rows_merged",
+    "failed_extractions": "failed",
+    "no_access": "no_access",
+    "students": "students",
+    "api_calls": "api_calls",
+    "rate_limited": "rate_limited",
+    "dq_rejected": "rows_in_shard - rows_merged",
+    # carrying (carry.py): rows carried, calls that saved, and the verification sample's outcome
+    "rows_carried": "carried",
+    "calls_saved": "calls_saved",
+    "carry_checked": "carry_checked",
+    "carry_mismatches": "carry_mismatches",
+}
+
+
+def refresh_run(settings: Settings, run_id: RunId) -> None:
+    """Recompute a run's counters and status from the loads ledger (idempotent, whatever the order).
+
+    A tag is done when its last piece *and every piece before it* are loaded, so a piece still being retried
+    keeps the run `running`. A finished run whose failed extractions exceed RUN_MAX_FAILED_SHARE of its records
+    is `incomplete`: its good rows are in the history, but it is not reported as a success."""
+    # Composed as text, then rendered once: `${loads}` appears in every generated sub-query.
+    ledger = "FROM `${loads}` WHERE run_id = @run_id"
+    counters = [f"{column} = (SELECT COALESCE(SUM({expr}), 0) {ledger})" for column, expr in LEDGER_SUMS.items()]
+    counters += [
+        "tags_done = (SELECT COUNT(*) FROM (SELECT tag_id " + ledger + " GROUP BY tag_id"
+        " HAVING MAX(CASE WHEN last_piece THEN 1 ELSE 0 END) = 1"
+        " AND COUNT(DISTINCT piece) = MAX(CASE WHEN last_piece THEN piece ELSE -1 END) + 1))",
+        "pieces_loaded = (SELECT COUNT(*) " + ledger + ")",
+        "errors = (SELECT COUNT(*) FROM `${failures}` WHERE run_id = @run_id)",
+    ]
+    query(settings, "UPDATE `${runs}` SET " + ",\n".join(counters) + " WHERE run_id = @run_id", run_id=str(run_id))
+    query(
+        settings,
+        """UPDATE `${runs}` SET
+             status = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
+                             THEN IF(failed_extractions > @max_failed_share * records_loaded, 'incomplete', 'succeeded')
+                           WHEN errors > 0 THEN 'failed' ELSE 'running' END,
+             finished_at = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
+                                THEN COALESCE(finished_at, @now) ELSE NULL END
+           WHERE run_id = @run_id""",
+        run_id=str(run_id),
+        now=datetime.now(UTC),
+        max_failed_share=settings.run_max_failed_share,
+    )
+
+
+def run_status(settings: Settings, run_id: RunId) -> str | None:
+    rows = query(settings, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
+    return str(rows[0]["status"]) if rows else None
+
+
+def record_failure(
+    settings: Settings,
+    stage: str,
+    reason: str,
+    *,
+    run_id: RunId | None = None,
+    tag_id: int | None = None,
+    piece: int | None = None,
+    message_id: str | None = None,
+    attempts: int | None = None,
+    attributes: str | None = None,
+) -> None:
+    """Keep a failure where run health can see it (idempotent per message id and stage): a permanent one the
+    stage dead-lettered itself, or a message Pub/Sub gave up on after `attempts` deliveries (dead_letters.py)."""
+    query(
+        settings,
+        """MERGE `${failures}` T USING (SELECT @message_id AS message_id, @stage AS stage) S
+           ON T.message_id = S.message_id AND T.stage = S.stage
+           WHEN NOT MATCHED THEN INSERT (failed_at, stage, run_id, tag_id, piece, message_id, reason, attempts,
+             attributes)
+           VALUES (@now, @stage, @run_id, @tag_id, @piece, @message_id, @reason, NULLIF(@attempts, -1),
+             NULLIF(@attributes, ''))""",
+        now=datetime.now(UTC),
+        stage=stage,
+        run_id=str(run_id) if run_id else "",
+        tag_id=tag_id if tag_id is not None else -1,
+        piece=piece if piece is not None else -1,
+        message_id=message_id or hashlib.sha256(reason.encode()).hexdigest()[:16],
+        reason=reason[:500],
+        attempts=attempts if attempts is not None else -1,
+        attributes=attributes or "",
+    )
+    if run_id:
+        refresh_run(settings, run_id)

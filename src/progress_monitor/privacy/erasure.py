@@ -1,0 +1,175 @@
+"""The erasure of one student, place by place as the inventory (privacy_inventory.py) lists them.
+
+The order lets a retry finish what an interrupted attempt started, and keeps a weekly run from bringing the
+student back meanwhile:
+1. refused while any run is unfinished (its roster, shards and resume positions must not change under it);
+2. the registry entry, pending, with a fresh pseudonym: from then on extraction skips the student; then the
+   runs are checked again (a run that started in between may have listed them: the erasure stops, exit 3);
+3. the pseudonym loaded into a scratch table (privacy_tables.py: no BigQuery job holds both id and pseudonym);
+4. passes, at most PASSES: contact data deleted, texts and lists rewritten, id columns pseudonymised, the reports
+   rebuilt at once; the bucket's objects and their noncurrent versions rewritten or deleted; leftover run-time
+   tables dropped; then everything scanned again (tables, reports, objects and versions) until clean;
+5. the entry marked done, its pseudonym dropped, and its old versions (which hold the pseudonym) deleted.
+
+Refusal: nothing was changed (exit 2). Incomplete: something was, the erasure is not finished, and running the
+same command again finishes it (exit 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
+from datetime import UTC, datetime
+
+from google.cloud import storage  # type: ignore[attr-defined]
+
+from progress_monitor import services
+from progress_monitor.pipeline import reporting
+from progress_monitor.privacy import erasures
+from progress_monitor.privacy.objects import naming_objects, rewrite_objects
+from progress_monitor.privacy.tables import (
+    drop_dead_tables,
+    drop_scratch,
+    erase_tables,
+    load_scratch,
+    table_rows,
+    unfinished_runs,
+)
+from progress_monitor.settings import Settings
+
+log = logging.getLogger("progress_monitor.commands.privacy")
+PASSES = 3
+
+
+class Refusal(Exception):
+    """A request the command refuses; nothing was changed."""
+
+
+class Incomplete(Exception):
+    """The erasure changed things and did not finish; the same command, run again, finishes it."""
+
+
+@dataclass
+class Outcome:
+    state: str  # "erased", "already erased"
+    request: str
+    tables: dict[str, int] = field(default_factory=dict)
+    objects: int = 0
+
+
+def wait_for(running: list[str]) -> str:
+    return (
+        f"run {running[0]} is unfinished ({len(running)} in all): finish or resume it first "
+        f"(`python -m progress_monitor replay resume --run {running[0]}`), then erase"
+    )
+
+
+def verified_key(cfg: Settings, bucket: storage.Bucket) -> bytes:
+    """The privacy key, once the registry's key check says it is the registry's (Refusal otherwise)."""
+    key = erasures.privacy_key(cfg)
+    try:
+        erasures.check_key(bucket, key, entries=bool(erasures.erased_digests(bucket)))
+    except erasures.KeyMismatch as exc:
+        raise Refusal(f"{exc}: restore the key the registry was written with (docs/privacy.md)") from exc
+    return key
+
+
+def erase(cfg: Settings, user_id: int, request: str, by: str, now: datetime | None = None) -> Outcome:
+    """Erase one student (see the module's docstring for the order); idempotent."""
+    now = now or datetime.now(UTC)
+    if running := unfinished_runs(cfg):
+        raise Refusal(wait_for(running))
+    bucket = services.shards_bucket(cfg)
+    key = verified_key(cfg, bucket)
+    digest = erasures.digest_of(key, user_id)
+    entry = erasures.read(bucket, digest)
+    held = table_rows(cfg, user_id)
+    scan = naming_objects(bucket, user_id, -1)
+    if entry is None and not held and scan.clean():
+        raise Refusal("no data is held about that student id, and no erasure of it is recorded")
+    if entry is not None and entry[0].state == erasures.DONE and not held and scan.clean():
+        _note_request(bucket, digest, entry, request, by, now)
+        return Outcome("already erased", entry[0].request)
+    try:
+        return _erase(cfg, bucket, key, digest, entry, user_id, request, by, now, held)
+    except Incomplete:
+        raise
+    except Exception as exc:  # anything after the first change: the operator runs the command again
+        raise Incomplete(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _note_request(
+    bucket: storage.Bucket, digest: str, entry: tuple[erasures.Erasure, int], request: str, by: str, now: datetime
+) -> None:
+    """A request not yet listed in a finished entry is added to it (the entry keeps every request)."""
+    noted = entry[0].with_request(request, by, now.isoformat())
+    if noted != entry[0]:
+        erasures.drop_old_versions(bucket, digest, erasures.replace(bucket, digest, noted, entry[1]))
+
+
+def _erase(
+    cfg: Settings,
+    bucket: storage.Bucket,
+    key: bytes,
+    digest: str,
+    entry: tuple[erasures.Erasure, int] | None,
+    user_id: int,
+    request: str,
+    by: str,
+    now: datetime,
+    held: dict[str, int],
+) -> Outcome:
+    at = now.isoformat()
+    if entry is None or entry[0].state == erasures.DONE:
+        # A new erasure, or rows that came back after a finished one (old shards restored from a backup and
+        # replayed): a new pseudonym, since the finished erasure dropped its own.
+        first = erasures.Erasure(request, by, at, requests=({"request": request, "by": by, "at": at},))
+        listed = entry[0].with_request(request, by, at).requests if entry else first.requests
+        fresh = replace_fields(first, pseudonym=erasures.new_pseudonym(), scratch=secrets.token_hex(8), requests=listed)
+        if entry is None:
+            erasures.write_keycheck(bucket, key)  # before the first entry: the registry's key is recorded
+            if not erasures.create(bucket, digest, fresh):
+                raise Incomplete("another erasure of this student started meanwhile")
+        else:
+            erasures.replace(bucket, digest, fresh, entry[1])
+    elif (noted := entry[0].with_request(request, by, at)) != entry[0]:
+        erasures.replace(bucket, digest, noted, entry[1])
+    pending = erasures.read(bucket, digest)
+    if pending is None or pending[0].pseudonym is None:
+        raise Incomplete("the erasure entry vanished meanwhile")
+    if running := unfinished_runs(cfg):
+        raise Incomplete(f"{wait_for(running)} (new runs already skip the student)")
+    erasure = pending[0]
+    pseudonym = int(erasure.pseudonym or 0)
+    scratch = load_scratch(cfg, erasure.scratch or secrets.token_hex(8), pseudonym)
+    objects = 0
+    try:
+        for _ in range(PASSES):
+            erase_tables(cfg, user_id, scratch)
+            reporting.refresh(cfg)
+            objects += rewrite_objects(bucket, naming_objects(bucket, user_id, pseudonym))
+            drop_dead_tables(cfg, now)
+            left, scan = table_rows(cfg, user_id), naming_objects(bucket, user_id, pseudonym)
+            if not left and not scan.found:
+                break
+        else:
+            raise Incomplete(f"still found after {PASSES} passes: {sorted(left)} {scan.names()}")
+    finally:
+        drop_scratch(cfg, scratch)
+    if scan.unreadable:
+        raise Incomplete(f"objects naming the student cannot be read: {scan.unreadable}; inspect and delete them")
+    _finish(bucket, digest, erasure)
+    log.info("erasure finished: %d table rows, %d objects", sum(held.values()), objects, extra={"count": objects})
+    return Outcome("erased", request, held, objects)
+
+
+def _finish(bucket: storage.Bucket, digest: str, erasure: erasures.Erasure) -> None:
+    current = erasures.read(bucket, digest)
+    if current is None:
+        raise Incomplete("the erasure entry vanished meanwhile")
+    done = replace_fields(
+        current[0], state=erasures.DONE, finished_at=datetime.now(UTC).isoformat(), pseudonym=None, scratch=None
+    )
+    erasures.drop_old_versions(bucket, digest, erasures.replace(bucket, digest, done, current[1]))

@@ -1,0 +1,177 @@
+"""One student's rows in BigQuery: found, exported, and erased without one job holding both id and pseudonym.
+
+BigQuery keeps every job's SQL and parameters in its job history (INFORMATION_SCHEMA.JOBS, about 180 days),
+readable by anyone who may list the project's jobs. A job that named both the Cademi id and the pseudonym
+would keep the link the erasure drops. So the pseudonym reaches BigQuery only through a load job into a
+one-row scratch table (`_erasure_<random>`; a load job's configuration carries no values), and every query
+that names the id reads the pseudonym from that table: `SET user_id = (SELECT p FROM scratch)`, and a text's
+replacement is a template holding a marker (privacy_match.MARK) that BigQuery replaces with it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.cloud import bigquery
+
+from progress_monitor import services
+from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
+from progress_monitor.pipeline import runs
+from progress_monitor.platform import warehouse
+from progress_monitor.platform.access import needs
+from progress_monitor.privacy.inventory import CONTACT, ID, ID_LIST, REPORT, REPORTS, TABLES, TEXT
+from progress_monitor.privacy.match import MARK, mentions, rewritten
+from progress_monitor.settings import Settings
+
+log = logging.getLogger("progress_monitor.commands.privacy")
+# Run-time tables of an attempt that died: a load's staging tables, an erasure's scratch table.
+LEFTOVERS = ("_staging_", "_erasure_")
+DEAD_AFTER = timedelta(hours=1)
+SCRATCH_EXPIRES = timedelta(days=1)
+
+
+def id_column(table: str) -> str | None:
+    """The column a table's rows of a student are found by; None when only its text may quote the id."""
+    return next((c for c, h in TABLES[table].items() if h in (ID, CONTACT)), None)
+
+
+def _texts(table: str) -> list[str]:
+    return [c for c, h in TABLES[table].items() if h in (TEXT, ID_LIST)]
+
+
+def _names(handling: Any, text: Any, user_id: int) -> bool:
+    if handling is ID_LIST:
+        return str(user_id) in (p.strip() for p in str(text or "").split(","))
+    return mentions(text, user_id)
+
+
+def unfinished_runs(cfg: Settings) -> list[str]:
+    """Every run not finished, however old: its roster, shards and resume positions must not change under it."""
+    rows = warehouse.query(
+        cfg, "SELECT run_id FROM `${runs}` WHERE status NOT IN UNNEST(@finished)", finished=list(runs.FINISHED)
+    )
+    return sorted(str(r["run_id"]) for r in rows)
+
+
+def naming_rows(cfg: Settings, table: str, user_id: int, columns: list[str]) -> list[dict[str, Any]]:
+    """The rows of `table` naming the student (by id, or quoting it the way our code writes it), with
+    `columns` and the text columns."""
+    key, texts = id_column(table), _texts(table)
+    found_by = [f"{key} = @u"] if key else []
+    found_by += [f"STRPOS({c}, @text) > 0" for c in texts]
+    wanted = list(dict.fromkeys(columns + ([key] if key else []) + texts))
+    rows = warehouse.query(
+        cfg,
+        f"SELECT {', '.join(wanted)} FROM `${{{table}}}` WHERE {' OR '.join(found_by)}",
+        u=user_id,
+        text=str(user_id),
+    )
+    handling = TABLES[table]
+    return [
+        row
+        for row in rows
+        if (key and row.get(key) == user_id) or any(_names(handling[c], row.get(c), user_id) for c in texts)
+    ]
+
+
+def table_rows(cfg: Settings, user_id: int) -> dict[str, int]:
+    """Per table (and report), the rows that name the student."""
+    counts = {}
+    for table in TABLES:
+        if rows := naming_rows(cfg, table, user_id, []):
+            counts[table] = len(rows)
+    for name, handling in REPORTS.items():
+        if handling is REPORT:
+            n = warehouse.query(cfg, f"SELECT COUNT(*) AS n FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
+            if n and int(n[0]["n"]):
+                counts[name] = int(n[0]["n"])
+    return counts
+
+
+def erase_tables(cfg: Settings, user_id: int, scratch: str) -> None:
+    """Contact rows deleted; texts quoting the id and lists of ids rewritten; id columns set to the pseudonym,
+    read from the scratch table (`scratch`: its full id)."""
+    pseudonym = "CAST((SELECT p FROM `${scratch}`) AS STRING)"
+    for table, columns in TABLES.items():
+        key = id_column(table)
+        if CONTACT in columns.values():
+            warehouse.query(cfg, f"DELETE FROM `${{{table}}}` WHERE {key} = @u", u=user_id)
+            continue
+        for column in _texts(table):
+            olds = warehouse.query(
+                cfg,
+                f"SELECT DISTINCT {column} AS v FROM `${{{table}}}` WHERE STRPOS({column}, @text) > 0",
+                text=str(user_id),
+            )
+            for old in (str(row["v"]) for row in olds):
+                template = rewritten(columns[column], old, user_id, MARK)
+                if template != old:
+                    warehouse.query(
+                        cfg,
+                        f"UPDATE `${{{table}}}` SET {column} = REPLACE(@template, @mark, {pseudonym}) "
+                        f"WHERE {column} = @old",
+                        sql_vars={"scratch": scratch},
+                        template=template,
+                        mark=MARK,
+                        old=old,
+                    )
+        if key is not None:
+            warehouse.query(
+                cfg,
+                f"UPDATE `${{{table}}}` SET {key} = (SELECT p FROM `${{scratch}}`) WHERE {key} = @u",
+                sql_vars={"scratch": scratch},
+                u=user_id,
+            )
+
+
+def scratch_id(cfg: Settings, token: str) -> str:
+    return f"{cfg.gcp_project}.{cfg.bq_dataset}._erasure_{token}"
+
+
+@needs("bigquery.jobs project", "dataset.write main")  # the operator command only
+def load_scratch(cfg: Settings, token: str, pseudonym: int) -> str:
+    """The one-row scratch table holding the pseudonym, written by a load job; returns its full id."""
+    client = services.bigquery(cfg)
+    table = scratch_id(cfg, token)
+    spec = bigquery.Table(table, schema=[bigquery.SchemaField("p", "INT64", mode="REQUIRED")])
+    spec.expires = datetime.now(UTC) + SCRATCH_EXPIRES
+    config = bigquery.LoadJobConfig(
+        schema=spec.schema,
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+    )
+    try:
+        client.create_table(spec, exists_ok=True)
+        # A resumable upload (no size given): the emulator refuses the multipart one's generic media type.
+        body = io.BytesIO(json.dumps({"p": pseudonym}).encode() + b"\n")
+        client.load_table_from_file(body, table, job_config=config).result(timeout=120)
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, "cannot load the erasure's scratch table") from exc
+    return table
+
+
+@needs("dataset.write main")  # the operator command only
+def drop_scratch(cfg: Settings, table: str) -> None:
+    try:
+        services.bigquery(cfg).delete_table(table, not_found_ok=True)
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, "cannot drop the erasure's scratch table") from exc
+
+
+@needs("dataset.write main", "dataset.write restricted")  # the operator command only
+def drop_dead_tables(cfg: Settings, now: datetime) -> int:
+    """Staging tables of load attempts that died (they expire after a day, and may hold the student's rows)
+    and scratch tables of erasures that died (a pseudonym)."""
+    client = services.bigquery(cfg)
+    dropped = 0
+    for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset):
+        for table in client.list_tables(f"{cfg.gcp_project}.{dataset}"):
+            created = getattr(table, "created", None)
+            if table.table_id.startswith(LEFTOVERS) and (created is None or created < now - DEAD_AFTER):
+                client.delete_table(table.reference, not_found_ok=True)
+                dropped += 1
+    return dropped
