@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from progress_monitor.cademi.ratelimit import RateLimiter
-from progress_monitor.cademi.source import Progress
 from progress_monitor.cademi.v3 import FIELDS, MAX_STUDENT_PAGES, CademiV3Client
 from progress_monitor.commands.cademi_check import check_contract
+from progress_monitor.contracts.cademi import Progress
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import (

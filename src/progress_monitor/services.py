@@ -21,7 +21,7 @@ from google.cloud import storage as gcs  # type: ignore[attr-defined]
 from progress_monitor.cademi.budget import FleetBudget
 from progress_monitor.cademi.clients import make_client
 from progress_monitor.cademi.ratelimit import CallBudget, RateLimiter
-from progress_monitor.cademi.source import CademiSource
+from progress_monitor.contracts.cademi import CademiSource
 from progress_monitor.contracts.messages import Message
 from progress_monitor.errors import SecretUnavailableError, SlackUnavailableError
 from progress_monitor.platform.access import needs

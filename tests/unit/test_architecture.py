@@ -12,12 +12,23 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "progress_monitor"
 MAX_LINES = 400
-# Feature packages: each imports the root modules below it, never another feature package.
-FEATURES = ("stages", "tutors", "add_tag")
-# Pure layers: they import nothing of ours but each other (and errors, which imports nothing of ours).
-PURE = ("progress_monitor.contracts", "progress_monitor.errors")
-# Operator commands: the top of the graph, they may drive a stage; nothing imports them.
-COMMANDS = ("progress_monitor.commands.replay", "progress_monitor.commands.privacy")
+# The layers, bottom up: a module imports its own package and layers below it, never above. Features (the
+# deployed functions' code) never import one another; the operator commands are the top, imported by nothing.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("contracts", "errors"),  # pure: no I/O, nothing of ours above
+    ("settings",),
+    ("platform",),  # Google Cloud adapters: BigQuery queries, the shards bucket, secrets, logs, access needs
+    ("cademi", "slack"),  # the two outside APIs' clients
+    ("services",),  # builds the clients once per instance; the adapters pass them down
+    ("carrying",),
+    ("pipeline",),
+    ("privacy",),
+    ("stages", "tutors", "add_tag"),  # features
+    ("commands", "__main__"),
+)
+RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
+FEATURES = LAYERS[-2]
+PURE = LAYERS[0]
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -74,21 +85,25 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def feature_of(module: str) -> str | None:
+def package_of(module: str) -> str:
+    """`progress_monitor.pipeline.loader` -> `pipeline`; a root module is its own package."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 and parts[1] in FEATURES else None
+    return parts[1] if len(parts) > 1 else "contracts"  # the package's own __init__ imports nothing
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    """Imports that do not go down: a root module into a feature package, a feature into another feature,
-    anything into an operator command, or a pure layer into anything of ours that is not pure."""
+    """Imports that do not go down: into a layer above or beside (the pure layer's two packages excepted), a
+    feature into another feature, or a package unknown to LAYERS."""
     wrong = []
     for module, imported in sorted(graph.items()):
+        mine = package_of(module)
         for target in sorted(imported):
-            mine, theirs = feature_of(module), feature_of(target)
-            sideways = theirs is not None and mine != theirs and module not in COMMANDS
-            impure = module.startswith(PURE) and not target.startswith(PURE)
-            if target in COMMANDS or sideways or impure:
+            theirs = package_of(target)
+            if mine == theirs:
+                continue
+            if mine not in RANK or theirs not in RANK:
+                wrong.append(f"{module} -> {target} (a package not in LAYERS)")
+            elif RANK[theirs] > RANK[mine] or (RANK[theirs] == RANK[mine] and mine not in PURE):
                 wrong.append(f"{module} -> {target}")
     return wrong
 
@@ -115,11 +130,16 @@ def test_the_checks_catch_a_planted_cycle_and_an_upward_import(tmp_path: Path) -
         target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     (root / "errors.py").write_text("from progress_monitor import services\n", encoding="utf-8")
     (root / "tutors" / "worker.py").write_text("from progress_monitor.stages import load\n", encoding="utf-8")
+    (root / "platform" / "logs.py").write_text("from progress_monitor.pipeline import runs\n", encoding="utf-8")
+    (root / "newpkg").mkdir()
+    (root / "newpkg" / "__init__.py").write_text("from progress_monitor import settings\n", encoding="utf-8")
     graph = import_graph(root)
     assert any("progress_monitor.errors" in c and "progress_monitor.services" in c for c in cycles(graph))
     wrong = upward_imports(graph)
     assert "progress_monitor.tutors.worker -> progress_monitor.stages.load" in wrong
     assert "progress_monitor.errors -> progress_monitor.services" in wrong
+    assert "progress_monitor.platform.logs -> progress_monitor.pipeline.runs" in wrong
+    assert "progress_monitor.newpkg -> progress_monitor.settings (a package not in LAYERS)" in wrong
 
 
 # -- one home for every message body and object name -------------------------------------------------------

@@ -257,7 +257,7 @@ def test_a_staff_action_changes_progress_from_its_week_on_without_moving_the_las
 
 
 def test_a_future_malformed_or_null_last_access_is_unknown_so_the_student_is_read() -> None:
-    from progress_monitor.cademi.source import Student
+    from progress_monitor.contracts.cademi import Student
     from progress_monitor.stages.extract import last_accesses
 
     def student(user_id: int, last: str | None) -> Student:

@@ -14,7 +14,7 @@ from typing import Any
 
 from progress_monitor import services
 from progress_monitor.cademi.clients import make_client
-from progress_monitor.cademi.source import CademiSource
+from progress_monitor.contracts.cademi import CademiSource
 from progress_monitor.contracts.values import SLACK_CHANNEL, strict
 from progress_monitor.errors import (
     CademiConfigError,

@@ -4,9 +4,9 @@ CADEMI_API_VERSION says, tuned for a weekly run or for an interactive request.""
 from __future__ import annotations
 
 from progress_monitor.cademi.ratelimit import CallBudget
-from progress_monitor.cademi.source import CademiSource
 from progress_monitor.cademi.v1 import CademiClient
 from progress_monitor.cademi.v3 import CademiV3Client
+from progress_monitor.contracts.cademi import CademiSource
 from progress_monitor.settings import Settings
 
 

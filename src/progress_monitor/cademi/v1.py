@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import requests
 
 from progress_monitor.cademi.ratelimit import CallBudget
-from progress_monitor.cademi.source import CallStats, Progress, Student, Tag
+from progress_monitor.contracts.cademi import CallStats, Progress, Student, Tag
 from progress_monitor.contracts.values import parse_uint
 from progress_monitor.errors import (
     CademiApiError,

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from progress_monitor.cademi.ratelimit import CallBudget
-from progress_monitor.cademi.source import CallStats, Progress, Student, Tag
 from progress_monitor.cademi.v1 import MAX_PAGES, CademiClient, parse_total
+from progress_monitor.contracts.cademi import CallStats, Progress, Student, Tag
 from progress_monitor.contracts.values import parse_uint, strict
 from progress_monitor.errors import (
     CademiApiError,

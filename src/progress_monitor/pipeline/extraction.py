@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from progress_monitor.cademi.source import CademiSource, CallStats, Progress
 from progress_monitor.carrying.rule import skipped_units
+from progress_monitor.contracts.cademi import CademiSource, CallStats, Progress
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import Status

@@ -12,7 +12,7 @@ from typing import IO
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor.cademi.source import Student
+from progress_monitor.contracts.cademi import Student
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import (
     ShardMeta,

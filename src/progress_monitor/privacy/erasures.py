@@ -29,7 +29,7 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor.cademi.source import Student
+from progress_monitor.contracts.cademi import Student
 from progress_monitor.contracts.objects import (
     ERASURES_KEYCHECK,
     ERASURES_PREFIX,

@@ -13,8 +13,8 @@ from typing import Any
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor import services
-from progress_monitor.cademi.source import CallStats, Student
 from progress_monitor.carrying import store
+from progress_monitor.contracts.cademi import CallStats, Student
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import ShardMeta, parse_progress_shard, progress_shard_name
