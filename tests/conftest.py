@@ -1,8 +1,11 @@
-"""Shared fixtures: a Cademi simulator process per scenario, over real HTTP on 127.0.0.1."""
+"""Shared fixtures: a Cademi simulator process per scenario, over real HTTP on 127.0.0.1; the suite's workers
+and the shuffled order of the pure tests."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +16,51 @@ from google.auth import crypt
 
 from cademi_sim.admin import SimulatorAdmin
 from devstack.procs import Child, start_simulator
-from devstack.stack import LocalStack
 from progress_monitor.cademi.ratelimit import RateLimiter
 from progress_monitor.cademi.v1 import CademiClient
 from tests import tag_stack
+
+# Each pytest-xdist worker hands out its own slice of ports, so two workers' stacks never race for one.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    _worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    os.environ["DEVSTACK_PORT_SLICE"] = f"{_worker}/{os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')}"
+
+PURE = Path(__file__).parent / "unit"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shuffle-seed", type=int, default=None, help="the seed of the pure tests' shuffled order")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One seed per session: chosen by the controller (or given), handed to every worker, printed."""
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is not None:
+        config.stash[SEED] = int(worker_input["shuffle_seed"])
+    else:
+        given = config.getoption("--shuffle-seed")
+        config.stash[SEED] = given if given is not None else random.SystemRandom().randrange(2**32)
+
+
+SEED = pytest.StashKey[int]()
+
+
+def pytest_configure_node(node: Any) -> None:  # pytest-xdist: every worker shuffles alike
+    node.workerinput["shuffle_seed"] = node.config.stash[SEED]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"pure tests (tests/unit) shuffled: reproduce with --shuffle-seed={config.stash[SEED]}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The pure tests run in a random order (no test may rely on another's leftovers); the tests on processes
+    keep theirs (a module's stack is shared by its tests, which read the weeks its fixture ran)."""
+    slots = [i for i, item in enumerate(items) if item.path.is_relative_to(PURE)]
+    pure = [items[i] for i in slots]
+    random.Random(config.stash[SEED]).shuffle(pure)
+    for slot, item in zip(slots, pure, strict=True):
+        items[slot] = item
 
 
 @dataclass
@@ -58,12 +102,3 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
 @pytest.fixture(scope="session")
 def iap_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[crypt.Signer, Path]:
     return tag_stack.make_iap_key(tmp_path_factory.mktemp("iap"))
-
-
-@pytest.fixture(scope="session")
-def add_tag_stack(tmp_path_factory: pytest.TempPathFactory, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:
-    """One stack for test_add_tag.py and test_add_tag_fuzz.py; the latter, which runs last, stops it when done
-    (so it never runs beside another module's stack), and the session's end stops it otherwise."""
-    stack = tag_stack.start(tmp_path_factory.mktemp("tagstack"), iap_key[1])
-    yield stack
-    stack.stop()

@@ -195,12 +195,17 @@ def rows(week: str) -> dict[tuple[int, int, int], dict[str, Any]]:
     return {(r["tag_id"], r["user_id"], r["product_id"]): r for r in found}
 
 
-def assert_equals_truth(stack: LocalStack, week: int) -> None:
+def differences_from_truth(stack: LocalStack, week: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """(missing, extra, wrong) keys of the week's history against the scenario's ground truth."""
     expected = {k[1:]: v for k, v in expected_rows(load(stack.scenario_path), week).items()}
     actual = {k: (r["status"], r["total"], r["assistidas"], r["completas"]) for k, r in rows(WEEKS[week]).items()}
     missing, extra = set(expected) - set(actual), set(actual) - set(expected)
     wrong = {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
-    assert not missing and not extra and not wrong, (sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5])
+    return sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5]
+
+
+def assert_equals_truth(stack: LocalStack, week: int) -> None:
+    assert differences_from_truth(stack, week) == ([], [], [])
 
 
 def run(stack: LocalStack, week: int, rerun: str | None = None) -> dict[str, Any]:
@@ -222,40 +227,70 @@ def expected_carried(week: int) -> set[tuple[int, int, int]]:
     return {(BIG, u, p) for u in skippable if u not in sampled for p in BIG_PRODUCTS}
 
 
-def first_four_weeks(stack: LocalStack) -> None:
-    """Weeks 0-3 with carrying on: exact every week, with the staff action of week 3 caught by the sample."""
-    for week in range(STAFF_WEEK):
+@dataclass(frozen=True)
+class CarriedWeek:
+    """What one weekly run with carrying on did, read right after it (the next run resets the counters)."""
+
+    week: int
+    run: dict[str, Any]
+    history: dict[tuple[int, int, int], dict[str, Any]]
+    progress_calls: int
+    differences: tuple[list[Any], list[Any], list[Any]]
+    switched_off: bool
+
+
+@pytest.fixture(scope="module")
+def four_weeks(stack: LocalStack) -> list[CarriedWeek]:
+    """Weeks 0-3 with carrying on, once per module: the staff action of week 3 turns carrying off, which the
+    tests after the first one start from."""
+    weeks = []
+    for week in range(STAFF_WEEK + 1):
         row = run(stack, week)
-        assert_equals_truth(stack, week)
-        found = rows(WEEKS[week])
-        carried = {k for k, r in found.items() if r["carried_from"]}
+        weeks.append(
+            CarriedWeek(
+                week,
+                row,
+                rows(WEEKS[week]),
+                stack.admin().counters()["progresso_por_produto"],
+                differences_from_truth(stack, week),
+                store.status(Settings.from_env())["switched_off"],
+            )
+        )
+    return weeks
+
+
+def test_four_weeks_carrying_equal_the_ground_truth_and_the_sample_catches_a_staff_action(
+    four_weeks: list[CarriedWeek],
+) -> None:
+    """Weeks 0-3 with carrying on: exact every week, with the staff action of week 3 caught by the sample."""
+    for seen in four_weeks[:STAFF_WEEK]:
+        week, row = seen.week, seen.run
+        assert seen.differences == ([], [], [])
+        carried = {k for k, r in seen.history.items() if r["carried_from"]}
         assert carried == (expected_carried(week) if week else set())
         assert row["rows_carried"] == row["calls_saved"] == len(carried)  # v1: one call per pair
-        assert stack.admin().counters()["progresso_por_produto"] == full_read_calls() - len(carried)
+        assert seen.progress_calls == full_read_calls() - len(carried)
         assert row["carry_mismatches"] == 0 and row["carry_checked"] == (3 if week else 0)  # 1 sampled x 3
+        assert not seen.switched_off
         for key in carried:  # each names the run that read it, and this student did not study since
-            source = RunId.parse(found[key]["carried_from"])
+            source = RunId.parse(seen.history[key]["carried_from"])
             assert source.snapshot_date < date.fromisoformat(WEEKS[week]) and not active(key[1], week)
     # Week 3: the small class's only inactive student is verified, and staff changed their progress.
-    row = run(stack, STAFF_WEEK)
-    assert_equals_truth(stack, STAFF_WEEK)  # the read value is stored, never the carried one
-    assert row["carry_mismatches"] == 1 and row["carry_checked"] >= 2
-    assert rows(WEEKS[STAFF_WEEK])[(SMALL, STAFF_TARGET, 401)]["carried_from"] is None
-    assert store.status(Settings.from_env())["switched_off"]
+    staff = four_weeks[STAFF_WEEK]
+    assert staff.differences == ([], [], [])  # the read value is stored, never the carried one
+    assert staff.run["carry_mismatches"] == 1 and staff.run["carry_checked"] >= 2
+    assert staff.history[(SMALL, STAFF_TARGET, 401)]["carried_from"] is None
+    assert staff.switched_off
     # The bad listings (null, malformed, in the future, moving backwards) were never trusted.
-    for week in range(1, STAFF_WEEK + 1):
-        assert not any(r["carried_from"] for k, r in rows(WEEKS[week]).items() if k[1] in UNTRUSTED)
+    for seen in four_weeks[1:]:
+        assert not any(r["carried_from"] for k, r in seen.history.items() if k[1] in UNTRUSTED)
 
 
-def test_four_weeks_carrying_equal_the_ground_truth_and_the_sample_catches_a_staff_action(stack: LocalStack) -> None:
-    first_four_weeks(stack)
-
-
-def test_switched_off_reads_everyone_until_turned_back_on_and_a_rerun_reads_everything(stack: LocalStack) -> None:
+def test_switched_off_reads_everyone_until_turned_back_on_and_a_rerun_reads_everything(
+    stack: LocalStack, four_weeks: list[CarriedWeek]
+) -> None:
     cfg = Settings.from_env()
-    if stack.run_row(RunId(date.fromisoformat(WEEKS[STAFF_WEEK]))) is None:
-        first_four_weeks(stack)
-    assert store.status(cfg)["switched_off"]
+    assert four_weeks[STAFF_WEEK].switched_off and store.status(cfg)["switched_off"]
     row = run(stack, 4)  # half the big class is inactive, but carrying is off
     assert_equals_truth(stack, 4)
     assert row["rows_carried"] == 0 and stack.admin().counters()["progresso_por_produto"] == full_read_calls()

@@ -83,15 +83,26 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
+def _port_slice() -> tuple[int, int]:
+    """The ports this process may hand out: 12,000 below the ephemeral range, or the slice
+    DEVSTACK_PORT_SLICE=`index/count` of them, so that stacks started side by side by separate processes (the
+    test suite's workers) never race for one port."""
+    low, _ = _ephemeral_range()
+    start = max(1024, low - 12000)
+    index, _, count = os.environ.get("DEVSTACK_PORT_SLICE", "0/1").partition("/")
+    width = (low - start) // max(1, int(count))
+    return start + int(index) * width, start + (int(index) + 1) * width
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now, for a child to bind a moment later.
 
     Chosen below the kernel's ephemeral range: a port from bind(0) lies inside it, and any outgoing
     connection started before the child binds may take it as its local port (a CI run lost a stack to
     that). Never the same port twice in one process, so a stack's children cannot collide either."""
-    low, _ = _ephemeral_range()
+    start, stop = _port_slice()
     for _ in range(1000):
-        port = random.randrange(max(1024, low - 12000), low)
+        port = random.randrange(start, stop)
         if port in _handed_out:
             continue
         with socket.socket() as sock:

@@ -46,7 +46,7 @@ from progress_monitor.settings import Settings
 from tests.pipeline_world import SMALL_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("add_tag_stack")]  # one stack: conftest.py
 ROOT = Path(__file__).resolve().parents[1]
 CASES = int(os.environ.get("FUZZ_CASES", "12"))
 FUZZ = settings(
@@ -276,11 +276,10 @@ HTTP_ENTRIES = [
 
 @pytest.fixture(scope="module")
 def stack(add_tag_stack: LocalStack, iap_key: tuple[crypt.Signer, Path]) -> Iterator[LocalStack]:
-    """test_add_tag.py's stack (this module runs right after it); stopped here, its last user."""
+    """The package's add_tag stack (tests/add_tag/conftest.py), shared with test_form_and_slack.py."""
     with used_here(add_tag_stack, iap_key[1]) as stack:
         IDENTITY["staff"] = iap_assertion(iap_key[0], STAFF)
         yield stack
-    add_tag_stack.stop()
 
 
 def counts() -> dict[str, int]:
