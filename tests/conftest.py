@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from google.auth import crypt
 
@@ -26,6 +27,12 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["DEVSTACK_PORT_SLICE"] = f"{_worker}/{os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')}"
 
 PURE = Path(__file__).parent / "unit"
+
+# Hypothesis draws the same cases on every run and machine (no example database, no wall-clock deadline): a
+# property that fails, fails every time; `HYPOTHESIS_PROFILE=explore` draws new cases, e.g. in a soak.
+hypothesis.settings.register_profile("repeatable", derandomize=True, database=None, deadline=None)
+hypothesis.settings.register_profile("explore", deadline=None)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,12 +61,19 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The pure tests run in a random order (no test may rely on another's leftovers); the tests on processes
-    keep theirs (a module's stack is shared by its tests, which read the weeks its fixture ran)."""
+    """The pure tests run in a random order (no test may rely on another's leftovers): the modules shuffled, and
+    the tests within each (kept together, so a module's fixtures are set up once). The tests on processes keep
+    their order (a module's stack is shared by its tests, which read the weeks its fixture ran)."""
     slots = [i for i, item in enumerate(items) if item.path.is_relative_to(PURE)]
-    pure = [items[i] for i in slots]
-    random.Random(config.stash[SEED]).shuffle(pure)
-    for slot, item in zip(slots, pure, strict=True):
+    modules: dict[Path, list[pytest.Item]] = {}
+    for i in slots:
+        modules.setdefault(items[i].path, []).append(items[i])
+    shuffle = random.Random(config.stash[SEED]).shuffle
+    order = list(modules.values())
+    shuffle(order)
+    for tests in order:
+        shuffle(tests)
+    for slot, item in zip(slots, [item for tests in order for item in tests], strict=True):
         items[slot] = item
 
 

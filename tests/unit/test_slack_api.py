@@ -90,7 +90,7 @@ class Standin:
 def standin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     record_dir = tmp_path_factory.mktemp("slack")
     server = StandinServer(0, State(TOKEN, record_dir))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield Standin(server, record_dir)
     server.shutdown()
@@ -260,7 +260,7 @@ def target() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     seen: list[tuple[str, str]] = []
     handler = recording(seen)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/collect", seen
     server.shutdown()
