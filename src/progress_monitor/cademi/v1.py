@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
@@ -23,8 +22,10 @@ from progress_monitor.errors import (
     CademiMalformedError,
     CademiPaginationError,
     CademiUnavailableError,
-    http_status_is_transient,
 )
+from progress_monitor.platform.paging import NextUrlCursor, Page, paged
+from progress_monitor.platform.paging import cursor_of as cursor_of
+from progress_monitor.platform.retrying import RetryRule, Transient, retry_after_s, retrying
 from progress_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,6 @@ _RATE_LIMIT_MSG = re.compile(r"limit|limite|too many|requisi[cç]", re.IGNORECAS
 MAX_PAGES = 200  # 30,000 students at 150 a page: far beyond any class
 _SAFE_SEGMENT = re.compile(r"[0-9]+|[a-z_]*")
 _PERCENT = re.compile(r"\s*([0-9]{1,3}(?:[.,][0-9]+)?)\s*%?\s*", re.ASCII)
-
-
-class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 def _int_field(item: Mapping[str, Any], key: str) -> int:
@@ -101,14 +95,6 @@ def parse_student(item: Any) -> Student:
     )
 
 
-def cursor_of(next_page_url: Any) -> str | None:
-    """Only the `cursor` query value of a next-page URL; its host is never trusted."""
-    if not isinstance(next_page_url, str) or not next_page_url:
-        return None
-    values = parse_qs(urlsplit(next_page_url).query).get("cursor")
-    return values[0] if values and values[0] else None
-
-
 def user_path(user: int | str) -> str:
     """A user path segment: numeric ids as they are, emails URL-encoded (`+` becomes %2B)."""
     return str(user) if isinstance(user, int) else quote(user, safe="")
@@ -148,9 +134,9 @@ class CademiClient:
         self.limiter = limiter
         self.stats = CallStats()
         self._timeout = (connect_timeout_s, read_timeout_s)
-        self._max_attempts = max_attempts
-        self._backoff_base = backoff_base_s
-        self._backoff_cap = backoff_cap_s
+        # 429, 5xx, timeouts, lost connections and (below) non-JSON bodies are asked again, never sooner than
+        # Retry-After; a 403/405, or a 409 not about the limit, is an answer (`_interpret`).
+        self._rule = RetryRule(attempts=max_attempts, backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s)
         self._sleep = sleep
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
@@ -184,24 +170,19 @@ class CademiClient:
         """Each non-empty page's `data[key]`, following only the cursor of `next_page_url` on our base URL;
         stops on an empty page, a page without a next cursor, or a cursor already followed, and refuses to go
         past MAX_PAGES (a cursor that never repeats would otherwise loop until the function's timeout)."""
-        seen_cursors: set[str] = set()
-        cursor: str | None = None
-        for _ in range(MAX_PAGES):
-            data = self._get(path, {"cursor": cursor} if cursor else None, stats)
-            items = data.get(key)
-            if items is None and missing_is_empty:
-                items = []
-            if not isinstance(items, list):
+
+        def items(data: Page) -> list[Any]:
+            found = data.get(key)
+            if found is None and missing_is_empty:
+                return []
+            if not isinstance(found, list):
                 raise CademiMalformedError(f"{_redact_path(path)}: data.{key} is not a list")
-            if not items:
-                return
-            yield items
-            paginator = data.get("paginator")
-            cursor = cursor_of(paginator.get("next_page_url") if isinstance(paginator, dict) else None)
-            if cursor is None or cursor in seen_cursors:
-                return
-            seen_cursors.add(cursor)
-        raise CademiPaginationError(f"{_redact_path(path)}: more than {MAX_PAGES} pages; the cursor never ends")
+            return found
+
+        cursor = NextUrlCursor(("paginator", "next_page_url"), MAX_PAGES)
+        return paged(
+            lambda query: self._get(path, query, stats), cursor, items, CademiPaginationError, _redact_path(path)
+        )
 
     def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
         """Every student holding the tag, across all pages, each id once."""
@@ -267,53 +248,52 @@ class CademiClient:
         """
         url = self.base_url + path
         counters = _Counters(self.stats, stats)
-        last_reason = ""
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                return self._attempt(url, path, params, counters)
-            except _Transient as exc:
-                last_reason = exc.reason
-                counters.add("transient_failures")
-                if attempt == self._max_attempts:
-                    break
-                delay = self._backoff(attempt, exc.retry_after)
+        attempts = self._rule.attempts
+
+        def failed(exc: Exception, attempt: int, wait: float | None) -> None:
+            counters.add("transient_failures")
+            if wait is not None:
                 counters.add("retries")
                 log.warning(
                     "transient Cademi failure on %s (%s); retry %d/%d in %.2fs",
                     _redact_path(path),
-                    exc.reason,
+                    exc,
                     attempt,
-                    self._max_attempts - 1,
-                    delay,
+                    attempts - 1,
+                    wait,
                 )
-                self._sleep(delay)
-        raise CademiUnavailableError(f"{_redact_path(path)} failed {self._max_attempts} times; last: {last_reason}")
+
+        try:
+            return retrying(lambda: self._attempt(url, path, params, counters), self._rule, self._sleep, failed)
+        except Transient as exc:
+            raise CademiUnavailableError(f"{_redact_path(path)} failed {attempts} times; last: {exc.reason}") from None
 
     def _attempt(self, url: str, path: str, params: Mapping[str, str] | None, counters: _Counters) -> dict[str, Any]:
         self.limiter.acquire()
         counters.add("requests")
         try:
             response = self._session.get(url, params=params, timeout=self._timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise _Transient("timeout") from None
-        except requests.ConnectionError:
-            raise _Transient("connection error") from None
+        except requests.RequestException as exc:
+            lost = self._rule.lost_answer(exc)
+            if lost is None:
+                raise
+            raise lost from None
         status = response.status_code
-        retry_after = _retry_after(response.headers.get("Retry-After"))
         try:
             body = response.json()
         except ValueError:
             body = None
         code, msg = self._code_and_message(status, body)
-        if status == 429 or code == 429 or (409 in (status, code) and _RATE_LIMIT_MSG.search(msg)):
+        limit_msg = 409 in (status, code) and _RATE_LIMIT_MSG.search(msg) is not None
+        failure = self._rule.failure((status, code), response.headers, rate_limited=limit_msg)
+        if failure is not None and failure.rate_limited:
             counters.add("rate_limited")
             log.error("Cademi rate limit breached on %s: the client budget is too high", _redact_path(path))
             self.limiter.breached()
-            raise _Transient(f"rate limited ({status})", retry_after)
-        if http_status_is_transient(status) or http_status_is_transient(code):
-            raise _Transient(f"HTTP {status}", retry_after)
+        if failure is not None:
+            raise failure
         if not isinstance(body, dict):
-            raise _Transient(f"non-JSON body (HTTP {status})", retry_after)
+            raise Transient(f"non-JSON body (HTTP {status})", retry_after_s(response.headers.get("Retry-After")))
         return self._interpret(status, code, msg, body, path)
 
     def _code_and_message(self, status: int, body: Any) -> tuple[int, str]:
@@ -334,24 +314,6 @@ class CademiClient:
         if not isinstance(data, dict):
             raise CademiMalformedError(f"{_redact_path(path)}: success envelope without a data object")
         return data
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter; never shorter than the server's Retry-After."""
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        delay = random.uniform(ceiling / 2, ceiling)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self._backoff_cap))
-        return delay
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 def _redact_path(path: str) -> str:

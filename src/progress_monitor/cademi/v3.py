@@ -31,6 +31,7 @@ from progress_monitor.errors import (
     CademiMalformedError,
     CademiPaginationError,
 )
+from progress_monitor.platform.paging import JsonCursor, Page, paged
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +161,17 @@ class CademiV3Client(CademiClient):
     def _v3_pages(
         self, path: str, params: dict[str, str], stats: CallStats | None = None, max_pages: int = MAX_PAGES
     ) -> Iterator[list[Any]]:
-        """Each page's `data`, following `page.next_cursor` until it is empty or a cursor repeats; a cursor
-        still going after `max_pages` pages raises CademiPaginationError."""
-        seen: set[str] = set()
-        cursor: str | None = None
-        for _ in range(max_pages):
-            query = {**params, "limit": str(FIELDS.page_size), **({"cursor": cursor} if cursor else {})}
-            body = self._get(path, query, stats)
-            items = body.get("data")
-            if not isinstance(items, list):
+        """Each non-empty page's `data`, following `page.next_cursor` until it is empty or a cursor repeats; a
+        cursor still going after `max_pages` pages raises CademiPaginationError."""
+
+        def items(body: Page) -> list[Any]:
+            found = body.get("data")
+            if not isinstance(found, list):
                 raise CademiMalformedError(f"{path}: page without a data list")
-            if items:
-                yield items
-            page = body.get("page")
-            cursor = page.get("next_cursor") if isinstance(page, dict) else None
-            if not isinstance(cursor, str) or not cursor or cursor in seen or not items:
-                return
-            seen.add(cursor)
-        raise CademiPaginationError(f"{path}: more than {max_pages} pages; the cursor never ends")
+            return found
+
+        cursor = JsonCursor(("page", "next_cursor"), max_pages, fixed={**params, "limit": str(FIELDS.page_size)})
+        return paged(lambda query: self._get(path, query, stats), cursor, items, CademiPaginationError, path)
 
     # -- CademiSource ------------------------------------------------------------------------------------
 
@@ -222,6 +216,3 @@ class CademiV3Client(CademiClient):
                 if tag_id is not None:
                     tags.setdefault(tag_id, Tag(tag_id, str(item.get("name") or "")))
         return list(tags.values())
-
-
-# -- checking the mapping against the live contract --------------------------------------------------------------

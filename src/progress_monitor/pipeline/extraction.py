@@ -166,23 +166,32 @@ class PieceExtraction:
         """This week's rows of a skipped call: the earlier observation, marked as carried from its run."""
         values = self.carry.carried[user_id]
         self.carried += len(unit)
-        return [self._carried_record(user_id, product, values[product]) for product in unit]
+        return [self.row(user_id, product, Status.OK, values[product]) for product in unit]
 
-    def _carried_record(self, user_id: int, product_id: int, value: CarriedValue) -> ProgressRecord:
+    def row(
+        self,
+        user_id: int,
+        product_id: int,
+        status: Status,
+        values: Progress | CarriedValue | None = None,
+        error: str | None = None,
+    ) -> ProgressRecord:
+        """The one builder of a record, read or carried: the piece's week, run and tag, the listing's last
+        access; values carried from an earlier observation name the run that read them."""
         return ProgressRecord(
             snapshot_date=self.task.snapshot_date,
             run_id=str(self.task.run_id),
             tag_id=self.task.tag_id,
             user_id=user_id,
             product_id=product_id,
-            status=Status.OK,
-            total=value.total,
-            assistidas=value.assistidas,
-            completas=value.completas,
-            error=None,
+            status=status,
+            total=None if values is None else values.total,
+            assistidas=None if values is None else values.assistidas,
+            completas=None if values is None else values.completas,
+            error=error,
             extracted_at=datetime.now(UTC),
             last_access_at=self.last_access_at.get(user_id),
-            carried_from=value.source_run,
+            carried_from=values.source_run if isinstance(values, CarriedValue) else None,
         )
 
     def _verify(self, user_id: int, student: list[ProgressRecord]) -> None:
@@ -213,40 +222,22 @@ class PieceExtraction:
         return [self._record(user_id, p, answers[p]) for p in products]
 
     def _record(self, user_id: int, product_id: int, answer: Progress | CademiError) -> ProgressRecord:
-        status, error = Status.OK, None
-        total: float | None = None
-        assistidas: int | None = None
-        completas: int | None = None
         if isinstance(answer, Progress):
-            total, assistidas, completas = answer.total, answer.assistidas, answer.completas
-        elif isinstance(answer, CademiBusinessError):
-            status, error = Status.NO_ACCESS, answer.msg[:200]
-        else:
-            status, error = Status.FAILED, str(answer)[:300]
-            if isinstance(answer, CademiUnavailableError):
-                with self._unavailable_lock:
-                    self._unavailable[user_id] += 1
-            log.warning(
-                "progress extraction failed for user %d product %d: %s",
-                user_id,
-                product_id,
-                error,
-                extra={"run_id": str(self.task.run_id), "tag_id": self.task.tag_id, "piece": self.task.piece},
-            )
-        return ProgressRecord(
-            snapshot_date=self.task.snapshot_date,
-            run_id=str(self.task.run_id),
-            tag_id=self.task.tag_id,
-            user_id=user_id,
-            product_id=product_id,
-            status=status,
-            total=total,
-            assistidas=assistidas,
-            completas=completas,
-            error=error,
-            extracted_at=datetime.now(UTC),
-            last_access_at=self.last_access_at.get(user_id),
+            return self.row(user_id, product_id, Status.OK, answer)
+        if isinstance(answer, CademiBusinessError):
+            return self.row(user_id, product_id, Status.NO_ACCESS, error=answer.msg[:200])
+        error = str(answer)[:300]
+        if isinstance(answer, CademiUnavailableError):
+            with self._unavailable_lock:
+                self._unavailable[user_id] += 1
+        log.warning(
+            "progress extraction failed for user %d product %d: %s",
+            user_id,
+            product_id,
+            error,
+            extra={"run_id": str(self.task.run_id), "tag_id": self.task.tag_id, "piece": self.task.piece},
         )
+        return self.row(user_id, product_id, Status.FAILED, error=error)
 
 
 def _done(records: list[ProgressRecord]) -> Future[list[ProgressRecord]]:

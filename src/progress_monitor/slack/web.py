@@ -14,14 +14,12 @@ once, without waiting for instances to recycle.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 import urllib3
@@ -32,8 +30,8 @@ from progress_monitor.errors import (
     SLACK_TRANSIENT_CODES,
     SlackRefusedError,
     SlackUnavailableError,
-    http_status_is_transient,
 )
+from progress_monitor.platform.retrying import RetryRule, Sleep, Transient, retrying
 
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 50  # Block Kit's limit per message
@@ -42,10 +40,23 @@ MAX_RETRY_AFTER_S = 10.0  # longer rate-limit waits are left to Pub/Sub's redeli
 RATE_LIMIT_RETRIES = 2  # rate-limited answers waited out per call, at most
 DEFAULT_RETRY_AFTER_S = 1.0  # rate limited without a usable Retry-After: Slack's one message a second
 
-T = TypeVar("T")
 TokenSource = Callable[[bool], str]
 """The bot token now; called with True, read fresh (bypassing any cache: it may have been renewed)."""
-Sleep = Callable[[float], None]
+
+# Only a rate limit is asked again in-process, after exactly the Retry-After Slack said (no backoff of ours);
+# a 5xx, a timeout or a longer wait is raised for Pub/Sub's redelivery.
+RULE = RetryRule(
+    attempts=RATE_LIMIT_RETRIES + 1,
+    retry_on=(SlackUnavailableError,),
+    backoff_base_s=None,
+    max_retry_after_s=MAX_RETRY_AFTER_S,
+    rate_limit_default_s=DEFAULT_RETRY_AFTER_S,
+    retry_after_only_when_rate_limited=True,
+)
+
+
+def _rule(max_wait_s: float, retries: int) -> RetryRule:
+    return dataclasses.replace(RULE, attempts=retries + 1, max_retry_after_s=max_wait_s)
 
 
 class SlackClient:
@@ -66,7 +77,7 @@ class SlackClient:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._token: TokenSource = token if callable(token) else _fixed(token)
-        self._sleep, self._max_wait_s, self._retries = sleep, max_wait_s, retries
+        self._sleep, self._rule = sleep, _rule(max_wait_s, retries)
         self._session = requests.Session()
 
     def call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +88,7 @@ class SlackClient:
         while True:
             try:
                 send = functools.partial(self._once, method, payload, token)
-                return waiting_out_rate_limits(send, self._sleep, self._max_wait_s, self._retries)
+                return retrying(send, self._rule, self._sleep, _waiting)
             except SlackRefusedError as exc:
                 if exc.code not in SLACK_AUTH_CODES or refreshed:
                     raise
@@ -124,49 +135,28 @@ def _fixed(token: str) -> TokenSource:
     return lambda _fresh: token
 
 
-def waiting_out_rate_limits(send: Callable[[], T], sleep: Sleep, max_wait_s: float, retries: int) -> T:
-    """`send()`, asked again after sleeping Slack's Retry-After when it was rate limited, at most `retries`
-    times and only for waits up to `max_wait_s`; otherwise the rate limit (with its `retry_after`) is raised."""
-    waited = 0
-    while True:
-        try:
-            return send()
-        except SlackUnavailableError as exc:
-            wait = exc.retry_after
-            if wait is None or waited >= retries or wait > max_wait_s:
-                raise
-            waited += 1
-            log.info("Slack rate limited the call; waiting %g s before asking again", wait)
-            sleep(wait)
+def _waiting(exc: Exception, attempt: int, wait: float | None) -> None:
+    if wait is not None:
+        log.info("Slack rate limited the call; waiting %g s before asking again", wait)
 
 
-def retry_after_s(response: requests.Response, now: datetime | None = None) -> float:
-    """Slack's Retry-After in seconds (delay-seconds or an HTTP date), or DEFAULT_RETRY_AFTER_S when absent or
-    unreadable."""
-    raw = response.headers.get("Retry-After", "").strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return DEFAULT_RETRY_AFTER_S
-        if when.tzinfo is None:
-            return DEFAULT_RETRY_AFTER_S
-        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_RETRY_AFTER_S
+def _unavailable(what: str, failure: Transient) -> SlackUnavailableError:
+    """A transient failure as the error Pub/Sub redelivers on; only a rate limit carries Slack's wait."""
+    if failure.rate_limited and failure.retry_after is not None:
+        wait = failure.retry_after
+        return SlackUnavailableError(f"{what}: rate limited, retry after {wait:g} s", retry_after=wait)
+    return SlackUnavailableError(f"{what}: {failure.reason}")
 
 
-def _rate_limited(what: str, response: requests.Response) -> SlackUnavailableError:
-    wait = retry_after_s(response)
-    return SlackUnavailableError(f"{what}: rate limited, retry after {wait:g} s", retry_after=wait)
+def _check_status(what: str, response: requests.Response) -> None:
+    """A 429 or a 5xx is Slack unavailable, whatever the body says."""
+    failure = RULE.failure((response.status_code,), response.headers)
+    if failure is not None:
+        raise _unavailable(what, failure)
 
 
 def _answer(method: str, response: requests.Response) -> dict[str, Any]:
-    if response.status_code == 429:
-        raise _rate_limited(method, response)
-    if http_status_is_transient(response.status_code):
-        raise SlackUnavailableError(f"{method}: HTTP {response.status_code}")
+    _check_status(method, response)
     try:
         body = response.json()
     except ValueError as exc:
@@ -177,7 +167,7 @@ def _answer(method: str, response: requests.Response) -> dict[str, Any]:
         return body
     code = str(body.get("error") or f"http_{response.status_code}")[:60]
     if code in SLACK_RATE_LIMIT_CODES:
-        raise _rate_limited(method, response)
+        raise _unavailable(method, RULE.rate_limit(response.status_code, response.headers))
     if code in SLACK_TRANSIENT_CODES:
         raise SlackUnavailableError(f"{method}: {code}")
     raise SlackRefusedError(code)
@@ -195,7 +185,7 @@ def respond(
     """Answer a slash command or an interaction through its `response_url` (valid 30 minutes, 5 uses). The
     caller has checked the URL is Slack's (`Settings.slack_response_url_ok`); a redirect is never followed (it
     would take the answer elsewhere) but refused. A 429 is waited out as in `SlackClient.call`."""
-    waiting_out_rate_limits(lambda: _respond_once(response_url, message, timeout_s), sleep, max_wait_s, retries)
+    retrying(lambda: _respond_once(response_url, message, timeout_s), _rule(max_wait_s, retries), sleep, _waiting)
 
 
 def _respond_once(response_url: str, message: dict[str, Any], timeout_s: float) -> None:
@@ -203,9 +193,6 @@ def _respond_once(response_url: str, message: dict[str, Any], timeout_s: float) 
         response = requests.post(response_url, json=message, timeout=timeout_s, allow_redirects=False)
     except requests.RequestException as exc:
         raise SlackUnavailableError(f"response_url: {type(exc).__name__}") from exc
-    if response.status_code == 429:
-        raise _rate_limited("response_url", response)
-    if http_status_is_transient(response.status_code):
-        raise SlackUnavailableError(f"response_url: HTTP {response.status_code}")
+    _check_status("response_url", response)
     if response.status_code >= 300:
         raise SlackRefusedError(f"response_url_http_{response.status_code}")
