@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cademi_sim.builder import School, rising_progress
 from devstack.stack import LocalStack
 
 WEEKS = ["2026-09-07", "2026-09-14", "2026-09-21", "2026-09-28"]
@@ -16,83 +17,50 @@ CPF_PREFIX = "987.654."
 
 
 def world() -> dict[str, Any]:
-    users, memberships, progress = [], [], []
+    school = School(WEEKS, api_key="pipeline-test-key", rate=(150, 9000), breach="429")
+    for p in (101, 102, 301, 302, 303):
+        school.product(p, aulas=20)
+    school.track("analista", "Analista", {101: 4, 102: 8})
+    school.track("cientista", "Cientista", {301: 3, 302: 6, 303: 9})
+    for tag in (BIG_TAG, SMALL_TAG, OTHER_TAG, UNREGISTERED_TAG):
+        track, turma, start = {
+            BIG_TAG: ("analista", "2026-08", "2026-08-03"),
+            SMALL_TAG: ("cientista", "2026-08", "2026-08-03"),
+            OTHER_TAG: ("cientista", "2026-09", "2026-09-07"),
+        }.get(tag, (None, None, None))
+        school.tag(tag, f"Tag {tag}", track=track, turma=turma, start_date=start)
 
-    def add_user(uid: int, tag: int, products: list[int], from_week: int = 0, to_week: int | None = None) -> None:
-        users.append(
-            {
-                "id": uid,
-                "nome": f"Aluno {uid}",
-                "email": f"aluno{uid}+turma@example.com",
-                "doc": f"{CPF_PREFIX}{uid % 1000:03d}-{uid % 100:02d}",
-                "celular": "+55 21 99999-0000",
-                "criado_em": "2026-08-01 09:00:00",
-            }
+    def add_user(uid: int, spans: list[tuple[int, int, int | None]], products: list[int]) -> None:
+        school.student(
+            uid,
+            spans,
+            nome=f"Aluno {uid}",
+            email=f"aluno{uid}+turma@example.com",
+            doc=f"{CPF_PREFIX}{uid % 1000:03d}-{uid % 100:02d}",
+            celular="+55 21 99999-0000",
+            criado_em="2026-08-01 09:00:00",
+            progress=[
+                rising_progress(uid, p, [min(100.0, 5.0 * (w + 1) + (uid % 7) + 3 * k) for w in range(len(WEEKS))])
+                for k, p in enumerate(products)
+            ],
         )
-        memberships.append({"user": uid, "tag": tag, "from_week": from_week, "to_week": to_week})
-        for k, p in enumerate(products):
-            totals = [min(100.0, 5.0 * (w + 1) + (uid % 7) + 3 * k) for w in range(len(WEEKS))]
-            progress.append(
-                {
-                    "user": uid,
-                    "product": p,
-                    "total": [f"{t:.1f}%" for t in totals],
-                    "assistidas": [int(t // 5) for t in totals],
-                    "completas": [int(t // 6) for t in totals],
-                }
-            )
 
     for i in range(155):  # more than one page of 150
-        add_user(1001 + i, BIG_TAG, [101, 102])
+        add_user(1001 + i, [(BIG_TAG, 0, None)], [101, 102])
     for i in range(8):
-        add_user(2001 + i, SMALL_TAG, [301, 302, 303], to_week=0 if 2001 + i in (MOVER, DROPOUT) else None)
-    memberships.append({"user": MOVER, "tag": OTHER_TAG, "from_week": 1, "to_week": None})
+        uid = 2001 + i
+        spans = {MOVER: [(SMALL_TAG, 0, 0), (OTHER_TAG, 1, None)], DROPOUT: [(SMALL_TAG, 0, 0)]}
+        add_user(uid, spans.get(uid, [(SMALL_TAG, 0, None)]), [301, 302, 303])
     for i in range(6):
-        add_user(3001 + i, OTHER_TAG, [301, 302, 303])
-    add_user(3100, OTHER_TAG, [301, 302])  # no access to 303: the API answers 409
-    add_user(9001, UNREGISTERED_TAG, [101])
-    return {
-        "api_key": "pipeline-test-key",
-        "rate_limit": {"per_second": 150, "per_minute": 9000, "breach": "429"},
-        "latency_ms": 0,
-        "weeks": WEEKS,
-        "products": [{"id": p, "nome": f"Curso {p}", "aulas": 20} for p in (101, 102, 301, 302, 303)],
-        "tags": [{"id": t, "nome": f"Tag {t}"} for t in (BIG_TAG, SMALL_TAG, OTHER_TAG, UNREGISTERED_TAG)],
-        "users": users,
-        "memberships": memberships,
-        "access": [{"user": p["user"], "product": p["product"]} for p in progress],
-        "progress": progress,
-        "faults": [
-            {
-                "path": f"/usuario/progresso_por_produto/{ALWAYS_FAILING[0]}/{ALWAYS_FAILING[1]}",
-                "status": 503,
-                "times": 100000,
-            }
-        ],
-        "registry": {
-            "tracks": [
-                {
-                    "id": "analista",
-                    "nome": "Analista",
-                    "products": [{"product": 101, "due_week": 4}, {"product": 102, "due_week": 8}],
-                },
-                {
-                    "id": "cientista",
-                    "nome": "Cientista",
-                    "products": [
-                        {"product": 301, "due_week": 3},
-                        {"product": 302, "due_week": 6},
-                        {"product": 303, "due_week": 9},
-                    ],
-                },
-            ],
-            "tags": [
-                {"tag_id": BIG_TAG, "track": "analista", "turma": "2026-08", "start_date": "2026-08-03"},
-                {"tag_id": SMALL_TAG, "track": "cientista", "turma": "2026-08", "start_date": "2026-08-03"},
-                {"tag_id": OTHER_TAG, "track": "cientista", "turma": "2026-09", "start_date": "2026-09-07"},
-            ],
-        },
-    }
+        add_user(3001 + i, [(OTHER_TAG, 0, None)], [301, 302, 303])
+    add_user(3100, [(OTHER_TAG, 0, None)], [301, 302])  # no access to 303: the API answers 409
+    add_user(9001, [(UNREGISTERED_TAG, 0, None)], [101])
+    for p in school.progress:
+        school.grant(p["user"], p["product"])
+    school.fault(
+        path=f"/usuario/progresso_por_produto/{ALWAYS_FAILING[0]}/{ALWAYS_FAILING[1]}", status=503, times=100000
+    )
+    return school.build()
 
 
 # Fast client retries: the pipeline tests' faults clear in well under a second.

@@ -1,8 +1,10 @@
-"""Small hand-written scenarios for tests."""
+"""The small school most simulator and client tests start from (cademi_sim/builder.py builds it)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from cademi_sim.builder import School
 
 
 def school(
@@ -15,65 +17,33 @@ def school(
     first_user: int = 1001,
 ) -> dict[str, Any]:
     """One tag, `n_students` students with access to every product; progress rises week by week."""
-    users = [
-        {
-            "id": first_user + i,
-            "nome": f"Aluno {i}",
-            "email": f"aluno{i}+ds@example.com",
-            "doc": f"{i:03d}.123.456-{i % 100:02d}",
-            "celular": "+55 11 91234-5678",
-            "criado_em": "2026-02-20 10:00:00",
-        }
-        for i in range(n_students)
-    ]
-    progress = [
-        {
-            "user": u["id"],
-            "product": p,
-            "total": [f"{min(100, (i + 1) * 7.5 + w * 10 + j):.1f}%" for w in range(len(weeks))],
-            "assistidas": [w + j for w in range(len(weeks))],
-            "completas": [w for w in range(len(weeks))],
-        }
-        for i, u in enumerate(users)
-        for j, p in enumerate(products)
-    ]
-    return {
-        "api_key": "test-key",
-        "rate_limit": {"per_second": rate[0], "per_minute": rate[1], "breach": breach},
-        "latency_ms": 0,
-        "weeks": list(weeks),
-        "products": [{"id": p, "nome": f"Produto {p}", "aulas": 20} for p in products],
-        "tags": [{"id": tag_id, "nome": "Turma teste"}],
-        "users": users,
-        "memberships": [{"user": u["id"], "tag": tag_id, "from_week": 0, "to_week": None} for u in users],
-        "access": [{"user": u["id"], "product": p} for u in users for p in products],
-        "progress": progress,
-        "faults": [],
-        "registry": {
-            "tracks": [
+    built = School(weeks, api_key="test-key", rate=rate, breach=breach)
+    for p in products:
+        built.product(p, f"Produto {p}", aulas=20)
+    built.track("trilha", "Trilha", {p: 4 * (k + 1) for k, p in enumerate(products)})
+    built.tag(tag_id, "Turma teste", track="trilha", turma="2026-03")
+    for i in range(n_students):
+        uid = first_user + i
+        built.student(
+            uid,
+            tag_id,
+            nome=f"Aluno {i}",
+            email=f"aluno{i}+ds@example.com",
+            doc=f"{i:03d}.123.456-{i % 100:02d}",
+            celular="+55 11 91234-5678",
+            criado_em="2026-02-20 10:00:00",
+            progress=[
                 {
-                    "id": "trilha",
-                    "nome": "Trilha",
-                    "products": [{"product": p, "due_week": 4 * (k + 1)} for k, p in enumerate(products)],
+                    "user": uid,
+                    "product": p,
+                    "total": [f"{min(100, (i + 1) * 7.5 + w * 10 + j):.1f}%" for w in range(len(weeks))],
+                    "assistidas": [w + j for w in range(len(weeks))],
+                    "completas": [w for w in range(len(weeks))],
                 }
+                for j, p in enumerate(products)
             ],
-            "tags": [{"tag_id": tag_id, "track": "trilha", "turma": "2026-03", "start_date": weeks[0]}],
-        },
-    }
-
-
-def hand_progress(user: int, totals: dict[int, list[float]]) -> list[dict[str, Any]]:
-    """A student's `progress` entries from hand-written totals per product and week (lessons: one per 10 %)."""
-    entries = []
-    for product, per_week in totals.items():
-        lessons = [int(t // 10) for t in per_week]
-        entries.append(
-            {
-                "user": user,
-                "product": product,
-                "total": [f"{t:g}%" for t in per_week],
-                "assistidas": lessons,
-                "completas": lessons,
-            }
         )
-    return entries
+        for p in products:
+            built.grant(uid, p)
+    built.faults = []
+    return built.build()

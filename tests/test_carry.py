@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from cademi_sim.builder import School, rising_progress
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.stack import LocalStack
@@ -123,62 +124,32 @@ def last_access(user: int, week: int) -> str | None:
 
 
 def carry_world() -> dict[str, Any]:
-    users, memberships, progress = [], [], []
+    school = School(WEEKS, api_key="carry-test-key", rate=(150, 9000), breach="429")
+    for p in BIG_PRODUCTS:
+        school.product(p, aulas=20)
+    school.track("t3", "Trilha 3", dict.fromkeys(BIG_PRODUCTS, 8))
+    school.track("t2", "Trilha 2", dict.fromkeys(SMALL_PRODUCTS, 8))
+    school.tag(BIG, "Turma grande", track="t3", turma="2026-08", start_date="2026-08-03")
+    school.tag(SMALL, "Turma pequena", track="t2", turma="2026-08", start_date="2026-08-03")
     for tag, products, members in ((BIG, BIG_PRODUCTS, BIG_CLASS), (SMALL, SMALL_PRODUCTS, SMALL_CLASS)):
         for uid in members:
-            users.append(
-                {
-                    "id": uid,
-                    "nome": f"Aluno {uid}",
-                    "email": f"aluno{uid}@example.com",
-                    "ultimo_acesso_em": [last_access(uid, w) for w in range(len(WEEKS))],
-                }
+            studied = [sum(active(uid, v) for v in range(w + 1)) for w in range(len(WEEKS))]
+            school.student(
+                uid,
+                tag,
+                nome=f"Aluno {uid}",
+                email=f"aluno{uid}@example.com",
+                last_access=[last_access(uid, w) for w in range(len(WEEKS))],
+                progress=[
+                    rising_progress(uid, p, [min(100.0, 4.0 * n + (uid % 5) + k) for n in studied])
+                    for k, p in enumerate(products)
+                ],
             )
-            memberships.append({"user": uid, "tag": tag, "from_week": 0, "to_week": None})
-            for k, p in enumerate(products):
-                studied = [sum(active(uid, v) for v in range(w + 1)) for w in range(len(WEEKS))]
-                totals = [min(100.0, 4.0 * n + (uid % 5) + k) for n in studied]
-                progress.append(
-                    {
-                        "user": uid,
-                        "product": p,
-                        "total": [f"{t:.1f}%" for t in totals],
-                        "assistidas": [int(t // 5) for t in totals],
-                        "completas": [int(t // 6) for t in totals],
-                    }
-                )
-    return {
-        "api_key": "carry-test-key",
-        "rate_limit": {"per_second": 150, "per_minute": 9000, "breach": "429"},
-        "latency_ms": 0,
-        "weeks": WEEKS,
-        "products": [{"id": p, "nome": f"Curso {p}", "aulas": 20} for p in BIG_PRODUCTS],
-        "tags": [{"id": BIG, "nome": "Turma grande"}, {"id": SMALL, "nome": "Turma pequena"}],
-        "users": users,
-        "memberships": memberships,
-        "access": [{"user": p["user"], "product": p["product"]} for p in progress],
-        "progress": progress,
-        "staff_actions": [
-            {
-                "user": STAFF_TARGET,
-                "product": 401,
-                "week": STAFF_WEEK,
-                "total": "100.0%",
-                "assistidas": 20,
-                "completas": 20,
-            }
-        ],
-        "registry": {
-            "tracks": [
-                {"id": "t3", "nome": "Trilha 3", "products": [{"product": p, "due_week": 8} for p in BIG_PRODUCTS]},
-                {"id": "t2", "nome": "Trilha 2", "products": [{"product": p, "due_week": 8} for p in SMALL_PRODUCTS]},
-            ],
-            "tags": [
-                {"tag_id": BIG, "track": "t3", "turma": "2026-08", "start_date": "2026-08-03"},
-                {"tag_id": SMALL, "track": "t2", "turma": "2026-08", "start_date": "2026-08-03"},
-            ],
-        },
-    }
+    for p in school.progress:
+        school.grant(p["user"], p["product"])
+    staff = {"user": STAFF_TARGET, "product": 401, "week": STAFF_WEEK, "total": "100.0%", "assistidas": 20}
+    school.extra["staff_actions"] = [{**staff, "completas": 20}]
+    return school.build()
 
 
 @pytest.fixture(scope="module")

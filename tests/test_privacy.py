@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cademi_sim.builder import School
 from devstack.stack import LocalStack
 from progress_monitor import services
 from progress_monitor.commands import privacy
@@ -22,7 +23,6 @@ from progress_monitor.privacy import erasure, erasures, retention
 from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
 from tests.pipeline_world import start_stack
-from tests.scenarios import hand_progress
 from tests.traces import mentions, parsed_file
 
 pytestmark = pytest.mark.integration
@@ -35,42 +35,24 @@ OTHERS = {A: [6301, 6302, 6303, 6304, 6305], B: [6401, 6402, 6403, 6404]}
 
 
 def school() -> dict[str, Any]:
-    users = [{"id": VICTIM, "nome": NAME, "email": EMAIL, "celular": PHONE, "doc": "111.222.333-44", "criado_em": None}]
-    progress = hand_progress(VICTIM, {101: [0, 5, 10], 102: [0, 0, 0]})  # far behind: listed in the digest
-    memberships = [{"user": VICTIM, "tag": A, "from_week": 0, "to_week": None}]
+    school = School(WEEKS, api_key="privacy-key-test")
+    school.product(101, "Curso 1")
+    school.product(102, "Curso 2")
+    school.track("t1", "Trilha 1", {101: 2, 102: 4})
+    school.tag(A, "Turma A", track="t1", turma="2026-06", slack_channel="C0PRIV1")
+    school.tag(B, "Turma B", track="t1", turma="2026-07", slack_channel="C0PRIV2")
+    # Far behind: listed in the digest.
+    school.student(
+        VICTIM, A, nome=NAME, email=EMAIL, celular=PHONE, doc="111.222.333-44", totals={101: [0, 5, 10], 102: [0, 0, 0]}
+    )
     for tag, ids in OTHERS.items():
         for k, uid in enumerate(ids):
-            users.append(
-                {"id": uid, "nome": f"Aluna {uid}", "email": f"a{uid}@example.com", "celular": None, "doc": None}
+            school.student(
+                uid, tag, email=f"a{uid}@example.com", totals={101: [10 * k, 40 + 5 * k, 80], 102: [0, 10, 20 + k]}
             )
-            memberships.append({"user": uid, "tag": tag, "from_week": 0, "to_week": None})
-            progress += hand_progress(uid, {101: [10 * k, 40 + 5 * k, 80], 102: [0, 10, 20 + k]})
-    return {
-        "api_key": "privacy-key-test",
-        "rate_limit": {"per_second": 200, "per_minute": 12000},
-        "latency_ms": 0,
-        "weeks": WEEKS,
-        "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
-        "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}],
-        "users": users,
-        "memberships": memberships,
-        "progress": progress,
-        # The victim's product 102 never answers: their failed rows' error quotes the id in Cademi's URL.
-        "faults": [{"path": f"/usuario/progresso_por_produto/{VICTIM}/102", "status": 503, "times": 1_000_000}],
-        "registry": {
-            "tracks": [
-                {
-                    "id": "t1",
-                    "nome": "Trilha 1",
-                    "products": [{"product": 101, "due_week": 2}, {"product": 102, "due_week": 4}],
-                }
-            ],
-            "tags": [
-                {"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0], "slack_channel": "C0PRIV1"},
-                {"tag_id": B, "track": "t1", "turma": "2026-07", "start_date": WEEKS[0], "slack_channel": "C0PRIV2"},
-            ],
-        },
-    }
+    # The victim's product 102 never answers: their failed rows' error quotes the id in Cademi's URL.
+    school.fault(path=f"/usuario/progresso_por_produto/{VICTIM}/102", status=503, times=1_000_000)
+    return school.build()
 
 
 def cfg() -> Settings:

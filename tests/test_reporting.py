@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from cademi_sim.builder import School
 from devstack.preview import write_report
 from devstack.stack import LocalStack
 from progress_monitor.pipeline import reporting
 from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
-from tests.scenarios import hand_progress
 
 pytestmark = pytest.mark.integration
 WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15", "2026-06-22"]
@@ -57,47 +57,22 @@ FAILING_USER = 107
 
 
 def metrics_world() -> dict[str, Any]:
-    users, memberships, progress = [], [], []
+    school = School(WEEKS, api_key="metrics-key")
+    school.product(101, "Curso 1")
+    school.product(102, "Curso 2")
+    school.track("t1", "Trilha 1", {101: 2, 102: 4})
+    for tag, nome, turma in ((A, "Turma A", "2026-06"), (B, "Turma B", "2026-07"), (C, "Turma C", "2026-08")):
+        school.tag(tag, nome, track="t1", turma=turma)
     for uid, (spans, p101, p102) in STUDENTS.items():
-        users.append(
-            {
-                "id": uid,
-                "nome": f"Aluna {uid}",
-                "email": f"aluna{uid}@example.com",
-                "doc": None,
-                "celular": f"+55 11 90000-0{uid}",
-                "criado_em": None,
-                "ultimo_acesso_em": LAST_ACCESS.get(uid, [None] * len(WEEKS)),
-            }
+        school.student(
+            uid,
+            spans,
+            celular=f"+55 11 90000-0{uid}",
+            last_access=LAST_ACCESS.get(uid, [None] * len(WEEKS)),
+            totals={101: p101, 102: p102},
         )
-        memberships += [{"user": uid, "tag": t, "from_week": f, "to_week": to} for t, f, to in spans]
-        progress += hand_progress(uid, {101: p101, 102: p102})
-    return {
-        "api_key": "metrics-key",
-        "rate_limit": {"per_second": 200, "per_minute": 12000},
-        "latency_ms": 0,
-        "weeks": WEEKS,
-        "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
-        "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}, {"id": C, "nome": "Turma C"}],
-        "users": users,
-        "memberships": memberships,
-        "progress": progress,
-        "faults": [{"path": f"/usuario/progresso_por_produto/{FAILING_USER}/101", "status": 503, "times": 1_000_000}],
-        "registry": {
-            "tracks": [
-                {
-                    "id": "t1",
-                    "nome": "Trilha 1",
-                    "products": [{"product": 101, "due_week": 2}, {"product": 102, "due_week": 4}],
-                }
-            ],
-            "tags": [
-                {"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0]},
-                {"tag_id": B, "track": "t1", "turma": "2026-07", "start_date": WEEKS[0]},
-                {"tag_id": C, "track": "t1", "turma": "2026-08", "start_date": WEEKS[0]},
-            ],
-        },
-    }
+    school.fault(path=f"/usuario/progresso_por_produto/{FAILING_USER}/101", status=503, times=1_000_000)
+    return school.build()
 
 
 @pytest.fixture(scope="module")

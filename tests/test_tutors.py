@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
+from cademi_sim.builder import School
 from devstack.slack_standin import SlackStandin, click, interaction_payload, signed_post
 from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
 from progress_monitor import services
@@ -34,7 +35,6 @@ from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
 from progress_monitor.tutors import digest
-from tests.scenarios import hand_progress
 
 pytestmark = pytest.mark.integration
 WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15", "2026-06-22"]
@@ -55,46 +55,16 @@ STUDENTS: dict[int, tuple[int, list[float], list[float], list[str | None]]] = {
 
 
 def tutors_world() -> dict[str, Any]:
-    users, memberships, progress = [], [], []
+    school = School(WEEKS, api_key="tutors-key")
+    school.product(101, "Curso 1")
+    school.product(102, "Curso 2")
+    school.track("t1", "Trilha 1", {101: 2, 102: 4}, slack_channel=CHANNEL_T1)
+    school.tag(A, "Turma A", track="t1", turma="2026-06", slack_channel=CHANNEL_A)
+    school.tag(B, "Turma B", track="t1", turma="2026-06b")
     for uid, (tag, p101, p102, access) in STUDENTS.items():
-        users.append(
-            {
-                "id": uid,
-                "nome": HACKER_NAME if uid == 205 else f"Aluna {uid}",
-                "email": f"aluna{uid}@example.com",
-                "doc": None,
-                "celular": None,
-                "criado_em": None,
-                "ultimo_acesso_em": access,
-            }
-        )
-        memberships.append({"user": uid, "tag": tag, "from_week": 0, "to_week": None})
-        progress += hand_progress(uid, {101: p101, 102: p102})
-    return {
-        "api_key": "tutors-key",
-        "rate_limit": {"per_second": 200, "per_minute": 12000},
-        "latency_ms": 0,
-        "weeks": WEEKS,
-        "products": [{"id": 101, "nome": "Curso 1"}, {"id": 102, "nome": "Curso 2"}],
-        "tags": [{"id": A, "nome": "Turma A"}, {"id": B, "nome": "Turma B"}],
-        "users": users,
-        "memberships": memberships,
-        "progress": progress,
-        "registry": {
-            "tracks": [
-                {
-                    "id": "t1",
-                    "nome": "Trilha 1",
-                    "slack_channel": CHANNEL_T1,
-                    "products": [{"product": 101, "due_week": 2}, {"product": 102, "due_week": 4}],
-                }
-            ],
-            "tags": [
-                {"tag_id": A, "track": "t1", "turma": "2026-06", "start_date": WEEKS[0], "slack_channel": CHANNEL_A},
-                {"tag_id": B, "track": "t1", "turma": "2026-06b", "start_date": WEEKS[0]},
-            ],
-        },
-    }
+        nome = HACKER_NAME if uid == 205 else None
+        school.student(uid, tag, nome=nome, last_access=access, totals={101: p101, 102: p102})
+    return school.build()
 
 
 @pytest.fixture(scope="module")
