@@ -49,14 +49,18 @@ lint: install
 	$(BIN)/ruff format --check src tests functions
 	$(BIN)/mypy
 
-# The pure contracts alone: no network, no emulator, a few seconds.
+# The pure tests alone: no network, no emulator, a few seconds (docs/development.md#tests).
 unit: install
 	$(BIN)/pytest -q tests/unit
+
+# pytest-xdist: two workers (one per core), each module whole on one worker (a module shares its stack), the
+# add_tag package's two modules together, the longest modules first (tests/conftest.py).
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
 # The virtualenvs, Chromium and the lint are independent of one another: made side by side on a fresh machine.
 test:
 	$(MAKE) --no-print-directory -j4 lint $(CHROMIUM) $(CHECKOV) $(TFSCHEMA)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) --durations=20 $(PYTEST_ARGS)
 
 run: install
 	$(BIN)/python -m devstack run --weeks $(WEEKS) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(CADEMI_API_VERSION),--cademi-api $(CADEMI_API_VERSION)) $(if $(INCREMENTAL),--incremental $(INCREMENTAL))

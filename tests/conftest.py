@@ -26,7 +26,22 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     _worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     os.environ["DEVSTACK_PORT_SLICE"] = f"{_worker}/{os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')}"
 
-PURE = Path(__file__).parent / "unit"
+TESTS = Path(__file__).parent
+PURE = TESTS / "unit"
+# The longest modules on processes first, so the two workers finish together (xdist runs with
+# --no-loadscope-reorder and takes whole modules in this order); a scheduling hint, never a dependency.
+LONGEST_FIRST = (
+    "test_pipeline.py",
+    "test_fleet.py",
+    "test_resilience.py",
+    "test_soak.py",
+    "add_tag",
+    "test_tutors.py",
+    "test_carry.py",
+    "test_pipeline_v3.py",
+    "test_privacy.py",
+    "test_reporting.py",
+)
 
 # Hypothesis draws the same cases on every run and machine (no example database, no wall-clock deadline): a
 # property that fails, fails every time; `HYPOTHESIS_PROFILE=explore` draws new cases, e.g. in a soak.
@@ -61,9 +76,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The pure tests run in a random order (no test may rely on another's leftovers): the modules shuffled, and
+    """The longest modules first (LONGEST_FIRST). The pure tests run in a random order (no test may rely on another's leftovers): the modules shuffled, and
     the tests within each (kept together, so a module's fixtures are set up once). The tests on processes keep
     their order (a module's stack is shared by its tests, which read the weeks its fixture ran)."""
+    def rank(item: pytest.Item) -> int:
+        first = item.path.relative_to(TESTS).parts[0]
+        return LONGEST_FIRST.index(first) if first in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
     slots = [i for i, item in enumerate(items) if item.path.is_relative_to(PURE)]
     modules: dict[Path, list[pytest.Item]] = {}
     for i in slots:
