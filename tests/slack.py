@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 
 import requests
 
-from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
+from devstack.stack import LocalStack
+from devstack.wiring import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER
 
 
 def slash_command(stack: LocalStack, text: str) -> requests.Response:

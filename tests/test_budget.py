@@ -13,8 +13,8 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from devstack.emulators import fake_gcs_binary
 from devstack.procs import free_port, spawn, wait_for_port
-from devstack.stack import _fake_gcs_binary
 from progress_monitor.cademi.budget import FleetBudget
 from progress_monitor.cademi.ratelimit import WIDEN_FACTOR
 
@@ -28,7 +28,7 @@ def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[storage.
     gcs = spawn(
         "fake-gcs",
         [
-            str(_fake_gcs_binary()),
+            str(fake_gcs_binary()),
             "-scheme",
             "http",
             "-host",

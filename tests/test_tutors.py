@@ -26,7 +26,8 @@ import requests
 
 from cademi_sim.builder import School
 from devstack.slack_standin import SlackStandin, click, interaction_payload, signed_post
-from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LocalStack
+from devstack.stack import LocalStack
+from devstack.wiring import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER
 from progress_monitor import services
 from progress_monitor.contracts.objects import digest_claim_name
 from progress_monitor.contracts.values import RunId

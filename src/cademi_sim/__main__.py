@@ -10,7 +10,8 @@ import sys
 from types import FrameType
 
 from cademi_sim.scenario import ScenarioError, load
-from cademi_sim.server import SimServer, SimState
+from cademi_sim.server import SimServer
+from cademi_sim.state import SimState
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from cademi_sim.demo import active_weeks
 from cademi_sim.truth import expected_rows
+from devstack.bench_measurements import PIECE_BUDGET_S, running_stack
 from devstack.stack import LocalStack
 
 WEEKS = ["2026-03-02", "2026-03-09", "2026-03-16", "2026-03-23"]
@@ -117,8 +118,6 @@ def _exactness(stack: LocalStack, week: int) -> dict[str, int]:
 
 
 def four_weeks(root: Path, api: str, incremental: str, scenario: dict[str, Any]) -> dict[str, Any]:
-    from devstack.bench import PIECE_BUDGET_S, running_stack
-
     weeks: list[dict[str, Any]] = []
     with running_stack(
         root / f"carry-{api}-{incremental}",

@@ -13,7 +13,8 @@ from typing import Any
 
 from cademi_sim import demo
 from devstack.preview import write_report
-from devstack.stack import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LOCAL_STAFF, LocalStack, remove_workdir
+from devstack.stack import LocalStack, remove_workdir
+from devstack.wiring import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LOCAL_STAFF
 from progress_monitor.commands.replay import replay_history
 from progress_monitor.contracts.values import RunId
 from progress_monitor.privacy import retention

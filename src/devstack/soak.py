@@ -2,8 +2,9 @@
 
 Faults, drawn from a fixed seed: 5xx and 429 bursts, slow and hung responses, non-JSON bodies (all within
 the client's retry budget), every Pub/Sub message delivered twice for a stretch, extract_progress killed in
-the middle of a tag and restarted, the loader failing between its load job and its MERGE, the BigQuery
-emulator restarted mid-run, poison messages. Students whose progress never answers are designated up front
+the middle of a tag and restarted, the loader failing between its load job and its MERGE (`soak_faults.py`,
+a wrapper of load_history's source: production code carries no hook), the BigQuery emulator restarted mid-run,
+poison messages. Students whose progress never answers are designated up front
 (scenario faults) and must be recorded as `failed`. Everything runs through the local fronts (Cloud Run's
 admission rules), with two instances of extract_progress sharing the school's one budget.
 """
@@ -25,7 +26,10 @@ from typing import Any
 from cademi_sim import demo
 from cademi_sim.scenario import Scenario, load
 from cademi_sim.truth import expected_rows
+from devstack import soak_faults
+from devstack.emulators import pubsub_clients
 from devstack.stack import LocalStack
+from devstack.wiring import PROJECT
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
@@ -140,7 +144,7 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
     scenario = load(scenario_path)
     weeks = min(weeks, len(scenario.weeks))
     env = {
-        "CHAOS_LOADER_FAIL_RATE": "0.15",
+        soak_faults.RATE: "0.15",
         "CADEMI_READ_TIMEOUT_S": "1.5",
         "CADEMI_BACKOFF_BASE_S": "0.1",
         "CADEMI_BACKOFF_CAP_S": "1.0",
@@ -154,6 +158,7 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
         progress_concurrency=2,
         ack_deadline_s=60,
         extra_env=env,
+        sources={soak_faults.FUNCTION: soak_faults.SOURCE},  # the loader's fault, outside production code
     )
     report = SoakReport(weeks)
     poisons: list[bytes] = []
@@ -171,8 +176,8 @@ def run_soak(scenario_path: Path, weeks: int, seed: int, workdir: Path, log: Any
             if "poison" in events:
                 poison = json.dumps({"run_id": "garbage", "tag_id": "x", "soak_poison": week}).encode()
                 poisons.append(poison)
-                publisher, _ = stack._pubsub()
-                publisher.publish(publisher.topic_path("local-project", "progress-tasks"), poison).result()
+                publisher, _ = pubsub_clients(stack.endpoints)
+                publisher.publish(publisher.topic_path(PROJECT, "progress-tasks"), poison).result()
             admin.set_week(week)
             admin.reset()
             run_id = stack.trigger(scenario.weeks[week])

@@ -135,10 +135,6 @@ class Settings:
     retention_raw_weeks: int = 13
     retention_contacts_months: int = 6
 
-    # Fault injection for the soak test only (refused outside the emulators): the loader fails between its
-    # load job and its MERGE with this probability.
-    chaos_loader_fail_rate: float = 0.0
-
     # Secrets: "env" reads <NAME> from the environment (local only); "secret_manager" reads Secret Manager.
     secrets_backend: str = "secret_manager"
 
@@ -226,8 +222,6 @@ class Settings:
             raise SettingsError("FORM_AUTH must be 'iap' or 'dev'")
         if self.form_auth == "dev" and not (self.form_dev_user and self.bigquery_emulator_host):
             raise SettingsError("FORM_AUTH=dev needs FORM_DEV_USER and is only allowed against the emulators")
-        if self.chaos_loader_fail_rate and not self.bigquery_emulator_host:
-            raise SettingsError("CHAOS_LOADER_FAIL_RATE is for the local soak test only")
         if self.secrets_backend not in ("env", "secret_manager"):
             raise SettingsError("SECRETS_BACKEND must be 'env' or 'secret_manager'")
         if not 4 <= self.retention_raw_weeks <= 520 or not 1 <= self.retention_contacts_months <= 120:

@@ -1,5 +1,6 @@
-"""The package's shape, checked with `ast`: imports only go down, modules stay small, and every Pub/Sub body
-and object name is built only in `contracts`."""
+"""The code's shape, checked with `ast`: no import cycle and no module over 400 lines anywhere under `src/`
+(progress_monitor, cademi_sim, devstack); in progress_monitor imports only go down, and every Pub/Sub body and
+object name is built only in `contracts`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "src" / "progress_monitor"
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGE = SRC / "progress_monitor"
+SRC_PACKAGES = ("progress_monitor", "cademi_sim", "devstack")  # every package under src/, checked as one graph
 MAX_LINES = 400
 # The layers, bottom up: a module imports its own package and layers below it, never above. Features (the
 # deployed functions' code) never import one another; the operator commands are the top, imported by nothing.
@@ -32,25 +35,44 @@ PURE = LAYERS[0]
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
-    parts = ["progress_monitor", *path.relative_to(root).with_suffix("").parts]
+    """`root` is a package's folder, named as the package: `<root>/stages/load.py` -> `<package>.stages.load`."""
+    parts = [root.name, *path.relative_to(root).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
-    """Module -> the package modules it imports (`from pkg import mod` counts as importing `pkg.mod`)."""
-    modules = {module_name(p, root): p for p in root.rglob("*.py")}
+def import_graph(*roots: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the given packages (progress_monitor by default) it imports (`from pkg import mod`
+    counts as importing `pkg.mod`); a package's own `__init__` is no edge."""
+    roots = roots or (PACKAGE,)
+    modules = {module_name(p, root): p for root in roots for p in root.rglob("*.py")}
+    ours = tuple(root.name for root in roots)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("progress_monitor"):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ours:
                 for alias in node.names:
                     child = f"{node.module}.{alias.name}"
                     found.add(child if child in modules else node.module)
             elif isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name.startswith("progress_monitor")}
-        graph[name] = {m for m in found if m in modules and m != name and m != "progress_monitor"}
+                found |= {a.name for a in node.names if a.name.split(".")[0] in ours}
+        graph[name] = {m for m in found if m in modules and m != name and m not in ours}
     return graph
+
+
+def src_graph(src: Path = SRC) -> dict[str, set[str]]:
+    """The import graph of every package under `src`, as one graph (a cycle may cross packages)."""
+    return import_graph(*(src / package for package in SRC_PACKAGES))
+
+
+def long_modules(src: Path = SRC) -> dict[str, int]:
+    """Modules of every package under `src` longer than MAX_LINES, with their length."""
+    return {
+        module_name(path, src / package): n
+        for package in SRC_PACKAGES
+        for path in (src / package).rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -108,17 +130,16 @@ def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     return wrong
 
 
-def test_the_import_graph_has_no_cycle() -> None:
-    assert cycles(import_graph()) == []
+def test_no_import_cycle_under_src() -> None:
+    assert cycles(src_graph()) == []
 
 
 def test_imports_only_go_down() -> None:
     assert upward_imports(import_graph()) == []
 
 
-def test_no_module_is_over_400_lines() -> None:
-    long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    assert long == {}
+def test_no_module_under_src_is_over_400_lines() -> None:
+    assert long_modules() == {}
 
 
 def test_the_checks_catch_a_planted_cycle_and_an_upward_import(tmp_path: Path) -> None:
@@ -140,6 +161,32 @@ def test_the_checks_catch_a_planted_cycle_and_an_upward_import(tmp_path: Path) -
     assert "progress_monitor.errors -> progress_monitor.services" in wrong
     assert "progress_monitor.platform.logs -> progress_monitor.pipeline.runs" in wrong
     assert "progress_monitor.newpkg -> progress_monitor.settings (a package not in LAYERS)" in wrong
+
+
+def test_the_src_checks_catch_planted_cycles_and_long_modules(tmp_path: Path) -> None:
+    """The checks over all of src/ can fail: a copy of every package, with a loop planted in each of devstack and
+    cademi_sim and one across packages, and a module of 401 lines in each package."""
+    for package in SRC_PACKAGES:
+        for path in (SRC / package).rglob("*.py"):
+            target = tmp_path / package / path.relative_to(SRC / package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert cycles(src_graph(tmp_path)) == [] and long_modules(tmp_path) == {}
+    (tmp_path / "devstack" / "wiring.py").write_text("from devstack import stack\n", encoding="utf-8")
+    (tmp_path / "cademi_sim" / "scenario.py").write_text("import cademi_sim.truth\n", encoding="utf-8")
+    (tmp_path / "progress_monitor" / "errors.py").write_text("from devstack.procs import spawn\n", encoding="utf-8")
+    (tmp_path / "devstack" / "procs.py").write_text("from progress_monitor import errors\n", encoding="utf-8")
+    found = cycles(src_graph(tmp_path))
+    assert any({"devstack.wiring", "devstack.stack"} <= set(c) for c in found), found
+    assert ["cademi_sim.scenario", "cademi_sim.truth"] in found, found
+    assert ["devstack.procs", "progress_monitor.errors"] in found, found
+    for planted in ("progress_monitor/stages/planted.py", "cademi_sim/planted.py", "devstack/planted.py"):
+        (tmp_path / planted).write_text("x = 1\n" * (MAX_LINES + 1), encoding="utf-8")
+    assert long_modules(tmp_path) == {
+        "progress_monitor.stages.planted": MAX_LINES + 1,
+        "cademi_sim.planted": MAX_LINES + 1,
+        "devstack.planted": MAX_LINES + 1,
+    }
 
 
 # -- one home for every message body and object name -------------------------------------------------------

@@ -8,7 +8,6 @@ Every step is idempotent: a duplicate event, a re-written shard or a re-run week
 from __future__ import annotations
 
 import hashlib
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,7 +19,7 @@ from google.cloud import bigquery
 from progress_monitor import services
 from progress_monitor.contracts.objects import ShardMeta
 from progress_monitor.contracts.values import Status, monday_of
-from progress_monitor.errors import GOOGLE_ERRORS, TransientError, pipeline_error
+from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.pipeline.runs import refresh_run
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.warehouse import query, schema_fields
@@ -178,8 +177,6 @@ def load_progress_shard(settings: Settings, uri: str, shard: str, generation: in
         today = monday_of(datetime.now(UTC), settings.timezone) + timedelta(days=6)
         params: dict[str, Any] = {"tag_id": task.tag_id, "snapshot_date": task.snapshot_date, "today": today}
         counts = query(settings, CHECK_COUNTS, sql_vars={"staging": staging}, **params)[0]
-        if settings.chaos_loader_fail_rate and random.random() < settings.chaos_loader_fail_rate:
-            raise TransientError("chaos: loader failed between its load job and its MERGE (soak test)")
         query(settings, MERGE_PROGRESS, sql_vars={"staging": staging}, shard=shard, now=datetime.now(UTC), **params)
         checks = {name: int(counts[name]) for name in CHECKS}
         checks["dq_duplicates"] = int(counts["valid_rows"]) - int(counts["valid_keys"])
