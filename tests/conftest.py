@@ -76,9 +76,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest modules first (LONGEST_FIRST). The pure tests run in a random order (no test may rely on another's leftovers): the modules shuffled, and
-    the tests within each (kept together, so a module's fixtures are set up once). The tests on processes keep
-    their order (a module's stack is shared by its tests, which read the weeks its fixture ran)."""
+    """The longest modules first (LONGEST_FIRST). The pure tests run in a random order (no test may rely on
+    another's leftovers): the modules shuffled, and the tests within each (kept together, so a module's fixtures
+    are set up once). The tests on processes keep their order (a module's stack is shared by its tests, which
+    read the weeks its fixture ran)."""
+
     def rank(item: pytest.Item) -> int:
         first = item.path.relative_to(TESTS).parts[0]
         return LONGEST_FIRST.index(first) if first in LONGEST_FIRST else len(LONGEST_FIRST)
