@@ -404,9 +404,6 @@ class LocalStack:
         """Point this process's Google clients and settings at the stack."""
         os.environ.update(self.function_env())
         os.environ["CADEMI_API_KEY"] = self.cademi_api_key
-        from progress_monitor import services
-
-        services.reset()
 
     def stop(self) -> None:
         """Stop every process this stack started, each by its PID, newest first."""
@@ -543,18 +540,17 @@ class LocalStack:
 
     def _prepare_storage_and_tables(self) -> None:
         self.use_here()
-        from progress_monitor import services
+        from devstack.here import services_here
         from progress_monitor.pipeline import reporting
         from progress_monitor.platform import warehouse
-        from progress_monitor.settings import Settings
 
-        settings = Settings.from_env()
-        client = services.storage(settings)
-        if client.lookup_bucket(settings.shards_bucket) is None:
-            client.create_bucket(settings.shards_bucket)
-        warehouse.ensure_tables(settings)
-        reporting.create_deployed_views(settings)  # as Terraform does
-        seed_registry(settings, self.scenario)
+        svc = services_here()
+        client = svc.storage
+        if client.lookup_bucket(svc.cfg.shards_bucket) is None:
+            client.create_bucket(svc.cfg.shards_bucket)
+        warehouse.ensure_tables(svc)
+        reporting.create_deployed_views(svc)  # as Terraform does
+        seed_registry(svc, self.scenario)
 
     # -- driving runs --------------------------------------------------------------------------------------
 
@@ -581,12 +577,12 @@ class LocalStack:
 
     def run_row(self, run_id: RunId) -> dict[str, Any] | None:
         """The run's row, or None (also while BigQuery is briefly unreachable, e.g. being restarted)."""
+        from devstack.here import services_here
         from progress_monitor.errors import TransientError
         from progress_monitor.platform import warehouse
-        from progress_monitor.settings import Settings
 
         try:
-            rows = warehouse.query(Settings.from_env(), "SELECT * FROM `${runs}` WHERE run_id = @r", r=str(run_id))
+            rows = warehouse.query(services_here(), "SELECT * FROM `${runs}` WHERE run_id = @r", r=str(run_id))
         except TransientError:
             return None
         return rows[0] if rows else None
@@ -641,12 +637,12 @@ class LocalStack:
     def wait_digests(self, run_id: RunId, timeout: float = 120.0) -> list[dict[str, Any]]:
         """Poll the digest records until every tutors' channel with data that week has this run's digest (posted,
         updated or refused); returns the records found."""
+        from devstack.here import services_here
         from progress_monitor.errors import TransientError
         from progress_monitor.platform import warehouse
-        from progress_monitor.settings import Settings
         from progress_monitor.tutors.digest import channel_digests
 
-        settings = Settings.from_env()
+        settings = services_here()
         channels = set(channel_digests(settings, run_id.snapshot_date))
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
