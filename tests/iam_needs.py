@@ -167,6 +167,12 @@ class Package:
         if declared is not None:
             self.wrappers[ref] = declared
 
+    def add_entry_module(self, module: Module) -> None:
+        """A function's main.py, so that its own helpers (the per-instance `_services()`) are walked too."""
+        self.modules[module.name] = module
+        for name, fn in module.functions.items():
+            self._add(f"{module.name}:{name}", fn)
+
     def module_of(self, ref: Ref) -> Module:
         return self.modules[ref.split(":")[0]]
 
@@ -382,6 +388,8 @@ class Package:
     def callees(self, node: ast.Call, ctx: Context, depth: int = 0) -> Val:
         """What a call may run: our functions, classes, or (by name) every method of ours so named."""
         target = frozenset(item for item in self.eval(node.func, ctx, depth + 1) if item[0] in ("f", "cls"))
+        if target and all(kind == "f" and _stub(self.nodes[str(ref)]) for kind, ref in target):
+            target = UNKNOWN  # a Protocol's method (`svc.cademi()` is a CademiSource): whichever class implements it
         if not target and isinstance(node.func, ast.Attribute):
             receiver = self.eval(node.func.value, ctx, depth + 1)
             if any(kind in ("ext", "mod") for kind, _ in receiver):
@@ -470,6 +478,11 @@ class Package:
 def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[ast.arg]:
     a = fn.args
     return a.posonlyargs + a.args + a.kwonlyargs + ([a.vararg] if a.vararg else []) + ([a.kwarg] if a.kwarg else [])
+
+
+def _stub(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A body of only a docstring and `...`: a Protocol's method, which runs nothing itself."""
+    return all(isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) for s in fn.body)
 
 
 def _own_returns(fn: ast.AST) -> Iterator[ast.Return]:
@@ -823,6 +836,7 @@ def derive(
     used: set[tuple[str, str]] = set()
     for fn, spec in sorted(functions.items()):
         main = _index(f"functions.{spec['source']}.main", functions_root / spec["source"] / "main.py")
+        package.add_entry_module(main)
         node = main.functions[spec["entry_point"]]
         walker = Walker(package, unresolved)
         walker.walk(f"{main.name}:{spec['entry_point']}", {}, main, node)
@@ -836,9 +850,10 @@ def derive(
 
 
 def outside_wrappers(root: Path = PACKAGE) -> list[str]:
-    """Every Google client call (GOOGLE_METHODS on anything but our modules) and every use of a `google.cloud`
-    name (but in an annotation, or a type such as `bigquery.Table` or `storage.Bucket`; a `*Client` is a use)
-    outside a function declared with `access.needs` or a private helper only such functions call."""
+    """Every Google client call (GOOGLE_METHODS on anything but our modules or a parameter typed with one of our
+    classes, such as `svc: Services`) and every use of a `google.cloud` name (but in an annotation, or a type such
+    as `bigquery.Table` or `storage.Bucket`; a `*Client` is a use) outside a function declared with
+    `access.needs` or a private helper only such functions call."""
     found = []
     for path in sorted(root.rglob("*.py")):
         module = _index(module_name(path, root), path)
@@ -854,11 +869,18 @@ def outside_wrappers(root: Path = PACKAGE) -> list[str]:
         for owner, nodes in _owners(module).items():
             if owner in _covered(module):
                 continue
+            typed = {  # parameters annotated with one of our classes (`svc: Services`): their methods are ours
+                a.arg
+                for fn in nodes
+                if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+                for a in _params(fn)
+                if isinstance(a.annotation, ast.Name) and a.annotation.id in ours
+            }
             for node in nodes:
                 where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                     receiver = node.func.value
-                    if node.func.attr in GOOGLE_METHODS and getattr(receiver, "id", None) not in ours:
+                    if node.func.attr in GOOGLE_METHODS and getattr(receiver, "id", None) not in ours | typed:
                         found.append(f"{where}: .{node.func.attr}() outside a declared wrapper")
                 elif isinstance(node, ast.ImportFrom | ast.Import) and owner:
                     names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]

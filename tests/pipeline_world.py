@@ -47,16 +47,18 @@ def world() -> dict[str, Any]:
 
     for i in range(155):  # more than one page of 150
         add_user(1001 + i, [(BIG_TAG, 0, None)], [101, 102])
+    moves: dict[int, list[tuple[int, int, int | None]]] = {
+        MOVER: [(SMALL_TAG, 0, 0), (OTHER_TAG, 1, None)],  # a class change at week 1
+        DROPOUT: [(SMALL_TAG, 0, 0)],
+    }
     for i in range(8):
-        uid = 2001 + i
-        spans = {MOVER: [(SMALL_TAG, 0, 0), (OTHER_TAG, 1, None)], DROPOUT: [(SMALL_TAG, 0, 0)]}
-        add_user(uid, spans.get(uid, [(SMALL_TAG, 0, None)]), [301, 302, 303])
+        add_user(2001 + i, moves.get(2001 + i, [(SMALL_TAG, 0, None)]), [301, 302, 303])
     for i in range(6):
         add_user(3001 + i, [(OTHER_TAG, 0, None)], [301, 302, 303])
     add_user(3100, [(OTHER_TAG, 0, None)], [301, 302])  # no access to 303: the API answers 409
     add_user(9001, [(UNREGISTERED_TAG, 0, None)], [101])
-    for p in school.progress:
-        school.grant(p["user"], p["product"])
+    for entry in school.progress:
+        school.grant(entry["user"], entry["product"])
     school.fault(
         path=f"/usuario/progresso_por_produto/{ALWAYS_FAILING[0]}/{ALWAYS_FAILING[1]}", status=503, times=100000
     )

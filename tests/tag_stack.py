@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.auth import crypt, jwt
 
 from devstack.stack import LocalStack
-from progress_monitor import services
 from progress_monitor.add_tag import registry as registries
 from tests.pipeline_world import world
 
@@ -82,12 +81,10 @@ def used_here(stack: LocalStack, keys_file: Path) -> Iterator[LocalStack]:
     stack.use_here()
     os.environ.update(form_env(keys_file))
     os.environ.update(stack.local_secrets)
-    services.reset()
     registries.reset_instance_registry()
     try:
         yield stack
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        services.reset()
         registries.reset_instance_registry()

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from cademi_sim.builder import School, rising_progress
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
+from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor import services
 from progress_monitor.carrying import rule, store
 from progress_monitor.commands.replay import replay_history
 from progress_monitor.contracts.messages import ProgressTask
@@ -29,7 +29,6 @@ from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import loader
 from progress_monitor.pipeline.extraction import PieceExtraction
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
 from tests.pipeline_world import start_stack
 from tests.scenarios import school
 from tests.test_cademi_v3 import v3_client
@@ -161,7 +160,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 def rows(week: str) -> dict[tuple[int, int, int], dict[str, Any]]:
     found = warehouse.query(
-        Settings.from_env(), "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week)
+        services_here(), "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week)
     )
     return {(r["tag_id"], r["user_id"], r["product_id"]): r for r in found}
 
@@ -224,7 +223,7 @@ def four_weeks(stack: LocalStack) -> list[CarriedWeek]:
                 rows(WEEKS[week]),
                 stack.admin().counters()["progresso_por_produto"],
                 differences_from_truth(stack, week),
-                store.status(Settings.from_env())["switched_off"],
+                store.status(services_here())["switched_off"],
             )
         )
     return weeks
@@ -260,13 +259,12 @@ def test_four_weeks_carrying_equal_the_ground_truth_and_the_sample_catches_a_sta
 def test_switched_off_reads_everyone_until_turned_back_on_and_a_rerun_reads_everything(
     stack: LocalStack, four_weeks: list[CarriedWeek]
 ) -> None:
-    cfg = Settings.from_env()
-    assert four_weeks[STAFF_WEEK].switched_off and store.status(cfg)["switched_off"]
+    assert four_weeks[STAFF_WEEK].switched_off and store.status(services_here())["switched_off"]
     row = run(stack, 4)  # half the big class is inactive, but carrying is off
     assert_equals_truth(stack, 4)
     assert row["rows_carried"] == 0 and stack.admin().counters()["progresso_por_produto"] == full_read_calls()
 
-    assert store.switch_on(cfg) and not store.status(cfg)["switched_off"]
+    assert store.switch_on(services_here()) and not store.status(services_here())["switched_off"]
     row = run(stack, 4, rerun="again")  # an operator asking again means read, carrying on or not
     assert row["rows_carried"] == 0 and stack.admin().counters()["progresso_por_produto"] == full_read_calls()
     assert_equals_truth(stack, 4)
@@ -274,7 +272,7 @@ def test_switched_off_reads_everyone_until_turned_back_on_and_a_rerun_reads_ever
     # A carried row never replaces an observed one: week 2 read again, then its carried shards loaded after.
     run(stack, 2, rerun="reread")
     assert not any(r["carried_from"] for r in rows(WEEKS[2]).values())
-    replay_history(cfg, date.fromisoformat(WEEKS[2]), date.fromisoformat(WEEKS[2]))
+    replay_history(services_here(), date.fromisoformat(WEEKS[2]), date.fromisoformat(WEEKS[2]))
     assert not any(r["carried_from"] for r in rows(WEEKS[2]).values())
     assert_equals_truth(stack, 2)
 
@@ -330,16 +328,17 @@ seen_lists = st.lists(
 def test_a_carried_row_never_replaces_a_read_one_whatever_the_order(
     stack: LocalStack, observations: list[Seen], order: Any
 ) -> None:
-    cfg = Settings.from_env()
     user = next(rule_users)
     arrivals = list(observations)
     order.shuffle(arrivals)
     for i, seen in enumerate(arrivals):  # one shard each, merged by the loader's own MERGE
-        staging = loader._staging_table(cfg, "progress", f"gs://rule/{user}/{i}", 1, loader.staging_fields("progress"))
+        staging = loader._staging_table(
+            services_here(), "progress", f"gs://rule/{user}/{i}", 1, loader.staging_fields("progress")
+        )
         try:
-            services.bigquery(cfg).insert_rows_json(staging, [seen.row(user)])
+            services_here().bigquery.insert_rows_json(staging, [seen.row(user)])
             warehouse.query(
-                cfg,
+                services_here(),
                 loader.MERGE_PROGRESS,
                 sql_vars={"staging": staging},
                 shard=f"rule-{user}-{i}",
@@ -349,9 +348,12 @@ def test_a_carried_row_never_replaces_a_read_one_whatever_the_order(
                 today=date.today() + timedelta(days=7),
             )
         finally:
-            loader._drop(cfg, staging)
+            loader._drop(services_here(), staging)
     found = warehouse.query(
-        cfg, "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d AND user_id = @u", d=RULE_WEEK, u=user
+        services_here(),
+        "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d AND user_id = @u",
+        d=RULE_WEEK,
+        u=user,
     )
     # the rule: a failed attempt below everything; a read observation above every carried one; then status, time
     best = max(observations, key=lambda s: (s.status != "failed", not s.carried, RANK[s.status], s.minute))

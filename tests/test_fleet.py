@@ -14,9 +14,9 @@ import requests
 
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
+from devstack.here import services_here
 from devstack.stack import LocalStack
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
 from tests.scenarios import school
 from tests.slack import slash_command
 
@@ -67,7 +67,7 @@ def front_stats(stack: LocalStack) -> dict[str, int]:
 
 def assert_history_is_the_scenario(stack: LocalStack) -> None:
     expected = expected_rows(load(stack.scenario_path), 0, set())
-    rows = warehouse.query(Settings.from_env(), "SELECT * FROM `${progress_history}`")
+    rows = warehouse.query(services_here(), "SELECT * FROM `${progress_history}`")
     actual = {
         (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"]): (
             r["status"],

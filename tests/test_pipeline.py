@@ -20,8 +20,8 @@ from functions_framework import create_app
 
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
+from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor import services
 from progress_monitor.commands.replay import reextract, replay_history
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest
 from progress_monitor.contracts.values import RunId
@@ -61,7 +61,7 @@ def settings() -> Settings:
 
 def history(week: str) -> dict[tuple[str, int, int, int], tuple[str, float | None, int | None, int | None]]:
     rows = warehouse.query(
-        settings(),
+        services_here(),
         "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d",
         d=date.fromisoformat(week),
     )
@@ -75,7 +75,7 @@ def history(week: str) -> dict[tuple[str, int, int, int], tuple[str, float | Non
 
 def count_rows(week: str) -> int:
     rows = warehouse.query(
-        settings(),
+        services_here(),
         "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE snapshot_date = @d",
         d=date.fromisoformat(week),
     )
@@ -143,7 +143,7 @@ def test_a_duplicate_schedule_publish_makes_one_run(stack: LocalStack) -> None:
     run_id = RunId(date.fromisoformat(WEEKS[1]), "dup")
     row = stack.wait_run(run_id, timeout=240)
     assert row["status"] == "succeeded" and row["tags_done"] == 3
-    found = warehouse.query(settings(), "SELECT run_id FROM `${runs}` WHERE run_id = @r", r=str(run_id))
+    found = warehouse.query(services_here(), "SELECT run_id FROM `${runs}` WHERE run_id = @r", r=str(run_id))
     assert len(found) == 1
     time.sleep(2)  # let any duplicate fan-out drain before comparing
     assert_history_equals_truth(stack, 1)
@@ -161,7 +161,7 @@ def test_a_class_change_and_a_dropout_are_visible_in_the_history(stack: LocalSta
 def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
     ensure_week(stack, 1)
     before = count_rows(WEEKS[1])
-    services.send(settings(), ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
+    services_here().send(ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
     wait_for_log(stack, "extract_progress", r"shard already written.*\"tag_id\": 7001")
     assert count_rows(WEEKS[1]) == before
     assert_history_equals_truth(stack, 1)
@@ -169,7 +169,7 @@ def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
 
 def _a_shard(week: str) -> tuple[str, int]:
     rows = warehouse.query(
-        settings(),
+        services_here(),
         "SELECT shard, generation FROM `${loads}` WHERE snapshot_date = @d LIMIT 1",
         d=date.fromisoformat(week),
     )
@@ -210,7 +210,7 @@ def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack)
     }
     assert client.post("/", json=eventarc, headers=headers).status_code == 200
     assert count_rows(WEEKS[0]) == before
-    ledger = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `${loads}` WHERE shard = @s", s=shard)
+    ledger = warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${loads}` WHERE shard = @s", s=shard)
     assert ledger[0]["n"] == 1
     assert_history_equals_truth(stack, 0)
 
@@ -223,7 +223,7 @@ def test_a_week_rerun_gives_the_same_rows_not_twice(stack: LocalStack) -> None:
     assert count_rows(WEEKS[0]) == before
     assert_history_equals_truth(stack, 0)
     reruns = warehouse.query(
-        settings(),
+        services_here(),
         "SELECT DISTINCT run_id FROM `${progress_history}` WHERE snapshot_date = @d",
         d=date.fromisoformat(WEEKS[0]),
     )
@@ -269,14 +269,14 @@ def test_extract_progress_killed_mid_tag_completes_without_loss_or_duplicates(st
         # Pub/Sub redelivers a push that died with its process; the emulator sometimes drops it instead.
         # The daily health check's resume sweep is the system's answer to a lost message: it must ask for the
         # pieces that died with the process (it runs several tags' pieces at once), one piece per unfinished tag.
-        resumed = resume_run(settings(), run_id)
+        resumed = resume_run(services_here(), run_id)
         tags = [item.split()[1] for item in resumed]
         assert tags and len(tags) == len(set(tags)) <= 3, resumed
         row = stack.wait_run(run_id, timeout=120)
     assert row["status"] == "succeeded"
     assert_history_equals_truth(stack, 3)  # `history` also fails on a duplicated key
     pieces = warehouse.query(
-        settings(), "SELECT piece FROM `${loads}` WHERE run_id = @r AND tag_id = @t", r=str(run_id), t=BIG_TAG
+        services_here(), "SELECT piece FROM `${loads}` WHERE run_id = @r AND tag_id = @t", r=str(run_id), t=BIG_TAG
     )
     assert sorted(p["piece"] for p in pieces) == list(range(len(pieces)))  # each piece loaded once, none lost
 
@@ -284,10 +284,12 @@ def test_extract_progress_killed_mid_tag_completes_without_loss_or_duplicates(st
 def test_a_poison_message_is_dead_lettered_while_other_tags_complete(stack: LocalStack) -> None:
     stack.dead_letters()  # start from an empty dead-letter subscription
     cfg = settings()
-    failures_before = len(warehouse.query(cfg, "SELECT reason FROM `${failures}` WHERE stage = 'extract_progress'"))
-    services.publish(cfg, cfg.progress_topic, b"\x00not json")
+    failures_before = len(
+        warehouse.query(services_here(), "SELECT reason FROM `${failures}` WHERE stage = 'extract_progress'")
+    )
+    services_here().publish(cfg.progress_topic, b"\x00not json")
     poison = {"run_id": WEEKS[2], "snapshot_date": WEEKS[2], "tag_id": -4, "product_ids": [101]}
-    services.publish(cfg, cfg.progress_topic, json.dumps(poison).encode())
+    services_here().publish(cfg.progress_topic, json.dumps(poison).encode())
     row = run(stack, 2, rerun="poison")
     assert row["tags_done"] == 3
     deadline = time.monotonic() + 30
@@ -298,7 +300,7 @@ def test_a_poison_message_is_dead_lettered_while_other_tags_complete(stack: Loca
     reasons = sorted(d["attributes"]["reason"] for d in dead if d["topic"] == "progress-tasks-dlq")
     assert len(reasons) == 2, dead
     assert any("not JSON" in r for r in reasons) and any("tag_id" in r for r in reasons)
-    failures = warehouse.query(cfg, "SELECT reason FROM `${failures}` WHERE stage = 'extract_progress'")
+    failures = warehouse.query(services_here(), "SELECT reason FROM `${failures}` WHERE stage = 'extract_progress'")
     assert len(failures) == failures_before + 2
 
 
@@ -313,50 +315,50 @@ def test_no_cpf_login_auto_or_api_key_in_shards_tables_or_logs(stack: LocalStack
     texts += [p.read_text(errors="replace") for p in (stack.workdir / "logs").glob("*.log")]
     for table in warehouse.TABLES:
         rows = warehouse.query(
-            settings(), "SELECT * FROM `${t}`", sql_vars={"t": warehouse.table_id(settings(), table)}
+            services_here(), "SELECT * FROM `${t}`", sql_vars={"t": warehouse.table_id(settings(), table)}
         )
         texts.append(json.dumps(rows, default=str))
     blob = "\n".join(texts)
     assert CPF_PREFIX not in blob and not re.search(r"\d{3}\.\d{3}\.\d{3}-\d{2}", blob)
     assert "crstk" not in blob and "login_auto" not in blob
     assert "pipeline-test-key" not in blob
-    students = warehouse.query(settings(), "SELECT COUNT(*) AS n FROM `${students}`")
+    students = warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${students}`")
     assert students[0]["n"] == 155 + 8 + 7  # tutors still get contact data, in the restricted table
 
 
 def test_replay_rebuilds_a_lost_history_idempotently(stack: LocalStack) -> None:
     ensure_week(stack, 1)
     ensure_week(stack, 2)
-    cfg = settings()
     first, last = date.fromisoformat(WEEKS[1]), date.fromisoformat(WEEKS[2])
-    warehouse.query(cfg, "DELETE FROM `${progress_history}` WHERE snapshot_date BETWEEN @a AND @b", a=first, b=last)
+    warehouse.query(
+        services_here(), "DELETE FROM `${progress_history}` WHERE snapshot_date BETWEEN @a AND @b", a=first, b=last
+    )
     assert count_rows(WEEKS[1]) == 0
-    summary = replay_history(cfg, first, last)
+    summary = replay_history(services_here(), first, last)
     assert summary.weeks == 2 and summary.shards > 4
     assert_history_equals_truth(stack, 1)
     assert_history_equals_truth(stack, 2)
 
     def counts() -> tuple[int, int, int]:
-        ledger = warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `${loads}`")[0]["n"]
+        ledger = warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${loads}`")[0]["n"]
         return count_rows(WEEKS[1]), count_rows(WEEKS[2]), ledger
 
     before = counts()
-    assert replay_history(cfg, first, first).weeks == 1  # one week is enough to show it
+    assert replay_history(services_here(), first, first).weeks == 1  # one week is enough to show it
     assert counts() == before  # replaying twice changes nothing
 
 
 def test_reextracting_one_tag_of_one_week(stack: LocalStack) -> None:
     ensure_week(stack, 3)
-    cfg = settings()
     stack.admin().set_week(WEEKS[3])
-    run_id = reextract(cfg, date.fromisoformat(WEEKS[3]), SMALL_TAG, "fix1")
+    run_id = reextract(services_here(), date.fromisoformat(WEEKS[3]), SMALL_TAG, "fix1")
     assert run_id == RunId(date.fromisoformat(WEEKS[3]), "fix1")
     row = stack.wait_run(run_id, timeout=120)
     # The small class alone: its always-failing pair is 1 of 18 records, over the 5 % a run may fail.
     assert row["status"] == "incomplete" and row["tags_total"] == 1 and row["failed_extractions"] == 1
     assert_history_equals_truth(stack, 3)
     by_run = warehouse.query(
-        cfg,
+        services_here(),
         "SELECT DISTINCT tag_id, run_id FROM `${progress_history}` WHERE snapshot_date = @d",
         d=date.fromisoformat(WEEKS[3]),
     )
@@ -368,26 +370,27 @@ def test_reextracting_one_tag_of_one_week(stack: LocalStack) -> None:
 def test_the_daily_health_check_flags_data_older_than_8_days(
     stack: LocalStack, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from dataclasses import replace
     from datetime import UTC, datetime, timedelta
 
     ensure_week(stack, 0)
-    fresh = check_data_age(settings())
+    fresh = check_data_age(services_here())
     assert fresh is not None and fresh < 1 and "stale" not in caplog.text
-    stale = check_data_age(settings(), now=datetime.now(UTC) + timedelta(days=9))
+    nine_days_on = datetime.now(UTC) + timedelta(days=9)
+    stale = check_data_age(replace(services_here(), clock=lambda: nine_days_on))
     assert stale is not None and stale > 8 and "progress data is stale" in caplog.text
 
 
 def test_a_run_whose_messages_were_lost_is_resumed(stack: LocalStack) -> None:
-    cfg = settings()
     run_id = RunId(date.fromisoformat(WEEKS[3]), "lost")
     # A run recorded and fanned out whose per-tag messages never arrived (e.g. dead-lettered): its tags are
     # frozen, no lane has claimed any of them.
-    lanes.write_manifest(services.shards_bucket(cfg), run_id, warehouse.active_tags(cfg))
-    runs.start_run(cfg, run_id, 3)
-    runs.mark_fanned_out(cfg, run_id)
+    lanes.write_manifest(services_here().shards, run_id, warehouse.active_tags(services_here()))
+    runs.start_run(services_here(), run_id, 3)
+    runs.mark_fanned_out(services_here(), run_id)
     stack.admin().set_week(WEEKS[3])
-    assert sorted(resume_run(cfg, run_id)) == [f"tag {t} piece 0" for t in (BIG_TAG, SMALL_TAG, OTHER_TAG)]
+    assert sorted(resume_run(services_here(), run_id)) == [f"tag {t} piece 0" for t in (BIG_TAG, SMALL_TAG, OTHER_TAG)]
     row = stack.wait_run(run_id, timeout=120)
     assert row["status"] == "succeeded" and row["tags_done"] == 3
     assert_history_equals_truth(stack, 3)
-    assert resume_run(cfg, run_id) == []  # a finished run needs nothing
+    assert resume_run(services_here(), run_id) == []  # a finished run needs nothing

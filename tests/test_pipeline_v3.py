@@ -15,6 +15,7 @@ from datetime import date
 
 import pytest
 
+from devstack.here import services_here
 from devstack.stack import LocalStack
 from progress_monitor.platform import warehouse
 from tests.pipeline_world import (
@@ -30,7 +31,7 @@ from tests.pipeline_world import (
     world,
 )
 from tests.slack import slash_command
-from tests.test_pipeline import assert_history_equals_truth, history, settings
+from tests.test_pipeline import assert_history_equals_truth, history
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ def test_a_school_switching_from_v1_to_v3_keeps_one_continuous_history(stack: Lo
 
     # Each student's rows join across the switch: same numeric user id, every week present.
     rows = warehouse.query(
-        settings(),
+        services_here(),
         "SELECT user_id, snapshot_date FROM `${progress_history}`",
     )
     weeks_of: dict[int, set[str]] = {}
@@ -79,7 +80,7 @@ def test_a_school_switching_from_v1_to_v3_keeps_one_continuous_history(stack: Lo
     mover_tags = {w: {k[1] for k in history(w) if k[2] == MOVER} for w in (WEEKS[0], WEEKS[3])}
     assert mover_tags == {WEEKS[0]: {SMALL_TAG}, WEEKS[3]: {OTHER_TAG}}
     report = warehouse.query(
-        settings(),
+        services_here(),
         "SELECT COUNT(DISTINCT snapshot_date) AS weeks FROM `${report_student_week}` WHERE user_id = @u",
         u=min(big_class),
     )
@@ -97,7 +98,7 @@ def test_no_cpf_reaches_shards_tables_or_logs_on_v3(stack: LocalStack) -> None:
         if log.name.startswith("cademi-simulator"):
             continue
         assert CPF_PREFIX not in log.read_text(errors="replace"), log.name
-    students = warehouse.query(settings(), "SELECT * FROM `${students}`")
+    students = warehouse.query(services_here(), "SELECT * FROM `${students}`")
     assert students and not any(CPF_PREFIX in json.dumps(r, default=str) for r in students)
     assert any(r["celular"] for r in students)  # the phone tutors need came with users.read_personal
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,12 @@ from typing import Any
 import pytest
 
 from cademi_sim.builder import School
+from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor import services
 from progress_monitor.commands import privacy
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES, parse_progress_shard
 from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure, erasures, retention
-from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
 from tests.pipeline_world import start_stack
 from tests.traces import mentions, parsed_file
@@ -55,12 +55,8 @@ def school() -> dict[str, Any]:
     return school.build()
 
 
-def cfg() -> Settings:
-    return Settings.from_env()
-
-
 def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    return warehouse.query(cfg(), sql, **params)
+    return warehouse.query(services_here(), sql, **params)
 
 
 def run_week(stack: LocalStack, index: int) -> None:
@@ -80,12 +76,12 @@ def class_figures() -> list[dict[str, Any]]:
 
 def everything_stored(stack: LocalStack) -> list[Any]:
     """Every row of every table and view of every dataset, and every file fake-gcs-server keeps, parsed."""
-    client = services.bigquery(cfg())
+    client = services_here().bigquery
     documents: list[Any] = []
     for dataset in client.list_datasets():
         for table in client.list_tables(dataset.reference):
             documents += warehouse.query(
-                cfg(), "SELECT * FROM `${t}`", sql_vars={"t": f"{table.full_table_id}".replace(":", ".")}
+                services_here(), "SELECT * FROM `${t}`", sql_vars={"t": f"{table.full_table_id}".replace(":", ".")}
             )
     root = Path(stack.endpoints["gcs_root"])
     documents += [parsed_file(p.read_bytes()) for p in root.rglob("*") if p.is_file()]
@@ -97,14 +93,14 @@ def traces_of_the_victim(documents: Any) -> list[str]:
 
 
 def client_tables() -> list[str]:
-    client = services.bigquery(cfg())
+    client = services_here().bigquery
     return [t.table_id for d in client.list_datasets() for t in client.list_tables(d.reference)]
 
 
 def wait_reloaded(timeout: float = 90.0) -> None:
     """Until load_history has loaded every progress shard at its current generation (rewritten shards are
     loaded again on their finalize event)."""
-    bucket = services.shards_bucket(cfg())
+    bucket = services_here().shards
     deadline = time.monotonic() + timeout
     while True:
         current = {
@@ -178,7 +174,7 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
     assert plan["would_delete_contact_rows"] == 1 and plan["would_pseudonymise_rows"]["progress_history"] == 4
     assert privacy.main(["erase", "--student", "999999", "--request", "R1", "--by", "dpo", "--confirm"]) == 2
     assert rows(victim_rows, u=VICTIM) == history
-    assert not list(services.shards_bucket(cfg()).list_blobs(prefix=ERASURES_PREFIX))
+    assert not list(services_here().shards.list_blobs(prefix=ERASURES_PREFIX))
 
     # -- an erasure interrupted after the tables, then run again, finishes ---------------------------------------
     def crash(*_: Any) -> int:
@@ -188,7 +184,7 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
         patch.setattr(erasure, "rewrite_objects", crash)
         assert privacy.main([*erase, "--confirm"]) == 3  # changed things, not finished: run it again
     assert "erasure incomplete: RuntimeError: killed mid-erasure" in capsys.readouterr().err
-    bucket = services.shards_bucket(cfg())
+    bucket = services_here().shards
     [entry] = [b for b in bucket.list_blobs(prefix=ERASURES_PREFIX) if b.name != ERASURES_KEYCHECK]
     assert json.loads(entry.download_as_bytes())["state"] == erasures.PENDING
     assert not rows(victim_rows, u=VICTIM)  # the tables were erased before the crash, and the reports rebuilt
@@ -237,9 +233,9 @@ def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifec
     recent = "SELECT user_id FROM `${students}` WHERE COALESCE(last_seen_date, DATE(updated_at)) >= @c"
     kept = {r["user_id"] for r in rows(recent, c=cutoff)}
     assert 6998 in kept and 6999 not in kept
-    daily.daily_check(cfg())
+    daily.daily_check(services_here())
     assert {r["user_id"] for r in rows("SELECT user_id FROM `${students}`")} == kept
-    bucket = services.shards_bucket(cfg())
+    bucket = services_here().shards
 
     def raw() -> int:
         return sum(1 for prefix in RAW_PREFIXES for _ in bucket.list_blobs(prefix=prefix))
@@ -249,7 +245,8 @@ def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifec
     bucket.blob(f"{ERASURES_PREFIX}retention-test.json").upload_from_string(b"{}")
     registry = sorted(b.name for b in bucket.list_blobs(prefix=ERASURES_PREFIX))
     assert raw() > 0  # written today: younger than 13 weeks
-    retention.expire_raw_objects(cfg(), now=datetime.now(UTC) + timedelta(weeks=13, days=1))
+    later = datetime.now(UTC) + timedelta(weeks=13, days=1)
+    retention.expire_raw_objects(replace(services_here(), clock=lambda: later))
     assert raw() == 0 and sorted(b.name for b in bucket.list_blobs(prefix=ERASURES_PREFIX)) == registry
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cademi_sim.builder import School
+from devstack.here import services_here
 from devstack.preview import write_report
 from devstack.stack import LocalStack
 from progress_monitor.pipeline import reporting
@@ -95,7 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    return warehouse.query(Settings.from_env(), sql, **params)
+    return warehouse.query(services_here(), sql, **params)
 
 
 def student(user: int, week: int) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def test_looker_studio_link_names_every_reporting_table() -> None:
 def test_the_html_preview_renders_in_chromium_with_the_key_figures(stack: LocalStack, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    report = write_report(Settings.from_env(), tmp_path / "report.html")
+    report = write_report(services_here(), tmp_path / "report.html")
     html = report.read_text()
     assert "<script" not in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # offline
     with sync_playwright() as p:

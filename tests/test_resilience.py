@@ -26,8 +26,8 @@ from functions_framework import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor import services
 from progress_monitor.commands.replay import reextract
 from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import loader, reporting, runs
@@ -65,7 +65,7 @@ def run_week(stack: LocalStack, week_index: int, rerun: str | None = None) -> di
 
 def history_of(week: str, tag_id: int) -> dict[tuple[int, int], tuple[Any, ...]]:
     rows = warehouse.query(
-        cfg(),
+        services_here(),
         "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d AND tag_id = @t",
         d=date.fromisoformat(week),
         t=tag_id,
@@ -139,12 +139,14 @@ observation_lists = st.lists(
 
 def merge_staged(settings_: Settings, rows: list[dict[str, Any]], shard: str) -> None:
     """Run the loader's MERGE on `rows` staged as one shard would be (the load job itself is the emulator's)."""
-    staging = loader._staging_table(settings_, "progress", f"gs://rule/{shard}", 1, loader.staging_fields("progress"))
+    staging = loader._staging_table(
+        services_here(), "progress", f"gs://rule/{shard}", 1, loader.staging_fields("progress")
+    )
     try:
-        services.bigquery(settings_).insert_rows_json(staging, rows)
+        services_here().bigquery.insert_rows_json(staging, rows)
         params = {"tag_id": RULE_TAG, "snapshot_date": RULE_WEEK, "today": date.today() + timedelta(days=7)}
         warehouse.query(
-            settings_,
+            services_here(),
             loader.MERGE_PROGRESS,
             sql_vars={"staging": staging},
             shard=shard,
@@ -152,7 +154,7 @@ def merge_staged(settings_: Settings, rows: list[dict[str, Any]], shard: str) ->
             **params,
         )
     finally:
-        loader._drop(settings_, staging)
+        loader._drop(services_here(), staging)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -176,7 +178,7 @@ def test_no_interleaving_of_shards_lets_a_worse_observation_replace_a_better_one
     for i, rows in enumerate(shards):
         merge_staged(settings_, rows, f"rule-{users[0]}-{i}")
     found = warehouse.query(
-        settings_,
+        services_here(),
         "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d AND user_id IN UNNEST(@users)",
         d=RULE_WEEK,
         users=users,
@@ -190,16 +192,15 @@ def test_no_interleaving_of_shards_lets_a_worse_observation_replace_a_better_one
 
 
 def test_empty_contact_fields_from_cademi_never_erase_stored_ones(stack: LocalStack) -> None:
-    settings_ = cfg()
     fields = loader.staging_fields("contacts")
     user = next(user_ids)
     for week, nome, email in ((date(2026, 8, 24), "Ana Souza", "ana@example.com"), (date(2026, 8, 31), "", " ")):
-        staging = loader._staging_table(settings_, "contacts", f"gs://rule/{user}/{week}", 1, fields)
+        staging = loader._staging_table(services_here(), "contacts", f"gs://rule/{user}/{week}", 1, fields)
         try:
             row = {"user_id": user, "nome": nome, "email": email, "celular": None}
-            services.bigquery(settings_).insert_rows_json(staging, [row])
+            services_here().bigquery.insert_rows_json(staging, [row])
             warehouse.query(
-                settings_,
+                services_here(),
                 loader.MERGE_CONTACTS,
                 sql_vars={"staging": staging},
                 tag_id=SMALL_TAG,
@@ -207,8 +208,8 @@ def test_empty_contact_fields_from_cademi_never_erase_stored_ones(stack: LocalSt
                 now=datetime.now(UTC),
             )
         finally:
-            loader._drop(settings_, staging)
-    stored = warehouse.query(settings_, "SELECT * FROM `${students}` WHERE user_id = @u", u=user)[0]
+            loader._drop(services_here(), staging)
+    stored = warehouse.query(services_here(), "SELECT * FROM `${students}` WHERE user_id = @u", u=user)[0]
     assert (stored["nome"], stored["email"], str(stored["last_seen_date"])) == (
         "Ana Souza",
         "ana@example.com",
@@ -232,7 +233,7 @@ def test_a_reextraction_during_an_outage_keeps_every_ok_row_and_is_not_succeeded
     admin = stack.admin()
     admin.add_faults([{"week": 3, "path_prefix": "/usuario/progresso_por_produto", "status": 503, "times": 10**6}])
     admin.reset()
-    run_id = reextract(cfg(), date.fromisoformat(week), BIG_TAG, "outage")
+    run_id = reextract(services_here(), date.fromisoformat(week), BIG_TAG, "outage")
     dead: list[dict[str, Any]] = []
     deadline = time.monotonic() + 180
     while not dead and time.monotonic() < deadline:
@@ -243,15 +244,15 @@ def test_a_reextraction_during_an_outage_keeps_every_ok_row_and_is_not_succeeded
     deadline = time.monotonic() + 60
     while not recorded and time.monotonic() < deadline:
         recorded = warehouse.query(
-            cfg(), "SELECT * FROM `${failures}` WHERE run_id = @r AND attempts IS NOT NULL", r=str(run_id)
+            services_here(), "SELECT * FROM `${failures}` WHERE run_id = @r AND attempts IS NOT NULL", r=str(run_id)
         )
         time.sleep(1)
     assert [(r["stage"], r["tag_id"], r["piece"], r["attempts"]) for r in recorded] == [
         ("extract_progress", BIG_TAG, 0, 5)  # its subscription's max_delivery_attempts
     ]
     assert "Pub/Sub gave up" in recorded[0]["reason"] and '"run_id"' in recorded[0]["attributes"]
-    assert runs.run_status(cfg(), run_id) == "failed"  # not succeeded, and run health shows why at once
-    health = warehouse.query(cfg(), "SELECT * FROM `${report_run_health}` WHERE run_id = @r", r=str(run_id))
+    assert runs.run_status(services_here(), run_id) == "failed"  # not succeeded, and run health shows why at once
+    health = warehouse.query(services_here(), "SELECT * FROM `${report_run_health}` WHERE run_id = @r", r=str(run_id))
     assert health[0]["dead_lettered"] == 1
     assert history_of(week, BIG_TAG) == before
     progress_calls = admin.counters().get("faults_fired", 0)  # every progress call answered 503
@@ -264,21 +265,22 @@ def test_a_reextraction_during_an_outage_keeps_every_ok_row_and_is_not_succeeded
 def test_a_lost_load_event_is_sent_again_by_the_resume(stack: LocalStack) -> None:
     run_id = RunId(date.fromisoformat(WEEKS[1]), "lost-event")
     run_week(stack, 1, rerun="lost-event")
-    settings_ = cfg()
     shard = warehouse.query(
-        settings_, "SELECT shard FROM `${loads}` WHERE run_id = @r AND tag_id = @t", r=str(run_id), t=OTHER_TAG
+        services_here(), "SELECT shard FROM `${loads}` WHERE run_id = @r AND tag_id = @t", r=str(run_id), t=OTHER_TAG
     )[0]["shard"]
-    rows = warehouse.query(settings_, "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE shard = @s", s=shard)[0][
-        "n"
-    ]
+    rows = warehouse.query(
+        services_here(), "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE shard = @s", s=shard
+    )[0]["n"]
     # As if its finalize event had never arrived: not in the ledger, its rows not merged, the run unfinished.
-    warehouse.query(settings_, "DELETE FROM `${loads}` WHERE shard = @s", s=shard)
-    warehouse.query(settings_, "DELETE FROM `${progress_history}` WHERE shard = @s", s=shard)
-    warehouse.query(settings_, "UPDATE `${runs}` SET status = 'running' WHERE run_id = @r", r=str(run_id))
-    assert resume_run(settings_, run_id) == [f"reload {shard}"]
+    warehouse.query(services_here(), "DELETE FROM `${loads}` WHERE shard = @s", s=shard)
+    warehouse.query(services_here(), "DELETE FROM `${progress_history}` WHERE shard = @s", s=shard)
+    warehouse.query(services_here(), "UPDATE `${runs}` SET status = 'running' WHERE run_id = @r", r=str(run_id))
+    assert resume_run(services_here(), run_id) == [f"reload {shard}"]
     row = stack.wait_run(run_id, timeout=120)
     assert row["status"] == "succeeded"
-    again = warehouse.query(settings_, "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE shard = @s", s=shard)
+    again = warehouse.query(
+        services_here(), "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE shard = @s", s=shard
+    )
     assert rows > 0 and again[0]["n"] == rows
 
 
@@ -287,9 +289,12 @@ def test_a_finished_run_above_the_failure_share_is_incomplete(stack: LocalStack,
     """Hand-computed: 100 records with a 5 % threshold; 5 failed is within it, 6 is not."""
     settings_ = cfg()
     run_id = RunId(date(2026, 8, 24), f"share-{failed}")
-    runs.start_run(settings_, run_id, 1)
+    runs.start_run(services_here(), run_id, 1)
     warehouse.query(
-        settings_, "UPDATE `${runs}` SET fanned_out_at = @now WHERE run_id = @r", r=str(run_id), now=datetime.now(UTC)
+        services_here(),
+        "UPDATE `${runs}` SET fanned_out_at = @now WHERE run_id = @r",
+        r=str(run_id),
+        now=datetime.now(UTC),
     )
     ledger = {
         "shard": f"share/{run_id}",
@@ -309,12 +314,12 @@ def test_a_finished_run_above_the_failure_share_is_incomplete(stack: LocalStack,
         "loaded_at": datetime.now(UTC),
     }
     warehouse.query(
-        settings_,
+        services_here(),
         "INSERT INTO `${loads}` (" + ", ".join(ledger) + ") VALUES (" + ", ".join(f"@{k}" for k in ledger) + ")",
         **ledger,
     )
-    runs.refresh_run(settings_, run_id)
-    assert runs.run_status(settings_, run_id) == status
+    runs.refresh_run(services_here(), run_id)
+    assert runs.run_status(services_here(), run_id) == status
     assert settings_.run_max_failed_share == 0.05
 
 
@@ -323,12 +328,15 @@ def test_a_finished_run_above_the_failure_share_is_incomplete(stack: LocalStack,
 
 def test_names_a_spreadsheet_would_run_are_exported_neutralised(stack: LocalStack) -> None:
     run_week(stack, 0)
-    settings_ = cfg()
-    listed = warehouse.query(settings_, "SELECT nome, celular FROM `${tutor_list}` WHERE tag_id = @t", t=SMALL_TAG)
+    listed = warehouse.query(
+        services_here(), "SELECT nome, celular FROM `${tutor_list}` WHERE tag_id = @t", t=SMALL_TAG
+    )
     assert listed, "the small class has students behind"
     assert all(r["nome"] == "'" + FORMULA for r in listed)
     assert all(r["celular"] == "'+55 21 99999-0000" for r in listed)
-    stored = warehouse.query(settings_, "SELECT DISTINCT nome FROM `${students}` WHERE user_id BETWEEN 2001 AND 2999")
+    stored = warehouse.query(
+        services_here(), "SELECT DISTINCT nome FROM `${students}` WHERE user_id BETWEEN 2001 AND 2999"
+    )
     assert [r["nome"] for r in stored] == [FORMULA]  # the raw value is kept
     assert reporting.spreadsheet_safe("x").startswith("IF(SUBSTR(x, 1, 1) IN (")
 
@@ -344,7 +352,7 @@ STAGES = {
 
 def table_counts(settings_: Settings) -> dict[str, int]:
     names = ("progress_history", "runs", "loads", "registered_tags", "students", "failures")
-    return {n: int(warehouse.query(settings_, f"SELECT COUNT(*) AS n FROM `${{{n}}}`")[0]["n"]) for n in names}
+    return {n: int(warehouse.query(services_here(), f"SELECT COUNT(*) AS n FROM `${{{n}}}`")[0]["n"]) for n in names}
 
 
 def pubsub_push(data: Any, attributes: dict[str, str] | None = None, message_id: str = "") -> dict[str, Any]:
@@ -445,12 +453,14 @@ HOSTILE_EVENTS: list[tuple[str, str, Any, str]] = [
 ]
 
 
+def fresh_app(name: str) -> Any:
+    """A new instance of the function: it builds its Services from the environment as it is now."""
+    return create_app(name, str(ROOT / "functions" / name / "main.py"), "cloudevent").test_client()
+
+
 @pytest.fixture(scope="module")
 def apps(stack: LocalStack) -> dict[str, Any]:
-    return {
-        name: create_app(name, str(ROOT / "functions" / name / "main.py"), "cloudevent").test_client()
-        for name in STAGES
-    }
+    return {name: fresh_app(name) for name in STAGES}
 
 
 @pytest.mark.parametrize(
@@ -459,28 +469,28 @@ def apps(stack: LocalStack) -> dict[str, Any]:
 def test_hostile_events_are_acknowledged_recorded_once_and_change_nothing(
     stack: LocalStack, apps: dict[str, Any], monkeypatch: pytest.MonkeyPatch, function: str, body: Any, reason: str
 ) -> None:
+    app = apps[function]
     if reason == "@real":  # this case is about the real Cademi, which serves only the current week
         monkeypatch.setenv("CADEMI_BASE_URL", "https://escola.cademi.com.br/api/v1")
         reason = "past week"
-    services.reset()
+        app = fresh_app(function)  # an instance started with that setting
     try:
         settings_ = cfg()
         before = table_counts(settings_)
         topic, _ = STAGES[function]
         if isinstance(body, AsCloudEvent):
-            response = apps[function].post("/", data=body.body(), headers=body.headers())
+            response = app.post("/", data=body.body(), headers=body.headers())
         else:
-            response = apps[function].post(f"/projects/local-project/topics/{topic}", json=body)
+            response = app.post(f"/projects/local-project/topics/{topic}", json=body)
         assert response.status_code == 200, response.get_data(as_text=True)[:500]
         after = table_counts(settings_)
         assert after == {**before, "failures": before["failures"] + 1}
-        latest = warehouse.query(settings_, "SELECT stage, reason FROM `${failures}` ORDER BY failed_at DESC LIMIT 1")[
-            0
-        ]
+        latest = warehouse.query(
+            services_here(), "SELECT stage, reason FROM `${failures}` ORDER BY failed_at DESC LIMIT 1"
+        )[0]
         assert latest["stage"] == function and reason in latest["reason"], latest
     finally:
         monkeypatch.undo()
-        services.reset()
 
 
 def test_an_object_that_is_not_a_shard_is_ignored_without_a_failure(stack: LocalStack, apps: dict[str, Any]) -> None:
@@ -527,17 +537,14 @@ def test_a_secret_read_failure_in_extraction_is_retried_not_dead_lettered(
     stack.admin().set_week(WEEKS[2])
     monkeypatch.setenv("SECRETS_BACKEND", "env")
     monkeypatch.setenv("CADEMI_API_KEY", "")
-    services.reset()
     try:
-        response = apps["extract_progress"].post("/projects/local-project/topics/progress-tasks", json=body)
+        response = fresh_app("extract_progress").post("/projects/local-project/topics/progress-tasks", json=body)
         assert response.status_code == 500
         assert table_counts(settings_) == before  # no failure recorded: a retry is coming
         monkeypatch.setenv("CADEMI_API_KEY", stack.scenario.api_key)  # the secret answers again
-        services.reset()
-        response = apps["extract_progress"].post("/projects/local-project/topics/progress-tasks", json=body)
+        response = fresh_app("extract_progress").post("/projects/local-project/topics/progress-tasks", json=body)
         assert response.status_code == 200
         shard = f"progress/snapshot_date={WEEKS[2]}/run={task['run_id']}/tag={SMALL_TAG}/piece=0000.ndjson"
-        assert services.shards_bucket(cfg()).get_blob(shard) is not None
+        assert services_here().shards.get_blob(shard) is not None
     finally:
         monkeypatch.undo()
-        services.reset()

@@ -187,8 +187,8 @@ PLANTED_CALLS = """from google.cloud import bigquery
 from progress_monitor import services
 from progress_monitor.platform.access import needs
 
-def count(cfg):
-    return services.bigquery(cfg).query("SELECT 1").result()
+def count(svc):
+    return svc.bigquery.query("SELECT 1").result()
 
 def listing(bucket):
     return list(bucket.list_blobs(prefix="x"))
@@ -227,17 +227,17 @@ def test_a_new_query_or_message_in_a_function_is_derived_and_fails_the_grants(tm
     dead_letters = root / "stages" / "record_failures.py"
     _plant(
         dead_letters,
-        "from progress_monitor import services\n",
-        "from progress_monitor import services\nfrom progress_monitor.contracts.messages import DigestTask\n"
+        "from progress_monitor.services import Services\n",
+        "from progress_monitor.services import Services\nfrom progress_monitor.contracts.messages import DigestTask\n"
         "from progress_monitor.platform import warehouse\n",
     )
     _plant(
         dead_letters,
         "    attributes = message.attributes\n    kept = ",
         "    attributes = message.attributes\n"
-        '    warehouse.query(cfg, "SELECT COUNT(*) AS n FROM `${tracks}`")\n'
-        '    services.send(cfg, DigestTask(RunId.parse("2026-11-16")))\n'
-        '    services.publish(cfg, attributes.get("topic", ""), b"")\n'
+        '    warehouse.query(svc, "SELECT COUNT(*) AS n FROM `${tracks}`")\n'
+        '    svc.send(DigestTask(RunId.parse("2026-11-16")))\n'
+        '    svc.publish(attributes.get("topic", ""), b"")\n'
         "    kept = ",
     )
     planted = iam_needs.derive(functions, UNRESOLVED, root)

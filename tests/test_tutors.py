@@ -25,15 +25,14 @@ import pytest
 import requests
 
 from cademi_sim.builder import School
+from devstack.here import services_here
 from devstack.slack_standin import SlackStandin, click, interaction_payload, signed_post
 from devstack.stack import LocalStack
 from devstack.wiring import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER
-from progress_monitor import services
 from progress_monitor.contracts.objects import digest_claim_name
 from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import reporting
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
 from progress_monitor.tutors import digest
 
@@ -84,7 +83,7 @@ def week(i: int) -> date:
 
 
 def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    return warehouse.query(Settings.from_env(), sql, **params)
+    return warehouse.query(services_here(), sql, **params)
 
 
 def run(stack: LocalStack, i: int, rerun: str | None = None) -> RunId:
@@ -137,9 +136,7 @@ def test_one_digest_per_week_and_channel_through_duplicates_replays_and_a_rerun(
 
     # A replay of the request (what an operator re-publishing it does): nothing new in Slack.
     for _ in range(2):
-        services.publish(
-            Settings.from_env(), "slack-tasks", json.dumps({"kind": "digest", "run_id": str(run_id)}).encode()
-        )
+        services_here().publish("slack-tasks", json.dumps({"kind": "digest", "run_id": str(run_id)}).encode())
     time.sleep(8)
     assert {c: m["versions"] for c, m in messages(stack, 0).items()} == {CHANNEL_A: 1, CHANNEL_T1: 1}
 
@@ -163,7 +160,7 @@ def test_a_slack_outage_is_retried_and_never_fails_the_load(stack: LocalStack) -
     # The cause fixed, the daily health check asks again for the recent weeks: the refused channel gets its
     # digest, the others are not posted twice.
     slack.missing(CHANNEL_T1, missing=False)
-    assert sorted(daily.request_recent_digests(Settings.from_env())) == [f"{WEEKS[0]}-again", WEEKS[1]]
+    assert sorted(daily.request_recent_digests(services_here())) == [f"{WEEKS[0]}-again", WEEKS[1]]
     wait_for(lambda: CHANNEL_T1 in messages(stack, 1))
     records = stack.wait_digests(run_id)
     assert sorted((r["channel_id"], r["status"]) for r in records) == [(CHANNEL_T1, "posted"), (CHANNEL_A, "posted")]
@@ -312,7 +309,7 @@ def test_the_outcome_of_contacting_on_a_hand_computed_school(stack: LocalStack, 
     assert timeline["first_flagged"] == week(1)
 
     csv_path = tmp_path / "lista.csv"
-    count = reporting.export_tutors(Settings.from_env(), csv_path, A)
+    count = reporting.export_tutors(services_here(), csv_path, A)
     lines = csv_path.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0].startswith("turma,tag_id,iso_week,user_id,nome") and len(lines) == count + 1
     # week 3 (expected 75): 202 at 20, 203 at 0, 205 at 10 -> em risco by gap; 201 and 204 on pace
@@ -336,16 +333,15 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
     before = posts()
     assert before == 1
     # As if the operator deleted the claim to post the week again: the next post starts from nothing.
-    services.shards_bucket(Settings.from_env()).blob(digest_claim_name(week(3), CHANNEL_A)).delete()
+    services_here().shards.blob(digest_claim_name(week(3), CHANNEL_A)).delete()
     monkeypatch.setenv("SLACK_TIMEOUT_S", "1")
     monkeypatch.setenv("SLACK_BOT_TOKEN", stack.local_secrets["SLACK_BOT_TOKEN"])  # as notify_tutors reads it
-    services.reset()
     try:
         slack.slow("chat.postMessage", seconds=3)
-        result = digest.post_run_digests(Settings.from_env(), run_id)
+        result = digest.post_run_digests(services_here(), run_id)
         assert result.unconfirmed == [CHANNEL_A] and result.posted == []
         wait_for(lambda: posts() == before + 1)  # Slack did post it
-        again = digest.post_run_digests(Settings.from_env(), run_id)  # a redelivery, or the health check
+        again = digest.post_run_digests(services_here(), run_id)  # a redelivery, or the health check
         assert CHANNEL_A in again.skipped and again.posted == [] and again.unconfirmed == []
         time.sleep(2)
         assert posts() == before + 1
@@ -357,7 +353,6 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
         assert [(r["status"], r["error"]) for r in recorded] == [("unconfirmed", "no_answer")]
     finally:
         monkeypatch.undo()
-        services.reset()
     # A tutor's signed click on that message proves it is there: the digest is `posted` with its ts again.
     posted = [m for m in slack.messages() if m["channel"] == CHANNEL_A and m["text"].startswith(label)][-1]
     url, secret = stack.endpoints["functions"]["slack_interactions"], stack.local_secrets["SLACK_SIGNING_SECRET"]

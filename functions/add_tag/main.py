@@ -4,6 +4,8 @@ Three entry points of the same code, deployed as three functions: `add_tag`, `sl
 `slack_interactions` (the buttons under the tutors' digest).
 """
 
+import functools
+import threading
 from typing import Any
 
 import functions_framework
@@ -15,20 +17,34 @@ from progress_monitor.tutors import actions
 
 logs.configure()
 
+_lock = threading.Lock()
+
+
+@functools.cache
+def _built() -> services.Services:
+    return services.build()
+
+
+def _services() -> services.Services:
+    """This instance's clients, built by its first request and shared by the next (the lock: two first requests
+    at once must share one, above all one Cademi budget)."""
+    with _lock:
+        return _built()
+
 
 @functions_framework.http
 def add_tag(request: Any) -> Any:
     """The web form: GET shows it, POST registers or deactivates a class."""
-    return form.handle_form(request, services.settings())
+    return form.handle_form(request, _services())
 
 
 @functions_framework.http
 def slack_command(request: Any) -> Any:
     """`/turma adicionar|listar|desativar|ajuda` from Slack."""
-    return command.handle_slack(request, services.settings())
+    return command.handle_slack(request, _services())
 
 
 @functions_framework.http
 def slack_interactions(request: Any) -> Any:
     """Slack's interactivity URL: a tutor clicked "Contatado" or "Sem resposta" under a digest."""
-    return actions.handle_interaction(request, services.settings())
+    return actions.handle_interaction(request, _services())

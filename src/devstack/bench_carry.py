@@ -95,12 +95,12 @@ def active_students(scenario: dict[str, Any], week: int) -> int:
 
 
 def _exactness(stack: LocalStack, week: int) -> dict[str, int]:
+    from devstack.here import services_here
     from progress_monitor.platform import warehouse
-    from progress_monitor.settings import Settings
 
     expected = expected_rows(stack.scenario, week)
     rows = warehouse.query(
-        Settings.from_env(),
+        services_here(),
         "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d",
         d=date.fromisoformat(WEEKS[week]),
     )

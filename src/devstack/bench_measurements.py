@@ -16,11 +16,11 @@ from typing import Any
 
 import requests
 
+from devstack.here import services_here
 from devstack.stack import LocalStack
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
 
 WEEK = "2026-03-02"
 LEGACY_SLEEP_S = 0.8  # the earlier in-house script's pause between calls
@@ -102,7 +102,7 @@ def pipeline_run(stack: LocalStack) -> dict[str, Any]:
     first, last = window["first"] or published, window["last"] or published
     # "the last row in BigQuery": the latest loaded_at of the run's history rows
     loaded = warehouse.query(
-        Settings.from_env(), "SELECT MAX(loaded_at) AS t FROM `${progress_history}` WHERE run_id = @run_id", run_id=WEEK
+        services_here(), "SELECT MAX(loaded_at) AS t FROM `${progress_history}` WHERE run_id = @run_id", run_id=WEEK
     )[0]["t"]
     finished = loaded.timestamp()
     students = sum(len(scenario.members(t["tag_id"], 0)) for t in scenario.raw["registry"]["tags"])

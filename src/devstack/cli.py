@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cademi_sim import demo
+from devstack.here import services_here
 from devstack.preview import write_report
 from devstack.stack import LocalStack, remove_workdir
 from devstack.wiring import LOCAL_SLACK_TEAM, LOCAL_SLACK_USER, LOCAL_STAFF
@@ -39,7 +40,7 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
     admin = stack.admin()
     admin.reset()
     # fake-gcs-server has no lifecycle rules: apply the bucket's retention rule here (docs/privacy.md).
-    retention.expire_raw_objects(Settings.from_env())
+    retention.expire_raw_objects(services_here())
     started = time.monotonic()
     before = stack.run_row(RunId(week - timedelta(days=week.weekday()), trigger.get("rerun")))
     run_id = stack.trigger(week, **trigger)
@@ -47,7 +48,7 @@ def run_week(stack: LocalStack, week: date, timeout: float = 900.0, **trigger: A
         # A stack stopped mid-run left it `running`: the schedule message is now a duplicate and publishes
         # nothing, so ask for what the run still waits for, as the daily health check would.
         print(f"run {run_id} was left running (a stopped stack?); resuming it", file=sys.stderr)
-        resumed = resume_run(Settings.from_env(), run_id)
+        resumed = resume_run(services_here(), run_id)
         print(f"  re-published: {', '.join(resumed) or 'nothing'}", file=sys.stderr)
     row = stack.wait_run(run_id, timeout=timeout, progress=_progress_line)
     digests = stack.wait_digests(run_id) if row.get("status") in ("succeeded", "incomplete") else []
@@ -152,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run_week(stack, week)
             summaries.append(summary)
             _print_run(summary)
-        report = write_report(Settings.from_env(), Path(args.report).resolve())
+        report = write_report(services_here(), Path(args.report).resolve())
         print(f"dashboard preview written to {report}", flush=True)
         digests = show_digests(stack, report.with_name("slack-digests.txt"))
     finally:
@@ -223,7 +224,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
     stack.use_here()
-    summary = replay_history(Settings.from_env(), date.fromisoformat(args.first), date.fromisoformat(args.last))
+    summary = replay_history(services_here(), date.fromisoformat(args.first), date.fromisoformat(args.last))
     print(json.dumps(summary.__dict__))
     return 0
 
@@ -244,7 +245,7 @@ def cmd_export_tutors(args: argparse.Namespace) -> int:
     stack = LocalStack.attach(Path(args.workdir or DEFAULT_UP_DIR).resolve())
     stack.use_here()
     out = Path(args.out).resolve()
-    count = export_tutors(Settings.from_env(), out, args.tag)
+    count = export_tutors(services_here(), out, args.tag)
     print(f"{count} students written to {out}")
     return 0
 

@@ -135,18 +135,16 @@ def create_subscriptions(endpoints: dict[str, Any]) -> None:
 def prepare_storage_and_tables(scenario: Scenario) -> None:
     """The shards bucket, the tables and the deployed views, and the scenario's registry; this process's
     environment must point at the stack (`StackHandle.use_here`)."""
-    from progress_monitor import services
+    from devstack.here import services_here
     from progress_monitor.pipeline import reporting
     from progress_monitor.platform import warehouse
-    from progress_monitor.settings import Settings
 
-    settings = Settings.from_env()
-    client = services.storage(settings)
-    if client.lookup_bucket(settings.shards_bucket) is None:
-        client.create_bucket(settings.shards_bucket)
-    warehouse.ensure_tables(settings)
-    reporting.create_deployed_views(settings)  # as Terraform does
-    seed_registry(settings, scenario)
+    svc = services_here()
+    if svc.storage.lookup_bucket(svc.cfg.shards_bucket) is None:
+        svc.storage.create_bucket(svc.cfg.shards_bucket)
+    warehouse.ensure_tables(svc)
+    reporting.create_deployed_views(svc)  # as Terraform does
+    seed_registry(svc, scenario)
 
 
 def seed_registry(settings: Any, scenario: Scenario) -> None:

@@ -83,10 +83,7 @@ class StackHandle:
     def use_here(self) -> None:
         """Point this process's Google clients and settings at the stack."""
         os.environ.update(self.function_env())
-        os.environ["CADEMI_API_KEY"] = self.cademi_api_key
-        from progress_monitor import services
-
-        services.reset()
+        os.environ["CADEMI_API_KEY"] = self.cademi_api_key  # Services are built per environment (devstack.here)
 
     # -- processes ---------------------------------------------------------------------------------------------
 

@@ -44,12 +44,12 @@ class StackOperations(StackHandle):
 
     def run_row(self, run_id: RunId) -> dict[str, Any] | None:
         """The run's row, or None (also while BigQuery is briefly unreachable, e.g. being restarted)."""
+        from devstack.here import services_here
         from progress_monitor.errors import TransientError
         from progress_monitor.platform import warehouse
-        from progress_monitor.settings import Settings
 
         try:
-            rows = warehouse.query(Settings.from_env(), "SELECT * FROM `${runs}` WHERE run_id = @r", r=str(run_id))
+            rows = warehouse.query(services_here(), "SELECT * FROM `${runs}` WHERE run_id = @r", r=str(run_id))
         except TransientError:
             return None
         return rows[0] if rows else None
@@ -99,12 +99,12 @@ class StackOperations(StackHandle):
     def wait_digests(self, run_id: RunId, timeout: float = 120.0) -> list[dict[str, Any]]:
         """Poll the digest records until every tutors' channel with data that week has this run's digest (posted,
         updated or refused); returns the records found."""
+        from devstack.here import services_here
         from progress_monitor.errors import TransientError
         from progress_monitor.platform import warehouse
-        from progress_monitor.settings import Settings
         from progress_monitor.tutors.digest import channel_digests
 
-        settings = Settings.from_env()
+        settings = services_here()
         channels = set(channel_digests(settings, run_id.snapshot_date))
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []

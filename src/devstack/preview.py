@@ -12,7 +12,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
+from progress_monitor.platform.warehouse import Warehouse
 
 STATUSES = ["adiantado", "no ritmo", "atrasado", "em risco", "concluído"]
 COLORS = {
@@ -114,16 +114,16 @@ def stacked_bars(title: str, labels: list[str], shares: list[dict[str, float]]) 
     return Markup("".join(parts))  # noqa: S704 - every text in the SVG went through escape()
 
 
-def _rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
-    return warehouse.query(settings, sql)
+def _rows(svc: Warehouse, sql: str) -> list[dict[str, Any]]:
+    return warehouse.query(svc, sql)
 
 
-def gather(settings: Settings) -> dict[str, Any]:
+def gather(svc: Warehouse) -> dict[str, Any]:
     """Everything the pages show, read from the reporting tables and views."""
     return {
-        "classes": _rows(settings, "SELECT * FROM `${report_class_week}` ORDER BY tag_id, snapshot_date"),
+        "classes": _rows(svc, "SELECT * FROM `${report_class_week}` ORDER BY tag_id, snapshot_date"),
         "overall": _rows(
-            settings,
+            svc,
             """SELECT snapshot_date, iso_week, COUNT(*) AS students, AVG(actual) AS mean_actual,
                       AVG(expected) AS mean_expected,
                       SAFE_DIVIDE(COUNTIF(status = 'adiantado'), COUNTIF(status IS NOT NULL)) AS adiantado,
@@ -133,15 +133,15 @@ def gather(settings: Settings) -> dict[str, Any]:
                       SAFE_DIVIDE(COUNTIF(status = 'concluído'), COUNTIF(status IS NOT NULL)) AS concluido
                FROM `${report_student_week}` GROUP BY snapshot_date, iso_week ORDER BY snapshot_date""",
         ),
-        "tutors": _rows(settings, "SELECT * FROM `${tutor_list}` ORDER BY status DESC, weeks_behind DESC, gap"),
-        "movements": _rows(settings, "SELECT * FROM `${report_movements}` ORDER BY snapshot_date, movement, user_id"),
-        "outcomes": _rows(settings, "SELECT * FROM `${report_tutor_outcomes}` ORDER BY snapshot_date DESC, tag_id"),
+        "tutors": _rows(svc, "SELECT * FROM `${tutor_list}` ORDER BY status DESC, weeks_behind DESC, gap"),
+        "movements": _rows(svc, "SELECT * FROM `${report_movements}` ORDER BY snapshot_date, movement, user_id"),
+        "outcomes": _rows(svc, "SELECT * FROM `${report_tutor_outcomes}` ORDER BY snapshot_date DESC, tag_id"),
         "timelines": _rows(
-            settings,
+            svc,
             "SELECT * FROM `${report_risk_timeline}` WHERE first_flagged IS NOT NULL "
             "ORDER BY weeks_em_risco DESC, weeks_atrasado DESC, user_id LIMIT 50",
         ),
-        "runs": _rows(settings, "SELECT * FROM `${report_run_health}` ORDER BY started_at DESC"),
+        "runs": _rows(svc, "SELECT * FROM `${report_run_health}` ORDER BY started_at DESC"),
     }
 
 
@@ -200,7 +200,7 @@ def render(data: dict[str, Any]) -> str:
     )
 
 
-def write_report(settings: Settings, path: Path) -> Path:
+def write_report(svc: Warehouse, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(gather(settings)), encoding="utf-8")
+    path.write_text(render(gather(svc)), encoding="utf-8")
     return path

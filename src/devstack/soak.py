@@ -28,11 +28,11 @@ from cademi_sim.scenario import Scenario, load
 from cademi_sim.truth import expected_rows
 from devstack import soak_faults
 from devstack.emulators import pubsub_clients
+from devstack.here import services_here
 from devstack.stack import LocalStack
 from devstack.wiring import PROJECT
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
 from progress_monitor.stages.daily import resume_run
 
 EVENTS = ("duplicates", "kill", "bigquery_restart", "poison")
@@ -221,7 +221,7 @@ def wait_resuming(stack: LocalStack, run_id: RunId, report: SoakReport, quiet_s:
         if pieces != last_pieces:
             last_pieces, quiet_since = pieces, time.monotonic()
         elif time.monotonic() - quiet_since > quiet_s:
-            resumed = resume_run(Settings.from_env(), run_id)
+            resumed = resume_run(services_here(), run_id)
             report.resumes.append(f"{run_id}: {resumed}")
             quiet_since = time.monotonic()
     return stack.run_row(run_id) or {"run_id": str(run_id), "status": "missing"}
@@ -236,7 +236,7 @@ def _wait_calls(admin: Any, calls: int, timeout: float = 300) -> None:
 def compare(stack: LocalStack, scenario: Scenario, weeks: int, report: SoakReport, poisons: list[bytes]) -> None:
     """Every served (week, tag, student, product) exactly once with the served values; runs and DLQs match."""
     failing = designated_failures(scenario)
-    cfg = Settings.from_env()
+    cfg = services_here()
     expected: dict[Any, Any] = {}
     for week in range(weeks):
         expected.update(expected_rows(scenario, week, failing))

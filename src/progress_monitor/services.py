@@ -1,8 +1,9 @@
-"""The process's settings and clients, each created once per instance and shared by every request.
+"""The process's settings and clients, built once per instance and passed down to every stage.
 
-Functions call `settings()` and the client getters; tests that change the environment or restart an emulator
-call `reset()`. Each getter is cached per settings value (Settings is frozen and hashable) behind one lock: two
-first requests at once must share one client, above all one Cademi budget.
+`build(cfg)` creates each client once. A function's adapter (functions/<fn>/main.py) builds one Services on
+its instance's first request and passes it to the stage; an operator command builds its own. Nothing else
+calls `build`: stages and features take the Services (or the one client) they use as an argument, so a test
+hands in its own and can pin the clock.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
@@ -30,50 +33,74 @@ from progress_monitor.settings import CADEMI_API_KEY, SLACK_BOT_TOKEN, Settings
 from progress_monitor.slack.web import SlackClient
 
 T = TypeVar("T")
-_lock = threading.RLock()  # re-entrant: the Cademi client's getter asks for the budget's
-_getters: list[Any] = []
 
 
-def _once(create: Callable[..., T]) -> Callable[..., T]:
-    """`functools.cache` under the module's lock: functools alone may run `create` twice for two first calls."""
-    cached = functools.cache(create)
-    _getters.append(cached)
-
-    @functools.wraps(create)
-    def get(*args: Any) -> T:
-        with _lock:
-            return cached(*args)
-
-    return get
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
-@_once
-def settings() -> Settings:
-    """The process's settings, read once from the environment."""
-    return Settings.from_env()
+class _Once(Generic[T]):
+    """A value made by the first call that succeeds, under a lock: two first requests at once share one; a
+    failure (an unreadable secret) is not kept, so the next call tries again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    def get_or_make(self, make: Callable[[], T]) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = make()
+            return self._value
 
 
-@_once
-def cademi_budget(cfg: Settings) -> CallBudget:
-    """The school-wide Cademi budget as this process takes part in it (budget.py)."""
-    if cfg.cademi_fleet_budget == "gcs":
-        return FleetBudget(shards_bucket(cfg), cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
-    return RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
+@dataclass(frozen=True, eq=False)  # eq=False: compared and hashed by identity (a per-instance cache key)
+class Services:
+    """What the stages use: the settings, the Google clients, the Cademi budget and client, Slack, the clock."""
 
+    cfg: Settings
+    bigquery: bq.Client
+    storage: gcs.Client
+    shards: gcs.Bucket  # the shards bucket's handle
+    publisher: pubsub_v1.PublisherClient
+    cademi_budget: CallBudget  # the school-wide Cademi budget as this process takes part in it (budget.py)
+    clock: Callable[[], datetime] = utc_now  # aware UTC; tests pin it (dataclasses.replace)
+    _cademi: _Once[CademiSource] = field(default_factory=_Once, repr=False)
+    _slack: _Once[SlackClient] = field(default_factory=_Once, repr=False)
 
-@_once
-def cademi_client(cfg: Settings) -> CademiSource:
-    """One Cademi client (one HTTP session) per process, within the school's budget; v1 or v3 as configured.
-    An unreadable API key raises SecretUnavailableError and is read again by the next call."""
-    return make_client(cfg, get_secret(cfg, CADEMI_API_KEY), cademi_budget(cfg))
+    def now(self) -> datetime:
+        """The current time, aware UTC: what business decisions (which week, what is stale) are taken at."""
+        return self.clock()
 
+    def cademi(self) -> CademiSource:
+        """One Cademi client (one HTTP session) per process, within the school's budget; v1 or v3 as configured.
+        An unreadable API key raises SecretUnavailableError and is read again by the next call."""
+        return self._cademi.get_or_make(
+            lambda: make_client(self.cfg, get_secret(self.cfg, CADEMI_API_KEY), self.cademi_budget)
+        )
 
-@_once
-def slack(cfg: Settings) -> SlackClient:
-    """The Slack bot's Web API client. It asks `_slack_token` for the token at every call (Secret Manager's
-    value, cached by secrets.py) and again, fresh, when Slack refuses it, so a renewed token is used at once;
-    an unreadable token is a retry, never a cached failure."""
-    return SlackClient(cfg.slack_api_url, functools.partial(_slack_token, cfg), cfg.slack_timeout_s)
+    def slack(self) -> SlackClient:
+        """The Slack bot's Web API client. It asks `_slack_token` for the token at every call (Secret Manager's
+        value, cached by secret_store.py) and again, fresh, when Slack refuses it, so a renewed token is used
+        at once; an unreadable token is a retry, never a cached failure."""
+        cfg = self.cfg
+        return self._slack.get_or_make(
+            lambda: SlackClient(cfg.slack_api_url, functools.partial(_slack_token, cfg), cfg.slack_timeout_s)
+        )
+
+    @needs("topic.publish {topic}")
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
+        """Publish one message and wait for the server's id (raises on failure, so the caller is retried)."""
+        client = self.publisher
+        future = client.publish(client.topic_path(self.cfg.gcp_project, topic), data, **(attributes or {}))
+        message_id: str = future.result(timeout=60)
+        return message_id
+
+    @needs("topic.publish {message}")
+    def send(self, message: Message) -> str:
+        """Publish one contract message (contracts.messages) on its own topic."""
+        topic: str = getattr(self.cfg, message.TOPIC)
+        return self.publish(topic, message.encode(), message.attributes())
 
 
 def _slack_token(cfg: Settings, fresh: bool) -> str:
@@ -83,9 +110,23 @@ def _slack_token(cfg: Settings, fresh: bool) -> str:
         raise SlackUnavailableError(f"Slack bot token unavailable: {exc}") from exc
 
 
+def build(cfg: Settings | None = None) -> Services:
+    """Every client, created once (the settings read from the environment when not given). Only the adapters
+    (once per instance, under a lock: two first requests must share one Cademi budget) and the operator
+    commands call this."""
+    cfg = Settings.from_env() if cfg is None else cfg
+    storage = _storage(cfg)
+    shards = storage.bucket(cfg.shards_bucket)
+    budget: CallBudget
+    if cfg.cademi_fleet_budget == "gcs":
+        budget = FleetBudget(shards, cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
+    else:
+        budget = RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
+    return Services(cfg, _bigquery(cfg), storage, shards, _publisher(), budget)
+
+
 @needs("client")
-@_once
-def bigquery(cfg: Settings) -> bq.Client:
+def _bigquery(cfg: Settings) -> bq.Client:
     """The BigQuery client (the emulator's REST endpoint when BIGQUERY_EMULATOR_HOST is set)."""
     if cfg.bigquery_emulator_host:
         return bq.Client(
@@ -97,41 +138,12 @@ def bigquery(cfg: Settings) -> bq.Client:
 
 
 @needs("client")
-@_once
-def storage(cfg: Settings) -> gcs.Client:
+def _storage(cfg: Settings) -> gcs.Client:
     """The Cloud Storage client (fake-gcs-server when STORAGE_EMULATOR_HOST is set, read by the library)."""
     credentials = AnonymousCredentials() if cfg.storage_emulator_host else None  # type: ignore[no-untyped-call]
     return gcs.Client(project=cfg.gcp_project, credentials=credentials)
 
 
 @needs("client")
-@_once
 def _publisher() -> pubsub_v1.PublisherClient:
     return pubsub_v1.PublisherClient()  # PUBSUB_EMULATOR_HOST is read by the library
-
-
-def shards_bucket(cfg: Settings) -> gcs.Bucket:
-    return storage(cfg).bucket(cfg.shards_bucket)
-
-
-@needs("topic.publish {topic}")
-def publish(cfg: Settings, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
-    """Publish one message and wait for the server's id (raises on failure, so the caller is retried)."""
-    client = _publisher()
-    future = client.publish(client.topic_path(cfg.gcp_project, topic), data, **(attributes or {}))
-    message_id: str = future.result(timeout=60)
-    return message_id
-
-
-@needs("topic.publish {message}")
-def send(cfg: Settings, message: Message) -> str:
-    """Publish one contract message (contracts.messages) on its own topic."""
-    topic: str = getattr(cfg, message.TOPIC)
-    return publish(cfg, topic, message.encode(), message.attributes())
-
-
-def reset() -> None:
-    """Forget cached settings and clients (tests that change the environment or restart an emulator)."""
-    with _lock:
-        for cached in _getters:
-            cached.cache_clear()

@@ -22,12 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from functions_framework import create_app
 from google.auth import crypt
 
+from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor import services
 from progress_monitor.add_tag import registry as registries
 from progress_monitor.add_tag.registry import Registry
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
 from progress_monitor.slack import signing
 from tests.pipeline_world import UNREGISTERED_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
@@ -44,11 +43,11 @@ def stack(add_tag_stack: LocalStack, iap_key: tuple[crypt.Signer, Path]) -> Iter
 
 
 def registered(tag_id: int) -> list[dict[str, Any]]:
-    return warehouse.query(Settings.from_env(), "SELECT * FROM `${registered_tags}` WHERE tag_id = @t", t=tag_id)
+    return warehouse.query(services_here(), "SELECT * FROM `${registered_tags}` WHERE tag_id = @t", t=tag_id)
 
 
 def count_tags() -> int:
-    return int(warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `${registered_tags}`")[0]["n"])
+    return int(warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${registered_tags}`")[0]["n"])
 
 
 # -- the form through functions-framework ------------------------------------------------------------------
@@ -103,14 +102,12 @@ def test_the_form_fails_closed_without_an_iap_audience(
 ) -> None:
     """Without an audience any IAP application's token of the organisation would pass: nobody gets in."""
     monkeypatch.setenv("IAP_AUDIENCE", "")
-    services.reset()
     try:
         client = create_app("add_tag", SOURCE, "http").test_client()
         response = client.get("/", headers={"X-Goog-IAP-JWT-Assertion": iap_assertion(iap_key[0], STAFF)})
         assert response.status_code == 503 and "não está configurado" in response.get_data(as_text=True)
     finally:
         monkeypatch.undo()
-        services.reset()
 
 
 def test_get_shows_tracks_and_registered_tags_and_changes_nothing(form: Any) -> None:
@@ -225,7 +222,7 @@ def test_the_form_deactivates_a_class_softly(form: Any) -> None:
     assert response.status_code == 200 and "desativada" in response.get_data(as_text=True)
     row = registered(7003)[0]
     assert row["active"] is False and row["deactivated_by"] == STAFF
-    history = warehouse.query(Settings.from_env(), "SELECT COUNT(*) AS n FROM `${registered_tags}`")
+    history = warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${registered_tags}`")
     assert history[0]["n"] >= 3  # soft: the row stays
 
 
@@ -238,12 +235,13 @@ def test_cademi_down_gives_a_try_again_answer_and_nothing_inserted(stack: LocalS
 
 
 def test_two_coordinators_registering_the_same_tag_at_once_make_one_row(stack: LocalStack) -> None:
-    settings = Settings.from_env()
     results = []
     barrier = threading.Barrier(2)
 
     def register(who: str) -> None:
-        registry = Registry(settings, registries.instance_registry(settings).cademi)  # one "instance" each
+        registry = Registry(
+            services_here(), registries.instance_registry(services_here()).cademi
+        )  # one "instance" each
         barrier.wait()
         results.append(
             registry.register(
@@ -264,7 +262,7 @@ def test_two_coordinators_registering_the_same_tag_at_once_make_one_row(stack: L
     rows = registered(UNREGISTERED_TAG)
     assert len(rows) == 1
     # Leave the registry as it was for the browser test.
-    warehouse.query(settings, "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+    warehouse.query(services_here(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
 
 
 # -- Slack -------------------------------------------------------------------------------------------------
@@ -331,7 +329,7 @@ def test_a_replayed_slack_request_registers_one_tag(slack: Any, stack: LocalStac
     )
     answer = slack_post(slack, stack, f"desativar {UNREGISTERED_TAG}").get_json()["text"]
     assert "desativada" in answer and registered(UNREGISTERED_TAG)[0]["active"] is False
-    warehouse.query(Settings.from_env(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+    warehouse.query(services_here(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
 
 
 # -- a real browser on the local stack -----------------------------------------------------------------------
@@ -418,7 +416,7 @@ def test_a_coordinator_registers_a_class_in_chromium(
     run_id = stack.trigger(__import__("datetime").date.fromisoformat(WEEKS[1]))
     assert stack.wait_run(run_id, timeout=240)["status"] == "succeeded"
     rows = warehouse.query(
-        Settings.from_env(), "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE tag_id = @t", t=UNREGISTERED_TAG
+        services_here(), "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE tag_id = @t", t=UNREGISTERED_TAG
     )
     assert rows[0]["n"] == 2  # its one student x the track's two products
 
@@ -427,9 +425,7 @@ def test_a_coordinator_registers_a_class_in_chromium(
 
 
 def registry_state() -> list[tuple[Any, ...]]:
-    rows = warehouse.query(
-        Settings.from_env(), "SELECT tag_id, active, turma FROM `${registered_tags}` ORDER BY tag_id"
-    )
+    rows = warehouse.query(services_here(), "SELECT tag_id, active, turma FROM `${registered_tags}` ORDER BY tag_id")
     return [(r["tag_id"], r["active"], r["turma"]) for r in rows]
 
 
@@ -491,7 +487,7 @@ FORM_HOSTILE: list[tuple[str, dict[str, str], int, str]] = [
 def test_hostile_form_posts_get_a_named_answer_and_change_nothing(
     form: Any, fields: dict[str, str], status: int, text: str
 ) -> None:
-    warehouse.query(Settings.from_env(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+    warehouse.query(services_here(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
     before = registry_state()
     token = csrf_of(form.get("/").get_data(as_text=True))
     special = {
@@ -506,7 +502,7 @@ def test_hostile_form_posts_get_a_named_answer_and_change_nothing(
     assert response.status_code == status and text in html, re.findall(r'id="erro-[^"]+">[^<]*', html)
     if status == 200:  # the one valid case: exactly one row, then removed again
         assert len(registered(UNREGISTERED_TAG)) == 1
-        warehouse.query(Settings.from_env(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
+        warehouse.query(services_here(), "DELETE FROM `${registered_tags}` WHERE tag_id = @t", t=UNREGISTERED_TAG)
     assert registry_state() == before
 
 

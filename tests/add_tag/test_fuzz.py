@@ -37,12 +37,11 @@ from google.auth import crypt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor import services
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest, parse_slack_task
 from progress_monitor.errors import PermanentError
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
 from tests.pipeline_world import SMALL_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
@@ -283,12 +282,11 @@ def stack(add_tag_stack: LocalStack, iap_key: tuple[crypt.Signer, Path]) -> Iter
 
 
 def counts() -> dict[str, int]:
-    cfg = Settings.from_env()
-    return {n: int(warehouse.query(cfg, f"SELECT COUNT(*) AS n FROM `${{{n}}}`")[0]["n"]) for n in WATCHED}
+    return {n: int(warehouse.query(services_here(), f"SELECT COUNT(*) AS n FROM `${{{n}}}`")[0]["n"]) for n in WATCHED}
 
 
 def failure_ids() -> set[str]:
-    return {r["message_id"] for r in warehouse.query(Settings.from_env(), "SELECT message_id FROM `${failures}`")}
+    return {r["message_id"] for r in warehouse.query(services_here(), "SELECT message_id FROM `${failures}`")}
 
 
 def push(data: bytes, attributes: dict[str, str] | None, message_id: str) -> dict[str, Any]:
@@ -355,7 +353,6 @@ def test_hostile_events_are_acknowledged_with_their_failure_and_change_nothing(
     def case(body: Any, attributes: dict[str, str] | None) -> None:
         check(body, attributes)
 
-    services.reset()
     for body in sweep(entry.valid):
         check(body, entry.attributes)
     case()
@@ -381,7 +378,6 @@ def test_hostile_requests_get_a_named_4xx_or_an_answer_and_change_nothing(stack:
     def case(body: Any) -> None:
         check(body)
 
-    services.reset()
     for body in sweep(entry.valid):
         check(body)
     case()

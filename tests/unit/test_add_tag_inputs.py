@@ -14,6 +14,7 @@ from progress_monitor.add_tag.identity import CSRF_TTL_S, csrf_token, csrf_valid
 from progress_monitor.add_tag.registry import NewTag, parse_fields
 from progress_monitor.settings import Settings
 from progress_monitor.slack.signing import slack_signature_valid
+from tests.unit.offline import offline_services
 
 TRACKS = {"analista", "cientista"}
 TODAY = date(2026, 11, 25)
@@ -150,16 +151,15 @@ def test_slack_and_form_fail_closed_without_their_allow_lists() -> None:
     assert Settings(form_allowed_domain="escola.local", iap_audience="/projects/1/x").form_config_error() is None
 
 
-def test_a_secret_hiccup_is_not_cached_for_the_instances_life(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_secret_hiccup_is_not_cached_for_the_instances_life() -> None:
     """The first request finds Secret Manager failing: that request cannot check tags, the next one can."""
     from progress_monitor.add_tag import registry as registries
 
     registries.reset_instance_registry()
-    monkeypatch.setattr("progress_monitor.services.cademi_budget", lambda settings: None)
     try:
-        missing = Settings(secrets_backend="env", local_secrets={})
+        missing = offline_services(Settings(secrets_backend="env", local_secrets={}))
         assert registries.instance_registry(missing).cademi is None
-        present = Settings(secrets_backend="env", local_secrets={"CADEMI_API_KEY": "k"})
+        present = offline_services(Settings(secrets_backend="env", local_secrets={"CADEMI_API_KEY": "k"}))
         registry = registries.instance_registry(present)
         assert registry.cademi is not None and registries.instance_registry(present) is registry
     finally:

@@ -18,6 +18,7 @@ from progress_monitor.contracts.objects import progress_shard_name as shard_name
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform.shard_store import Roster
 from progress_monitor.settings import Settings, SettingsError
+from tests.unit.offline import offline_services
 
 TZ = "America/Sao_Paulo"  # UTC-3: a run's snapshot time is 03:00 UTC on its Monday
 WEEK = date(2026, 10, 26)  # this run's snapshot Monday
@@ -188,7 +189,7 @@ def test_a_run_reads_everyone_when_off_or_asked_again(incremental: str, run_id: 
     task = ProgressTask(run_id, 7001, (101, 102))
     roster = Roster((1, 2), {1: BEFORE, 2: BEFORE})
     # returns before any history or bucket is read (None would fail on first use)
-    assert plan_for_piece(cfg, None, task, roster, [(101,), (102,)]) == CarryPlan()
+    assert plan_for_piece(offline_services(cfg), task, roster, [(101,), (102,)]) == CarryPlan()
 
 
 def test_settings_refuse_bad_carrying_values() -> None:
@@ -265,7 +266,7 @@ def test_a_future_malformed_or_null_last_access_is_unknown_so_the_student_is_rea
 
     listed = [student(1, "2026-10-17 10:00:00"), student(2, "2099-01-01 10:00:00"), student(3, "ontem")]
     listed.append(student(4, None))
-    found = last_accesses(Settings(), listed, {})
+    found = last_accesses(Settings(), listed, {}, datetime.now(UTC))
     assert set(found) == {1}  # the others are unknown, never guessed
     previous = {(u, 101): ok() for u in (1, 2, 3, 4)}
     plan_found = make_plan([(101,)], previous, dict(found))

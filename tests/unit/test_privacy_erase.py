@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from google.api_core import exceptions
 
+from progress_monitor import services
 from progress_monitor.commands import privacy
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, erasure_name, roster_body
 from progress_monitor.errors import TransientError
@@ -21,7 +22,9 @@ from progress_monitor.privacy import erasure, erasures
 from progress_monitor.privacy.inventory import ID_LIST, TEXT
 from progress_monitor.privacy.match import MARK, id_pattern, mentions, rewritten
 from progress_monitor.privacy.objects import naming_objects, rewrite_objects
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
+from tests.unit.offline import offline_services
 
 TAG, USER = 6201, 2003
 
@@ -253,7 +256,6 @@ class Steps:
             self.left -= 1
 
         monkeypatch.setattr(erasure, "unfinished_runs", runs)
-        monkeypatch.setattr(erasure.services, "shards_bucket", lambda _cfg: self.bucket)
         monkeypatch.setattr(erasure.erasures, "privacy_key", lambda _cfg: b"key")
         monkeypatch.setattr(erasure, "table_rows", rows)
         monkeypatch.setattr(erasure, "erase_tables", erase_tables)
@@ -270,11 +272,15 @@ class Steps:
 CFG = Settings()
 
 
+def svc(steps: Steps) -> Services:
+    return offline_services(CFG, shards=steps.bucket)
+
+
 def test_any_unfinished_run_refuses_the_erasure_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = Steps([["2026-01-05"]])  # months old, never finished: its roster positions must not move
     steps.install(monkeypatch)
     with pytest.raises(erasure.Refusal, match=r"run 2026-01-05 is unfinished.*resume"):
-        erasure.erase(CFG, USER, "REQ-1", "dpo")
+        erasure.erase(svc(steps), USER, "REQ-1", "dpo")
     assert steps.bucket.versions == []
 
 
@@ -282,7 +288,7 @@ def test_the_pending_entry_comes_before_the_second_look_at_runs(monkeypatch: pyt
     steps = Steps([[], ["2026-06-15"]])  # a weekly run starts while the erasure begins
     steps.install(monkeypatch)
     with pytest.raises(erasure.Incomplete, match=r"2026-06-15.*skip the student"):
-        erasure.erase(CFG, USER, "REQ-1", "dpo")
+        erasure.erase(svc(steps), USER, "REQ-1", "dpo")
     assert steps.entry()["state"] == erasures.PENDING  # extraction skips the student from now on
     assert "erase_tables" not in steps.calls
 
@@ -290,7 +296,7 @@ def test_the_pending_entry_comes_before_the_second_look_at_runs(monkeypatch: pyt
 def test_the_reports_follow_the_tables_and_the_passes_repeat_until_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = Steps([[]], left=2)
     steps.install(monkeypatch)
-    outcome = erasure.erase(CFG, USER, "REQ-1", "dpo")
+    outcome = erasure.erase(svc(steps), USER, "REQ-1", "dpo")
     assert outcome.state == "erased" and steps.calls.count("erase_tables") == 2
     first = steps.calls.index("erase_tables")
     assert steps.calls[first + 1] == "reports" and steps.calls[-1] == "drop"
@@ -302,13 +308,14 @@ def test_an_erasure_still_finding_rows_after_its_passes_is_incomplete(monkeypatc
     steps = Steps([[]], left=erasure.PASSES + 1)
     steps.install(monkeypatch)
     with pytest.raises(erasure.Incomplete, match="still found"):
-        erasure.erase(CFG, USER, "REQ-1", "dpo")
+        erasure.erase(svc(steps), USER, "REQ-1", "dpo")
     assert steps.entry()["state"] == erasures.PENDING and steps.calls[-1] == "drop"
 
 
 def test_a_failure_after_the_first_change_exits_3(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     steps = Steps([[]])
     steps.install(monkeypatch)
+    monkeypatch.setattr(services, "build", lambda: svc(steps))
     monkeypatch.setattr(erasure, "rewrite_objects", lambda *_: (_ for _ in ()).throw(RuntimeError("killed")))
     args = ["erase", "--student", str(USER), "--request", "REQ-1", "--by", "dpo", "--confirm"]
     assert privacy.main(args) == 3
@@ -338,6 +345,7 @@ def test_the_export_leaves_stdout_to_the_document_and_the_file_private(
         return {"student": {"cademi_user_id": user_id}}
 
     monkeypatch.setattr(privacy, "export", export)
+    monkeypatch.setattr(services, "build", lambda: offline_services(CFG))
     assert privacy.main(["export", "--student", str(USER)]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"student": {"cademi_user_id": USER}} and "a log line" in captured.err

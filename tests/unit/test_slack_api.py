@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 from devstack.slack_standin import SlackStandin, StandinServer, State
-from progress_monitor import services
 from progress_monitor.errors import (
     SLACK_AUTH_CODES,
     Kind,
@@ -38,6 +37,7 @@ from progress_monitor.errors import (
     classify,
 )
 from progress_monitor.platform import secret_store
+from progress_monitor.services import Services
 from progress_monitor.settings import SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, Settings
 from progress_monitor.slack import signing
 from progress_monitor.slack.web import (
@@ -47,6 +47,7 @@ from progress_monitor.slack.web import (
     SlackClient,
     respond,
 )
+from tests.unit.offline import offline_services
 
 TOKEN, NEW_TOKEN = "xoxb-old-token", "xoxb-new-token"
 CHANNEL = "C0TUTORES"
@@ -285,22 +286,20 @@ def test_a_redirecting_response_url_is_refused_and_never_followed(
 
 
 @pytest.fixture
-def cloud(standin: Standin, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, StoredSecrets]]:
+def cloud(standin: Standin, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Services, StoredSecrets]]:
     stored = install(monkeypatch, {SLACK_BOT_TOKEN: TOKEN})
-    services.reset()
-    yield cloud_settings(slack_api_url=f"{standin.base_url}/api"), stored
-    services.reset()
+    yield offline_services(cloud_settings(slack_api_url=f"{standin.base_url}/api")), stored
 
 
 def test_a_renewed_token_is_read_again_once_and_used_at_once(
-    standin: Standin, cloud: tuple[Settings, StoredSecrets]
+    standin: Standin, cloud: tuple[Services, StoredSecrets]
 ) -> None:
-    cfg, stored = cloud
-    services.slack(cfg).post_message(CHANNEL, "antes", [])
+    svc, stored = cloud
+    svc.slack().post_message(CHANNEL, "antes", [])
     stored.values[secret_store.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN  # renewed in Secret Manager ...
     standin.api.rotate_token(NEW_TOKEN)  # ... and the old one revoked at Slack
-    services.slack(cfg).post_message(CHANNEL, "depois", [])
-    services.slack(cfg).post_message(CHANNEL, "e mais", [])
+    svc.slack().post_message(CHANNEL, "depois", [])
+    svc.slack().post_message(CHANNEL, "e mais", [])
     assert stored.count(SLACK_BOT_TOKEN) == 2  # the first read, then one fresh read; the next call uses it
     outcomes = [a["error"] for a in standin.attempts("chat.postMessage")]
     assert outcomes == [None, "invalid_auth", None, None]
@@ -308,17 +307,17 @@ def test_a_renewed_token_is_read_again_once_and_used_at_once(
 
 
 def test_a_token_still_refused_after_the_fresh_read_is_a_refusal(
-    standin: Standin, cloud: tuple[Settings, StoredSecrets]
+    standin: Standin, cloud: tuple[Services, StoredSecrets]
 ) -> None:
-    cfg, stored = cloud
+    svc, stored = cloud
     standin.api.rotate_token("xoxb-nobody-told-us")  # not renewed in Secret Manager
     with pytest.raises(SlackRefusedError, match="invalid_auth"):
-        services.slack(cfg).post_message(CHANNEL, "oi", [])
+        svc.slack().post_message(CHANNEL, "oi", [])
     assert stored.count(SLACK_BOT_TOKEN) == 2
     assert len(standin.attempts("chat.postMessage")) == 1  # the same token is not sent twice
     stored.values[secret_store.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN  # renewed, but not the one Slack has
     with pytest.raises(SlackRefusedError, match="invalid_auth"):
-        services.slack(cfg).post_message(CHANNEL, "oi", [])
+        svc.slack().post_message(CHANNEL, "oi", [])
     assert stored.count(SLACK_BOT_TOKEN) == 3  # one fresh read per call, never a loop
     assert [a["error"] for a in standin.attempts("chat.postMessage")] == ["invalid_auth"] * 3
     assert standin.api.messages() == []
@@ -326,30 +325,30 @@ def test_a_token_still_refused_after_the_fresh_read_is_a_refusal(
 
 @pytest.mark.parametrize("code", sorted(SLACK_AUTH_CODES))
 def test_every_refusal_of_the_token_reads_it_again(
-    standin: Standin, cloud: tuple[Settings, StoredSecrets], code: str
+    standin: Standin, cloud: tuple[Services, StoredSecrets], code: str
 ) -> None:
-    cfg, stored = cloud
-    services.slack(cfg).post_message(CHANNEL, "antes", [])
+    svc, stored = cloud
+    svc.slack().post_message(CHANNEL, "antes", [])
     stored.values[secret_store.secret_id(SLACK_BOT_TOKEN)] = NEW_TOKEN
     standin.api.rotate_token(NEW_TOKEN)
     standin.api.fail("chat.postMessage", 200, 1, error=code)  # how Slack refuses the old one this time
-    services.slack(cfg).post_message(CHANNEL, "depois", [])
+    svc.slack().post_message(CHANNEL, "depois", [])
     assert stored.count(SLACK_BOT_TOKEN) == 2
     assert [a["error"] for a in standin.attempts("chat.postMessage")] == [None, code, None]
 
 
 def test_other_refusals_and_unreadable_tokens_do_not_read_again(
-    standin: Standin, cloud: tuple[Settings, StoredSecrets]
+    standin: Standin, cloud: tuple[Services, StoredSecrets]
 ) -> None:
-    cfg, stored = cloud
+    svc, stored = cloud
     standin.api.fail("chat.postMessage", 200, 1, error="not_in_channel")
     with pytest.raises(SlackRefusedError, match="not_in_channel"):
-        services.slack(cfg).post_message(CHANNEL, "oi", [])
+        svc.slack().post_message(CHANNEL, "oi", [])
     assert stored.count(SLACK_BOT_TOKEN) == 1
     standin.api.rotate_token(NEW_TOKEN)
     stored.down = True  # Slack refuses the token and Secret Manager cannot say whether it was renewed
     with pytest.raises(SlackUnavailableError, match="token unavailable"):
-        services.slack(cfg).post_message(CHANNEL, "oi", [])
+        svc.slack().post_message(CHANNEL, "oi", [])
 
 
 def test_a_fresh_read_bypasses_the_cache_and_a_failed_one_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:

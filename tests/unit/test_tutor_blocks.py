@@ -29,6 +29,7 @@ from progress_monitor.tutors.blocks import (
     parse_button_value,
     students_per_class,
 )
+from tests.unit.offline import offline_services
 
 WEEK = date(2026, 11, 23)
 TEAM = "TESCOLA01"
@@ -184,7 +185,7 @@ def post_interaction(payload: dict[str, Any]) -> Any:
     app = Flask(__name__)
     content_type = "application/x-www-form-urlencoded"
     with app.test_request_context("/", method="POST", data=body, headers=headers, content_type=content_type):
-        return handle_interaction(flask.request, settings)
+        return handle_interaction(flask.request, offline_services(settings))
 
 
 def test_the_class_list_answer_is_ephemeral_and_bounded() -> None:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 from flask import Request, Response
 
-from progress_monitor import services
 from progress_monitor.add_tag.registry import Outcome, instance_registry
 from progress_monitor.contracts.messages import ClassListTask
 from progress_monitor.contracts.values import SLACK_CHANNEL, SLACK_USER, parse_uint
 from progress_monitor.errors import TransientError
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 from progress_monitor.slack.signing import parse_form, verified_slack_body
 
 log = logging.getLogger("progress_monitor.add_tag")
@@ -34,9 +33,9 @@ HELP = (
 
 @dataclass(frozen=True)
 class Command:
-    """One verified `/turma` request: the settings, Slack's form fields, the words of its text, the request."""
+    """One verified `/turma` request: the services, Slack's form fields, the words of its text, the request."""
 
-    settings: Settings
+    svc: Services
     form: dict[str, str]
     words: list[str]
     request: Request
@@ -63,7 +62,7 @@ def _add(cmd: Command) -> Response:
         )
     fields = dict(zip(("tag_id", "track", "turma", "start_date"), cmd.words[1:], strict=True))
     request_id = hashlib.sha256(cmd.request.headers.get("X-Slack-Signature", "").encode()).hexdigest()[:32]
-    outcome = instance_registry(cmd.settings).register(fields, cmd.identity, request_id)
+    outcome = instance_registry(cmd.svc).register(fields, cmd.identity, request_id)
     if outcome.ok:
         return reply(f":white_check_mark: {outcome.message}")
     details = "\n".join(f"• {m}" for m in outcome.field_errors.values())
@@ -71,7 +70,7 @@ def _add(cmd: Command) -> Response:
 
 
 def _list(cmd: Command) -> Response:
-    tags = instance_registry(cmd.settings).list_tags()
+    tags = instance_registry(cmd.svc).list_tags()
     if not tags:
         return reply("Nenhuma turma registrada ainda.")
     lines = [
@@ -84,13 +83,13 @@ def _list(cmd: Command) -> Response:
 def _channel(cmd: Command) -> Response:
     if len(cmd.words) != 3:
         return reply("Uso: `/turma canal <tag ou trilha> <#canal>`, por exemplo `/turma canal 5012 #tutores-2026-03`.")
-    return _outcome(instance_registry(cmd.settings).set_channel(cmd.words[1], cmd.words[2], cmd.identity))
+    return _outcome(instance_registry(cmd.svc).set_channel(cmd.words[1], cmd.words[2], cmd.identity))
 
 
 def _deactivate(cmd: Command) -> Response:
     if len(cmd.words) != 2:
         return reply("Uso: `/turma desativar <tag>`.")
-    return _outcome(instance_registry(cmd.settings).deactivate(cmd.words[1], cmd.identity))
+    return _outcome(instance_registry(cmd.svc).deactivate(cmd.words[1], cmd.identity))
 
 
 def _class_list(cmd: Command) -> Response:
@@ -101,7 +100,7 @@ def _class_list(cmd: Command) -> Response:
         return reply("Uso: `/turma alunos <tag>`, por exemplo `/turma alunos 5012`.")
     url = form.get("response_url")
     requester, channel = form.get("user_id", ""), form.get("channel_id", "")
-    if not cmd.settings.slack_response_url_ok(url) or not SLACK_USER.fullmatch(requester):
+    if not cmd.svc.cfg.slack_response_url_ok(url) or not SLACK_USER.fullmatch(requester):
         log.warning("Slack list request without a Slack response_url or user refused")
         return reply("Pedido incompleto: tente de novo pelo Slack. Nada foi mostrado.")
     task = ClassListTask(
@@ -111,7 +110,7 @@ def _class_list(cmd: Command) -> Response:
         channel=channel if SLACK_CHANNEL.fullmatch(channel) else "",  # a DM: coordinators only
     )
     try:
-        services.send(cmd.settings, task)
+        cmd.svc.send(task)
     except Exception:
         log.exception("could not queue a class list request")
         return reply("O serviço não respondeu; tente novamente em instantes.")
@@ -134,8 +133,9 @@ VERBS: dict[str, tuple[Callable[[Command], Response], bool]] = {
 }
 
 
-def handle_slack(request: Request, settings: Settings) -> Response:
+def handle_slack(request: Request, svc: Services) -> Response:
     """Verify Slack's signature on the raw body, then run `/turma <verbo>` and answer ephemerally."""
+    settings = svc.cfg
     body = verified_slack_body(request, settings)
     if isinstance(body, Response):
         return body
@@ -154,6 +154,6 @@ def handle_slack(request: Request, settings: Settings) -> Response:
             "Você não tem permissão para usar /turma. Peça à coordenação para incluir seu usuário. Nada foi alterado."
         )
     try:
-        return handler(Command(settings, form, words, request))
+        return handler(Command(svc, form, words, request))
     except TransientError:
         return reply("O banco de dados não respondeu; tente novamente em instantes. Nada foi alterado.")

@@ -15,7 +15,8 @@ from progress_monitor.add_tag.identity import Forbidden, Unauthenticated, csrf_t
 from progress_monitor.add_tag.registry import Outcome, instance_registry
 from progress_monitor.errors import SecretUnavailableError, TransientError
 from progress_monitor.platform.secret_store import get_secret
-from progress_monitor.settings import FORM_CSRF_SECRET, Settings
+from progress_monitor.services import Services
+from progress_monitor.settings import FORM_CSRF_SECRET
 from progress_monitor.slack.signing import parse_form, read_body, unread
 
 log = logging.getLogger("progress_monitor.add_tag")
@@ -48,8 +49,9 @@ def _message_page(title: str, text: str, status: int) -> Response:
     return _html(page.format(t=escape(title), x=escape(text)), status)
 
 
-def handle_form(request: Request, settings: Settings) -> Response:
+def handle_form(request: Request, svc: Services) -> Response:
     """GET shows the form and the registered tags; POST adds or deactivates, then re-renders."""
+    settings = svc.cfg
     if request.method not in ("GET", "POST"):
         return _message_page("Método não permitido", "Use o formulário da página.", 405)
     if (problem := settings.form_config_error()) is not None:
@@ -86,9 +88,9 @@ def handle_form(request: Request, settings: Settings) -> Response:
                 "Recarregue a página e tente de novo. Nada foi alterado.",
                 403,
             )
-        outcome, values = _submit(settings, form, identity, str(token))
+        outcome, values = _submit(svc, form, identity, str(token))
     try:
-        reg = instance_registry(settings)
+        reg = instance_registry(svc)
         tracks, tags = reg.tracks(), reg.list_tags()
     except TransientError:
         return _message_page("Indisponível", DATABASE_DOWN, 503)
@@ -105,9 +107,9 @@ def handle_form(request: Request, settings: Settings) -> Response:
     return _html(page, status)
 
 
-def _submit(settings: Settings, form: dict[str, str], identity: str, token: str) -> tuple[Outcome, dict[str, str]]:
+def _submit(svc: Services, form: dict[str, str], identity: str, token: str) -> tuple[Outcome, dict[str, str]]:
     """A POST with a valid token: what happened, and the values to show again (none after a success)."""
-    reg = instance_registry(settings)
+    reg = instance_registry(svc)
     action = form.get("acao")
     values = {k: str(form.get(k, ""))[:64] for k in ("tag_id", "track", "turma", "start_date")}
     try:

@@ -9,10 +9,9 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
-from progress_monitor import services
 from progress_monitor.cademi.clients import make_client
 from progress_monitor.contracts.cademi import CademiSource
 from progress_monitor.contracts.values import SLACK_CHANNEL, strict
@@ -25,7 +24,8 @@ from progress_monitor.errors import (
 )
 from progress_monitor.platform import warehouse
 from progress_monitor.platform.secret_store import get_secret
-from progress_monitor.settings import CADEMI_API_KEY, Settings
+from progress_monitor.services import Services
+from progress_monitor.settings import CADEMI_API_KEY
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +104,20 @@ def _parse_date(text: str) -> date | None:
 class Registry:
     """Reads and writes the `registered_tags` table; the only way tags enter the registry."""
 
-    def __init__(self, settings: Settings, cademi: CademiSource | None) -> None:
-        self.settings = settings
+    def __init__(self, svc: Services, cademi: CademiSource | None) -> None:
+        self.svc = svc
         self.cademi = cademi
         self._lock = threading.Lock()  # one registration at a time per instance; MERGE guards across instances
 
     def tracks(self) -> dict[str, str]:
         """Track id -> name, for the form's choice."""
-        rows = warehouse.query(self.settings, "SELECT DISTINCT track_id, track_name FROM `${tracks}` ORDER BY 1")
+        rows = warehouse.query(self.svc, "SELECT DISTINCT track_id, track_name FROM `${tracks}` ORDER BY 1")
         return {r["track_id"]: r["track_name"] for r in rows}
 
     def list_tags(self) -> list[dict[str, Any]]:
         """Registered tags, newest first."""
         return warehouse.query(
-            self.settings,
+            self.svc,
             """SELECT r.tag_id, r.track_id, r.turma, r.start_date, r.active, r.added_by, r.added_at,
                       r.deactivated_by, r.deactivated_at
                FROM `${registered_tags}` r ORDER BY r.added_at DESC, r.tag_id DESC""",
@@ -129,7 +129,7 @@ class Registry:
             tracks = self.tracks()
         except TransientError:
             return Outcome(False, "O banco de dados não respondeu; tente novamente em instantes. Nada foi registrado.")
-        tag, errors = parse_fields(raw, set(tracks), datetime.now(UTC).date())
+        tag, errors = parse_fields(raw, set(tracks), self.svc.now().date())
         if tag is None:
             return Outcome(False, "Corrija os campos indicados.", errors)
         cademi_problem = self._check_cademi(tag.tag_id)
@@ -168,7 +168,7 @@ class Registry:
             "turma": tag.turma,
             "start_date": tag.start_date,
             "added_by": added_by[:200],
-            "now": datetime.now(UTC),
+            "now": self.svc.now(),
             "request_id": request_id,
         }
         # One statement: inserts only if neither the tag nor the track + turma pair exists. Concurrent
@@ -180,11 +180,11 @@ class Registry:
                    (tag_id, track_id, turma, start_date, active, added_by, added_at, request_id)
                  VALUES (@tag_id, @track_id, @turma, @start_date, TRUE, @added_by, @now, @request_id)"""
         try:
-            warehouse.query(self.settings, sql, **params)
+            warehouse.query(self.svc, sql, **params)
         except (TransientError, PermanentError) as exc:
             log.warning("registering tag %d did not complete: %s", tag.tag_id, exc)
         rows = warehouse.query(
-            self.settings,
+            self.svc,
             """SELECT tag_id, track_id, turma, request_id FROM `${registered_tags}`
                WHERE tag_id = @tag_id OR (track_id = @track_id AND turma = @turma)""",
             tag_id=tag.tag_id,
@@ -222,19 +222,19 @@ class Registry:
             return Outcome(False, "Informe o número de uma tag registrada.", {"tag_id": "Tag inválida."})
         tag_id = int(text)
         rows = warehouse.query(
-            self.settings, "SELECT active FROM `${registered_tags}` WHERE tag_id = @tag_id", tag_id=tag_id
+            self.svc, "SELECT active FROM `${registered_tags}` WHERE tag_id = @tag_id", tag_id=tag_id
         )
         if not rows:
             return Outcome(False, f"A tag {tag_id} não está registrada.")
         if not rows[0]["active"]:
             return Outcome(True, f"A tag {tag_id} já estava desativada.")
         warehouse.query(
-            self.settings,
+            self.svc,
             """UPDATE `${registered_tags}` SET active = FALSE, deactivated_by = @by, deactivated_at = @now
                WHERE tag_id = @tag_id AND active""",
             tag_id=tag_id,
             by=by[:200],
-            now=datetime.now(UTC),
+            now=self.svc.now(),
         )
         log.info("tag %d deactivated by %s", tag_id, by, extra={"tag_id": tag_id})
         return Outcome(True, f"Tag {tag_id} desativada: o histórico continua, e ela não será mais extraída.")
@@ -260,7 +260,7 @@ class Registry:
         if not known:
             return Outcome(False, f"A tag {target} não está registrada.")
         warehouse.query(
-            self.settings,
+            self.svc,
             """MERGE `${slack_channels}` T USING (SELECT @scope AS scope, @target AS target) S
                ON T.scope = S.scope AND T.target = S.target
                WHEN MATCHED THEN UPDATE SET channel_id = @channel, set_by = @by, set_at = @now
@@ -270,33 +270,33 @@ class Registry:
             target=target,
             channel=channel_id,
             by=by[:200],
-            now=datetime.now(UTC),
+            now=self.svc.now(),
         )
         log.info("Slack channel of %s %s set by %s", scope, target, by)
         return Outcome(True, f"Pronto: o resumo de segunda-feira para {label} vai para <#{channel_id}>.")
 
     def _registered(self, tag_id: int) -> bool:
-        rows = warehouse.query(self.settings, "SELECT 1 FROM `${registered_tags}` WHERE tag_id = @t", t=tag_id)
+        rows = warehouse.query(self.svc, "SELECT 1 FROM `${registered_tags}` WHERE tag_id = @t", t=tag_id)
         return bool(rows)
 
 
 @functools.cache
-def _with_cademi(settings: Settings) -> Registry:
+def _with_cademi(svc: Services) -> Registry:
     # The school's one budget: a registration during a run takes a slot like any piece's call.
-    api_key = get_secret(settings, CADEMI_API_KEY)  # raises: nothing is cached, the next request reads it again
-    return Registry(settings, make_client(settings, api_key, services.cademi_budget(settings), interactive=True))
+    api_key = get_secret(svc.cfg, CADEMI_API_KEY)  # raises: nothing is cached, the next request reads it again
+    return Registry(svc, make_client(svc.cfg, api_key, svc.cademi_budget, interactive=True))
 
 
-def instance_registry(settings: Settings) -> Registry:
+def instance_registry(svc: Services) -> Registry:
     """One Registry per instance, with a Cademi client tuned for interactive use (short timeouts).
 
     Without the API key (a Secret Manager hiccup) the answer is a registry that refuses tag checks for this
     request only: nothing is cached, so the next request reads the secret again."""
     try:
-        return _with_cademi(settings)
+        return _with_cademi(svc)
     except SecretUnavailableError:
         log.error("Cademi API key unavailable: tag checks are refused until it can be read")
-        return Registry(settings, None)
+        return Registry(svc, None)
 
 
 def reset_instance_registry() -> None:

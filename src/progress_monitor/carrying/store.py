@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import services
 from progress_monitor.carrying import rule
 from progress_monitor.carrying.rule import Previous
 from progress_monitor.contracts.messages import ProgressTask
@@ -28,7 +27,7 @@ from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, TransientErro
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.shard_store import JSON, Roster, create_once, get_blob
 from progress_monitor.platform.warehouse import query
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.carrying.store")
 
@@ -45,11 +44,11 @@ SELECT user_id, product_id, status, total, assistidas, completas, source_run, kn
 ) WHERE rn = 1"""
 
 
-def previous_observations(cfg: Settings, task: ProgressTask) -> dict[tuple[int, int], Previous]:
+def previous_observations(svc: Services, task: ProgressTask) -> dict[tuple[int, int], Previous]:
     """This class's latest earlier row per student x product: only this student's, in this class, for this
     product, whatever the listing says."""
-    since = task.snapshot_date - timedelta(weeks=cfg.carry_full_read_weeks)
-    rows = query(cfg, PREVIOUS_SQL, tag_id=task.tag_id, snapshot_date=task.snapshot_date, since=since)
+    since = task.snapshot_date - timedelta(weeks=svc.cfg.carry_full_read_weeks)
+    rows = query(svc, PREVIOUS_SQL, tag_id=task.tag_id, snapshot_date=task.snapshot_date, since=since)
     return {
         (int(r["user_id"]), int(r["product_id"])): Previous(
             status=str(r["status"]),
@@ -67,11 +66,10 @@ def is_off(bucket: storage.Bucket) -> bool:
     return get_blob(bucket, CARRY_OFF_OBJECT) is not None
 
 
-def plan_for_piece(
-    cfg: Settings, bucket: storage.Bucket, task: ProgressTask, roster: Roster, units: Sequence[tuple[int, ...]]
-) -> CarryPlan:
+def plan_for_piece(svc: Services, task: ProgressTask, roster: Roster, units: Sequence[tuple[int, ...]]) -> CarryPlan:
     """What this piece may carry: piece 0 decides and freezes the plan once per run; later pieces read it.
     Empty (read everyone) when INCREMENTAL is off, on a re-run label or re-extraction, or while switched off."""
+    cfg, bucket = svc.cfg, svc.shards
     context: dict[str, Any] = {"run_id": str(task.run_id), "tag_id": task.tag_id, "piece": task.piece}
     if cfg.incremental != "on" or task.run_id.label is not None:
         return CarryPlan()
@@ -82,7 +80,7 @@ def plan_for_piece(
     if task.piece > 0:
         return _read_plan(bucket, name)
     try:
-        previous = previous_observations(cfg, task)
+        previous = previous_observations(svc, task)
     except (TransientError, PermanentError) as exc:  # carrying only saves calls: never fail a piece over it
         log.error("cannot read earlier observations; reading every student: %s", exc, extra=context)
         return CarryPlan()
@@ -123,9 +121,9 @@ def _read_plan(bucket: storage.Bucket, name: str) -> CarryPlan:
         raise pipeline_error(exc, f"cannot read the carry plan {name}") from exc
 
 
-def switch_off(bucket: storage.Bucket, task: ProgressTask, user_id: int, product_id: int) -> None:
+def switch_off(bucket: storage.Bucket, task: ProgressTask, user_id: int, product_id: int, *, now: datetime) -> None:
     """Turn carrying off for the school (the first mismatch is kept; later ones find it off already)."""
-    body = carry_off_body(task.run_id, task.tag_id, user_id, product_id, datetime.now(UTC))
+    body = carry_off_body(task.run_id, task.tag_id, user_id, product_id, now)
     if create_once(bucket, CARRY_OFF_OBJECT, body, {}, JSON):
         log.error(
             "carrying switched off for the school after a mismatch; turn it back on with "
@@ -135,22 +133,22 @@ def switch_off(bucket: storage.Bucket, task: ProgressTask, user_id: int, product
 
 
 @needs("objects.read {CARRY_OFF_OBJECT}")
-def status(cfg: Settings) -> dict[str, Any]:
+def status(svc: Services) -> dict[str, Any]:
     """Whether carrying is on, and the mismatch that switched it off."""
-    blob = get_blob(services.shards_bucket(cfg), CARRY_OFF_OBJECT)
+    blob = get_blob(svc.shards, CARRY_OFF_OBJECT)
     if blob is None:
-        return {"incremental": cfg.incremental, "switched_off": False}
+        return {"incremental": svc.cfg.incremental, "switched_off": False}
     try:
         detail = json.loads(blob.download_as_bytes())
     except (*GOOGLE_ERRORS, ValueError) as exc:
         detail = {"unreadable": str(exc)[:200]}
-    return {"incremental": cfg.incremental, "switched_off": True, "since": detail}
+    return {"incremental": svc.cfg.incremental, "switched_off": True, "since": detail}
 
 
 @needs("objects.read {CARRY_OFF_OBJECT}", "objects.delete {CARRY_OFF_OBJECT}")
-def switch_on(cfg: Settings) -> bool:
+def switch_on(svc: Services) -> bool:
     """Turn carrying back on; True when it was off."""
-    blob = get_blob(services.shards_bucket(cfg), CARRY_OFF_OBJECT)
+    blob = get_blob(svc.shards, CARRY_OFF_OBJECT)
     if blob is None:
         return False
     try:

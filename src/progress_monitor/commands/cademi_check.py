@@ -19,7 +19,7 @@ from progress_monitor import services
 from progress_monitor.cademi.v3 import FIELDS, CademiV3Client
 from progress_monitor.errors import CademiError, CademiMalformedError
 from progress_monitor.platform.secret_store import get_secret
-from progress_monitor.settings import CADEMI_API_KEY, Settings
+from progress_monitor.settings import CADEMI_API_KEY
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m progress_monitor cademi-check", description=main.__doc__)
     parser.add_argument("command", nargs="?", choices=["check"], default="check")
     parser.parse_args(argv)
-    settings = Settings.from_env()
-    client = CademiV3Client.from_settings(
-        settings, get_secret(settings, CADEMI_API_KEY), services.cademi_budget(settings)
-    )
+    svc = services.build()
+    client = CademiV3Client.from_settings(svc.cfg, get_secret(svc.cfg, CADEMI_API_KEY), svc.cademi_budget)
     try:
         report = check_contract(client)
         lines = report.lines()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from progress_monitor import services
 from progress_monitor.carrying.store import status, switch_on
 from progress_monitor.platform import logs
-from progress_monitor.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["status", "on"])
     args = parser.parse_args(argv)
     logs.configure()
-    cfg = Settings.from_env()
+    svc = services.build()
     if args.command == "on":
-        print(json.dumps({"was_off": switch_on(cfg), **status(cfg)}))
+        print(json.dumps({"was_off": switch_on(svc), **status(svc)}))
     else:
-        print(json.dumps(status(cfg)))
+        print(json.dumps(status(svc)))
     return 0

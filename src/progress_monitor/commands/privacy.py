@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from progress_monitor.privacy.erasure import Incomplete, Refusal, erase, verifie
 from progress_monitor.privacy.inventory import OTHER_PEOPLE, REPORT, REPORTS, TABLES
 from progress_monitor.privacy.objects import naming_objects
 from progress_monitor.privacy.tables import naming_rows, table_rows, unfinished_runs
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.commands.privacy")
 # A Cademi user id: ASCII digits only (no Unicode digits, no CPF punctuation, no e-mail), no leading zero.
@@ -45,22 +44,22 @@ REQUEST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 WHO = re.compile(r"[A-Za-z0-9._%+@-]{3,100}", re.ASCII)
 
 
-def export(cfg: Settings, user_id: int) -> dict[str, Any]:
+def export(svc: Services, user_id: int) -> dict[str, Any]:
     """Everything held about one student, as one JSON-ready document; Refusal when nothing is."""
     tables = {}
     for table in TABLES:
         hidden = OTHER_PEOPLE.get(table, ())
         columns = [f["name"] for f in warehouse.schema_json(table)["fields"] if f["name"] not in hidden]
-        rows = naming_rows(cfg, table, user_id, columns)
+        rows = naming_rows(svc, table, user_id, columns)
         tables[table] = [{c: row.get(c) for c in columns} for row in rows]
     reports = {}
     for name, handling in REPORTS.items():
         if handling is REPORT:
-            reports[name] = warehouse.query(cfg, f"SELECT * FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
-    bucket = services.shards_bucket(cfg)
+            reports[name] = warehouse.query(svc, f"SELECT * FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
+    bucket = svc.shards
     objects = naming_objects(bucket, user_id, -1).names()
     try:
-        entry = erasures.read(bucket, erasures.digest_of(verified_key(cfg, bucket), user_id))
+        entry = erasures.read(bucket, erasures.digest_of(verified_key(svc.cfg, bucket), user_id))
     except SecretUnavailableError:
         entry = None  # an export does not need the key: only whether an erasure is recorded is then unknown
         log.warning("privacy key unavailable: the export cannot say whether an erasure is recorded")
@@ -72,7 +71,7 @@ def export(cfg: Settings, user_id: int) -> dict[str, Any]:
     contact = tables.pop("students")
     return {
         "student": {"cademi_user_id": user_id},
-        "generated_at": datetime.now(UTC).isoformat(),
+        "generated_at": svc.now().isoformat(),
         "controller_note": "Dados mantidos pela escola para acompanhar o progresso do aluno (LGPD, art. 18).",
         "contact": contact[0] if contact else None,
         "progress_history": sorted(tables.pop("progress_history"), key=_week_order),
@@ -88,12 +87,12 @@ def _week_order(row: dict[str, Any]) -> tuple[str, int, int]:
     return (str(row.get("snapshot_date")), int(row.get("tag_id") or 0), int(row.get("product_id") or 0))
 
 
-def dry_run(cfg: Settings, user_id: int) -> dict[str, Any]:
+def dry_run(svc: Services, user_id: int) -> dict[str, Any]:
     """What `erase` would change (counts and object names only: the command prints no personal data)."""
-    rows = table_rows(cfg, user_id)
-    bucket = services.shards_bucket(cfg)
+    rows = table_rows(svc, user_id)
+    bucket = svc.shards
     scan = naming_objects(bucket, user_id, -1)
-    digest = erasures.digest_of(verified_key(cfg, bucket), user_id)
+    digest = erasures.digest_of(verified_key(svc.cfg, bucket), user_id)
     if not rows and scan.clean() and erasures.read(bucket, digest) is None:
         raise Refusal("no data is held about that student id, and no erasure of it is recorded")
     return {
@@ -103,7 +102,7 @@ def dry_run(cfg: Settings, user_id: int) -> dict[str, Any]:
         "would_delete_old_versions_of": sorted({f.blob.name for f in scan.found if not f.current}),
         "unreadable_objects": scan.unreadable,
         "would_rebuild_reports": True,
-        "unfinished_runs": unfinished_runs(cfg),
+        "unfinished_runs": unfinished_runs(svc),
     }
 
 
@@ -167,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--confirm", action="store_true", help="erase")
     args = parser.parse_args(argv)
     logs.configure(stream=sys.stderr)  # stdout holds the document only
-    settings = Settings.from_env()
+    svc = services.build()
     try:
         if args.command == "export":
-            document = json.dumps(export(settings, args.student), ensure_ascii=False, indent=2, default=str)
+            document = json.dumps(export(svc, args.student), ensure_ascii=False, indent=2, default=str)
             if args.out:
                 _write_private(args.out, document + "\n")
                 print(f"written to {args.out}", file=sys.stderr)
@@ -178,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(document)
             return 0
         if args.dry_run or not args.confirm:
-            print(json.dumps(dry_run(settings, args.student), indent=2))
+            print(json.dumps(dry_run(svc, args.student), indent=2))
             if not args.confirm and not args.dry_run:
                 raise Refusal("erase changes nothing without --confirm (run with --dry-run to review first)")
             return 0
-        outcome = erase(settings, args.student, args.request, args.by)
+        outcome = erase(svc, args.student, args.request, args.by)
         print(json.dumps(outcome.__dict__))
         return 0
     except Refusal as exc:

@@ -29,7 +29,7 @@ from progress_monitor.contracts.values import RUN_LABEL, RunId, monday_of
 from progress_monitor.pipeline import reporting
 from progress_monitor.platform import logs
 from progress_monitor.platform.access import needs
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 from progress_monitor.stages.daily import resume_run
 from progress_monitor.stages.load import load_object
 
@@ -56,28 +56,28 @@ def mondays(first: date, last: date) -> list[date]:
 
 
 @needs("objects.read {week_shards_prefix}")
-def replay_history(settings: Settings, first: date, last: date) -> ReplaySummary:
+def replay_history(svc: Services, first: date, last: date) -> ReplaySummary:
     """Load every progress shard of the weeks in the range again (idempotent), then refresh the reports."""
-    bucket = services.shards_bucket(settings)
+    bucket = svc.shards
     weeks = mondays(first, last)
     shards = rows = 0
     for week in weeks:
         for blob in bucket.list_blobs(prefix=week_shards_prefix(week)):
-            ref = ObjectRef(settings.shards_bucket, blob.name, int(blob.generation or 0))
-            result = load_object(settings, ref, refresh_reports=False)  # once at the end instead
+            ref = ObjectRef(svc.cfg.shards_bucket, blob.name, int(blob.generation or 0))
+            result = load_object(svc, ref, refresh_reports=False)  # once at the end instead
             if result is not None:
                 shards += 1
                 rows += result.rows
                 log.info("replayed %s: %d rows", blob.name, result.rows, extra={"shard": blob.name})
-    reporting.refresh(settings)
+    reporting.refresh(svc)
     return ReplaySummary(len(weeks), shards, rows)
 
 
-def reextract(settings: Settings, week: date, tag_id: int, label: str) -> RunId:
+def reextract(svc: Services, week: date, tag_id: int, label: str) -> RunId:
     """Ask the pipeline to extract one tag's week again; returns the new run's id."""
     request = ScheduleRequest(week=week, rerun=label, tag_ids=frozenset({tag_id}))
-    services.send(settings, request)
-    return request.run_id(settings.timezone, datetime.now(UTC))
+    svc.send(request)
+    return request.run_id(svc.cfg.timezone, svc.now())
 
 
 def _run_id(text: str) -> RunId:
@@ -116,15 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logs.configure()
-    settings = Settings.from_env()
+    svc = services.build()
     if args.command == "history":
-        summary = replay_history(settings, args.first, args.last)
+        summary = replay_history(svc, args.first, args.last)
         print(json.dumps(summary.__dict__))
         return 0
     if args.command == "resume":
-        print(json.dumps(resume_run(settings, args.run)))
+        print(json.dumps(resume_run(svc, args.run)))
         return 0
-    current = monday_of(datetime.now(UTC), settings.timezone)
+    current = monday_of(svc.now(), svc.cfg.timezone)
     if args.week - timedelta(days=args.week.weekday()) != current and not args.past_week:
         print(
             f"refusing: {args.week} is not in the current week ({current}); Cademi would serve today's "
@@ -132,5 +132,5 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    print(str(reextract(settings, args.week, args.tag, args.label)))
+    print(str(reextract(svc, args.week, args.tag, args.label)))
     return 0

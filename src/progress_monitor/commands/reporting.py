@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from progress_monitor import services
 from progress_monitor.pipeline.reporting import export_tutors, looker_studio_url, refresh
-from progress_monitor.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,12 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("lista-dos-tutores.csv"), help="export-tutors: the CSV")
     parser.add_argument("--tag", type=int, default=None, help="export-tutors: one class only")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    svc = services.build()
     if args.command == "looker-url":
-        print(looker_studio_url(settings))
+        print(looker_studio_url(svc.cfg))
     elif args.command == "export-tutors":
-        count = export_tutors(settings, args.out, args.tag)
+        count = export_tutors(svc, args.out, args.tag)
         print(f"{count} students written to {args.out}")
     else:
-        refresh(settings)
+        refresh(svc)
     return 0

@@ -6,7 +6,7 @@
 - The Slack tasks (Slack tasks topic), one typed union `SlackTask`: `DigestTask` (post a run's digests),
   `ClickTask` (a tutor's button click), `ClassListTask` (`/turma alunos <tag>`).
 
-Each message names the settings field of its topic (`TOPIC`), so `runtime.send` needs nothing else. A malformed
+Each message names the settings field of its topic (`TOPIC`), so `Services.send` needs nothing else. A malformed
 body is a PermanentError naming the field: it is dead-lettered once, never retried.
 """
 
@@ -43,7 +43,7 @@ MAX_URL = 2000
 
 
 class Message(Protocol):
-    """What `runtime.send` publishes: a body, its attributes, and the settings field naming its topic."""
+    """What `Services.send` publishes: a body, its attributes, and the settings field naming its topic."""
 
     TOPIC: ClassVar[str]
 

@@ -11,12 +11,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from progress_monitor import services
 from progress_monitor.contracts.events import PubSubMessage, event_as_message
 from progress_monitor.contracts.values import RunId, parse_uint
 from progress_monitor.errors import Kind, classify, pipeline_error
 from progress_monitor.pipeline.runs import record_failure
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.pipeline.failures")
 T = TypeVar("T")
@@ -24,7 +23,7 @@ MAX_DEAD_LETTER_BYTES = 9 * 1024 * 1024  # under Pub/Sub's 10 MB message limit
 KEPT_ATTRIBUTES = ("run_id", "tag_id", "piece")
 
 
-def guard(cfg: Settings, stage: str, dlq_topic: str, event: Any, work: Callable[[Any], T]) -> T | None:
+def guard(svc: Services, stage: str, dlq_topic: str, event: Any, work: Callable[[Any], T]) -> T | None:
     """Run `work(event)`, decoding included. An error the table calls permanent (errors.RULES; a PermanentError
     above all) dead-letters the event, as far as it can be read, and returns None, so a malformed envelope is
     recorded once instead of failing five deliveries; any other error propagates and is redelivered."""
@@ -33,11 +32,11 @@ def guard(cfg: Settings, stage: str, dlq_topic: str, event: Any, work: Callable[
     except Exception as exc:
         if classify(exc) is not Kind.PERMANENT:
             raise  # redelivered with backoff
-        dead_letter(cfg, stage, dlq_topic, event_as_message(event), str(pipeline_error(exc, stage)))
+        dead_letter(svc, stage, dlq_topic, event_as_message(event), str(pipeline_error(exc, stage)))
         return None
 
 
-def dead_letter(cfg: Settings, stage: str, topic: str, message: PubSubMessage, reason: str) -> None:
+def dead_letter(svc: Services, stage: str, topic: str, message: PubSubMessage, reason: str) -> None:
     """Log the reason, keep the message on the dead-letter topic, and record it for run health."""
     attributes = message.attributes
     run_id = RunId.parse_or_none(attributes.get("run_id"))
@@ -49,14 +48,13 @@ def dead_letter(cfg: Settings, stage: str, topic: str, message: PubSubMessage, r
         extra={"reason": reason, "event_id": message.message_id, "run_id": str(run_id or ""), "tag_id": tag_id},
     )
     kept = {k: v[:100] for k, v in attributes.items() if k in KEPT_ATTRIBUTES}
-    services.publish(
-        cfg,
+    svc.publish(
         topic,
         message.data[:MAX_DEAD_LETTER_BYTES],
         {"stage": stage, "reason": reason[:1000], "original_message_id": message.message_id, **kept},
     )
     record_failure(
-        cfg,
+        svc,
         stage,
         reason,
         run_id=run_id,

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import services
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import (
     lane_claim_body,
@@ -39,7 +38,7 @@ from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, pipeline_erro
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.shard_store import JSON, create_once, get_blob
 from progress_monitor.platform.warehouse import ActiveTag
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,11 @@ def _claim(bucket: storage.Bucket, run_id: RunId, tag_id: int, after: int | None
     return create_once(bucket, lane_claim_name(run_id, tag_id), lane_claim_body(after), {"after": marker}, JSON)
 
 
-def hand_out(cfg: Settings, bucket: storage.Bucket, task: ProgressTask) -> None:
+def hand_out(svc: Services, task: ProgressTask) -> None:
     """Publish a claimed tag's piece 0, then record that it is published, so a duplicate does not publish it
     again (a crash between the two publishes it twice, which the shard's create-once absorbs)."""
-    services.send(cfg, task)
-    create_once(bucket, lane_published_name(task.run_id, task.tag_id), b"{}", {}, JSON)
+    svc.send(task)
+    create_once(svc.shards, lane_published_name(task.run_id, task.tag_id), b"{}", {}, JSON)
 
 
 def start(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag], lanes: int) -> list[ProgressTask]:

@@ -10,20 +10,19 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from google.api_core import exceptions
 from google.cloud import bigquery
 
-from progress_monitor import services
 from progress_monitor.contracts.objects import ShardMeta
 from progress_monitor.contracts.values import Status, monday_of
 from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.pipeline.runs import refresh_run
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.warehouse import query, schema_fields
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 STAGING_TTL = timedelta(days=1)
 # What a load job stages, per kind of object: the final table's columns but those its MERGE writes itself.
@@ -65,22 +64,23 @@ def staging_fields(kind: str) -> list[Any]:
 
 
 @needs("dataset.write main", "dataset.write restricted")  # contacts staged in the restricted one
-def _staging_table(settings: Settings, kind: str, uri: str, generation: int, fields: list[Any]) -> str:
+def _staging_table(svc: Services, kind: str, uri: str, generation: int, fields: list[Any]) -> str:
     """A staging table per load attempt, expiring after a day if the attempt dies before dropping it.
 
     Staged rows of a kind that holds contact data go to the restricted dataset, like their final table."""
     # Unique per attempt: two deliveries of the same event must not load into, or drop, each other's table.
+    settings = svc.cfg
     digest = hashlib.sha256(f"{uri}#{generation}".encode()).hexdigest()[:16]
     dataset = settings.bq_restricted_dataset if kind == "contacts" else settings.bq_dataset
     name = f"{settings.gcp_project}.{dataset}._staging_{kind}_{digest}_{uuid.uuid4().hex[:8]}"
     table = bigquery.Table(name, schema=fields)
-    table.expires = datetime.now(UTC) + STAGING_TTL
-    services.bigquery(settings).create_table(table, exists_ok=True)
+    table.expires = svc.now() + STAGING_TTL
+    svc.bigquery.create_table(table, exists_ok=True)
     return name
 
 
 @needs("bigquery.jobs project", "objects.read shards")  # the job reads the object as this identity
-def _load_into(settings: Settings, table: str, uri: str, fields: list[Any]) -> None:
+def _load_into(svc: Services, table: str, uri: str, fields: list[Any]) -> None:
     config = bigquery.LoadJobConfig(
         schema=fields,
         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
@@ -89,14 +89,14 @@ def _load_into(settings: Settings, table: str, uri: str, fields: list[Any]) -> N
         max_bad_records=0,
     )
     try:
-        services.bigquery(settings).load_table_from_uri(uri, table, job_config=config).result(timeout=300)
+        svc.bigquery.load_table_from_uri(uri, table, job_config=config).result(timeout=300)
     except GOOGLE_ERRORS as exc:  # NotFound here: the shard no longer exists, which no retry changes
         raise pipeline_error(exc, f"load job for {uri}", permanent=(exceptions.NotFound,)) from exc
 
 
 @needs("dataset.write main", "dataset.write restricted")
-def _drop(settings: Settings, table: str) -> None:
-    services.bigquery(settings).delete_table(table, not_found_ok=True)
+def _drop(svc: Services, table: str) -> None:
+    svc.bigquery.delete_table(table, not_found_ok=True)
 
 
 CHECK_COUNTS = (
@@ -166,29 +166,29 @@ MERGE_PROGRESS = (
 )
 
 
-def load_progress_shard(settings: Settings, uri: str, shard: str, generation: int, meta: ShardMeta) -> LoadOutcome:
+def load_progress_shard(svc: Services, uri: str, shard: str, generation: int, meta: ShardMeta) -> LoadOutcome:
     """Load one progress shard (described by its metadata), then record it in the ledger and the run."""
     task = meta.task
     fields = staging_fields("progress")
-    staging = _staging_table(settings, "progress", uri, generation, fields)
-    _load_into(settings, staging, uri, fields)
+    staging = _staging_table(svc, "progress", uri, generation, fields)
+    _load_into(svc, staging, uri, fields)
     try:
         # The last day of the current week in the school's time zone: a snapshot from the future is refused.
-        today = monday_of(datetime.now(UTC), settings.timezone) + timedelta(days=6)
+        today = monday_of(svc.now(), svc.cfg.timezone) + timedelta(days=6)
         params: dict[str, Any] = {"tag_id": task.tag_id, "snapshot_date": task.snapshot_date, "today": today}
-        counts = query(settings, CHECK_COUNTS, sql_vars={"staging": staging}, **params)[0]
-        query(settings, MERGE_PROGRESS, sql_vars={"staging": staging}, shard=shard, now=datetime.now(UTC), **params)
+        counts = query(svc, CHECK_COUNTS, sql_vars={"staging": staging}, **params)[0]
+        query(svc, MERGE_PROGRESS, sql_vars={"staging": staging}, shard=shard, now=svc.now(), **params)
         checks = {name: int(counts[name]) for name in CHECKS}
         checks["dq_duplicates"] = int(counts["valid_rows"]) - int(counts["valid_keys"])
         outcome = LoadOutcome(int(counts["rows_in_shard"]), int(counts["valid_keys"]), checks)
-        _record_load(settings, shard, generation, meta, outcome)
+        _record_load(svc, shard, generation, meta, outcome)
     finally:
-        _drop(settings, staging)
-    refresh_run(settings, task.run_id)
+        _drop(svc, staging)
+    refresh_run(svc, task.run_id)
     return outcome
 
 
-def _record_load(settings: Settings, shard: str, generation: int, meta: ShardMeta, outcome: LoadOutcome) -> None:
+def _record_load(svc: Services, shard: str, generation: int, meta: ShardMeta, outcome: LoadOutcome) -> None:
     """One ledger row per shard: a duplicate event keeps the row, a re-written shard replaces it."""
     counts = meta.counts()
     values: dict[str, Any] = {
@@ -204,14 +204,14 @@ def _record_load(settings: Settings, shard: str, generation: int, meta: ShardMet
         **{name: counts[name] for name in ("failed", "no_access", "students", "api_calls", "rate_limited")},
         **{name: counts[name] for name in ShardMeta.CARRY_COUNTS},
         **outcome.checks,
-        "loaded_at": datetime.now(UTC),
+        "loaded_at": svc.now(),
     }
     columns = ", ".join(values)
     source = ", ".join(f"@{k} AS {k}" for k in values)
     updates = ", ".join(f"{k} = S.{k}" for k in values if k != "shard")
     inserts = ", ".join(f"S.{k}" for k in values)
     query(
-        settings,
+        svc,
         "MERGE `${loads}` T USING (SELECT " + source + ") S ON T.shard = S.shard\n"
         "WHEN MATCHED AND S.generation > T.generation THEN UPDATE SET " + updates + "\n"
         "WHEN NOT MATCHED THEN INSERT (" + columns + ") VALUES (" + inserts + ")",
@@ -232,21 +232,21 @@ MERGE_CONTACTS = """MERGE `${students}` T
       VALUES (S.user_id, S.nome, S.email, S.celular, @tag_id, @snapshot_date, @now)"""
 
 
-def load_contacts(settings: Settings, uri: str, generation: int, *, tag_id: int, snapshot_date: date) -> int:
+def load_contacts(svc: Services, uri: str, generation: int, *, tag_id: int, snapshot_date: date) -> int:
     """Merge a tag's contact data into the restricted students table (latest snapshot wins)."""
     fields = staging_fields("contacts")
-    staging = _staging_table(settings, "contacts", uri, generation, fields)
-    _load_into(settings, staging, uri, fields)
+    staging = _staging_table(svc, "contacts", uri, generation, fields)
+    _load_into(svc, staging, uri, fields)
     try:
-        rows = query(settings, "SELECT COUNT(*) AS n FROM `${staging}`", sql_vars={"staging": staging})
+        rows = query(svc, "SELECT COUNT(*) AS n FROM `${staging}`", sql_vars={"staging": staging})
         query(
-            settings,
+            svc,
             MERGE_CONTACTS,
             sql_vars={"staging": staging},
             tag_id=tag_id,
             snapshot_date=snapshot_date,
-            now=datetime.now(UTC),
+            now=svc.now(),
         )
     finally:
-        _drop(settings, staging)
+        _drop(svc, staging)
     return int(rows[0]["n"])

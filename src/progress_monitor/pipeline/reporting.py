@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from progress_monitor.platform import warehouse
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,33 +84,33 @@ def sql_text(name: str, settings: Settings) -> str:
     return warehouse.render(settings, read(f"sql/{name}.sql").read_text(encoding="utf-8"), names)
 
 
-def refresh(settings: Settings) -> None:
+def refresh(svc: Services) -> None:
     """Rebuild every reporting table and (re)create the views; idempotent."""
     for name, clustering in MATERIALISED.items():
         warehouse.query(
-            settings,
+            svc,
             "CREATE OR REPLACE TABLE `${target}` PARTITION BY snapshot_date CLUSTER BY ${clustering} AS\n${body}",
             sql_vars={
-                "target": warehouse.table_id(settings, name),
+                "target": warehouse.table_id(svc.cfg, name),
                 "clustering": clustering,
-                "body": sql_text(name, settings),
+                "body": sql_text(name, svc.cfg),
             },
         )
-    _create_views(settings, VIEWS)
+    _create_views(svc, VIEWS)
     log.info("reporting tables refreshed")
 
 
-def create_deployed_views(settings: Settings) -> None:
+def create_deployed_views(svc: Services) -> None:
     """What Terraform creates in the cloud: the views that exist from the start (local stack only)."""
-    _create_views(settings, DEPLOYED_VIEWS)
+    _create_views(svc, DEPLOYED_VIEWS)
 
 
-def _create_views(settings: Settings, names: tuple[str, ...]) -> None:
+def _create_views(svc: Services, names: tuple[str, ...]) -> None:
     for name in names:
         warehouse.query(
-            settings,
+            svc,
             "CREATE OR REPLACE VIEW `${target}` AS\n${body}",
-            sql_vars={"target": warehouse.table_id(settings, name), "body": sql_text(name, settings)},
+            sql_vars={"target": warehouse.table_id(svc.cfg, name), "body": sql_text(name, svc.cfg)},
         )
 
 
@@ -168,13 +169,13 @@ TUTOR_CSV_COLUMNS = (
 )
 
 
-def export_tutors(settings: Settings, out: Path, tag_id: int | None = None) -> int:
+def export_tutors(svc: Services, out: Path, tag_id: int | None = None) -> int:
     """The tutors' list (each class's latest week) as CSV for a spreadsheet; returns the rows written. Every
     text cell goes through `csv_cell` (the view's guard sees only a value's first character)."""
     where = "WHERE tag_id = @tag_id" if tag_id is not None else ""
     params: dict[str, Any] = {"tag_id": tag_id} if tag_id is not None else {}
     rows = warehouse.query(
-        settings,
+        svc,
         f"SELECT * FROM `${{tutor_list}}` {where} ORDER BY turma, ${{call_first}}",
         sql_vars={"call_first": call_first("", "dias_sem_acessar")},
         **params,

@@ -3,46 +3,45 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform.warehouse import query
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 FINISHED = ("succeeded", "incomplete")  # every tag loaded; `incomplete`: too many failed extractions
 
 
-def start_run(settings: Settings, run_id: RunId, tags_total: int) -> bool:
+def start_run(svc: Services, run_id: RunId, tags_total: int) -> bool:
     """Record the run once; True when an earlier delivery already fanned it out."""
     query(
-        settings,
+        svc,
         """MERGE `${runs}` T USING (SELECT @run_id AS run_id) S ON T.run_id = S.run_id
            WHEN NOT MATCHED THEN INSERT (run_id, snapshot_date, status, tags_total, tags_done, errors, started_at)
            VALUES (@run_id, @snapshot_date, 'running', @tags_total, 0, 0, @now)""",
         run_id=str(run_id),
         snapshot_date=run_id.snapshot_date,
         tags_total=tags_total,
-        now=datetime.now(UTC),
+        now=svc.now(),
     )
-    rows = query(settings, "SELECT fanned_out_at FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
+    rows = query(svc, "SELECT fanned_out_at FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
     return bool(rows and rows[0]["fanned_out_at"] is not None)
 
 
-def mark_fanned_out(settings: Settings, run_id: RunId) -> None:
+def mark_fanned_out(svc: Services, run_id: RunId) -> None:
     query(
-        settings,
+        svc,
         "UPDATE `${runs}` SET fanned_out_at = @now WHERE run_id = @run_id",
         run_id=str(run_id),
-        now=datetime.now(UTC),
+        now=svc.now(),
     )
-    refresh_run(settings, run_id)
+    refresh_run(svc, run_id)
 
 
-def mark_reports_refreshed(settings: Settings, run_id: RunId) -> None:
+def mark_reports_refreshed(svc: Services, run_id: RunId) -> None:
     query(
-        settings,
+        svc,
         "UPDATE `${runs}` SET reports_refreshed_at = @now WHERE run_id = @run_id",
-        now=datetime.now(UTC),
+        now=svc.now(),
         run_id=str(run_id),
     )
 
@@ -64,7 +63,7 @@ LEDGER_SUMS = {
 }
 
 
-def refresh_run(settings: Settings, run_id: RunId) -> None:
+def refresh_run(svc: Services, run_id: RunId) -> None:
     """Recompute a run's counters and status from the loads ledger (idempotent, whatever the order).
 
     A tag is done when its last piece *and every piece before it* are loaded, so a piece still being retried
@@ -80,9 +79,9 @@ def refresh_run(settings: Settings, run_id: RunId) -> None:
         "pieces_loaded = (SELECT COUNT(*) " + ledger + ")",
         "errors = (SELECT COUNT(*) FROM `${failures}` WHERE run_id = @run_id)",
     ]
-    query(settings, "UPDATE `${runs}` SET " + ",\n".join(counters) + " WHERE run_id = @run_id", run_id=str(run_id))
+    query(svc, "UPDATE `${runs}` SET " + ",\n".join(counters) + " WHERE run_id = @run_id", run_id=str(run_id))
     query(
-        settings,
+        svc,
         """UPDATE `${runs}` SET
              status = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
                              THEN IF(failed_extractions > @max_failed_share * records_loaded, 'incomplete', 'succeeded')
@@ -91,18 +90,18 @@ def refresh_run(settings: Settings, run_id: RunId) -> None:
                                 THEN COALESCE(finished_at, @now) ELSE NULL END
            WHERE run_id = @run_id""",
         run_id=str(run_id),
-        now=datetime.now(UTC),
-        max_failed_share=settings.run_max_failed_share,
+        now=svc.now(),
+        max_failed_share=svc.cfg.run_max_failed_share,
     )
 
 
-def run_status(settings: Settings, run_id: RunId) -> str | None:
-    rows = query(settings, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
+def run_status(svc: Services, run_id: RunId) -> str | None:
+    rows = query(svc, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
     return str(rows[0]["status"]) if rows else None
 
 
 def record_failure(
-    settings: Settings,
+    svc: Services,
     stage: str,
     reason: str,
     *,
@@ -116,14 +115,14 @@ def record_failure(
     """Keep a failure where run health can see it (idempotent per message id and stage): a permanent one the
     stage dead-lettered itself, or a message Pub/Sub gave up on after `attempts` deliveries (dead_letters.py)."""
     query(
-        settings,
+        svc,
         """MERGE `${failures}` T USING (SELECT @message_id AS message_id, @stage AS stage) S
            ON T.message_id = S.message_id AND T.stage = S.stage
            WHEN NOT MATCHED THEN INSERT (failed_at, stage, run_id, tag_id, piece, message_id, reason, attempts,
              attributes)
            VALUES (@now, @stage, @run_id, @tag_id, @piece, @message_id, @reason, NULLIF(@attempts, -1),
              NULLIF(@attributes, ''))""",
-        now=datetime.now(UTC),
+        now=svc.now(),
         stage=stage,
         run_id=str(run_id) if run_id else "",
         tag_id=tag_id if tag_id is not None else -1,
@@ -134,4 +133,4 @@ def record_failure(
         attributes=attributes or "",
     )
     if run_id:
-        refresh_run(settings, run_id)
+        refresh_run(svc, run_id)

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from importlib import resources
 from string import Template
-from typing import Any
+from typing import Any, Protocol
 
 from google.cloud import bigquery
 
-from progress_monitor import services
 from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.platform.access import needs
 from progress_monitor.settings import Settings
@@ -85,6 +84,16 @@ def table_id(settings: Settings, name: str) -> str:
     return f"{settings.gcp_project}.{dataset_of(settings, name)}.{name}"
 
 
+class Warehouse(Protocol):
+    """What a query needs: the settings (tables' ids) and the BigQuery client; a `services.Services` is one."""
+
+    @property
+    def cfg(self) -> Settings: ...
+
+    @property
+    def bigquery(self) -> bigquery.Client: ...
+
+
 class PlaceholderError(ValueError):
     """SQL whose `$` placeholders cannot be filled in as written."""
 
@@ -137,9 +146,9 @@ def render(settings: Settings, sql: str, sql_vars: Mapping[str, str] | None = No
 
 
 @needs("bigquery.admin project")
-def ensure_tables(settings: Settings) -> None:
+def ensure_tables(svc: Warehouse) -> None:
     """Create the datasets and every table from the schema files (Terraform does this in the cloud)."""
-    client = services.bigquery(settings)
+    settings, client = svc.cfg, svc.bigquery
     for dataset in (settings.bq_dataset, settings.bq_restricted_dataset, settings.bq_slack_dataset):
         client.create_dataset(bigquery.Dataset(f"{settings.gcp_project}.{dataset}"), exists_ok=True)
     for name in TABLES:
@@ -172,14 +181,13 @@ def _param(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.Ar
 
 @needs("bigquery.jobs project", "tables {sql} {sql_vars}")
 def query(
-    settings: Settings, sql: str, *, sql_vars: Mapping[str, str] | None = None, **params: Any
+    svc: Warehouse, sql: str, *, sql_vars: Mapping[str, str] | None = None, **params: Any
 ) -> list[dict[str, Any]]:
     """Run a parametrised query and return its rows as dicts; a failure is a pipeline error (errors.RULES)."""
-    client = services.bigquery(settings)
     config = bigquery.QueryJobConfig(query_parameters=[_param(k, v) for k, v in params.items()])
-    text = render(settings, sql, sql_vars)
+    text = render(svc.cfg, sql, sql_vars)
     try:
-        job = client.query(text, job_config=config)
+        job = svc.bigquery.query(text, job_config=config)
         return [dict(row.items()) for row in job.result(timeout=120)]
     except GOOGLE_ERRORS as exc:
         raise pipeline_error(exc, "BigQuery query") from exc
@@ -191,10 +199,10 @@ class ActiveTag:
     product_ids: tuple[int, ...]
 
 
-def active_tags(settings: Settings) -> list[ActiveTag]:
+def active_tags(svc: Warehouse) -> list[ActiveTag]:
     """Active registered tags with their track's products in order."""
     rows = query(
-        settings,
+        svc,
         """SELECT r.tag_id, t.product_id FROM `${registered_tags}` r JOIN `${tracks}` t ON t.track_id = r.track_id
            WHERE r.active ORDER BY r.tag_id, t.position""",
     )

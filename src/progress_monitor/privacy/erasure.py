@@ -21,11 +21,10 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
-from datetime import UTC, datetime
+from datetime import datetime
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import services
 from progress_monitor.pipeline import reporting
 from progress_monitor.privacy import erasures
 from progress_monitor.privacy.objects import naming_objects, rewrite_objects
@@ -37,6 +36,7 @@ from progress_monitor.privacy.tables import (
     table_rows,
     unfinished_runs,
 )
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 
 log = logging.getLogger("progress_monitor.commands.privacy")
@@ -76,16 +76,16 @@ def verified_key(cfg: Settings, bucket: storage.Bucket) -> bytes:
     return key
 
 
-def erase(cfg: Settings, user_id: int, request: str, by: str, now: datetime | None = None) -> Outcome:
+def erase(svc: Services, user_id: int, request: str, by: str) -> Outcome:
     """Erase one student (see the module's docstring for the order); idempotent."""
-    now = now or datetime.now(UTC)
-    if running := unfinished_runs(cfg):
+    now = svc.now()
+    if running := unfinished_runs(svc):
         raise Refusal(wait_for(running))
-    bucket = services.shards_bucket(cfg)
-    key = verified_key(cfg, bucket)
+    bucket = svc.shards
+    key = verified_key(svc.cfg, bucket)
     digest = erasures.digest_of(key, user_id)
     entry = erasures.read(bucket, digest)
-    held = table_rows(cfg, user_id)
+    held = table_rows(svc, user_id)
     scan = naming_objects(bucket, user_id, -1)
     if entry is None and not held and scan.clean():
         raise Refusal("no data is held about that student id, and no erasure of it is recorded")
@@ -93,7 +93,7 @@ def erase(cfg: Settings, user_id: int, request: str, by: str, now: datetime | No
         _note_request(bucket, digest, entry, request, by, now)
         return Outcome("already erased", entry[0].request)
     try:
-        return _erase(cfg, bucket, key, digest, entry, user_id, request, by, now, held)
+        return _erase(svc, key, digest, entry, user_id, request, by, now, held)
     except Incomplete:
         raise
     except Exception as exc:  # anything after the first change: the operator runs the command again
@@ -110,8 +110,7 @@ def _note_request(
 
 
 def _erase(
-    cfg: Settings,
-    bucket: storage.Bucket,
+    svc: Services,
     key: bytes,
     digest: str,
     entry: tuple[erasures.Erasure, int] | None,
@@ -121,6 +120,7 @@ def _erase(
     now: datetime,
     held: dict[str, int],
 ) -> Outcome:
+    bucket = svc.shards
     at = now.isoformat()
     if entry is None or entry[0].state == erasures.DONE:
         # A new erasure, or rows that came back after a finished one (old shards restored from a backup and
@@ -139,37 +139,35 @@ def _erase(
     pending = erasures.read(bucket, digest)
     if pending is None or pending[0].pseudonym is None:
         raise Incomplete("the erasure entry vanished meanwhile")
-    if running := unfinished_runs(cfg):
+    if running := unfinished_runs(svc):
         raise Incomplete(f"{wait_for(running)} (new runs already skip the student)")
     erasure = pending[0]
     pseudonym = int(erasure.pseudonym or 0)
-    scratch = load_scratch(cfg, erasure.scratch or secrets.token_hex(8), pseudonym)
+    scratch = load_scratch(svc, erasure.scratch or secrets.token_hex(8), pseudonym)
     objects = 0
     try:
         for _ in range(PASSES):
-            erase_tables(cfg, user_id, scratch)
-            reporting.refresh(cfg)
+            erase_tables(svc, user_id, scratch)
+            reporting.refresh(svc)
             objects += rewrite_objects(bucket, naming_objects(bucket, user_id, pseudonym))
-            drop_dead_tables(cfg, now)
-            left, scan = table_rows(cfg, user_id), naming_objects(bucket, user_id, pseudonym)
+            drop_dead_tables(svc, now)
+            left, scan = table_rows(svc, user_id), naming_objects(bucket, user_id, pseudonym)
             if not left and not scan.found:
                 break
         else:
             raise Incomplete(f"still found after {PASSES} passes: {sorted(left)} {scan.names()}")
     finally:
-        drop_scratch(cfg, scratch)
+        drop_scratch(svc, scratch)
     if scan.unreadable:
         raise Incomplete(f"objects naming the student cannot be read: {scan.unreadable}; inspect and delete them")
-    _finish(bucket, digest, erasure)
+    _finish(bucket, digest, erasure, svc.now())
     log.info("erasure finished: %d table rows, %d objects", sum(held.values()), objects, extra={"count": objects})
     return Outcome("erased", request, held, objects)
 
 
-def _finish(bucket: storage.Bucket, digest: str, erasure: erasures.Erasure) -> None:
+def _finish(bucket: storage.Bucket, digest: str, erasure: erasures.Erasure, now: datetime) -> None:
     current = erasures.read(bucket, digest)
     if current is None:
         raise Incomplete("the erasure entry vanished meanwhile")
-    done = replace_fields(
-        current[0], state=erasures.DONE, finished_at=datetime.now(UTC).isoformat(), pseudonym=None, scratch=None
-    )
+    done = replace_fields(current[0], state=erasures.DONE, finished_at=now.isoformat(), pseudonym=None, scratch=None)
     erasures.drop_old_versions(bucket, digest, erasures.replace(bucket, digest, done, current[1]))

@@ -10,14 +10,13 @@ run it triggers). No function calls it: none may delete raw objects in the cloud
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
-from progress_monitor import services
 from progress_monitor.contracts.objects import RAW_PREFIXES
 from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.platform import warehouse
 from progress_monitor.platform.access import needs
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.privacy.retention")
 
@@ -34,22 +33,22 @@ def months_before(day: date, months: int) -> date:
     raise ValueError("unreachable")
 
 
-def delete_stale_contacts(cfg: Settings, now: datetime | None = None) -> int:
+def delete_stale_contacts(svc: Services) -> int:
     """Delete the contact rows of students not seen in any extracted class since the cutoff; returns how many."""
-    cutoff = months_before((now or datetime.now(UTC)).date(), cfg.retention_contacts_months)
+    cutoff = months_before(svc.now().date(), svc.cfg.retention_contacts_months)
     stale = "COALESCE(last_seen_date, DATE(updated_at)) < @cutoff"
-    count = int(warehouse.query(cfg, f"SELECT COUNT(*) AS n FROM `${{students}}` WHERE {stale}", cutoff=cutoff)[0]["n"])
+    count = int(warehouse.query(svc, f"SELECT COUNT(*) AS n FROM `${{students}}` WHERE {stale}", cutoff=cutoff)[0]["n"])
     if count:
-        warehouse.query(cfg, f"DELETE FROM `${{students}}` WHERE {stale}", cutoff=cutoff)
+        warehouse.query(svc, f"DELETE FROM `${{students}}` WHERE {stale}", cutoff=cutoff)
         log.info("retention: deleted the contact data of %d students not seen since %s", count, cutoff)
     return count
 
 
 @needs("objects.read {RAW_PREFIXES}", "objects.delete {RAW_PREFIXES}")  # the local stack only
-def expire_raw_objects(cfg: Settings, now: datetime | None = None) -> int:
+def expire_raw_objects(svc: Services) -> int:
     """The bucket lifecycle rule, applied by hand where there is none (the local stack)."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(weeks=cfg.retention_raw_weeks)
-    bucket = services.shards_bucket(cfg)
+    cfg, bucket = svc.cfg, svc.shards
+    cutoff = svc.now() - timedelta(weeks=cfg.retention_raw_weeks)
     deleted = 0
     try:
         for prefix in RAW_PREFIXES:
@@ -64,6 +63,6 @@ def expire_raw_objects(cfg: Settings, now: datetime | None = None) -> int:
     return deleted
 
 
-def enforce(cfg: Settings, now: datetime | None = None) -> dict[str, int]:
+def enforce(svc: Services) -> dict[str, int]:
     """The daily health check's part of retention (raw objects are the bucket lifecycle rule's)."""
-    return {"contacts": delete_stale_contacts(cfg, now)}
+    return {"contacts": delete_stale_contacts(svc)}

@@ -13,18 +13,18 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.cloud import bigquery
 
-from progress_monitor import services
 from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.pipeline import runs
 from progress_monitor.platform import warehouse
 from progress_monitor.platform.access import needs
 from progress_monitor.privacy.inventory import CONTACT, ID, ID_LIST, REPORT, REPORTS, TABLES, TEXT
 from progress_monitor.privacy.match import MARK, mentions, rewritten
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 
 log = logging.getLogger("progress_monitor.commands.privacy")
@@ -49,15 +49,15 @@ def _names(handling: Any, text: Any, user_id: int) -> bool:
     return mentions(text, user_id)
 
 
-def unfinished_runs(cfg: Settings) -> list[str]:
+def unfinished_runs(svc: Services) -> list[str]:
     """Every run not finished, however old: its roster, shards and resume positions must not change under it."""
     rows = warehouse.query(
-        cfg, "SELECT run_id FROM `${runs}` WHERE status NOT IN UNNEST(@finished)", finished=list(runs.FINISHED)
+        svc, "SELECT run_id FROM `${runs}` WHERE status NOT IN UNNEST(@finished)", finished=list(runs.FINISHED)
     )
     return sorted(str(r["run_id"]) for r in rows)
 
 
-def naming_rows(cfg: Settings, table: str, user_id: int, columns: list[str]) -> list[dict[str, Any]]:
+def naming_rows(svc: Services, table: str, user_id: int, columns: list[str]) -> list[dict[str, Any]]:
     """The rows of `table` naming the student (by id, or quoting it the way our code writes it), with
     `columns` and the text columns."""
     key, texts = id_column(table), _texts(table)
@@ -65,7 +65,7 @@ def naming_rows(cfg: Settings, table: str, user_id: int, columns: list[str]) -> 
     found_by += [f"STRPOS({c}, @text) > 0" for c in texts]
     wanted = list(dict.fromkeys(columns + ([key] if key else []) + texts))
     rows = warehouse.query(
-        cfg,
+        svc,
         f"SELECT {', '.join(wanted)} FROM `${{{table}}}` WHERE {' OR '.join(found_by)}",
         u=user_id,
         text=str(user_id),
@@ -78,32 +78,32 @@ def naming_rows(cfg: Settings, table: str, user_id: int, columns: list[str]) -> 
     ]
 
 
-def table_rows(cfg: Settings, user_id: int) -> dict[str, int]:
+def table_rows(svc: Services, user_id: int) -> dict[str, int]:
     """Per table (and report), the rows that name the student."""
     counts = {}
     for table in TABLES:
-        if rows := naming_rows(cfg, table, user_id, []):
+        if rows := naming_rows(svc, table, user_id, []):
             counts[table] = len(rows)
     for name, handling in REPORTS.items():
         if handling is REPORT:
-            n = warehouse.query(cfg, f"SELECT COUNT(*) AS n FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
+            n = warehouse.query(svc, f"SELECT COUNT(*) AS n FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
             if n and int(n[0]["n"]):
                 counts[name] = int(n[0]["n"])
     return counts
 
 
-def erase_tables(cfg: Settings, user_id: int, scratch: str) -> None:
+def erase_tables(svc: Services, user_id: int, scratch: str) -> None:
     """Contact rows deleted; texts quoting the id and lists of ids rewritten; id columns set to the pseudonym,
     read from the scratch table (`scratch`: its full id)."""
     pseudonym = "CAST((SELECT p FROM `${scratch}`) AS STRING)"
     for table, columns in TABLES.items():
         key = id_column(table)
         if CONTACT in columns.values():
-            warehouse.query(cfg, f"DELETE FROM `${{{table}}}` WHERE {key} = @u", u=user_id)
+            warehouse.query(svc, f"DELETE FROM `${{{table}}}` WHERE {key} = @u", u=user_id)
             continue
         for column in _texts(table):
             olds = warehouse.query(
-                cfg,
+                svc,
                 f"SELECT DISTINCT {column} AS v FROM `${{{table}}}` WHERE STRPOS({column}, @text) > 0",
                 text=str(user_id),
             )
@@ -111,7 +111,7 @@ def erase_tables(cfg: Settings, user_id: int, scratch: str) -> None:
                 template = rewritten(columns[column], old, user_id, MARK)
                 if template != old:
                     warehouse.query(
-                        cfg,
+                        svc,
                         f"UPDATE `${{{table}}}` SET {column} = REPLACE(@template, @mark, {pseudonym}) "
                         f"WHERE {column} = @old",
                         sql_vars={"scratch": scratch},
@@ -121,7 +121,7 @@ def erase_tables(cfg: Settings, user_id: int, scratch: str) -> None:
                     )
         if key is not None:
             warehouse.query(
-                cfg,
+                svc,
                 f"UPDATE `${{{table}}}` SET {key} = (SELECT p FROM `${{scratch}}`) WHERE {key} = @u",
                 sql_vars={"scratch": scratch},
                 u=user_id,
@@ -133,12 +133,12 @@ def scratch_id(cfg: Settings, token: str) -> str:
 
 
 @needs("bigquery.jobs project", "dataset.write main")  # the operator command only
-def load_scratch(cfg: Settings, token: str, pseudonym: int) -> str:
+def load_scratch(svc: Services, token: str, pseudonym: int) -> str:
     """The one-row scratch table holding the pseudonym, written by a load job; returns its full id."""
-    client = services.bigquery(cfg)
-    table = scratch_id(cfg, token)
+    client = svc.bigquery
+    table = scratch_id(svc.cfg, token)
     spec = bigquery.Table(table, schema=[bigquery.SchemaField("p", "INT64", mode="REQUIRED")])
-    spec.expires = datetime.now(UTC) + SCRATCH_EXPIRES
+    spec.expires = svc.now() + SCRATCH_EXPIRES
     config = bigquery.LoadJobConfig(
         schema=spec.schema,
         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
@@ -155,19 +155,20 @@ def load_scratch(cfg: Settings, token: str, pseudonym: int) -> str:
 
 
 @needs("dataset.write main")  # the operator command only
-def drop_scratch(cfg: Settings, table: str) -> None:
+def drop_scratch(svc: Services, table: str) -> None:
     try:
-        services.bigquery(cfg).delete_table(table, not_found_ok=True)
+        svc.bigquery.delete_table(table, not_found_ok=True)
     except GOOGLE_ERRORS as exc:
         raise pipeline_error(exc, "cannot drop the erasure's scratch table") from exc
 
 
 @needs("dataset.write main", "dataset.write restricted")  # the operator command only
-def drop_dead_tables(cfg: Settings, now: datetime) -> int:
+def drop_dead_tables(svc: Services, now: datetime) -> int:
     """Staging tables of load attempts that died (they expire after a day, and may hold the student's rows)
     and scratch tables of erasures that died (a pseudonym)."""
-    client = services.bigquery(cfg)
+    client = svc.bigquery
     dropped = 0
+    cfg = svc.cfg
     for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset):
         for table in client.list_tables(f"{cfg.gcp_project}.{dataset}"):
             created = getattr(table, "created", None)

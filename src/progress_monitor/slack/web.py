@@ -62,7 +62,7 @@ def _rule(max_wait_s: float, retries: int) -> RetryRule:
 class SlackClient:
     """The bot's Web API client (one session per process). `base_url` is https://slack.com/api in the cloud
     and the local Slack stand-in on the local stack. `token` is the token itself or, to follow a renewed token,
-    a `TokenSource` (runtime.slack passes Secret Manager's). `sleep` waits out a rate limit (tests inject it)."""
+    a `TokenSource` (`Services.slack` passes Secret Manager's). `sleep` waits out a rate limit (tests inject it)."""
 
     def __init__(
         self,

@@ -6,9 +6,8 @@ No week is lost: a run whose messages were dead-lettered or dropped is resumed f
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from progress_monitor import services
 from progress_monitor.contracts.events import ObjectRef, finalize_notification
 from progress_monitor.contracts.messages import DigestTask, ProgressTask
 from progress_monitor.contracts.values import RunId
@@ -17,7 +16,7 @@ from progress_monitor.pipeline import lanes, runs
 from progress_monitor.platform import warehouse
 from progress_monitor.platform.shard_store import latest_shards, run_objects
 from progress_monitor.privacy import retention
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.stages.daily")
 STALE_AFTER_DAYS = 8
@@ -26,23 +25,23 @@ STALE_AFTER_DAYS = 8
 DIGEST_WINDOW = timedelta(days=7)
 
 
-def daily_check(cfg: Settings) -> None:
-    resume_stalled_runs(cfg)
-    request_recent_digests(cfg)
-    check_data_age(cfg)
-    retention.enforce(cfg)  # LGPD: stale contact data deleted (docs/privacy.md)
+def daily_check(svc: Services) -> None:
+    resume_stalled_runs(svc)
+    request_recent_digests(svc)
+    check_data_age(svc)
+    retention.enforce(svc)  # LGPD: stale contact data deleted (docs/privacy.md)
 
 
-def request_recent_digests(cfg: Settings, now: datetime | None = None) -> list[str]:
+def request_recent_digests(svc: Services) -> list[str]:
     """Ask again for the digests of each week finished in the last 7 days (its latest run): a request lost
     with load_history, a task dead-lettered in a long Slack outage or a channel Slack refused is posted now;
     channels already posted are skipped by the worker, so asking daily is safe."""
     rows = warehouse.query(
-        cfg,
+        svc,
         "SELECT run_id, reports_refreshed_at FROM `${runs}` "
         "WHERE status IN UNNEST(@finished) AND reports_refreshed_at >= @since",
         finished=list(runs.FINISHED),
-        since=(now or datetime.now(UTC)) - DIGEST_WINDOW,
+        since=svc.now() - DIGEST_WINDOW,
     )
     latest: dict[date, tuple[datetime, RunId]] = {}
     for row in rows:
@@ -52,11 +51,11 @@ def request_recent_digests(cfg: Settings, now: datetime | None = None) -> list[s
         ):
             latest[run_id.snapshot_date] = (row["reports_refreshed_at"], run_id)
     for _, run_id in latest.values():
-        services.send(cfg, DigestTask(run_id))
+        svc.send(DigestTask(run_id))
     return [str(run_id) for _, run_id in latest.values()]
 
 
-def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
+def resume_run(svc: Services, run_id: RunId) -> list[str]:
     """Re-publish whatever an unfinished run is waiting for; safe any time (every step is idempotent).
 
     Objects written but never loaded get their finalize event again (reload_unloaded). Each claimed tag with
@@ -66,11 +65,11 @@ def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
     dead-lettered after its attempts (a long outage) would otherwise leave the run unfinished. The tags are the
     run's own, frozen in its manifest when it started, not today's registry.
     """
-    status = runs.run_status(cfg, run_id)
+    status = runs.run_status(svc, run_id)
     if status is None or status in runs.FINISHED:
         return []
-    bucket = services.shards_bucket(cfg)
-    reloaded = reload_unloaded(cfg, run_id)
+    bucket = svc.shards
+    reloaded = reload_unloaded(svc, run_id)
     try:
         tags = lanes.read_manifest(bucket, run_id)
     except PermanentError as exc:
@@ -85,30 +84,31 @@ def resume_run(cfg: Settings, run_id: RunId) -> list[str]:
         if tag.tag_id not in held:
             continue  # not started: its lane has not reached it
         if shard is None:
-            services.send(cfg, ProgressTask(run_id, tag.tag_id, tag.product_ids))
+            svc.send(ProgressTask(run_id, tag.tag_id, tag.product_ids))
             republished.append(f"tag {tag.tag_id} piece 0")
         elif shard.next_index is not None:
-            services.send(cfg, shard.task.next(shard.next_index))
+            svc.send(shard.task.next(shard.next_index))
             republished.append(f"tag {tag.tag_id} piece {shard.task.piece + 1}")
         else:
             continue  # done
         in_progress += 1
-    for task in lanes.reopen(bucket, run_id, tags, cfg.extraction_lanes - in_progress):
-        lanes.hand_out(cfg, bucket, task)
+    for task in lanes.reopen(bucket, run_id, tags, svc.cfg.extraction_lanes - in_progress):
+        lanes.hand_out(svc, task)
         republished.append(f"tag {task.tag_id} piece 0")
     if republished:
         log.warning("resumed a stalled run: %s", ", ".join(republished), extra={"run_id": str(run_id)})
     return reloaded + republished
 
 
-def reload_unloaded(cfg: Settings, run_id: RunId) -> list[str]:
+def reload_unloaded(svc: Services, run_id: RunId) -> list[str]:
     """Re-send the finalize event of every object of the run written but never loaded (its event was lost):
     a shard with no `loads` row at its generation, or a contacts file still there (merging deletes it)."""
-    written = run_objects(services.shards_bucket(cfg), run_id)
+    cfg = svc.cfg
+    written = run_objects(svc.shards, run_id)
     loaded = {
         row["shard"]: int(row["generation"])
         for row in warehouse.query(
-            cfg, "SELECT shard, generation FROM `${loads}` WHERE run_id = @run_id", run_id=str(run_id)
+            svc, "SELECT shard, generation FROM `${loads}` WHERE run_id = @run_id", run_id=str(run_id)
         )
     }
     reloaded = []
@@ -116,21 +116,21 @@ def reload_unloaded(cfg: Settings, run_id: RunId) -> list[str]:
         if loaded.get(name, -1) >= generation:
             continue
         ref = ObjectRef(cfg.shards_bucket, name, generation)
-        services.publish(cfg, cfg.shard_reloads_topic, b"", finalize_notification(ref))
+        svc.publish(cfg.shard_reloads_topic, b"", finalize_notification(ref))
         reloaded.append(f"reload {name}")
     if reloaded:
         log.warning("re-sent %d lost load events", len(reloaded), extra={"run_id": str(run_id), "count": len(reloaded)})
     return reloaded
 
 
-def resume_stalled_runs(cfg: Settings, quiet_for: timedelta = timedelta(hours=1)) -> dict[str, list[str]]:
+def resume_stalled_runs(svc: Services, quiet_for: timedelta = timedelta(hours=1)) -> dict[str, list[str]]:
     """Resume every unfinished run with no shard loaded for `quiet_for`."""
     stalled = warehouse.query(
-        cfg,
+        svc,
         """SELECT r.run_id FROM `${runs}` r LEFT JOIN (SELECT run_id, MAX(loaded_at) AS last_load FROM `${loads}`
            GROUP BY run_id) l ON l.run_id = r.run_id
            WHERE r.status NOT IN UNNEST(@finished) AND COALESCE(l.last_load, r.started_at) < @cutoff""",
-        cutoff=datetime.now(UTC) - quiet_for,
+        cutoff=svc.now() - quiet_for,
         finished=list(runs.FINISHED),
     )
     resumed = {}
@@ -139,15 +139,15 @@ def resume_stalled_runs(cfg: Settings, quiet_for: timedelta = timedelta(hours=1)
         if run_id is None:
             log.error("runs table holds a malformed run id; not resumed", extra={"run_id": str(row["run_id"])[:40]})
             continue
-        resumed[str(run_id)] = resume_run(cfg, run_id)
+        resumed[str(run_id)] = resume_run(svc, run_id)
     return resumed
 
 
-def check_data_age(cfg: Settings, now: datetime | None = None) -> float | None:
+def check_data_age(svc: Services) -> float | None:
     """ERROR (alerted on) when the last successful run finished more than STALE_AFTER_DAYS ago."""
-    rows = warehouse.query(cfg, "SELECT MAX(finished_at) AS finished FROM `${runs}` WHERE status = 'succeeded'")
+    rows = warehouse.query(svc, "SELECT MAX(finished_at) AS finished FROM `${runs}` WHERE status = 'succeeded'")
     finished = rows[0]["finished"] if rows else None
-    age_days = None if finished is None else ((now or datetime.now(UTC)) - finished).total_seconds() / 86400
+    age_days = None if finished is None else (svc.now() - finished).total_seconds() / 86400
     if age_days is None or age_days > STALE_AFTER_DAYS:
         age = "never" if age_days is None else f"{age_days:.1f}"
         log.error("progress data is stale: the last successful run finished %s days ago", age)

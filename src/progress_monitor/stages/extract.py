@@ -7,12 +7,11 @@ import logging
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor import services
 from progress_monitor.carrying import store
 from progress_monitor.contracts.cademi import CallStats, Student
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
@@ -32,6 +31,7 @@ from progress_monitor.pipeline.extraction import PieceExtraction
 from progress_monitor.pipeline.failures import guard
 from progress_monitor.platform.shard_store import NDJSON, create_once, freeze_roster, get_blob, ndjson, read_roster
 from progress_monitor.privacy import erasures
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 
 log = logging.getLogger("progress_monitor.extract")
@@ -45,26 +45,26 @@ class PieceResult:
     skipped: bool  # the shard already existed (a redelivery or a duplicate)
 
 
-def handle_progress_task(event: Any) -> PieceResult | None:
+def handle_progress_task(event: Any, svc: Services) -> PieceResult | None:
     """extract_progress: extract one piece, write its shard once, publish the continuation."""
-    cfg = services.settings()
     return guard(
-        cfg, "extract_progress", cfg.progress_dlq_topic, event, lambda e: extract_piece(cfg, pubsub_message(e))
+        svc, "extract_progress", svc.cfg.progress_dlq_topic, event, lambda e: extract_piece(svc, pubsub_message(e))
     )
 
 
-def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
+def extract_piece(svc: Services, message: PubSubMessage) -> PieceResult:
+    cfg = svc.cfg
     task = ProgressTask.from_json(message.json())
     context = {"run_id": str(task.run_id), "tag_id": task.tag_id, "piece": task.piece}
-    bucket = services.shards_bucket(cfg)
+    bucket = svc.shards
     name = progress_shard_name(task)
     existing = get_blob(bucket, name)
     if existing is not None:
         # A redelivery or duplicate of a piece that already finished: only pass its continuation on.
         log.info("shard already written; nothing to extract", extra={**context, "shard": name})
-        return _follow_existing(cfg, name, existing)
+        return _follow_existing(svc, name, existing)
     try:
-        client = services.cademi_client(cfg)
+        client = svc.cademi()
     except SecretUnavailableError as exc:
         # Often a passing Secret Manager hiccup: redelivered with backoff, not a day's wait for the health check.
         raise pipeline_error(exc, "Cademi API key unavailable") from exc
@@ -75,11 +75,11 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
             # LGPD: a student erased on request (docs/privacy.md) is never extracted again; the roster is
             # frozen without them, so no later piece, shard or contacts file names them.
             students = erasures.without_erased(cfg, bucket, students)
-            roster = freeze_roster(bucket, task, students, last_accesses(cfg, students, context))
+            roster = freeze_roster(bucket, task, students, last_accesses(cfg, students, context, svc.now()))
         else:
             roster = read_roster(bucket, task)
         # Carrying (carry.py): which students' calls this piece may skip, decided once per run by piece 0.
-        plan = store.plan_for_piece(cfg, bucket, task, roster, client.progress_units(task.product_ids))
+        plan = store.plan_for_piece(svc, task, roster, client.progress_units(task.product_ids))
         piece = PieceExtraction(
             client,
             task,
@@ -112,7 +112,7 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
                 carry_mismatches=len(piece.mismatches),
             )
             if piece.mismatches:  # before the shard: a redelivery after a crash would only follow the shard
-                store.switch_off(bucket, task, *piece.mismatches[0])
+                store.switch_off(bucket, task, *piece.mismatches[0], now=svc.now())
             created = create_once(bucket, name, spool, meta.to_metadata(), NDJSON)
     except CademiOutageError as exc:
         log.error("Cademi looks down; piece left for a later delivery: %s", exc, extra=context)
@@ -122,8 +122,8 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
     if not created:
         # A concurrent duplicate wrote this piece first, maybe cut at another student: follow *its*
         # continuation, so the next piece starts exactly where the stored shard ends.
-        return _follow_existing(cfg, name, get_blob(bucket, name))
-    _pass_on(cfg, meta)
+        return _follow_existing(svc, name, get_blob(bucket, name))
+    _pass_on(svc, meta)
     log.info(
         "piece extracted: %d records, %d failed, %d carried",
         meta.records,
@@ -134,10 +134,11 @@ def extract_piece(cfg: Settings, message: PubSubMessage) -> PieceResult:
     return PieceResult(name, meta.records, task.piece + 1 if meta.next_index is not None else None, skipped=False)
 
 
-def last_accesses(cfg: Settings, students: list[Student], context: dict[str, Any]) -> dict[int, datetime]:
-    """Each listed student's last access (`ultimo_acesso_em`) as UTC; null, malformed or future values are left
-    out (unknown), the malformed ones counted in one warning: recency is never guessed."""
-    now = datetime.now(UTC)
+def last_accesses(
+    cfg: Settings, students: list[Student], context: dict[str, Any], now: datetime
+) -> dict[int, datetime]:
+    """Each listed student's last access (`ultimo_acesso_em`) as UTC; null, malformed or future values (after
+    `now`) are left out (unknown), the malformed ones counted in one warning: recency is never guessed."""
     found: dict[int, datetime] = {}
     unreadable = 0
     for student in students:
@@ -153,22 +154,22 @@ def last_accesses(cfg: Settings, students: list[Student], context: dict[str, Any
     return found
 
 
-def _follow_existing(cfg: Settings, name: str, existing: storage.Blob | None) -> PieceResult:
+def _follow_existing(svc: Services, name: str, existing: storage.Blob | None) -> PieceResult:
     """Publish the continuation the stored shard records (idempotent: the next piece is created once)."""
     parsed = parse_progress_shard(name)
     if existing is None or parsed is None:
         raise TransientError(f"shard {name} vanished after a conflicting write")
     meta = ShardMeta.from_metadata(existing.metadata, parsed)
-    _pass_on(cfg, meta)
+    _pass_on(svc, meta)
     return PieceResult(name, meta.records, meta.task.piece + 1 if meta.next_index is not None else None, True)
 
 
-def _pass_on(cfg: Settings, meta: ShardMeta) -> None:
+def _pass_on(svc: Services, meta: ShardMeta) -> None:
     """What follows a written piece: the tag's next piece, or, after its last, the lane's next tag."""
     if meta.next_index is not None:
-        services.send(cfg, meta.task.next(meta.next_index))
+        svc.send(meta.task.next(meta.next_index))
         return
-    bucket = services.shards_bucket(cfg)
+    bucket = svc.shards
     run_id = meta.task.run_id
     try:
         successor = lanes.next_after(bucket, run_id, meta.task.tag_id)
@@ -176,7 +177,7 @@ def _pass_on(cfg: Settings, meta: ShardMeta) -> None:
         log.error("lane of tag %d cannot pass on: %s", meta.task.tag_id, exc, extra={"run_id": str(run_id)})
         return
     if successor is not None:
-        lanes.hand_out(cfg, bucket, successor)
+        lanes.hand_out(svc, successor)
         log.info(
             "lane passed on to tag %d", successor.tag_id, extra={"run_id": str(run_id), "tag_id": meta.task.tag_id}
         )

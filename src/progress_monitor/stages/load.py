@@ -13,7 +13,6 @@ from typing import Any
 
 from google.api_core.exceptions import NotFound
 
-from progress_monitor import services
 from progress_monitor.contracts.events import ObjectRef, storage_object
 from progress_monitor.contracts.messages import DigestTask
 from progress_monitor.contracts.objects import ShardMeta, ShardName, parse_contacts, parse_progress_shard
@@ -23,7 +22,7 @@ from progress_monitor.pipeline import loader, reporting, runs
 from progress_monitor.pipeline.failures import guard
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.shard_store import get_blob
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.load")
 
@@ -35,47 +34,46 @@ class LoadResult:
     rows: int
 
 
-def handle_shard_event(event: Any) -> LoadResult | None:
+def handle_shard_event(event: Any, svc: Services) -> LoadResult | None:
     """load_history: load a finalized object (Eventarc CloudEvent, or fake-gcs-server's Pub/Sub notification)."""
-    cfg = services.settings()
 
     def load(e: Any) -> LoadResult | None:
         ref = storage_object(e)
-        return None if ref is None else load_object(cfg, ref)
+        return None if ref is None else load_object(svc, ref)
 
-    return guard(cfg, "load_history", cfg.shards_dlq_topic, event, load)
+    return guard(svc, "load_history", svc.cfg.shards_dlq_topic, event, load)
 
 
-def load_object(cfg: Settings, ref: ObjectRef, refresh_reports: bool = True) -> LoadResult | None:
+def load_object(svc: Services, ref: ObjectRef, refresh_reports: bool = True) -> LoadResult | None:
     """Load one object of the shards bucket (progress shard or contacts); other objects are ignored."""
-    if ref.bucket != cfg.shards_bucket:
+    if ref.bucket != svc.cfg.shards_bucket:
         raise PermanentError(f"event for unexpected bucket {ref.bucket!r}")
     if (shard := parse_progress_shard(ref.name)) is not None:
-        return _load_progress(cfg, ref, shard, refresh_reports)
+        return _load_progress(svc, ref, shard, refresh_reports)
     if (contacts := parse_contacts(ref.name)) is not None:
-        return _load_contacts(cfg, ref, contacts.tag_id, contacts.run_id)
+        return _load_contacts(svc, ref, contacts.tag_id, contacts.run_id)
     return None
 
 
-def _load_progress(cfg: Settings, ref: ObjectRef, shard: ShardName, refresh_reports: bool) -> LoadResult | None:
-    blob = get_blob(services.shards_bucket(cfg), ref.name)
+def _load_progress(svc: Services, ref: ObjectRef, shard: ShardName, refresh_reports: bool) -> LoadResult | None:
+    blob = get_blob(svc.shards, ref.name)
     if blob is None:
         log.warning("shard no longer exists; nothing to load", extra={"shard": ref.name})
         return None
     meta = ShardMeta.from_metadata(blob.metadata, shard)
     uri = f"gs://{ref.bucket}/{ref.name}"
-    outcome = loader.load_progress_shard(cfg, uri, ref.name, int(blob.generation or 0), meta)
-    status = runs.run_status(cfg, shard.run_id) if refresh_reports else None
+    outcome = loader.load_progress_shard(svc, uri, ref.name, int(blob.generation or 0), meta)
+    status = runs.run_status(svc, shard.run_id) if refresh_reports else None
     if status in runs.FINISHED:
         if status == "incomplete":
             log.error(
                 "run finished incomplete: more than %.0f%% of its extractions failed; good rows were kept",
-                100 * cfg.run_max_failed_share,
+                100 * svc.cfg.run_max_failed_share,
                 extra={"run_id": str(shard.run_id)},
             )
         else:
             log.info("run succeeded", extra={"run_id": str(shard.run_id)})
-        _refresh_reports(cfg, shard.run_id)
+        _refresh_reports(svc, shard.run_id)
     rejected = outcome.rows_in_shard - outcome.rows_merged
     log.log(
         logging.WARNING if rejected else logging.INFO,
@@ -94,15 +92,15 @@ def _load_progress(cfg: Settings, ref: ObjectRef, shard: ShardName, refresh_repo
 
 
 @needs("objects.read {contacts_name}", "objects.delete {contacts_name}")  # merged, then deleted
-def _load_contacts(cfg: Settings, ref: ObjectRef, tag_id: int, run_id: RunId) -> LoadResult | None:
-    bucket = services.shards_bucket(cfg)
+def _load_contacts(svc: Services, ref: ObjectRef, tag_id: int, run_id: RunId) -> LoadResult | None:
+    bucket = svc.shards
     blob = get_blob(bucket, ref.name)
     if blob is None:
         return None  # already merged and deleted by an earlier delivery
     uri = f"gs://{ref.bucket}/{ref.name}"
     try:
         rows = loader.load_contacts(
-            cfg, uri, int(blob.generation or 0), tag_id=tag_id, snapshot_date=run_id.snapshot_date
+            svc, uri, int(blob.generation or 0), tag_id=tag_id, snapshot_date=run_id.snapshot_date
         )
     except PermanentError:
         if get_blob(bucket, ref.name) is None:
@@ -113,17 +111,17 @@ def _load_contacts(cfg: Settings, ref: ObjectRef, tag_id: int, run_id: RunId) ->
     return LoadResult(ref.name, "contacts", rows)
 
 
-def _refresh_reports(cfg: Settings, run_id: RunId) -> None:
+def _refresh_reports(svc: Services, run_id: RunId) -> None:
     """The run is complete: rebuild what the dashboards read. The load itself already succeeded, so a
     failure here is logged for the operator (run health shows stale reports) instead of redelivering."""
     try:
-        reporting.refresh(cfg)
-        runs.mark_reports_refreshed(cfg, run_id)
+        reporting.refresh(svc)
+        runs.mark_reports_refreshed(svc, run_id)
     except Exception:
         log.exception("reporting refresh failed after the run completed", extra={"run_id": str(run_id)})
         return
     try:
         # The tutors' digests go through their own topic: a Slack outage is retried there, never here.
-        services.send(cfg, DigestTask(run_id))
+        svc.send(DigestTask(run_id))
     except Exception:
         log.exception("could not request the tutors' digests", extra={"run_id": str(run_id)})

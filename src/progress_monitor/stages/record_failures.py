@@ -17,11 +17,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from progress_monitor import services
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.values import RunId, parse_uint, strict
 from progress_monitor.errors import PermanentError
 from progress_monitor.pipeline.runs import record_failure
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 
 log = logging.getLogger("progress_monitor.stages.record_failures")
@@ -49,22 +49,21 @@ def stage_of(cfg: Settings, topic: str) -> str | None:
     }.get(topic)
 
 
-def handle_dead_letter(event: Any) -> DeadLetter | None:
+def handle_dead_letter(event: Any, svc: Services) -> DeadLetter | None:
     """Record one dead-lettered message; an envelope that cannot be read is logged at ERROR and acknowledged
     (there is nothing to record it by). A BigQuery failure raises, so Pub/Sub delivers it again."""
-    cfg = services.settings()
     source = event.get("source") if hasattr(event, "get") else None
     match = SOURCE_TOPIC.fullmatch(source) if isinstance(source, str) else None
-    stage = stage_of(cfg, match["topic"]) if match else None
+    stage = stage_of(svc.cfg, match["topic"]) if match else None
     try:
         message = pubsub_message(event)
     except PermanentError as exc:
         log.error("unreadable message on a dead-letter topic; not recorded: %s", exc, extra={"reason": str(exc)})
         return None
-    return record(cfg, stage or "unknown", message)
+    return record(svc, stage or "unknown", message)
 
 
-def record(cfg: Settings, stage: str, message: PubSubMessage) -> DeadLetter:
+def record(svc: Services, stage: str, message: PubSubMessage) -> DeadLetter:
     attributes = message.attributes
     kept = {k: attributes[k][:100] for k in KEPT if k in attributes}
     run_id = RunId.parse_or_none(attributes.get("run_id"))
@@ -79,7 +78,7 @@ def record(cfg: Settings, stage: str, message: PubSubMessage) -> DeadLetter:
         f"(subscription {subscription}); the last error is in the {stage} function's log"
     )
     record_failure(
-        cfg,
+        svc,
         stage,
         reason,
         run_id=run_id,

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from progress_monitor import services
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.values import RunId, monday_of
@@ -18,6 +17,7 @@ from progress_monitor.errors import PermanentError
 from progress_monitor.pipeline import lanes, runs
 from progress_monitor.pipeline.failures import guard
 from progress_monitor.platform import warehouse
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
 
@@ -60,37 +60,36 @@ def _plan(cfg: Settings, request: ScheduleRequest, published: datetime | None, n
     return RunPlan(run_id, request.tag_ids)
 
 
-def handle_schedule(event: Any) -> FanOut | None:
+def handle_schedule(event: Any, svc: Services) -> FanOut | None:
     """extract_tags: record the run, then publish one small message per active tag."""
-    cfg = services.settings()
-    return guard(cfg, "extract_tags", cfg.schedule_dlq_topic, event, lambda e: _dispatch(cfg, pubsub_message(e)))
+    return guard(svc, "extract_tags", svc.cfg.schedule_dlq_topic, event, lambda e: _dispatch(svc, pubsub_message(e)))
 
 
-def _dispatch(cfg: Settings, message: PubSubMessage) -> FanOut | None:
+def _dispatch(svc: Services, message: PubSubMessage) -> FanOut | None:
     request = ScheduleRequest.from_json(message.json())
     if request.health_check:
-        daily.daily_check(cfg)
+        daily.daily_check(svc)
         return None
-    return fan_out(cfg, _plan(cfg, request, message.publish_time, None))
+    return fan_out(svc, _plan(svc.cfg, request, message.publish_time, svc.now()))
 
 
-def fan_out(cfg: Settings, plan: RunPlan) -> FanOut:
+def fan_out(svc: Services, plan: RunPlan) -> FanOut:
     """Freeze the run's tags and record the run once, then start one tag per extraction lane (lanes.py);
     each lane passes itself on to the next tag. A duplicate delivery publishes nothing."""
-    active = [t for t in warehouse.active_tags(cfg) if plan.tag_ids is None or t.tag_id in plan.tag_ids]
-    bucket = services.shards_bucket(cfg)
+    active = [t for t in warehouse.active_tags(svc) if plan.tag_ids is None or t.tag_id in plan.tag_ids]
+    bucket = svc.shards
     tags = lanes.write_manifest(bucket, plan.run_id, active)
     context = {"run_id": str(plan.run_id), "snapshot_date": plan.run_id.snapshot_date.isoformat()}
-    if runs.start_run(cfg, plan.run_id, len(tags)):
+    if runs.start_run(svc, plan.run_id, len(tags)):
         log.info("run already fanned out; duplicate schedule message ignored", extra=context)
         return FanOut(plan.run_id, len(tags), duplicate=True)
-    for task in lanes.start(bucket, plan.run_id, tags, cfg.extraction_lanes):
-        lanes.hand_out(cfg, bucket, task)
-    runs.mark_fanned_out(cfg, plan.run_id)
+    for task in lanes.start(bucket, plan.run_id, tags, svc.cfg.extraction_lanes):
+        lanes.hand_out(svc, task)
+    runs.mark_fanned_out(svc, plan.run_id)
     log.info(
         "run started: %d tags in %d lanes",
         len(tags),
-        min(len(tags), cfg.extraction_lanes),
+        min(len(tags), svc.cfg.extraction_lanes),
         extra={**context, "count": len(tags)},
     )
     return FanOut(plan.run_id, len(tags), duplicate=False)

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from flask import Request, Response
 
-from progress_monitor import services
 from progress_monitor.contracts.messages import CLICK_ACTIONS, ClassListTask, ClickTask
 from progress_monitor.contracts.values import MESSAGE_TS, SLACK_CHANNEL, SLACK_USER
 from progress_monitor.errors import PermanentError
 from progress_monitor.pipeline.reporting import call_first
 from progress_monitor.platform import warehouse
-from progress_monitor.settings import Settings
+from progress_monitor.services import Services
 from progress_monitor.slack.signing import parse_form, verified_slack_body
 from progress_monitor.slack.web import respond
 from progress_monitor.tutors import blocks, claims, digest
@@ -90,8 +89,9 @@ def parse_click(payload: Any, team_id: str) -> ClickTask:
     return ClickTask(week, tag_id, user_id, action_id, f"slack:{tutor}", channel_id, ts)
 
 
-def handle_interaction(request: Request, settings: Settings) -> Response:
+def handle_interaction(request: Request, svc: Services) -> Response:
     """Slack's interactivity request URL: verify like the slash command, then hand the click to the worker."""
+    settings = svc.cfg
     body = verified_slack_body(request, settings, MAX_PAYLOAD)
     if isinstance(body, Response):
         return body
@@ -104,7 +104,7 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
         log.warning("Slack interaction refused: %s", str(exc)[:100])
         return Response(f"refused: {str(exc)[:100]}", status=400)
     try:
-        services.send(settings, click)
+        svc.send(click)
     except Exception:
         log.exception("could not queue a tutor's click")
         return Response("try again", status=503)  # Slack shows the tutor that the click did not go through
@@ -112,15 +112,15 @@ def handle_interaction(request: Request, settings: Settings) -> Response:
     return Response("", status=200)
 
 
-def record_click(cfg: Settings, click: ClickTask) -> bool:
+def record_click(svc: Services, click: ClickTask) -> bool:
     """Record a click once (a double click or a replayed request finds its row) and update the message in
     place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
-    bucket = services.shards_bucket(cfg)
+    bucket = svc.shards
     claim = claims.read(bucket, click.week, click.channel)
     unconfirmed = claim is not None and claim.body.get("status") == "unconfirmed" and claim.ts is None
     if claim is not None and unconfirmed and (click.tag_id, click.user_id) in claim.listed:
         # Slack signed a click on this channel's message for that week: the post we could not confirm is there.
-        digest.confirm(cfg, bucket, claim, click.channel, click.message_ts)
+        digest.confirm(svc, claim, click.channel, click.message_ts)
     if claim is None or claim.ts != click.message_ts or (click.tag_id, click.user_id) not in claim.listed:
         log.warning(
             "click on a student the digest of this channel does not list; ignored",
@@ -128,7 +128,7 @@ def record_click(cfg: Settings, click: ClickTask) -> bool:
         )
         return False
     warehouse.query(
-        cfg,
+        svc,
         RECORD_ACTION_SQL,
         week=click.week,
         tag_id=click.tag_id,
@@ -136,15 +136,16 @@ def record_click(cfg: Settings, click: ClickTask) -> bool:
         action=click.action,
         tutor=click.tutor,
         channel=click.channel,
-        now=datetime.now(UTC),
+        now=svc.now(),
     )
-    digest.refresh_message(cfg, click.week, click.channel, claim)
+    digest.refresh_message(svc, click.week, click.channel, claim)
     return True
 
 
-def class_list_reply(cfg: Settings, tag_id: int, requester: str, channel: str) -> dict[str, Any]:
+def class_list_reply(svc: Services, tag_id: int, requester: str, channel: str) -> dict[str, Any]:
     """The answer to `/turma alunos <tag>`: only in the class's tutors' channel, or to a coordinator."""
-    channels = {int(r["tag_id"]): r["channel_id"] for r in warehouse.query(cfg, digest.CHANNELS_SQL)}
+    cfg = svc.cfg
+    channels = {int(r["tag_id"]): r["channel_id"] for r in warehouse.query(svc, digest.CHANNELS_SQL)}
     if tag_id not in channels:
         return {"response_type": "ephemeral", "text": f"A turma {tag_id} não está registrada."}
     if requester not in cfg.slack_users and channels[tag_id] != channel:
@@ -153,20 +154,20 @@ def class_list_reply(cfg: Settings, tag_id: int, requester: str, channel: str) -
             "text": "A lista desta turma só pode ser vista no canal dos tutores da turma. Nada foi mostrado.",
         }
     order = {"call_first": call_first("s.", "days_without_access")}
-    rows = warehouse.query(cfg, TUTOR_LIST_SQL, sql_vars=order, tag_id=tag_id)
+    rows = warehouse.query(svc, TUTOR_LIST_SQL, sql_vars=order, tag_id=tag_id)
     students = [blocks.ListedStudent.from_row(r) for r in rows]
-    week = rows[0]["snapshot_date"] if rows else _latest_week(cfg, tag_id)
+    week = rows[0]["snapshot_date"] if rows else _latest_week(svc, tag_id)
     return blocks.class_list(tag_id, week, students, cfg.tutor_list_url)
 
 
-def _latest_week(cfg: Settings, tag_id: int) -> date | None:
+def _latest_week(svc: Services, tag_id: int) -> date | None:
     found = warehouse.query(
-        cfg, "SELECT MAX(snapshot_date) AS d FROM `${report_student_week}` WHERE tag_id = @t", t=tag_id
+        svc, "SELECT MAX(snapshot_date) AS d FROM `${report_student_week}` WHERE tag_id = @t", t=tag_id
     )
     return found[0]["d"] if found else None
 
 
-def answer_list(cfg: Settings, task: ClassListTask) -> None:
-    if not cfg.slack_response_url_ok(task.response_url):
+def answer_list(svc: Services, task: ClassListTask) -> None:
+    if not svc.cfg.slack_response_url_ok(task.response_url):
         raise PermanentError("list task field 'response_url' is not Slack's")
-    respond(task.response_url, class_list_reply(cfg, task.tag_id, task.requester, task.channel))
+    respond(task.response_url, class_list_reply(svc, task.tag_id, task.requester, task.channel))

@@ -19,12 +19,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from google.cloud import storage  # type: ignore[attr-defined]
-
-from progress_monitor import services
 from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import (
     PermanentError,
@@ -35,6 +32,7 @@ from progress_monitor.errors import (
 from progress_monitor.pipeline import runs
 from progress_monitor.pipeline.reporting import call_first
 from progress_monitor.platform import warehouse
+from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 from progress_monitor.tutors import claims
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
@@ -90,16 +88,16 @@ class ChannelDigest:
         return [[s.tag_id, s.user_id] for students in self.listed.values() for s in students]
 
 
-def channel_digests(cfg: Settings, week: date, only_channel: str | None = None) -> dict[str, ChannelDigest]:
+def channel_digests(svc: Services, week: date, only_channel: str | None = None) -> dict[str, ChannelDigest]:
     """Per channel, the classes with data in `week` and the students to name (within Slack's block limit)."""
-    tags = {int(r["tag_id"]): r for r in warehouse.query(cfg, CHANNELS_SQL) if r["channel_id"]}
+    tags = {int(r["tag_id"]): r for r in warehouse.query(svc, CHANNELS_SQL) if r["channel_id"]}
     counts: dict[tuple[int, date], dict[str, Any]] = {
         (int(r["tag_id"]), r["snapshot_date"]): r
-        for r in warehouse.query(cfg, COUNTS_SQL, week=week, previous=week - timedelta(days=7))
+        for r in warehouse.query(svc, COUNTS_SQL, week=week, previous=week - timedelta(days=7))
     }
     flagged: dict[int, list[ListedStudent]] = {}
     order = {"call_first": call_first("s.", "days_without_access")}
-    for r in warehouse.query(cfg, FLAGGED_SQL, sql_vars=order, week=week):
+    for r in warehouse.query(svc, FLAGGED_SQL, sql_vars=order, week=week):
         flagged.setdefault(int(r["tag_id"]), []).append(ListedStudent.from_row(r))
     digests: dict[str, ChannelDigest] = {}
     for tag_id, tag in sorted(tags.items()):
@@ -124,14 +122,14 @@ def channel_digests(cfg: Settings, week: date, only_channel: str | None = None) 
             )
         )
     for d in digests.values():
-        room = students_per_class(len(d.classes), cfg.digest_students_per_class)
+        room = students_per_class(len(d.classes), svc.cfg.digest_students_per_class)
         d.listed = {c.tag_id: c.flagged[:room] for c in d.classes}
     return digests
 
 
-def week_actions(cfg: Settings, week: date) -> dict[tuple[int, int], list[Action]]:
+def week_actions(svc: Services, week: date) -> dict[tuple[int, int], list[Action]]:
     found: dict[tuple[int, int], list[Action]] = {}
-    for r in warehouse.query(cfg, ACTIONS_SQL, week=week):
+    for r in warehouse.query(svc, ACTIONS_SQL, week=week):
         found.setdefault((int(r["tag_id"]), int(r["user_id"])), []).append(Action(str(r["action"]), str(r["tutor"])))
     return found
 
@@ -154,16 +152,15 @@ class DigestResult:
     unconfirmed: list[str]
 
 
-def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
+def post_run_digests(svc: Services, run_id: RunId) -> DigestResult:
     """Post (or update) the week's digest in every tutors' channel; TransientError when any channel must be
     retried (those already done are skipped on the retry)."""
-    status = runs.run_status(cfg, run_id)
+    status = runs.run_status(svc, run_id)
     if status not in runs.FINISHED:
         raise PermanentError(f"run {run_id} is {status or 'unknown'}: digests follow finished runs only")
     week = run_id.snapshot_date
-    digests = channel_digests(cfg, week)
-    actions = week_actions(cfg, week)
-    bucket = services.shards_bucket(cfg)
+    digests = channel_digests(svc, week)
+    actions = week_actions(svc, week)
     result = DigestResult([], [], [], [], [])
     retry: list[str] = []
     started = time.monotonic()
@@ -172,7 +169,7 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
             retry.append(channel)  # within the worker's timeout: the redelivery carries on from here
             continue
         try:
-            outcome = _post_channel(cfg, bucket, run_id, d, actions)
+            outcome = _post_channel(svc, run_id, d, actions)
         except TransientError as exc:  # Slack down, or another delivery holding this channel's claim
             log.warning("digest for channel %s will be retried: %s", channel, exc)
             retry.append(channel)
@@ -193,74 +190,72 @@ def post_run_digests(cfg: Settings, run_id: RunId) -> DigestResult:
     return result
 
 
-def _post_channel(
-    cfg: Settings, bucket: storage.Bucket, run_id: RunId, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]
-) -> str:
+def _post_channel(svc: Services, run_id: RunId, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]) -> str:
     """Post, update or skip one channel's digest; the claim decides which delivery acts (see the module doc)."""
+    bucket = svc.shards
     week = run_id.snapshot_date
-    now = datetime.now(UTC)
+    now = svc.now()
     mine = {"run_id": str(run_id), "claimed_at": now.isoformat(), "ts": None, "listed": d.listed_pairs()}
     if claims.create(bucket, week, d.channel, mine):
         claim = claims.read(bucket, week, d.channel)
         if claim is None:
             raise TransientError("digest claim unreadable right after creation")
-        return _post(cfg, bucket, run_id, d, actions, claim, mine)
+        return _post(svc, run_id, d, actions, claim, mine)
     claim = claims.read(bucket, week, d.channel)
     if claim is None:
         raise TransientError("digest claim vanished; retrying")
     body, ts = claim.body, claim.ts
     if body.get("status") == "unconfirmed":  # Slack may have posted it (see _unconfirmed): never post again
         if body.get("run_id") == str(run_id):
-            _record(cfg, run_id, d, None, "unconfirmed", "no_answer")  # in case the first record was lost
+            _record(svc, run_id, d, None, "unconfirmed", "no_answer")  # in case the first record was lost
         return "skipped"
     same_run = body.get("run_id") == str(run_id)
     if same_run and body.get("status") in claims.DONE and (ts or body.get("status") != "refused"):
         return "skipped"  # a redelivery or a replay: this run's digest is in the channel
-    if ts and not same_run and not _started_later(cfg, run_id, str(body.get("run_id"))):
+    if ts and not same_run and not _started_later(svc, run_id, str(body.get("run_id"))):
         return "skipped"  # a late task of an earlier run: a later run's figures are in the channel
     working = body.get("status") not in claims.DONE
-    if working and now - claims.claimed_at(claim) < timedelta(seconds=cfg.digest_claim_lease_s):
+    if working and now - claims.claimed_at(claim) < timedelta(seconds=svc.cfg.digest_claim_lease_s):
         raise TransientError(f"digest for {d.channel} is being posted or updated by another delivery")
     if ts:
-        return _update_in_place(cfg, bucket, run_id, d, actions, claim, now)
+        return _update_in_place(svc, run_id, d, actions, claim, now)
     # No message yet: a claim left by a delivery that died before Slack answered, or one Slack refused (asked
     # again after the cause was fixed, or by the daily health check).
     if not claims.replace(bucket, claim, mine):
         raise TransientError(f"digest claim for {d.channel} changed; retrying")
-    return _post(cfg, bucket, run_id, d, actions, claim, mine)
+    return _post(svc, run_id, d, actions, claim, mine)
 
 
 def _post(
-    cfg: Settings,
-    bucket: storage.Bucket,
+    svc: Services,
     run_id: RunId,
     d: ChannelDigest,
     actions: dict[tuple[int, int], list[Action]],
     claim: claims.Claim,
     mine: dict[str, Any],
 ) -> str:
-    text, blocks = render(cfg, run_id.snapshot_date, d, actions)
+    bucket = svc.shards
+    text, blocks = render(svc.cfg, run_id.snapshot_date, d, actions)
     try:
-        ts = services.slack(cfg).post_message(d.channel, text, blocks)
+        ts = svc.slack().post_message(d.channel, text, blocks)
     except SlackUnavailableError as exc:
         if exc.maybe_done:
-            return _unconfirmed(cfg, bucket, run_id, d, claim, mine, str(exc))
+            return _unconfirmed(svc, run_id, d, claim, mine, str(exc))
         claims.release(bucket, claim)  # nothing was posted: the retry claims again
         raise
     except SlackRefusedError as exc:
         log.error("Slack refused the digest for channel %s: %s", d.channel, exc.code, extra={"run_id": str(run_id)})
         claims.replace(bucket, claim, {**mine, "status": "refused", "error": exc.code})
-        _record(cfg, run_id, d, None, "refused", exc.code)
+        _record(svc, run_id, d, None, "refused", exc.code)
         return "refused"
     if not claims.replace(bucket, claim, {**mine, "ts": ts, "channel": d.channel, "status": "posted"}):
         log.error("digest claim for %s changed while posting; the message may be duplicated", d.channel)
-    _record(cfg, run_id, d, ts, "posted", None)
+    _record(svc, run_id, d, ts, "posted", None)
     return "posted"
 
 
 def _unconfirmed(
-    cfg: Settings,
-    bucket: storage.Bucket,
+    svc: Services,
     run_id: RunId,
     d: ChannelDigest,
     claim: claims.Claim,
@@ -271,6 +266,7 @@ def _unconfirmed(
     Without an idempotency key or the history scope we cannot find out, so the claim is kept, marked
     `unconfirmed`, and no delivery posts this week's digest in this channel again; the operator decides
     (docs/operations.md: delete the claim to post it again)."""
+    bucket = svc.shards
     log.error(
         "Slack did not answer the digest post for channel %s (%s); not posting again: check the channel",
         d.channel,
@@ -278,17 +274,18 @@ def _unconfirmed(
         extra={"run_id": str(run_id)},
     )
     claims.replace(bucket, claim, {**mine, "status": "unconfirmed", "error": "no_answer", "channel": d.channel})
-    _record(cfg, run_id, d, None, "unconfirmed", "no_answer")
+    _record(svc, run_id, d, None, "unconfirmed", "no_answer")
     return "unconfirmed"
 
 
-def confirm(cfg: Settings, bucket: storage.Bucket, claim: claims.Claim, channel: str, ts: str) -> bool:
+def confirm(svc: Services, claim: claims.Claim, channel: str, ts: str) -> bool:
     """An `unconfirmed` digest proved to be in the channel by a signed click on it: its claim takes the message's
     `ts` (so updates work again) and the week's record says `posted`. False when the claim moved meanwhile."""
+    bucket = svc.shards
     if not claims.replace(bucket, claim, {**claim.body, "ts": ts, "status": "posted", "error": None}):
         return False
     warehouse.query(
-        cfg,
+        svc,
         "UPDATE `${slack_digests}` SET status = 'posted', message_ts = @ts, error = NULL "
         "WHERE channel_id = @channel AND status = 'unconfirmed' AND run_id = @run_id",
         ts=ts,
@@ -299,11 +296,11 @@ def confirm(cfg: Settings, bucket: storage.Bucket, claim: claims.Claim, channel:
     return True
 
 
-def _started_later(cfg: Settings, run_id: RunId, posted_by: str) -> bool:
+def _started_later(svc: Services, run_id: RunId, posted_by: str) -> bool:
     """Whether `run_id` is a later run of the week than the one whose figures the message shows: only a re-run
     updates a digest, never a late task of an earlier run."""
     rows = warehouse.query(
-        cfg, "SELECT run_id, started_at FROM `${runs}` WHERE run_id IN UNNEST(@ids)", ids=[str(run_id), posted_by]
+        svc, "SELECT run_id, started_at FROM `${runs}` WHERE run_id IN UNNEST(@ids)", ids=[str(run_id), posted_by]
     )
     started = {r["run_id"]: r["started_at"] for r in rows}
     if posted_by not in started:
@@ -312,8 +309,7 @@ def _started_later(cfg: Settings, run_id: RunId, posted_by: str) -> bool:
 
 
 def _update_in_place(
-    cfg: Settings,
-    bucket: storage.Bucket,
+    svc: Services,
     run_id: RunId,
     d: ChannelDigest,
     actions: dict[tuple[int, int], list[Action]],
@@ -322,13 +318,14 @@ def _update_in_place(
 ) -> str:
     """A re-run of a week already posted: the same message shows the new figures (no second post). The claim
     is taken first (status `updating`), so two deliveries of the re-run do not both update."""
+    bucket = svc.shards
     ts = str(claim.ts)
     updating = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updating"}
     if not claims.replace(bucket, claim, {**updating, "claimed_at": now.isoformat()}):
         raise TransientError(f"digest claim for {d.channel} changed; retrying")
-    text, blocks = render(cfg, run_id.snapshot_date, d, actions)
+    text, blocks = render(svc.cfg, run_id.snapshot_date, d, actions)
     try:
-        services.slack(cfg).update_message(d.channel, ts, text, blocks)
+        svc.slack().update_message(d.channel, ts, text, blocks)
     except SlackUnavailableError:
         # The retry need not wait a lease.
         claims.replace(bucket, claim, {**updating, "claimed_at": claims.EPOCH.isoformat()})
@@ -336,17 +333,17 @@ def _update_in_place(
     except SlackRefusedError as exc:  # e.g. the message was deleted, or the app removed from the channel
         log.error("Slack refused to update the digest in %s: %s", d.channel, exc.code, extra={"run_id": str(run_id)})
         claims.replace(bucket, claim, {**updating, "status": "refused", "error": exc.code})
-        _record(cfg, run_id, d, ts, "refused", exc.code)
+        _record(svc, run_id, d, ts, "refused", exc.code)
         return "refused"
     if not claims.replace(bucket, claim, {**updating, "status": "updated"}):
         log.error("digest claim for %s changed while updating", d.channel)
-    _record(cfg, run_id, d, ts, "updated", None)
+    _record(svc, run_id, d, ts, "updated", None)
     return "updated"
 
 
-def _record(cfg: Settings, run_id: RunId, d: ChannelDigest, ts: str | None, status: str, error: str | None) -> None:
+def _record(svc: Services, run_id: RunId, d: ChannelDigest, ts: str | None, status: str, error: str | None) -> None:
     warehouse.query(
-        cfg,
+        svc,
         RECORD_SQL,
         week=run_id.snapshot_date,
         channel=d.channel,
@@ -358,19 +355,19 @@ def _record(cfg: Settings, run_id: RunId, d: ChannelDigest, ts: str | None, stat
         listed=",".join(str(user) for _, user in d.listed_pairs()),
         em_risco=sum(c.em_risco for c in d.classes),
         atrasado=sum(c.atrasado for c in d.classes),
-        now=datetime.now(UTC),
+        now=svc.now(),
     )
 
 
-def refresh_message(cfg: Settings, week: date, channel: str, claim: claims.Claim) -> bool:
+def refresh_message(svc: Services, week: date, channel: str, claim: claims.Claim) -> bool:
     """Re-render the posted digest `claim` records with the tutors' latest actions (after a click); False when
     none was posted."""
-    d = channel_digests(cfg, week, only_channel=channel).get(channel)
+    d = channel_digests(svc, week, only_channel=channel).get(channel)
     if claim.ts is None or d is None:
         return False
     # The message keeps the students it named when posted, even if a later load reordered the list.
     for c in d.classes:
         d.listed[c.tag_id] = [s for s in c.flagged if (s.tag_id, s.user_id) in claim.listed]
-    text, blocks = render(cfg, week, d, week_actions(cfg, week))
-    services.slack(cfg).update_message(channel, claim.ts, text, blocks)
+    text, blocks = render(svc.cfg, week, d, week_actions(svc, week))
+    svc.slack().update_message(channel, claim.ts, text, blocks)
     return True
