@@ -123,8 +123,10 @@ class Servers:
         port = free_port()
         gcs = spawn(
             "fake-gcs-server",
-            [str(emulators.fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
-            + ["-backend", "filesystem", "-filesystem-root", str(gcs_root), "-log-level", "warn"],
+            [
+                *(str(emulators.fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
+                *("-backend", "filesystem", "-filesystem-root", str(gcs_root), "-log-level", "warn"),
+            ],
             root / "logs",
         )
         wait_for_port(gcs, port)
