@@ -1,6 +1,6 @@
-"""The add_tag stack, shared by tests/test_add_tag.py and tests/test_add_tag_fuzz.py (they run one after the
-other, so one stack serves both): the IAP key pair made for the test, the form's and Slack's environment, and
-the environment applied around a module's tests."""
+"""The add_tag stack, shared by the two modules of tests/add_tag/ (their package-scoped fixture): the IAP key
+pair made for the test, the form's and Slack's environment, and the environment applied around a module's
+tests."""
 
 from __future__ import annotations
 

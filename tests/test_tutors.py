@@ -182,7 +182,7 @@ def test_a_slack_outage_is_retried_and_never_fails_the_load(stack: LocalStack) -
 
 def test_a_click_is_recorded_once_and_the_message_updates_in_place(stack: LocalStack) -> None:
     digest = messages(stack, 1)[CHANNEL_A]
-    url = stack.endpoints["functions"]["slack_interactions"]
+    url = stack.endpoints["functions"]["slack_actions"]
     secret = stack.local_secrets["SLACK_SIGNING_SECRET"]
     first = click(url, secret, digest, 201, "contatado", LOCAL_SLACK_TEAM, TUTOR_1)
     again = click(url, secret, digest, 201, "contatado", LOCAL_SLACK_TEAM, TUTOR_1)  # a double click
@@ -203,7 +203,7 @@ def test_a_click_is_recorded_once_and_the_message_updates_in_place(stack: LocalS
 def _post_interaction(stack: LocalStack, payload: Any, **kwargs: Any) -> requests.Response:
     body = urlencode({"payload": json.dumps(payload)})
     return signed_post(
-        stack.endpoints["functions"]["slack_interactions"], body, stack.local_secrets["SLACK_SIGNING_SECRET"], **kwargs
+        stack.endpoints["functions"]["slack_actions"], body, stack.local_secrets["SLACK_SIGNING_SECRET"], **kwargs
     )
 
 
@@ -227,7 +227,7 @@ def test_forged_stale_or_foreign_interactions_are_refused_and_record_nothing(sta
     for reason, payload in refused.items():
         response = _post_interaction(stack, payload)
         assert response.status_code == 400, reason
-    url = stack.endpoints["functions"]["slack_interactions"]
+    url = stack.endpoints["functions"]["slack_actions"]
     secret = stack.local_secrets["SLACK_SIGNING_SECRET"]
     assert signed_post(url, "payload=%7Bnot+json", secret).status_code == 400
     assert signed_post(url, "text=hello", secret).status_code == 400
@@ -355,7 +355,7 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
         monkeypatch.undo()
     # A tutor's signed click on that message proves it is there: the digest is `posted` with its ts again.
     posted = [m for m in slack.messages() if m["channel"] == CHANNEL_A and m["text"].startswith(label)][-1]
-    url, secret = stack.endpoints["functions"]["slack_interactions"], stack.local_secrets["SLACK_SIGNING_SECRET"]
+    url, secret = stack.endpoints["functions"]["slack_actions"], stack.local_secrets["SLACK_SIGNING_SECRET"]
     assert click(url, secret, posted, 202, "contatado", LOCAL_SLACK_TEAM, TUTOR_1).status_code == 200
     query = "SELECT status, message_ts FROM `${slack_digests}` WHERE snapshot_date = @d AND channel_id = @c"
     wait_for(lambda: rows(query, d=week(3), c=CHANNEL_A) == [{"status": "posted", "message_ts": posted["ts"]}])

@@ -1,7 +1,6 @@
 """add_tag: the staff web form (behind Google identity) and the Slack slash command (signature only).
 
-Three entry points of the same code, deployed as three functions: `add_tag`, `slack_command` and
-`slack_interactions` (the buttons under the tutors' digest).
+Two entry points of the same code, deployed as two functions: `add_tag` and `slack_command`.
 """
 
 import functools
@@ -13,7 +12,6 @@ import functions_framework
 from progress_monitor import services
 from progress_monitor.add_tag import command, form
 from progress_monitor.platform import logs
-from progress_monitor.tutors import actions
 
 logs.configure()
 
@@ -42,9 +40,3 @@ def add_tag(request: Any) -> Any:
 def slack_command(request: Any) -> Any:
     """`/turma adicionar|listar|desativar|ajuda` from Slack."""
     return command.handle_slack(request, _services())
-
-
-@functions_framework.http
-def slack_interactions(request: Any) -> Any:
-    """Slack's interactivity URL: a tutor clicked "Contatado" or "Sem resposta" under a digest."""
-    return actions.handle_interaction(request, _services())

@@ -10,9 +10,9 @@ locals {
     load_history     = { source = "load_history", entry_point = "load_history", timeout = 540, memory = "512Mi" }
     add_tag          = { source = "add_tag", entry_point = "add_tag", timeout = 60, memory = "256Mi" }
     slack_command    = { source = "add_tag", entry_point = "slack_command", timeout = 30, memory = "256Mi" }
-    # slack_actions: Slack's interactivity URL (the buttons under a digest; entry point slack_interactions), and
+    # slack_actions: Slack's interactivity URL (the buttons under a digest), and
     # notify_tutors: the worker posting digests, recording clicks and answering /turma alunos.
-    slack_actions = { source = "add_tag", entry_point = "slack_interactions", timeout = 30, memory = "256Mi" }
+    slack_actions = { source = "slack_actions", entry_point = "slack_actions", timeout = 30, memory = "256Mi" }
     notify_tutors = { source = "notify_tutors", entry_point = "notify_tutors", timeout = 120, memory = "256Mi" }
     # record_failures: every dead-letter topic pushes here; each message gets its `failures` row at once.
     record_failures = { source = "record_failures", entry_point = "record_failures", timeout = 60, memory = "256Mi" }

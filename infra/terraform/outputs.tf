@@ -29,7 +29,7 @@ output "slack_url" {
   value       = google_cloudfunctions2_function.fn["slack_command"].service_config[0].uri
 }
 
-output "slack_interactions_url" {
+output "slack_actions_url" {
   description = "Interactivity request URL of the Slack app (the buttons under the tutors' digest)."
   value       = google_cloudfunctions2_function.fn["slack_actions"].service_config[0].uri
 }

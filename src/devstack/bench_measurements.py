@@ -255,7 +255,7 @@ def slack_latencies(root: Path) -> dict[str, Any]:
         for user_id in students:
             versions = next(m for m in slack.messages() if m["ts"] == message["ts"])["versions"]
             started = time.monotonic()
-            url = stack.endpoints["functions"]["slack_interactions"]
+            url = stack.endpoints["functions"]["slack_actions"]
             click(url, secret, message, user_id, "contatado", LOCAL_SLACK_TEAM, "UBENCH01").raise_for_status()
             while next(m for m in slack.messages() if m["ts"] == message["ts"])["versions"] == versions:
                 time.sleep(0.02)

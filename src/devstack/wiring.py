@@ -41,11 +41,11 @@ FUNCTIONS = {
 }
 # Every dead-letter topic pushes to record_failures (dead_letters.py), which records each message in `failures`.
 RECORDER = "record_failures"
-# HTTP functions: name -> (source folder, entry point). Both entry points share functions/add_tag/.
+# HTTP functions: name -> (source folder, entry point), as Terraform's local.functions declares them.
 HTTP_FUNCTIONS = {
     "add_tag": ("add_tag", "add_tag"),
     "slack_command": ("add_tag", "slack_command"),
-    "slack_interactions": ("add_tag", "slack_interactions"),
+    "slack_actions": ("slack_actions", "slack_actions"),
 }
 LOCAL_STAFF = "coordenacao@escola.local"
 LOCAL_SLACK_TEAM, LOCAL_SLACK_USER = "TESCOLA01", "UCOORD01"  # the local Slack workspace and its one coordinator

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 
 from devstack.here import services_here
 from devstack.stack import LocalStack
+from devstack.wiring import HTTP_FUNCTIONS
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest, parse_slack_task
 from progress_monitor.errors import PermanentError
 from progress_monitor.platform import warehouse
@@ -46,7 +47,7 @@ from tests.pipeline_world import SMALL_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("add_tag_stack")]  # one stack: conftest.py
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CASES = int(os.environ.get("FUZZ_CASES", "12"))
 FUZZ = settings(
     max_examples=CASES,
@@ -232,7 +233,7 @@ def as_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class HttpEntry:
-    function: str  # the entry point of functions/add_tag/main.py
+    function: str  # the entry point, deployed as the HTTP function of that name (devstack.wiring)
     valid: dict[str, Any]
     request: Callable[[LocalStack, Any, Any], Any]  # (stack, test client, hostile body) -> response
 
@@ -266,7 +267,7 @@ def form_request(stack: LocalStack, client: Any, body: Any) -> Any:
 
 HTTP_ENTRIES = [
     HttpEntry("slack_command", COMMAND, command_request),
-    HttpEntry("slack_interactions", INTERACTION, interaction_request),
+    HttpEntry("slack_actions", INTERACTION, interaction_request),
     HttpEntry("add_tag", FORM, form_request),
 ]
 
@@ -363,7 +364,8 @@ def test_hostile_events_are_acknowledged_with_their_failure_and_change_nothing(
 
 @pytest.mark.parametrize("entry", HTTP_ENTRIES, ids=[e.function for e in HTTP_ENTRIES])
 def test_hostile_requests_get_a_named_4xx_or_an_answer_and_change_nothing(stack: LocalStack, entry: HttpEntry) -> None:
-    client = create_app(entry.function, str(ROOT / "functions" / "add_tag" / "main.py"), "http").test_client()
+    folder, target = HTTP_FUNCTIONS[entry.function]
+    client = create_app(target, str(ROOT / "functions" / folder / "main.py"), "http").test_client()
     before = counts()
 
     def check(body: Any) -> None:
