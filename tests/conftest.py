@@ -28,8 +28,8 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 TESTS = Path(__file__).parent
 PURE = TESTS / "unit"
-# The longest modules on processes first, so the two workers finish together (xdist runs with
-# --no-loadscope-reorder and takes whole modules in this order); a scheduling hint, never a dependency.
+# The longest modules on processes first, so the two workers finish together (xdist's loadscope takes whole
+# modules in this order, with --no-loadscope-reorder); a scheduling hint, never a dependency.
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_fleet.py",
@@ -75,16 +75,11 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"pure tests (tests/unit) shuffled: reproduce with --shuffle-seed={config.stash[SEED]}"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The longest modules first (LONGEST_FIRST). The pure tests run in a random order (no test may rely on
     another's leftovers): the modules shuffled, and the tests within each (kept together, so a module's fixtures
     are set up once). The tests on processes keep their order (a module's stack is shared by its tests, which
     read the weeks its fixture ran)."""
-
-    for item in items:  # xdist's loadgroup spreads ungrouped tests one by one: keep each module whole
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(TESTS).as_posix()))
 
     def rank(item: pytest.Item) -> int:
         first = item.path.relative_to(TESTS).parts[0]

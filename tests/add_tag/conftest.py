@@ -1,6 +1,6 @@
 """One add_tag stack for the form and Slack tests and the fuzzer: started by the first test of this package
-that needs it, stopped when the package is done, whatever order its modules run in. Both modules carry the
-mark `xdist_group("add_tag_stack")`, so the suite's workers keep them together (pytest-xdist's loadgroup)."""
+that needs it (on each worker that runs one of its modules), stopped when the package is done, whatever order
+its modules run in."""
 
 from __future__ import annotations
 

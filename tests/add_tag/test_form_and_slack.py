@@ -31,7 +31,7 @@ from progress_monitor.slack import signing
 from tests.pipeline_world import UNREGISTERED_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("add_tag_stack")]  # one stack: conftest.py
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = str(ROOT / "functions" / "add_tag" / "main.py")
 

@@ -46,7 +46,7 @@ from progress_monitor.platform import warehouse
 from tests.pipeline_world import SMALL_TAG, WEEKS
 from tests.tag_stack import COORDINATOR, STAFF, TEAM, iap_assertion, used_here
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("add_tag_stack")]  # one stack: conftest.py
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CASES = int(os.environ.get("FUZZ_CASES", "12"))
 FUZZ = settings(
