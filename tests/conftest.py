@@ -40,7 +40,7 @@ LONGEST_FIRST = (
     "test_carry.py",
     "test_pipeline_v3.py",
     "test_privacy.py",
-    "test_reporting.py",
+    "stages",
 )
 
 # Hypothesis draws the same cases on every run and machine (no example database, no wall-clock deadline): a

@@ -1,4 +1,5 @@
-"""The failure policy of every event entry point (the three stages and the tutors' worker), in one place.
+"""Failures, in one place: the policy of every event entry point (the three stages and the tutors' worker) and
+the `failures` table that run health reads.
 
 A TransientError (or any unexpected exception) propagates, so Pub/Sub redelivers the event with backoff. A
 PermanentError is logged with its reason, the message is published to the entry point's dead-letter topic and
@@ -7,6 +8,7 @@ recorded in the `failures` table, and the event is acknowledged. Which outside e
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,7 +16,8 @@ from typing import Any, TypeVar
 from progress_monitor.contracts.events import PubSubMessage, event_as_message
 from progress_monitor.contracts.values import RunId, parse_uint
 from progress_monitor.errors import Kind, classify, pipeline_error
-from progress_monitor.pipeline.runs import record_failure
+from progress_monitor.pipeline.runs import refresh_run
+from progress_monitor.platform.warehouse import query
 from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.pipeline.failures")
@@ -62,3 +65,40 @@ def dead_letter(svc: Services, stage: str, topic: str, message: PubSubMessage, r
         piece=parse_uint(attributes.get("piece")),
         message_id=message.message_id or None,
     )
+
+
+def record_failure(
+    svc: Services,
+    stage: str,
+    reason: str,
+    *,
+    run_id: RunId | None = None,
+    tag_id: int | None = None,
+    piece: int | None = None,
+    message_id: str | None = None,
+    attempts: int | None = None,
+    attributes: str | None = None,
+) -> None:
+    """Keep a failure where run health can see it (idempotent per message id and stage): a permanent one the
+    stage dead-lettered itself, or a message Pub/Sub gave up on after `attempts` deliveries
+    (stages/record_failures.py)."""
+    query(
+        svc,
+        """MERGE `${failures}` T USING (SELECT @message_id AS message_id, @stage AS stage) S
+           ON T.message_id = S.message_id AND T.stage = S.stage
+           WHEN NOT MATCHED THEN INSERT (failed_at, stage, run_id, tag_id, piece, message_id, reason, attempts,
+             attributes)
+           VALUES (@now, @stage, @run_id, @tag_id, @piece, @message_id, @reason, NULLIF(@attempts, -1),
+             NULLIF(@attributes, ''))""",
+        now=svc.now(),
+        stage=stage,
+        run_id=str(run_id) if run_id else "",
+        tag_id=tag_id if tag_id is not None else -1,
+        piece=piece if piece is not None else -1,
+        message_id=message_id or hashlib.sha256(reason.encode()).hexdigest()[:16],
+        reason=reason[:500],
+        attempts=attempts if attempts is not None else -1,
+        attributes=attributes or "",
+    )
+    if run_id:
+        refresh_run(svc, run_id)

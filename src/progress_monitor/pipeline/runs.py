@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform.warehouse import query
 from progress_monitor.services import Services
@@ -98,39 +96,3 @@ def refresh_run(svc: Services, run_id: RunId) -> None:
 def run_status(svc: Services, run_id: RunId) -> str | None:
     rows = query(svc, "SELECT status FROM `${runs}` WHERE run_id = @run_id", run_id=str(run_id))
     return str(rows[0]["status"]) if rows else None
-
-
-def record_failure(
-    svc: Services,
-    stage: str,
-    reason: str,
-    *,
-    run_id: RunId | None = None,
-    tag_id: int | None = None,
-    piece: int | None = None,
-    message_id: str | None = None,
-    attempts: int | None = None,
-    attributes: str | None = None,
-) -> None:
-    """Keep a failure where run health can see it (idempotent per message id and stage): a permanent one the
-    stage dead-lettered itself, or a message Pub/Sub gave up on after `attempts` deliveries (dead_letters.py)."""
-    query(
-        svc,
-        """MERGE `${failures}` T USING (SELECT @message_id AS message_id, @stage AS stage) S
-           ON T.message_id = S.message_id AND T.stage = S.stage
-           WHEN NOT MATCHED THEN INSERT (failed_at, stage, run_id, tag_id, piece, message_id, reason, attempts,
-             attributes)
-           VALUES (@now, @stage, @run_id, @tag_id, @piece, @message_id, @reason, NULLIF(@attempts, -1),
-             NULLIF(@attributes, ''))""",
-        now=svc.now(),
-        stage=stage,
-        run_id=str(run_id) if run_id else "",
-        tag_id=tag_id if tag_id is not None else -1,
-        piece=piece if piece is not None else -1,
-        message_id=message_id or hashlib.sha256(reason.encode()).hexdigest()[:16],
-        reason=reason[:500],
-        attempts=attempts if attempts is not None else -1,
-        attributes=attributes or "",
-    )
-    if run_id:
-        refresh_run(svc, run_id)

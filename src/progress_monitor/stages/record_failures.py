@@ -20,7 +20,7 @@ from typing import Any
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.values import RunId, parse_uint, strict
 from progress_monitor.errors import PermanentError
-from progress_monitor.pipeline.runs import record_failure
+from progress_monitor.pipeline.failures import record_failure
 from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 

@@ -1,4 +1,5 @@
-"""The reporting layer on a school built for it, against expectations computed by hand (see the comments).
+"""The reporting layer, in process (world.py), on a school built for it, against expectations computed by
+hand (see the comments).
 
 Track t1: product 101 due in class week 2, product 102 due in week 4. Both classes start on 2026-06-01, the
 first snapshot, so class week = snapshot index. Expected per product, weeks 0..3:
@@ -7,7 +8,6 @@ first snapshot, so class week = snapshot index. Expected per product, weeks 0..3
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -16,12 +16,10 @@ from typing import Any
 import pytest
 
 from cademi_sim.builder import School
-from devstack.here import services_here
 from devstack.preview import write_report
-from devstack.stack import LocalStack
 from progress_monitor.pipeline import reporting
-from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
+from tests.stages.world import Servers, World, world_of
 
 pytestmark = pytest.mark.integration
 WEEKS = ["2026-06-01", "2026-06-08", "2026-06-15", "2026-06-22"]
@@ -77,30 +75,20 @@ def metrics_world() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    workdir = tmp_path_factory.mktemp("metrics")
-    scenario = workdir / "scenario.json"
-    scenario.write_text(json.dumps(metrics_world()))
-    stack = LocalStack.start(
-        workdir,
-        scenario,
-        piece_budget_s=30,
-        extra_env={"CADEMI_BACKOFF_BASE_S": "0.02", "CADEMI_BACKOFF_CAP_S": "0.1", "CADEMI_MAX_ATTEMPTS": "3"},
-    )
-    stack.use_here()
-    for week in WEEKS:
-        run_id = stack.trigger(date.fromisoformat(week))
-        assert stack.wait_run(run_id, timeout=180)["status"] == "succeeded"
-    yield stack
-    stack.stop()
+def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Four weekly runs of the hand-computed school, in process (world.py); the tests read what they left."""
+    env = {"PIECE_BUDGET_S": "30", "CADEMI_MAX_ATTEMPTS": "3"}
+    with world_of(servers, tmp_path_factory.mktemp("metrics"), metrics_world(), **env) as world:
+        for week in range(len(WEEKS)):
+            world.run_week(week)
+            assert world.rows("SELECT status FROM `${runs}` WHERE run_id = @r", r=WEEKS[week]) == [
+                {"status": "succeeded"}
+            ]
+        yield world
 
 
-def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    return warehouse.query(services_here(), sql, **params)
-
-
-def student(user: int, week: int) -> dict[str, Any]:
-    found = rows(
+def student(world: World, user: int, week: int) -> dict[str, Any]:
+    found = world.rows(
         "SELECT * FROM `${report_student_week}` WHERE user_id = @u AND snapshot_date = @d",
         u=user,
         d=date.fromisoformat(WEEKS[week]),
@@ -128,25 +116,23 @@ def student(user: int, week: int) -> dict[str, Any]:
         (116, 0.0, 75.0, "no ritmo"),  # 75 points behind, but in the first 7 days in the class
     ],
 )
-def test_every_branch_of_the_status_rule(
-    stack: LocalStack, user: int, actual: float, expected: float, status: str
-) -> None:
-    row = student(user, 3)
+def test_every_branch_of_the_status_rule(world: World, user: int, actual: float, expected: float, status: str) -> None:
+    row = student(world, user, 3)
     assert row["actual"] == pytest.approx(actual)
     assert row["expected"] == pytest.approx(expected)
     assert row["gap"] == pytest.approx(actual - expected)
     assert row["status"] == status
 
 
-def test_statuses_over_time_and_weeks_behind(stack: LocalStack) -> None:
+def test_statuses_over_time_and_weeks_behind(world: World) -> None:
     # 103: w1 15 vs 25 (gap -10: no ritmo), w2 30 vs 50 atrasado, w3 atrasado -> behind for 2 weeks
-    assert [student(103, w)["status"] for w in range(4)] == ["no ritmo", "no ritmo", "atrasado", "atrasado"]
-    assert student(103, 3)["weeks_behind"] == 2
+    assert [student(world, 103, w)["status"] for w in range(4)] == ["no ritmo", "no ritmo", "atrasado", "atrasado"]
+    assert student(world, 103, 3)["weeks_behind"] == 2
     # 104: w1 5 vs 25 atrasado, w2 10 vs 50 em risco, w3 em risco -> 3 weeks
-    assert student(104, 3)["weeks_behind"] == 3
+    assert student(world, 104, 3)["weeks_behind"] == 3
     # 105: w2 60 vs 50 is +10 -> adiantado, so w3 is its first week behind
-    assert student(105, 2)["status"] == "adiantado" and student(105, 3)["weeks_behind"] == 1
-    assert student(103, 3)["change_since_previous_week"] == pytest.approx(30.0)
+    assert student(world, 105, 2)["status"] == "adiantado" and student(world, 105, 3)["weeks_behind"] == 1
+    assert student(world, 103, 3)["change_since_previous_week"] == pytest.approx(30.0)
 
 
 @pytest.mark.parametrize(
@@ -160,32 +146,30 @@ def test_statuses_over_time_and_weeks_behind(stack: LocalStack) -> None:
         (116, 3, None, None),  # unreadable
     ],
 )
-def test_days_without_access(
-    stack: LocalStack, user: int, week: int, days: int | None, last_access: str | None
-) -> None:
-    row = student(user, week)
+def test_days_without_access(world: World, user: int, week: int, days: int | None, last_access: str | None) -> None:
+    row = student(world, user, week)
     assert row["days_without_access"] == days
     assert (row["last_access_date"].isoformat() if row["last_access_date"] else None) == last_access
 
 
-def test_the_grace_period_counts_from_the_students_arrival(stack: LocalStack) -> None:
+def test_the_grace_period_counts_from_the_students_arrival(world: World) -> None:
     # 116 arrived in week 3: day 0 in the class. 108 moved into B in week 2: day 0 then, day 7 (no grace) in w3.
-    assert student(116, 3)["days_in_class"] == 0
-    assert (student(108, 2)["days_in_class"], student(108, 3)["days_in_class"]) == (0, 7)
+    assert student(world, 116, 3)["days_in_class"] == 0
+    assert (student(world, 108, 2)["days_in_class"], student(world, 108, 3)["days_in_class"]) == (0, 7)
     # those present when monitoring began count from the class's start
-    assert student(112, 3)["days_in_class"] == 21
+    assert student(world, 112, 3)["days_in_class"] == 21
 
 
-def test_recency_moves_a_student_into_risk_only_once_inactive(stack: LocalStack) -> None:
+def test_recency_moves_a_student_into_risk_only_once_inactive(world: World) -> None:
     # 112 at week 2: behind (30 vs 50) with 10 days without access -> still atrasado; week 3 -> em risco
-    assert [student(112, w)["status"] for w in range(4)] == ["no ritmo", "no ritmo", "atrasado", "em risco"]
-    assert student(112, 3)["weeks_behind"] == 2
+    assert [student(world, 112, w)["status"] for w in range(4)] == ["no ritmo", "no ritmo", "atrasado", "em risco"]
+    assert student(world, 112, 3)["weeks_behind"] == 2
 
 
-def test_a_failed_extraction_is_flagged_not_zero(stack: LocalStack) -> None:
-    row = student(FAILING_USER, 3)
+def test_a_failed_extraction_is_flagged_not_zero(world: World) -> None:
+    row = student(world, FAILING_USER, 3)
     assert row["products_failed"] == 1 and row["products_ok"] == 1 and row["has_failed_extraction"]
-    product = rows(
+    product = world.rows(
         "SELECT * FROM `${report_product_week}` WHERE user_id = @u AND product_id = 101 AND snapshot_date = @d",
         u=FAILING_USER,
         d=date.fromisoformat(WEEKS[3]),
@@ -193,16 +177,16 @@ def test_a_failed_extraction_is_flagged_not_zero(stack: LocalStack) -> None:
     assert product["extraction_status"] == "failed" and product["actual"] is None and product["expected"] is None
 
 
-def test_product_level_expected_progress(stack: LocalStack) -> None:
-    found = rows(
+def test_product_level_expected_progress(world: World) -> None:
+    found = world.rows(
         "SELECT snapshot_date, product_id, expected FROM `${report_product_week}` WHERE user_id = 102 "
         "ORDER BY product_id, snapshot_date"
     )
     assert [r["expected"] for r in found] == [0, 50, 100, 100, 0, 0, 0, 50]
 
 
-def test_class_summary(stack: LocalStack) -> None:
-    summary = rows(
+def test_class_summary(world: World) -> None:
+    summary = world.rows(
         "SELECT * FROM `${report_class_week}` WHERE tag_id = @t AND snapshot_date = @d",
         t=A,
         d=date.fromisoformat(WEEKS[3]),
@@ -221,19 +205,21 @@ def test_class_summary(stack: LocalStack) -> None:
     assert summary["change_mean_actual"] == pytest.approx(64.375 - 48.125)
 
 
-def test_a_class_change_and_a_dropout(stack: LocalStack) -> None:
-    found = rows(
+def test_a_class_change_and_a_dropout(world: World) -> None:
+    found = world.rows(
         "SELECT snapshot_date, movement, user_id, from_tag_id, to_tag_id FROM `${report_movements}` ORDER BY user_id"
     )
     movements = [
         (r["snapshot_date"].isoformat(), r["movement"], r["user_id"], r["from_tag_id"], r["to_tag_id"]) for r in found
     ]
     assert movements == [(WEEKS[2], "mudança de turma", 108, A, B), (WEEKS[2], "desistência", 110, A, None)]
-    assert student(108, 3)["tag_id"] == B and student(108, 3)["status"] == "no ritmo"  # history followed them
+    assert (
+        student(world, 108, 3)["tag_id"] == B and student(world, 108, 3)["status"] == "no ritmo"
+    )  # history followed them
 
 
-def test_the_tutors_list_holds_only_students_behind_with_contacts(stack: LocalStack) -> None:
-    found = rows(
+def test_the_tutors_list_holds_only_students_behind_with_contacts(world: World) -> None:
+    found = world.rows(
         "SELECT user_id, status, weeks_behind, dias_sem_acessar, celular FROM `${tutor_list}` ORDER BY user_id"
     )
     assert [(r["user_id"], r["status"], r["weeks_behind"], r["dias_sem_acessar"]) for r in found] == [
@@ -249,8 +235,8 @@ def test_the_tutors_list_holds_only_students_behind_with_contacts(stack: LocalSt
     assert all(r["celular"] for r in found)
 
 
-def test_run_health(stack: LocalStack) -> None:
-    found = rows("SELECT * FROM `${report_run_health}` WHERE is_latest")
+def test_run_health(world: World) -> None:
+    found = world.rows("SELECT * FROM `${report_run_health}` WHERE is_latest")
     assert len(found) == 1 and found[0]["run_id"] == WEEKS[3] and found[0]["status"] == "succeeded"
     assert found[0]["failed_extractions"] == 1 and found[0]["latest_complete_week"].isoformat() == WEEKS[3]
     assert found[0]["data_age_hours"] is not None
@@ -264,10 +250,10 @@ def test_looker_studio_link_names_every_reporting_table() -> None:
     assert "escola-prod" in url
 
 
-def test_the_html_preview_renders_in_chromium_with_the_key_figures(stack: LocalStack, tmp_path: Path) -> None:
+def test_the_html_preview_renders_in_chromium_with_the_key_figures(world: World, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    report = write_report(services_here(), tmp_path / "report.html")
+    report = write_report(world.svc, tmp_path / "report.html")
     html = report.read_text()
     assert "<script" not in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # offline
     with sync_playwright() as p:
