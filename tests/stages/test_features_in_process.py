@@ -1,4 +1,5 @@
-"""Carrying, the tutors' digest and the erasure, in process (world.py), on the schools of their stack tests."""
+"""The tutors' digest and the erasure, in process (world.py), on the schools of their stack tests (carrying:
+test_carrying.py)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,9 @@ from typing import Any
 from progress_monitor.contracts.messages import DigestTask
 from progress_monitor.contracts.values import RunId
 from progress_monitor.privacy import erasure
-from tests import test_carry, test_privacy, test_tutors
-from tests.stages.test_pipeline_in_process import history, truth
+from tests import test_privacy, test_tutors
 from tests.stages.world import World
 from tests.traces import mentions
-
-
-def test_carried_weeks_equal_a_full_read_with_fewer_calls(make_world: Callable[..., World]) -> None:
-    world = make_world(test_carry.carry_world(), incremental="on")
-    world.run_week(0)
-    read_all = world.sim.counters["progresso_por_produto"]
-    world.run_week(1)
-    week = world.scenario.weeks[1]
-    assert history(world, week) == truth(world, 1)
-    carried = world.rows("SELECT COUNT(*) AS n FROM `${progress_history}` WHERE carried_from IS NOT NULL")[0]["n"]
-    assert carried == len(test_carry.expected_carried(1)) > 0
-    assert world.sim.counters["progresso_por_produto"] - read_all == test_carry.full_read_calls() - carried
 
 
 def digests(world: World) -> dict[str, dict[str, Any]]:
