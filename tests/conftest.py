@@ -37,9 +37,7 @@ LONGEST_FIRST = (
     "test_soak.py",
     "add_tag",
     "test_tutors.py",
-    "test_carry.py",
     "test_pipeline_v3.py",
-    "test_privacy.py",
     "stages",
 )
 

@@ -209,6 +209,8 @@ class World:
     """One school (a scenario) on the session's servers: its own datasets, bucket, simulator and Slack."""
 
     svc: Services
+    env: dict[str, str]  # the environment its Settings were read from (an operator command run on this world)
+    gcs_files: Path  # where fake-gcs-server keeps this world's bucket on disk
     scenario: Scenario
     sim: SimState
     slack: State
@@ -288,7 +290,7 @@ class World:
             stop()
 
 
-def open_world(servers: Servers, scenario_path: Path, *, incremental: str = "off", **env: str) -> World:
+def open_world(servers: Servers, scenario_path: Path, *, incremental: str = "off", **overrides: str) -> World:
     """A world for the scenario at `scenario_path`: datasets and a bucket of its own, tables, views and the
     registry seeded as devstack does, a simulator and a Slack stand-in on threads of this process."""
     n = next(worlds)
@@ -300,31 +302,30 @@ def open_world(servers: Servers, scenario_path: Path, *, incremental: str = "off
     slack = State(SLACK_TOKEN, slack_dir)
     slack_server = StandinServer(0, slack)
     serve(slack_server)
-    cfg = Settings.from_env(
-        {
-            "GCP_PROJECT": PROJECT,
-            "BQ_DATASET": f"w{n}_progress",
-            "BQ_RESTRICTED_DATASET": f"w{n}_progress_restricted",
-            "BQ_SLACK_DATASET": f"w{n}_progress_slack",
-            "SHARDS_BUCKET": f"shards-{n}",
-            "BIGQUERY_EMULATOR_HOST": servers.bigquery.url,
-            "STORAGE_EMULATOR_HOST": servers.gcs_url,
-            "CADEMI_BASE_URL": f"http://127.0.0.1:{sim_server.server_address[1]}/api/v1",
-            "CADEMI_API_KEY": scenario.api_key,
-            "CADEMI_RATE_PER_SECOND": "1000",
-            "CADEMI_RATE_PER_MINUTE": "60000",
-            "CADEMI_BACKOFF_BASE_S": "0.01",
-            "CADEMI_BACKOFF_CAP_S": "0.05",
-            "SLACK_API_URL": f"http://127.0.0.1:{slack_server.server_address[1]}/api",
-            "SLACK_RESPONSE_URL_PREFIX": f"http://127.0.0.1:{slack_server.server_address[1]}/response/",
-            "SLACK_BOT_TOKEN": SLACK_TOKEN,
-            "SECRETS_BACKEND": "env",
-            "PRIVACY_KEY": "stages-privacy-key",
-            "INCREMENTAL": incremental,
-            "PIECE_BUDGET_S": "60",
-            **env,
-        }
-    )
+    env = {
+        "GCP_PROJECT": PROJECT,
+        "BQ_DATASET": f"w{n}_progress",
+        "BQ_RESTRICTED_DATASET": f"w{n}_progress_restricted",
+        "BQ_SLACK_DATASET": f"w{n}_progress_slack",
+        "SHARDS_BUCKET": f"shards-{n}",
+        "BIGQUERY_EMULATOR_HOST": servers.bigquery.url,
+        "STORAGE_EMULATOR_HOST": servers.gcs_url,
+        "CADEMI_BASE_URL": f"http://127.0.0.1:{sim_server.server_address[1]}/api/v1",
+        "CADEMI_API_KEY": scenario.api_key,
+        "CADEMI_RATE_PER_SECOND": "1000",
+        "CADEMI_RATE_PER_MINUTE": "60000",
+        "CADEMI_BACKOFF_BASE_S": "0.01",
+        "CADEMI_BACKOFF_CAP_S": "0.05",
+        "SLACK_API_URL": f"http://127.0.0.1:{slack_server.server_address[1]}/api",
+        "SLACK_RESPONSE_URL_PREFIX": f"http://127.0.0.1:{slack_server.server_address[1]}/response/",
+        "SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "SECRETS_BACKEND": "env",
+        "PRIVACY_KEY": "stages-privacy-key",
+        "INCREMENTAL": incremental,
+        "PIECE_BUDGET_S": "60",
+        **overrides,
+    }
+    cfg = Settings.from_env(env)
     bq = bigquery.Client(
         project=PROJECT,
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
@@ -343,7 +344,7 @@ def open_world(servers: Servers, scenario_path: Path, *, incremental: str = "off
     warehouse.ensure_tables(svc)
     reporting.create_deployed_views(svc)
     emulators.seed_registry(svc, scenario)
-    world = World(svc, scenario, sim, slack, publisher)
+    world = World(svc, env, servers.gcs_root / cfg.shards_bucket, scenario, sim, slack, publisher)
     world._stop += [sim_server.shutdown, slack_server.shutdown]
     return world
 

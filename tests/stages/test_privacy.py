@@ -1,11 +1,10 @@
-"""LGPD on the local stack (issue 25): a school runs two weeks, one student is exported, then erased through an
+"""LGPD, in process (world.py; issue 25): a school runs two weeks, one student is exported, then erased through an
 interrupted first attempt; no table or object keeps their id, name, e-mail or phone; class-level figures are
 unchanged; a third weekly run does not bring them back. One module-scoped scenario, a small school."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -15,14 +14,12 @@ from typing import Any
 import pytest
 
 from cademi_sim.builder import School
-from devstack.here import services_here
-from devstack.stack import LocalStack
 from progress_monitor.commands import privacy
-from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES, parse_progress_shard
+from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES
 from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure, erasures, retention
 from progress_monitor.stages import daily
-from tests.pipeline_world import start_stack
+from tests.stages.world import Servers, World, world_of
 from tests.traces import mentions, parsed_file
 
 pytestmark = pytest.mark.integration
@@ -55,14 +52,22 @@ def school() -> dict[str, Any]:
     return school.build()
 
 
+WORLD: list[World] = []  # the module's one world (the fixture below), for the helpers
+
+
+def world_now() -> World:
+    return WORLD[0]
+
+
 def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    return warehouse.query(services_here(), sql, **params)
+    return warehouse.query(world_now().svc, sql, **params)
 
 
-def run_week(stack: LocalStack, index: int) -> None:
-    run_id = stack.trigger(date.fromisoformat(WEEKS[index]))
-    assert stack.wait_run(run_id, timeout=180)["status"] in ("succeeded", "incomplete")
-    assert stack.wait_digests(run_id)
+def run_week(world: World, index: int) -> None:
+    world.run_week(index)
+    [run] = world.rows("SELECT status FROM `${runs}` WHERE run_id = @r", r=WEEKS[index])
+    assert run["status"] in ("succeeded", "incomplete")
+    assert world.rows("SELECT channel_id FROM `${slack_digests}` WHERE run_id = @r", r=WEEKS[index])
 
 
 def class_figures() -> list[dict[str, Any]]:
@@ -74,17 +79,14 @@ def class_figures() -> list[dict[str, Any]]:
     )
 
 
-def everything_stored(stack: LocalStack) -> list[Any]:
-    """Every row of every table and view of every dataset, and every file fake-gcs-server keeps, parsed."""
-    client = services_here().bigquery
+def everything_stored(world: World) -> list[Any]:
+    """Every row of every table and view of the world's datasets, and every file of its bucket, parsed."""
+    client = world.svc.bigquery
     documents: list[Any] = []
-    for dataset in client.list_datasets():
-        for table in client.list_tables(dataset.reference):
-            documents += warehouse.query(
-                services_here(), "SELECT * FROM `${t}`", sql_vars={"t": f"{table.full_table_id}".replace(":", ".")}
-            )
-    root = Path(stack.endpoints["gcs_root"])
-    documents += [parsed_file(p.read_bytes()) for p in root.rglob("*") if p.is_file()]
+    for dataset in (world.cfg.bq_dataset, world.cfg.bq_restricted_dataset, world.cfg.bq_slack_dataset):
+        for table in client.list_tables(f"{world.cfg.gcp_project}.{dataset}"):
+            documents += world.rows("SELECT * FROM `${t}`", sql_vars={"t": f"{table.full_table_id}".replace(":", ".")})
+    documents += [parsed_file(p.read_bytes()) for p in world.gcs_files.rglob("*") if p.is_file()]
     return documents
 
 
@@ -92,52 +94,42 @@ def traces_of_the_victim(documents: Any) -> list[str]:
     return mentions(documents, {VICTIM}, TEXT_TRACES)
 
 
-def client_tables() -> list[str]:
-    client = services_here().bigquery
-    return [t.table_id for d in client.list_datasets() for t in client.list_tables(d.reference)]
-
-
-def wait_reloaded(timeout: float = 90.0) -> None:
-    """Until load_history has loaded every progress shard at its current generation (rewritten shards are
-    loaded again on their finalize event)."""
-    bucket = services_here().shards
-    deadline = time.monotonic() + timeout
-    while True:
-        current = {
-            b.name: int(b.generation) for b in bucket.list_blobs(prefix="progress/") if parse_progress_shard(b.name)
-        }
-        loaded = {r["shard"]: int(r["generation"]) for r in rows("SELECT shard, generation FROM `${loads}`")}
-        if all(loaded.get(name) == generation for name, generation in current.items()):
-            return
-        assert time.monotonic() < deadline, "rewritten shards were not reloaded"
-        time.sleep(1)
+def client_tables(world: World) -> list[str]:
+    client = world.svc.bigquery
+    datasets = (world.cfg.bq_dataset, world.cfg.bq_restricted_dataset, world.cfg.bq_slack_dataset)
+    return [t.table_id for d in datasets for t in client.list_tables(f"{world.cfg.gcp_project}.{d}")]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = start_stack(tmp_path_factory.mktemp("privacy"), school())
-    run_week(stack, 0)
-    run_week(stack, 1)
-    # A tutor's click and a dead-lettered message quoting the id, as the buttons and the recorder write them.
-    rows(
-        """INSERT INTO `${tutor_actions}` (snapshot_date, tag_id, user_id, action, tutor, channel_id, acted_at)
-           VALUES (@d, @t, @u, 'contatado', 'slack:U0TUTOR1', 'C0PRIV1', CURRENT_TIMESTAMP())""",
-        d=date.fromisoformat(WEEKS[1]),
-        t=A,
-        u=VICTIM,
-    )
-    rows(
-        """INSERT INTO `${failures}` (failed_at, stage, run_id, tag_id, reason)
-           VALUES (CURRENT_TIMESTAMP(), 'notify_tutors', @r, @t, @reason)""",
-        r=WEEKS[1],
-        t=A,
-        reason=f"click on student {VICTIM} of tag {A} not in the digest",
-    )
-    yield stack
-    stack.stop()
+def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Two weeks of the school; the operator's command runs in this process with the world's environment."""
+    with world_of(servers, tmp_path_factory.mktemp("privacy"), school()) as world, pytest.MonkeyPatch.context() as env:
+        for name, value in world.env.items():
+            env.setenv(name, value)
+        env.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")  # the command's own Services never publish
+        WORLD[:] = [world]
+        run_week(world, 0)
+        run_week(world, 1)
+        # A tutor's click and a dead-lettered message quoting the id, as the buttons and the recorder write them.
+        rows(
+            """INSERT INTO `${tutor_actions}` (snapshot_date, tag_id, user_id, action, tutor, channel_id, acted_at)
+               VALUES (@d, @t, @u, 'contatado', 'slack:U0TUTOR1', 'C0PRIV1', CURRENT_TIMESTAMP())""",
+            d=date.fromisoformat(WEEKS[1]),
+            t=A,
+            u=VICTIM,
+        )
+        rows(
+            """INSERT INTO `${failures}` (failed_at, stage, run_id, tag_id, reason)
+               VALUES (CURRENT_TIMESTAMP(), 'notify_tutors', @r, @t, @reason)""",
+            r=WEEKS[1],
+            t=A,
+            reason=f"click on student {VICTIM} of tag {A} not in the digest",
+        )
+        yield world
+        WORLD.clear()
 
 
-def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_erase_and_a_third_week(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     victim_rows = "SELECT * FROM `${progress_history}` WHERE user_id = @u ORDER BY snapshot_date, product_id"
     history = rows(victim_rows, u=VICTIM)
     assert len(history) == 4 and {r["status"] for r in history} == {"ok", "failed"}
@@ -174,7 +166,7 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
     assert plan["would_delete_contact_rows"] == 1 and plan["would_pseudonymise_rows"]["progress_history"] == 4
     assert privacy.main(["erase", "--student", "999999", "--request", "R1", "--by", "dpo", "--confirm"]) == 2
     assert rows(victim_rows, u=VICTIM) == history
-    assert not list(services_here().shards.list_blobs(prefix=ERASURES_PREFIX))
+    assert not list(world.svc.shards.list_blobs(prefix=ERASURES_PREFIX))
 
     # -- an erasure interrupted after the tables, then run again, finishes ---------------------------------------
     def crash(*_: Any) -> int:
@@ -184,22 +176,22 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
         patch.setattr(erasure, "rewrite_objects", crash)
         assert privacy.main([*erase, "--confirm"]) == 3  # changed things, not finished: run it again
     assert "erasure incomplete: RuntimeError: killed mid-erasure" in capsys.readouterr().err
-    bucket = services_here().shards
+    bucket = world.svc.shards
     [entry] = [b for b in bucket.list_blobs(prefix=ERASURES_PREFIX) if b.name != ERASURES_KEYCHECK]
     assert json.loads(entry.download_as_bytes())["state"] == erasures.PENDING
     assert not rows(victim_rows, u=VICTIM)  # the tables were erased before the crash, and the reports rebuilt
     assert not rows("SELECT user_id FROM `${report_student_week}` WHERE user_id = @u", u=VICTIM)
     assert privacy.main([*erase, "--confirm"]) == 0
-    wait_reloaded()
+    world.finalize()  # the rewritten shards' finalize events: loaded again
 
-    stored = everything_stored(stack)
+    stored = everything_stored(world)
     assert traces_of_the_victim(stored) == []
     registry = json.loads(bucket.blob(entry.name).download_as_bytes())
     assert registry["state"] == erasures.DONE and registry["pseudonym"] is None and registry["scratch"] is None
     assert registry["requests"] == [
         {"request": "LGPD-2026-001", "by": "dpo@escola.example", "at": registry["started_at"]}
     ]
-    assert not [t for t in client_tables() if t.startswith("_erasure_")]  # the scratch table was dropped
+    assert not [t for t in client_tables(world) if t.startswith("_erasure_")]  # the scratch table was dropped
     # A rotated privacy key would bring erased students back: the command refuses it (and extraction waits).
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PRIVACY_KEY", "a-rotated-key")
@@ -210,15 +202,15 @@ def test_export_erase_and_a_third_week(stack: LocalStack, tmp_path: Path, capsys
     assert class_figures() == before
 
     # -- the third week: the erased student is skipped at extraction ---------------------------------------------
-    run_week(stack, 2)
-    assert traces_of_the_victim(everything_stored(stack)) == []
+    run_week(world, 2)
+    assert traces_of_the_victim(everything_stored(world)) == []
     week2 = rows("SELECT user_id FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(WEEKS[2]))
     assert {r["user_id"] for r in week2} == {u for ids in OTHERS.values() for u in ids}
     assert privacy.main([*erase, "--confirm"]) == 0  # idempotent: already erased
     assert json.loads(_last_json(capsys))["state"] == "already erased"
 
 
-def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifecycle_rule(stack: LocalStack) -> None:
+def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifecycle_rule(world: World) -> None:
     """Contact data of a student unseen for 6 months goes with the daily check; raw objects stay 13 weeks."""
     cutoff = retention.months_before(datetime.now(UTC).date(), 6)
     for user_id, seen in ((6999, cutoff - timedelta(days=1)), (6998, cutoff)):  # a day too old; just in time
@@ -233,9 +225,10 @@ def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifec
     recent = "SELECT user_id FROM `${students}` WHERE COALESCE(last_seen_date, DATE(updated_at)) >= @c"
     kept = {r["user_id"] for r in rows(recent, c=cutoff)}
     assert 6998 in kept and 6999 not in kept
-    daily.daily_check(services_here())
+    world.at(datetime.now(UTC))  # retention counts from today, as the test's cutoff does
+    daily.daily_check(world.svc)
     assert {r["user_id"] for r in rows("SELECT user_id FROM `${students}`")} == kept
-    bucket = services_here().shards
+    bucket = world.svc.shards
 
     def raw() -> int:
         return sum(1 for prefix in RAW_PREFIXES for _ in bucket.list_blobs(prefix=prefix))
@@ -246,7 +239,7 @@ def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifec
     registry = sorted(b.name for b in bucket.list_blobs(prefix=ERASURES_PREFIX))
     assert raw() > 0  # written today: younger than 13 weeks
     later = datetime.now(UTC) + timedelta(weeks=13, days=1)
-    retention.expire_raw_objects(replace(services_here(), clock=lambda: later))
+    retention.expire_raw_objects(replace(world.svc, clock=lambda: later))
     assert raw() == 0 and sorted(b.name for b in bucket.list_blobs(prefix=ERASURES_PREFIX)) == registry
 
 
