@@ -1,0 +1,137 @@
+"""What the history keeps across weeks, in process (world.py), on the pipeline tests' school
+(tests/pipeline_world.py): a failing student recorded as failed, a class change and a dropout, a lost history
+replayed from the shards, one tag's week re-extracted, a run whose messages were lost resumed, and stale data
+flagged. (The deliveries, kills, bursts and poison messages stay on the stack: tests/test_pipeline.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from cademi_sim.truth import expected_rows
+from progress_monitor.commands.replay import reextract, replay_history
+from progress_monitor.contracts.values import RunId
+from progress_monitor.pipeline import lanes, runs
+from progress_monitor.platform import warehouse
+from progress_monitor.stages.daily import check_data_age, resume_run
+from tests.pipeline_world import ALWAYS_FAILING, BIG_TAG, DROPOUT, MOVER, OTHER_TAG, SMALL_TAG, WEEKS, world
+from tests.stages.world import Servers, World, world_of
+
+FAILING = {ALWAYS_FAILING}
+
+
+@pytest.fixture(scope="module")
+def school(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The pipeline school with its first four weeks run."""
+    env = {"CADEMI_MAX_ATTEMPTS": "3", "PIECE_BUDGET_S": "1"}  # pieces of one second: continuations too
+    with world_of(servers, tmp_path_factory.mktemp("history"), world(), **env) as school:
+        for week in range(4):
+            school.run_week(week)
+        yield school
+
+
+def history(school: World, week: str) -> dict[tuple[str, int, int, int], tuple[Any, ...]]:
+    found = school.rows("SELECT * FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week))
+    out = {}
+    for r in found:
+        key = (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"])
+        assert key not in out, f"duplicate history row {key}"
+        out[key] = (r["status"], r["total"], r["assistidas"], r["completas"])
+    return out
+
+
+def count_rows(school: World, week: str) -> int:
+    found = school.rows(
+        "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week)
+    )
+    return int(found[0]["n"])
+
+
+def assert_history_equals_truth(school: World, week_index: int) -> None:
+    expected = expected_rows(school.scenario, week_index, FAILING)
+    actual = history(school, WEEKS[week_index])
+    missing = set(expected) - set(actual)
+    extra = set(actual) - set(expected)
+    wrong = {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
+    assert not missing and not extra and not wrong, (sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5])
+
+
+def test_every_week_equals_the_truth_and_a_failing_student_is_failed_not_zero(school: World) -> None:
+    for week in range(4):
+        assert_history_equals_truth(school, week)
+    row = history(school, WEEKS[0])[(WEEKS[0], SMALL_TAG, *ALWAYS_FAILING)]
+    assert row == ("failed", None, None, None)
+
+
+def test_a_class_change_and_a_dropout_are_visible_in_the_history(school: World) -> None:
+    week0, week1 = history(school, WEEKS[0]), history(school, WEEKS[1])
+    tags_of = {w: {k[1] for k in rows if k[2] == MOVER} for w, rows in ((0, week0), (1, week1))}
+    assert tags_of == {0: {SMALL_TAG}, 1: {OTHER_TAG}}
+    assert any(k[2] == DROPOUT for k in week0) and not any(k[2] == DROPOUT for k in week1)
+
+
+def test_replay_rebuilds_a_lost_history_idempotently(school: World) -> None:
+    first, last = date.fromisoformat(WEEKS[1]), date.fromisoformat(WEEKS[2])
+    school.rows("DELETE FROM `${progress_history}` WHERE snapshot_date BETWEEN @a AND @b", a=first, b=last)
+    assert count_rows(school, WEEKS[1]) == 0
+    summary = replay_history(school.svc, first, last)
+    assert summary.weeks == 2 and summary.shards > 4
+    assert_history_equals_truth(school, 1)
+    assert_history_equals_truth(school, 2)
+
+    def counts() -> tuple[int, int, int]:
+        ledger = school.rows("SELECT COUNT(*) AS n FROM `${loads}`")[0]["n"]
+        return count_rows(school, WEEKS[1]), count_rows(school, WEEKS[2]), ledger
+
+    before = counts()
+    assert replay_history(school.svc, first, last).weeks == 2
+    assert counts() == before  # replaying twice changes nothing
+
+
+def test_reextracting_one_tag_of_one_week(school: World) -> None:
+    school.week(3)
+    run_id = reextract(school.svc, date.fromisoformat(WEEKS[3]), SMALL_TAG, "fix1")
+    assert run_id == RunId(date.fromisoformat(WEEKS[3]), "fix1")
+    while school.deliver() or school.finalize():
+        pass
+    [row] = school.rows("SELECT * FROM `${runs}` WHERE run_id = @r", r=str(run_id))
+    # The small class alone: its always-failing pair is 1 of 18 records, over the 5 % a run may fail.
+    assert row["status"] == "incomplete" and row["tags_total"] == 1 and row["failed_extractions"] == 1
+    assert_history_equals_truth(school, 3)
+    by_run = school.rows(
+        "SELECT DISTINCT tag_id, run_id FROM `${progress_history}` WHERE snapshot_date = @d",
+        d=date.fromisoformat(WEEKS[3]),
+    )
+    runs_of = {tag: {r["run_id"] for r in by_run if r["tag_id"] == tag} for tag in (BIG_TAG, SMALL_TAG, OTHER_TAG)}
+    assert runs_of[SMALL_TAG] == {str(run_id)}
+    assert str(run_id) not in runs_of[BIG_TAG] | runs_of[OTHER_TAG]
+
+
+def test_the_daily_health_check_flags_data_older_than_8_days(school: World, caplog: pytest.LogCaptureFixture) -> None:
+    [loaded] = school.rows("SELECT MAX(loaded_at) AS t FROM `${progress_history}`")
+    fresh = check_data_age(replace(school.svc, clock=lambda: loaded["t"] + timedelta(hours=1)))
+    assert fresh is not None and fresh < 2 and "stale" not in caplog.text
+    stale = check_data_age(replace(school.svc, clock=lambda: loaded["t"] + timedelta(days=9)))
+    assert stale is not None and stale > 8 and "progress data is stale" in caplog.text
+
+
+def test_a_run_whose_messages_were_lost_is_resumed(school: World) -> None:
+    run_id = RunId(date.fromisoformat(WEEKS[3]), "lost")
+    # A run recorded and fanned out whose per-tag messages never arrived (e.g. dead-lettered): its tags are
+    # frozen, no lane has claimed any of them.
+    svc = school.svc
+    lanes.write_manifest(svc.shards, run_id, warehouse.active_tags(svc))
+    runs.start_run(svc, run_id, 3)
+    runs.mark_fanned_out(svc, run_id)
+    school.week(3)
+    assert sorted(resume_run(svc, run_id)) == [f"tag {t} piece 0" for t in (BIG_TAG, SMALL_TAG, OTHER_TAG)]
+    while school.deliver() or school.finalize():
+        pass
+    [row] = school.rows("SELECT * FROM `${runs}` WHERE run_id = @r", r=str(run_id))
+    assert row["status"] == "succeeded" and row["tags_done"] == 3
+    assert_history_equals_truth(school, 3)
+    assert resume_run(svc, run_id) == []  # a finished run needs nothing
