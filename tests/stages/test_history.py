@@ -27,8 +27,8 @@ FAILING = {ALWAYS_FAILING}
 @pytest.fixture(scope="module")
 def school(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The pipeline school with its first four weeks run."""
-    env = {"CADEMI_MAX_ATTEMPTS": "3", "PIECE_BUDGET_S": "1"}  # pieces of one second: continuations too
-    with world_of(servers, tmp_path_factory.mktemp("history"), world(), **env) as school:
+    # One piece per tag: continuation pieces are the stack's to show (tests/test_pipeline.py).
+    with world_of(servers, tmp_path_factory.mktemp("history"), world(), CADEMI_MAX_ATTEMPTS="3") as school:
         for week in range(4):
             school.run_week(week)
         yield school

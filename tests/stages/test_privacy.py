@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from progress_monitor.commands import privacy
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES
 from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure, erasures, retention
+from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
 from tests.stages.world import Servers, World, world_of
 from tests.traces import mentions, parsed_file
@@ -104,6 +105,8 @@ def client_tables(world: World) -> list[str]:
 def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Two weeks of the school; the operator's command runs in this process with the world's environment."""
     with world_of(servers, tmp_path_factory.mktemp("privacy"), school()) as world, pytest.MonkeyPatch.context() as env:
+        for field in fields(Settings):  # nothing a stack's `use_here` left in this process reaches the command
+            env.delenv(field.name.upper(), raising=False)
         for name, value in world.env.items():
             env.setenv(name, value)
         env.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")  # the command's own Services never publish
