@@ -10,11 +10,12 @@ TO ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
 
-.PHONY: install lint unit test run up trigger down replay reextract export-tutors privacy-export privacy-erase looker-url bench soak clean
+.PHONY: install lint unit stages test run up trigger down replay reextract export-tutors privacy-export privacy-erase looker-url bench soak clean
 
+# --no-compile: bytecode is written at first import instead (a clean clone's set-up is on make test's clock).
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-compile -r requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
@@ -28,7 +29,7 @@ install: $(VENV)/.installed
 CHECKOV := .venv-checkov/bin/checkov
 $(CHECKOV):
 	$(PY) -m venv .venv-checkov
-	.venv-checkov/bin/pip install -q --disable-pip-version-check checkov==3.3.30
+	.venv-checkov/bin/pip install -q --disable-pip-version-check --no-compile checkov==3.3.30
 
 # The Google provider's schema, offline: the prebuilt CDK bindings carry it (their jsii assembly); only the
 # data is used, so no jsii runtime is installed. Release 21.1.0 is built from google provider 8.7.0, the
@@ -49,9 +50,13 @@ lint: install
 	$(BIN)/ruff format --check src tests functions
 	$(BIN)/mypy
 
-# The pure tests alone: no network, no emulator, a few seconds (docs/development.md#tests).
+# The pure tests alone: no network, no emulator, about ten seconds (docs/development.md#tests).
 unit: install
 	$(BIN)/pytest -q tests/unit
+
+# The stages and features in process (bqemulator on a thread, fake-gcs-server, no stack): a few minutes.
+stages: install
+	$(BIN)/pytest -q $(XDIST) tests/stages
 
 # pytest-xdist: two workers (one per core), each module whole on one worker (a module shares its stack), the
 # longest modules first (tests/conftest.py). Not loadgroup: with pytest 9 its groups are silently ignored.

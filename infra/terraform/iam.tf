@@ -181,7 +181,7 @@ resource "google_storage_bucket_iam_member" "loader_contacts" {
   }
 }
 
-# The school-wide Cademi budget (budget.py): every function that calls Cademi rewrites one object, conditioned
+# The school-wide Cademi budget (cademi/budget.py): every function that calls Cademi rewrites one object, conditioned
 # on its generation. objectUser (read, create, overwrite) on that object's name only.
 resource "google_storage_bucket_iam_member" "cademi_budget" {
   for_each = toset(["extract_progress", "add_tag", "slack_command"])

@@ -18,7 +18,7 @@ locals {
     record_failures = { source = "record_failures", entry_point = "record_failures", timeout = 60, memory = "256Mi" }
   }
   # extract_progress's instance cap bounds its slots (lanes), not the Cademi rate: the school-wide budget is
-  # one slot sequence in the shards bucket (budget.py), held however many instances run.
+  # one slot sequence in the shards bucket (cademi/budget.py), held however many instances run.
   progress_instances = 1
   function_names     = { for k, v in local.functions : k => "${var.prefix}-${replace(k, "_", "-")}" }
 
@@ -85,13 +85,13 @@ locals {
     CADEMI_RATE_PER_MINUTE = tostring(var.cademi.rate_per_minute)
     CADEMI_WORKERS         = tostring(var.extraction.workers_per_piece)
     PIECE_BUDGET_S         = tostring(var.extraction.piece_budget_s)
-    # Carrying students who did not study (carry.py); only extract_progress reads it.
+    # Carrying students who did not study (carrying/rule.py); only extract_progress reads it.
     INCREMENTAL = var.incremental
     # LGPD retention (docs/privacy.md): the health check's local stand-in for the bucket lifecycle rule, and the
     # contact data of students not seen for this many months
     RETENTION_RAW_WEEKS       = tostring(var.raw_retention_weeks)
     RETENTION_CONTACTS_MONTHS = tostring(var.contacts_retention_months)
-    # A run extracts at most as many tags at once as extract_progress has slots (lanes.py): no task ever
+    # A run extracts at most as many tags at once as extract_progress has slots (pipeline/lanes.py): no task ever
     # waits for a busy instance, so none is refused with 429 and dead-lettered.
     EXTRACTION_LANES = tostring(local.progress_instances * var.extraction.concurrent_pieces)
   }
