@@ -12,10 +12,9 @@ PYTEST_ARGS ?=
 
 .PHONY: install lint unit stages test run up trigger down replay reextract export-tutors privacy-export privacy-erase looker-url bench soak clean
 
-# --no-compile: bytecode is written at first import instead (a clean clone's set-up is on make test's clock).
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check --no-compile -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
@@ -29,7 +28,7 @@ install: $(VENV)/.installed
 CHECKOV := .venv-checkov/bin/checkov
 $(CHECKOV):
 	$(PY) -m venv .venv-checkov
-	.venv-checkov/bin/pip install -q --disable-pip-version-check --no-compile checkov==3.3.30
+	.venv-checkov/bin/pip install -q --disable-pip-version-check checkov==3.3.30
 
 # The Google provider's schema, offline: the prebuilt CDK bindings carry it (their jsii assembly); only the
 # data is used, so no jsii runtime is installed. Release 21.1.0 is built from google provider 8.7.0, the
