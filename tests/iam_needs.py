@@ -168,7 +168,7 @@ class Package:
             self.wrappers[ref] = declared
 
     def add_entry_module(self, module: Module) -> None:
-        """A function's main.py, so that its own helpers (the per-instance `_services()`) are walked too."""
+        """A function's main.py, so that its own helpers (`INSTANCE.built()`, services.PerInstance) are walked too."""
         self.modules[module.name] = module
         for name, fn in module.functions.items():
             self._add(f"{module.name}:{name}", fn)

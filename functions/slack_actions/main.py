@@ -1,7 +1,5 @@
 """slack_actions: Slack's interactivity URL, the buttons under the tutors' digest (signature only)."""
 
-import functools
-import threading
 from typing import Any
 
 import functions_framework
@@ -12,21 +10,10 @@ from progress_monitor.tutors import actions
 
 logs.configure()
 
-_lock = threading.Lock()
-
-
-@functools.cache
-def _built() -> services.Services:
-    return services.build()
-
-
-def _services() -> services.Services:
-    """This instance's clients, built by its first request and shared by the next."""
-    with _lock:
-        return _built()
+INSTANCE = services.PerInstance()  # this instance's clients, built by its first request
 
 
 @functions_framework.http
 def slack_actions(request: Any) -> Any:
     """A tutor clicked "Contatado" or "Sem resposta" under a digest: verified, acknowledged, handed to the worker."""
-    return actions.handle_interaction(request, _services())
+    return actions.handle_interaction(request, INSTANCE.built())

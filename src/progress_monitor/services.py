@@ -1,9 +1,9 @@
 """The process's settings and clients, built once per instance and passed down to every stage.
 
-`build(cfg)` creates each client once. A function's adapter (functions/<fn>/main.py) builds one Services on
-its instance's first request and passes it to the stage; an operator command builds its own. Nothing else
-calls `build`: stages and features take the Services (or the one client) they use as an argument, so a test
-hands in its own and can pin the clock.
+`build(cfg)` creates each client once. A function's adapter (functions/<fn>/main.py) holds a `PerInstance`,
+which builds one Services on its instance's first request, and passes it to the stage; an operator command
+builds its own. Nothing else calls `build`: stages and features take the Services (or the one client) they use
+as an argument, so a test hands in its own and can pin the clock.
 """
 
 from __future__ import annotations
@@ -110,10 +110,25 @@ def _slack_token(cfg: Settings, fresh: bool) -> str:
         raise SlackUnavailableError(f"Slack bot token unavailable: {exc}") from exc
 
 
+class PerInstance:
+    """The Services of one function instance, held by its adapter (functions/<fn>/main.py): built by the first
+    request and shared by the next. The lock: two first requests at once must share one, above all one Cademi
+    budget. A module loaded again (a test's `create_app`) holds a new one, so it reads the environment afresh."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._services: Services | None = None
+
+    def built(self) -> Services:
+        with self._lock:
+            if self._services is None:
+                self._services = build()
+            return self._services
+
+
 def build(cfg: Settings | None = None) -> Services:
-    """Every client, created once (the settings read from the environment when not given). Only the adapters
-    (once per instance, under a lock: two first requests must share one Cademi budget) and the operator
-    commands call this."""
+    """Every client, created once (the settings read from the environment when not given). Only `PerInstance`
+    (once per instance, for the adapters) and the operator commands call this."""
     cfg = Settings.from_env() if cfg is None else cfg
     storage = _storage(cfg)
     shards = storage.bucket(cfg.shards_bucket)
