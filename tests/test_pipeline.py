@@ -41,6 +41,7 @@ from tests.pipeline_world import (
     start_stack,
     world,
 )
+from tests.truth import count_rows, differences
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,36 +59,8 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def history(week: str) -> dict[tuple[str, int, int, int], tuple[str, float | None, int | None, int | None]]:
-    rows = warehouse.query(
-        services_here(),
-        "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d",
-        d=date.fromisoformat(week),
-    )
-    out = {}
-    for r in rows:
-        key = (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"])
-        assert key not in out, f"duplicate history row {key}"
-        out[key] = (r["status"], r["total"], r["assistidas"], r["completas"])
-    return out
-
-
-def count_rows(week: str) -> int:
-    rows = warehouse.query(
-        services_here(),
-        "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE snapshot_date = @d",
-        d=date.fromisoformat(week),
-    )
-    return int(rows[0]["n"])
-
-
 def assert_history_equals_truth(stack: LocalStack, week_index: int) -> None:
-    expected = expected_rows(load(stack.scenario_path), week_index, FAILING)
-    actual = history(WEEKS[week_index])
-    missing = set(expected) - set(actual)
-    extra = set(actual) - set(expected)
-    wrong = {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
-    assert not missing and not extra and not wrong, (sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5])
+    assert differences(services_here(), stack.scenario, week_index, FAILING) == ([], [], [])
 
 
 def run(stack: LocalStack, week_index: int, **kwargs: Any) -> dict[str, Any]:
@@ -144,10 +117,10 @@ def test_a_duplicate_schedule_publish_makes_one_run(stack: LocalStack) -> None:
 
 def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
     ensure_week(stack, 1)
-    before = count_rows(WEEKS[1])
+    before = count_rows(services_here(), WEEKS[1])
     services_here().send(ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
     wait_for_log(stack, "extract_progress", r"shard already written.*\"tag_id\": 7001")
-    assert count_rows(WEEKS[1]) == before
+    assert count_rows(services_here(), WEEKS[1]) == before
     assert_history_equals_truth(stack, 1)
 
 
@@ -163,7 +136,7 @@ def _a_shard(week: str) -> tuple[str, int]:
 def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack) -> None:
     ensure_week(stack, 0)
     shard, generation = _a_shard(WEEKS[0])
-    before = count_rows(WEEKS[0])
+    before = count_rows(services_here(), WEEKS[0])
     app = create_app("load_history", str(ROOT / "functions" / "load_history" / "main.py"), "cloudevent")
     client = app.test_client()
     notification = {  # fake-gcs-server's Pub/Sub notification, as a push subscription delivers it
@@ -193,7 +166,7 @@ def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack)
         "Content-Type": "application/json",
     }
     assert client.post("/", json=eventarc, headers=headers).status_code == 200
-    assert count_rows(WEEKS[0]) == before
+    assert count_rows(services_here(), WEEKS[0]) == before
     ledger = warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${loads}` WHERE shard = @s", s=shard)
     assert ledger[0]["n"] == 1
     assert_history_equals_truth(stack, 0)
@@ -201,10 +174,10 @@ def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack)
 
 def test_a_week_rerun_gives_the_same_rows_not_twice(stack: LocalStack) -> None:
     ensure_week(stack, 0)
-    before = count_rows(WEEKS[0])
+    before = count_rows(services_here(), WEEKS[0])
     row = run(stack, 0, rerun="again")
     assert row["run_id"] == f"{WEEKS[0]}-again"
-    assert count_rows(WEEKS[0]) == before
+    assert count_rows(services_here(), WEEKS[0]) == before
     assert_history_equals_truth(stack, 0)
     reruns = warehouse.query(
         services_here(),

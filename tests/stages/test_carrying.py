@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cademi_sim.truth import expected_rows
 from progress_monitor.carrying import store
 from progress_monitor.commands.replay import replay_history
 from progress_monitor.contracts.values import RunId
@@ -35,6 +34,7 @@ from tests.test_carry import (
     expected_carried,
     full_read_calls,
 )
+from tests.truth import differences
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,7 @@ def rows(world: World, week: str) -> dict[tuple[int, int, int], dict[str, Any]]:
 
 def differences_from_truth(world: World, week: int) -> tuple[list[Any], list[Any], list[Any]]:
     """(missing, extra, wrong) keys of the week's history against the scenario's ground truth."""
-    expected = {k[1:]: v for k, v in expected_rows(world.scenario, week).items()}
-    actual = {
-        k: (r["status"], r["total"], r["assistidas"], r["completas"]) for k, r in rows(world, WEEKS[week]).items()
-    }
-    missing, extra = set(expected) - set(actual), set(actual) - set(expected)
-    wrong = {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
-    return sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5]
+    return differences(world.svc, world.scenario, week)
 
 
 def run(world: World, week: int, rerun: str | None = None) -> dict[str, Any]:

@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
-from typing import Any
 
 import pytest
 
-from cademi_sim.truth import expected_rows
 from progress_monitor.commands.replay import reextract, replay_history
 from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import lanes, runs
@@ -20,6 +18,7 @@ from progress_monitor.platform import warehouse
 from progress_monitor.stages.daily import check_data_age, resume_run
 from tests.pipeline_world import ALWAYS_FAILING, BIG_TAG, DROPOUT, MOVER, OTHER_TAG, SMALL_TAG, WEEKS, world
 from tests.stages.world import Servers, World, world_of
+from tests.truth import count_rows, differences, history
 
 FAILING = {ALWAYS_FAILING}
 
@@ -34,41 +33,19 @@ def school(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield school
 
 
-def history(school: World, week: str) -> dict[tuple[str, int, int, int], tuple[Any, ...]]:
-    found = school.rows("SELECT * FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week))
-    out = {}
-    for r in found:
-        key = (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"])
-        assert key not in out, f"duplicate history row {key}"
-        out[key] = (r["status"], r["total"], r["assistidas"], r["completas"])
-    return out
-
-
-def count_rows(school: World, week: str) -> int:
-    found = school.rows(
-        "SELECT COUNT(*) AS n FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week)
-    )
-    return int(found[0]["n"])
-
-
 def assert_history_equals_truth(school: World, week_index: int) -> None:
-    expected = expected_rows(school.scenario, week_index, FAILING)
-    actual = history(school, WEEKS[week_index])
-    missing = set(expected) - set(actual)
-    extra = set(actual) - set(expected)
-    wrong = {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
-    assert not missing and not extra and not wrong, (sorted(missing)[:5], sorted(extra)[:5], sorted(wrong)[:5])
+    assert differences(school.svc, school.scenario, week_index, FAILING) == ([], [], [])
 
 
 def test_every_week_equals_the_truth_and_a_failing_student_is_failed_not_zero(school: World) -> None:
     for week in range(4):
         assert_history_equals_truth(school, week)
-    row = history(school, WEEKS[0])[(WEEKS[0], SMALL_TAG, *ALWAYS_FAILING)]
+    row = history(school.svc, WEEKS[0])[(WEEKS[0], SMALL_TAG, *ALWAYS_FAILING)]
     assert row == ("failed", None, None, None)
 
 
 def test_a_class_change_and_a_dropout_are_visible_in_the_history(school: World) -> None:
-    week0, week1 = history(school, WEEKS[0]), history(school, WEEKS[1])
+    week0, week1 = history(school.svc, WEEKS[0]), history(school.svc, WEEKS[1])
     tags_of = {w: {k[1] for k in rows if k[2] == MOVER} for w, rows in ((0, week0), (1, week1))}
     assert tags_of == {0: {SMALL_TAG}, 1: {OTHER_TAG}}
     assert any(k[2] == DROPOUT for k in week0) and not any(k[2] == DROPOUT for k in week1)
@@ -77,7 +54,7 @@ def test_a_class_change_and_a_dropout_are_visible_in_the_history(school: World) 
 def test_replay_rebuilds_a_lost_history_idempotently(school: World) -> None:
     first, last = date.fromisoformat(WEEKS[1]), date.fromisoformat(WEEKS[2])
     school.rows("DELETE FROM `${progress_history}` WHERE snapshot_date BETWEEN @a AND @b", a=first, b=last)
-    assert count_rows(school, WEEKS[1]) == 0
+    assert count_rows(school.svc, WEEKS[1]) == 0
     summary = replay_history(school.svc, first, last)
     assert summary.weeks == 2 and summary.shards > 4
     assert_history_equals_truth(school, 1)
@@ -85,7 +62,7 @@ def test_replay_rebuilds_a_lost_history_idempotently(school: World) -> None:
 
     def counts() -> tuple[int, int, int]:
         ledger = school.rows("SELECT COUNT(*) AS n FROM `${loads}`")[0]["n"]
-        return count_rows(school, WEEKS[1]), count_rows(school, WEEKS[2]), ledger
+        return count_rows(school.svc, WEEKS[1]), count_rows(school.svc, WEEKS[2]), ledger
 
     before = counts()
     assert replay_history(school.svc, first, last).weeks == 2
