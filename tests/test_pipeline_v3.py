@@ -31,7 +31,8 @@ from tests.pipeline_world import (
     world,
 )
 from tests.slack import slash_command
-from tests.test_pipeline import assert_history_equals_truth, history
+from tests.test_pipeline import assert_history_equals_truth
+from tests.truth import history
 
 pytestmark = pytest.mark.integration
 
@@ -73,11 +74,11 @@ def test_a_school_switching_from_v1_to_v3_keeps_one_continuous_history(stack: Lo
     weeks_of: dict[int, set[str]] = {}
     for r in rows:
         weeks_of.setdefault(r["user_id"], set()).add(r["snapshot_date"].isoformat())
-    big_class = {k[2] for k in history(WEEKS[0]) if k[1] == BIG_TAG}
+    big_class = {k[2] for k in history(services_here(), WEEKS[0]) if k[1] == BIG_TAG}
     assert big_class and all(weeks_of[u] == set(WEEKS) for u in big_class)
     assert weeks_of[MOVER] == set(WEEKS)  # moved class at week 1, still one student
     assert weeks_of[DROPOUT] == {WEEKS[0]}
-    mover_tags = {w: {k[1] for k in history(w) if k[2] == MOVER} for w in (WEEKS[0], WEEKS[3])}
+    mover_tags = {w: {k[1] for k in history(services_here(), w) if k[2] == MOVER} for w in (WEEKS[0], WEEKS[3])}
     assert mover_tags == {WEEKS[0]: {SMALL_TAG}, WEEKS[3]: {OTHER_TAG}}
     report = warehouse.query(
         services_here(),
