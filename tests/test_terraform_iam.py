@@ -78,6 +78,11 @@ def test_push_subscriptions_dead_letters_triggers_and_ingress_are_wired() -> Non
     assert tf_model.check_wiring(model()) == []
 
 
+def test_every_dataset_keeps_the_minimum_time_travel() -> None:
+    """Issue 30 finding 2: erased rows stay readable through time travel for as long as it lasts."""
+    assert tf_model.check_time_travel(model()) == []
+
+
 def test_the_public_endpoints_are_exactly_the_documented_ones() -> None:
     public = {b.target.removeprefix("function:") for b in model().bindings if b.member == "allUsers"}
     assert public == tf_model.public_endpoints_documented() == {"slack_command", "slack_actions"}

@@ -44,10 +44,13 @@ CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "waits": lambda d: tf_model.check_waits(tf_model.load(d)),
     "references": lambda d: tf_model.check_references(tf_model.load(d)),
     "authorized_views": lambda d: tf_model.check_authorized_views(tf_model.load(d)),
+    "time_travel": lambda d: tf_model.check_time_travel(tf_model.load(d)),
 }
 
 FN = 'google_service_account.fn["{}"].member'
 MUTANTS = [
+    # the privacy of erased rows: a week of time travel on the restricted dataset
+    Mutant("default time travel", "bigquery.tf", '  max_time_travel_hours = "48" # restricted', "", "time_travel"),
     # the provider's schema
     Mutant("misspelt argument", "functions.tf", "    timeout_seconds ", "    timeout_second ", "schema"),
     Mutant("misspelt block", "pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {", "schema"),

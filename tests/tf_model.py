@@ -648,3 +648,19 @@ def check_authorized_views(model: Model) -> list[str]:
     if not model.authorized_views:
         errors.append("no authorized view: the Slack agent's names have no way to be read")
     return errors
+
+
+MIN_TIME_TRAVEL_HOURS = 48  # BigQuery's minimum; the default (168) would keep erased rows readable for a week
+
+
+def check_time_travel(model: Model) -> list[str]:
+    """Every dataset keeps the minimum time travel: any reader of a table can read it as it was up to that long
+    ago (`FOR SYSTEM_TIME AS OF`), so an erasure holds for readers only once the window has passed."""
+    errors = []
+    for address, body in model.blocks.items():
+        if address.split(".")[0] != "google_bigquery_dataset":
+            continue
+        hours = model.value(body.get("max_time_travel_hours"))
+        if str(hours) != str(MIN_TIME_TRAVEL_HOURS):
+            errors.append(f"{address}: max_time_travel_hours is {hours!r}, not {MIN_TIME_TRAVEL_HOURS}")
+    return errors

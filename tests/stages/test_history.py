@@ -15,6 +15,7 @@ from progress_monitor.commands.replay import reextract, replay_history
 from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import lanes, runs
 from progress_monitor.platform import warehouse
+from progress_monitor.privacy import tables as privacy_tables
 from progress_monitor.stages.daily import check_data_age, resume_run
 from tests.pipeline_world import ALWAYS_FAILING, BIG_TAG, DROPOUT, MOVER, OTHER_TAG, SMALL_TAG, WEEKS, world
 from tests.stages.world import Servers, World, world_of
@@ -112,3 +113,37 @@ def test_a_run_whose_messages_were_lost_is_resumed(school: World) -> None:
     assert row["status"] == "succeeded" and row["tags_done"] == 3
     assert_history_equals_truth(school, 3)
     assert resume_run(svc, run_id) == []  # a finished run needs nothing
+
+
+def test_a_run_that_can_never_finish_is_closed_with_a_reason_and_no_longer_waited_for(school: World) -> None:
+    """Issue 30 findings 3 and 7: a run that can never finish (its tag messages lost; a week gone by) blocks the
+    erasures until the operator closes it, with a reason run health shows; the resume never re-extracts a past
+    week (Cademi would serve today's progress under it); a later refresh does not reopen a closed run."""
+    svc = school.svc
+    run_id = RunId(date.fromisoformat(WEEKS[3]), "stuck")
+    lanes.write_manifest(svc.shards, run_id, warehouse.active_tags(svc))
+    runs.start_run(svc, run_id, 3)
+    runs.mark_fanned_out(svc, run_id)
+    assert str(run_id) in privacy_tables.unfinished_runs(svc)  # the simulator serves any week: it can progress
+
+    # Against the real Cademi, a week later: nothing is re-extracted, and the erasures no longer wait for it.
+    real = replace(svc.cfg, cademi_base_url="https://escola.cademi.com.br/api/v1")
+    next_week = replace(svc, cfg=real, clock=lambda: svc.now() + timedelta(days=7))
+    sent = len(school.publisher.messages)
+    assert resume_run(next_week, run_id) == [] and len(school.publisher.messages) == sent
+    assert str(run_id) not in privacy_tables.unfinished_runs(next_week)
+
+    assert runs.close_run(svc, run_id, "tag messages dead-lettered; week rebuilt by replay", "ana@escola") == "running"
+    assert str(run_id) not in privacy_tables.unfinished_runs(svc)
+    assert runs.close_run(svc, run_id, "again", "ana@escola") == runs.CLOSED  # already ended: unchanged
+    runs.refresh_run(svc, run_id)  # a late load recomputes the counters, not the status
+    [health] = school.rows(
+        "SELECT status, closed_reason, closed_by FROM `${report_run_health}` WHERE run_id = @r", r=str(run_id)
+    )
+    assert health == {
+        "status": runs.CLOSED,
+        "closed_reason": "tag messages dead-lettered; week rebuilt by replay",
+        "closed_by": "ana@escola",
+    }
+    assert resume_run(svc, run_id) == [] and len(school.publisher.messages) == sent
+    assert runs.close_run(svc, RunId(date.fromisoformat(WEEKS[3]), "nosuch"), "x", "y") is None

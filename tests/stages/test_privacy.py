@@ -4,6 +4,7 @@ unchanged; a third weekly run does not bring them back. One module-scoped scenar
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from dataclasses import fields, replace
@@ -15,11 +16,14 @@ import pytest
 
 from cademi_sim.builder import School
 from progress_monitor.commands import privacy
+from progress_monitor.contracts.messages import ClassListTask, ClickTask, DigestTask
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES
+from progress_monitor.pipeline import reporting
 from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure, erasures, retention
 from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
+from progress_monitor.tutors.blocks import parse_button_value
 from tests.stages.world import Servers, World, world_of
 from tests.traces import mentions, parsed_file
 
@@ -29,7 +33,11 @@ A, B = 6201, 6202
 VICTIM = 7654321
 NAME, EMAIL, PHONE = "Zuleica Quintanilha", "zuleica.lgpd@example.com", "+55 31 97777-4321"
 TEXT_TRACES = (NAME, "Zuleica", EMAIL, "zuleica.lgpd", PHONE, "97777-4321", "977774321")
-OTHERS = {A: [6301, 6302, 6303, 6304, 6305], B: [6401, 6402, 6403, 6404]}
+LATE = 6306  # far behind too: listed in the digest beside the victim
+OTHERS = {A: [6301, 6302, 6303, 6304, 6305, LATE], B: [6401, 6402, 6403, 6404]}
+
+
+LATE_TOTALS = {101: [0, 2, 4], 102: [0, 0, 0]}
 
 
 def school() -> dict[str, Any]:
@@ -45,9 +53,8 @@ def school() -> dict[str, Any]:
     )
     for tag, ids in OTHERS.items():
         for k, uid in enumerate(ids):
-            school.student(
-                uid, tag, email=f"a{uid}@example.com", totals={101: [10 * k, 40 + 5 * k, 80], 102: [0, 10, 20 + k]}
-            )
+            totals = {101: [10 * k, 40 + 5 * k, 80], 102: [0, 10, 20 + k]}
+            school.student(uid, tag, email=f"a{uid}@example.com", totals=totals if uid != LATE else LATE_TOTALS)
     # The victim's product 102 never answers: their failed rows' error quotes the id in Cademi's URL.
     school.fault(path=f"/usuario/progresso_por_produto/{VICTIM}/102", status=503, times=1_000_000)
     return school.build()
@@ -184,8 +191,12 @@ def test_export_erase_and_a_third_week(world: World, tmp_path: Path, capsys: pyt
     assert json.loads(entry.download_as_bytes())["state"] == erasures.PENDING
     assert not rows(victim_rows, u=VICTIM)  # the tables were erased before the crash, and the reports rebuilt
     assert not rows("SELECT user_id FROM `${report_student_week}` WHERE user_id = @u", u=VICTIM)
+    digests_asked, posts = len(world.sent(DigestTask)), world.slack.posts
     assert privacy.main([*erase, "--confirm"]) == 0
-    world.finalize()  # the rewritten shards' finalize events: loaded again
+    assert world.finalize()  # the rewritten shards' finalize events: loaded again, and nothing else (issue 30 #5)
+    assert len(world.sent(DigestTask)) == digests_asked
+    world.deliver()
+    assert world.slack.posts == posts
 
     stored = everything_stored(world)
     assert traces_of_the_victim(stored) == []
@@ -211,6 +222,67 @@ def test_export_erase_and_a_third_week(world: World, tmp_path: Path, capsys: pyt
     assert {r["user_id"] for r in week2} == {u for ids in OTHERS.values() for u in ids}
     assert privacy.main([*erase, "--confirm"]) == 0  # idempotent: already erased
     assert json.loads(_last_json(capsys))["state"] == "already erased"
+
+
+@pytest.fixture
+def erased(world: World) -> int:
+    """The victim erased (by the test above, or here: the command is idempotent); returns their pseudonym."""
+    erase = ["erase", "--student", str(VICTIM), "--request", "LGPD-2026-001", "--by", "dpo@escola.example"]
+    assert privacy.main([*erase, "--confirm"]) == 0
+    world.finalize()
+    [pseudonym] = {r["user_id"] for r in rows("SELECT DISTINCT user_id FROM `${progress_history}` WHERE user_id < 0")}
+    return int(pseudonym)
+
+
+def test_after_an_erasure_no_re_render_list_or_export_names_the_student_or_shows_a_pseudonym(
+    world: World, erased: int, tmp_path: Path
+) -> None:
+    """Issue 30 finding 1: a click on another student's button in a digest that named the erased student re-renders
+    the message; `/turma alunos`, the tutor_list view and the tutors' CSV list the class. None of them names the
+    student or shows the pseudonym in their place; the class's counts as reported stay."""
+    week = date.fromisoformat(WEEKS[1])
+    [message] = [m for m in world.slack.messages.values() if m["channel"] == "C0PRIV1" and _week_of(m) == week]
+    other = next(u for u in _button_students(message) if u != VICTIM)
+    world.publish(ClickTask(week, A, other, "contatado", "slack:U0TUTOR2", "C0PRIV1", message["ts"]))
+    world.deliver()
+    rerendered = world.slack.messages[("C0PRIV1", message["ts"])]
+    assert rerendered["versions"] > message["versions"]  # the click re-rendered it
+    assert _button_students(rerendered) == [u for u in _button_students(message) if u != VICTIM]
+    assert mentions(rerendered, {VICTIM, erased}, TEXT_TRACES) == []
+
+    world.publish(ClassListTask(A, _response_url(world), "U0TUTOR2", "C0PRIV1"))
+    world.deliver()
+    answer = world.slack.responses[-1]["body"]
+    assert answer["text"] and mentions(answer, {VICTIM, erased}, TEXT_TRACES) == []
+
+    view = rows("SELECT user_id, nome FROM `${tutor_list}`")
+    assert view and {r["user_id"] for r in view} <= set(OTHERS[A] + OTHERS[B])
+    out = tmp_path / "tutores.csv"
+    reporting.export_tutors(world.svc, out)
+    assert mentions(list(csv.reader(out.open(encoding="utf-8-sig"))), {VICTIM, erased}, TEXT_TRACES) == []
+
+
+def _week_of(message: dict[str, Any]) -> date | None:
+    parsed = [parse_button_value(e.get("value")) for e in _elements(message)]
+    return next((p[0] for p in parsed if p), None)
+
+
+def _elements(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for b in message["blocks"] if b.get("type") == "actions" for e in b["elements"]]
+
+
+def _button_students(message: dict[str, Any]) -> list[int]:
+    """The students a digest names, in order, from its buttons' values (one row of buttons per student)."""
+    students: list[int] = []
+    for element in _elements(message):
+        parsed = parse_button_value(element.get("value"))
+        if parsed and parsed[2] not in students:
+            students.append(parsed[2])
+    return students
+
+
+def _response_url(world: World) -> str:
+    return world.cfg.slack_response_url_prefix + "turma-alunos"
 
 
 def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifecycle_rule(world: World) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from progress_monitor.contracts.events import PubSubMessage
-from progress_monitor.contracts.values import RunId
+from progress_monitor.contracts.values import RunId, monday_of
 from progress_monitor.errors import PermanentError
+from progress_monitor.pipeline.runs import extraction_refusal
 from progress_monitor.settings import Settings
 from progress_monitor.stages.schedule import RunPlan, plan_run
 
@@ -59,16 +62,31 @@ def test_week_rerun_and_tags_are_read_from_the_body() -> None:
 def test_a_past_week_is_refused_unless_cademi_is_the_simulator() -> None:
     """Cademi serves today's progress: a past week would file it under an old date (replay rebuilds the past)."""
     for body, published in (({"week": "2026-01-05", "rerun": "x"}, None), ({}, "2026-11-16T11:00:00+00:00")):
-        with pytest.raises(PermanentError, match="past week"):
+        with pytest.raises(PermanentError):
             plan_run(CFG, message(body, published), now=NOW)
     assert plan_run(SIMULATED, message({"week": "2026-01-05"}), now=NOW).run_id == RunId(date(2026, 1, 5))
 
 
 def test_a_future_week_is_refused() -> None:
-    with pytest.raises(PermanentError, match="not started"):
+    with pytest.raises(PermanentError):
         plan_run(CFG, message({"week": "2026-11-30"}), now=NOW)
-    with pytest.raises(PermanentError, match="not started"):
-        plan_run(CFG, message(published="2026-11-30T12:00:00+00:00"), now=NOW)
+    with pytest.raises(PermanentError):
+        plan_run(SIMULATED, message(published="2026-11-30T12:00:00+00:00"), now=NOW)
+
+
+@given(st.dates(date(2026, 1, 1), date(2027, 12, 31)), st.datetimes(datetime(2026, 1, 1), datetime(2027, 12, 31)))
+def test_one_rule_decides_which_weeks_the_schedule_resume_and_extraction_may_extract(week: date, at: datetime) -> None:
+    """Issue 30 finding 7: the schedule, a piece's extraction, the daily resume and the replay command share
+    `extraction_refusal`: the current week always; a past one only from the simulator; a future one never."""
+    now = at.replace(tzinfo=UTC)
+    current = monday_of(now, CFG.timezone)
+    monday = week - timedelta(days=week.weekday())
+    assert (extraction_refusal(CFG, monday, now) is None) == (monday == current)
+    assert (extraction_refusal(SIMULATED, monday, now) is None) == (monday <= current)
+    if monday <= current and monday != current:
+        with pytest.raises(PermanentError):
+            plan_run(CFG, message({"week": monday.isoformat()}), now=now)
+        assert plan_run(SIMULATED, message({"week": monday.isoformat()}), now=now).run_id == RunId(monday)
 
 
 @pytest.mark.parametrize(

@@ -279,7 +279,7 @@ def svc(steps: Steps) -> Services:
 def test_any_unfinished_run_refuses_the_erasure_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = Steps([["2026-01-05"]])  # months old, never finished: its roster positions must not move
     steps.install(monkeypatch)
-    with pytest.raises(erasure.Refusal, match=r"run 2026-01-05 is unfinished.*resume"):
+    with pytest.raises(erasure.Refusal, match=r"unfinished run\(s\) 2026-01-05: resume.*close"):
         erasure.erase(svc(steps), USER, "REQ-1", "dpo")
     assert steps.bucket.versions == []
 

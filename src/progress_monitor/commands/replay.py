@@ -3,13 +3,16 @@
     python -m progress_monitor replay history --from 2026-10-05 --to 2026-10-26
     python -m progress_monitor replay reextract --week 2026-11-16 --tag 5012
     python -m progress_monitor replay resume --run 2026-11-16
+    python -m progress_monitor replay close --run 2026-11-16 --reason "tag 5012 deleted in Cademi" --by ana@escola
 
 All three read the same settings (environment) as the functions. `history` loads every progress shard of the
 snapshot weeks in the range through the loader's own code (load job, quality checks, MERGE by business
 key), so replaying twice changes nothing and an older shard never overwrites a newer extraction.
 `reextract` publishes a schedule message for one tag (a new run id `WEEK-LABEL`), so the normal pipeline
 extracts it again; Cademi serves *current* progress, so in the cloud only the current week is meaningful.
-`resume` re-publishes what an unfinished run is waiting for (as the daily health check does).
+`resume` re-publishes what an unfinished run is waiting for (as the daily health check does); like the schedule,
+it re-extracts only the current week (pipeline/runs.py extraction_refusal). `close` ends a run that can never
+finish, with a reason: run health shows it, and nothing (the resume, an erasure) waits for it any more.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from progress_monitor import services
 from progress_monitor.contracts.events import ObjectRef
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.objects import week_shards_prefix
-from progress_monitor.contracts.values import RUN_LABEL, RunId, monday_of
-from progress_monitor.pipeline import reporting
+from progress_monitor.contracts.values import RUN_LABEL, RunId
+from progress_monitor.pipeline import reporting, runs
 from progress_monitor.platform import logs
 from progress_monitor.platform.access import needs
 from progress_monitor.services import Services
-from progress_monitor.stages.daily import resume_run
+from progress_monitor.stages.daily import reload_unloaded, resume_run
 from progress_monitor.stages.load import load_object
 
 log = logging.getLogger("progress_monitor.commands.replay")
@@ -87,6 +90,13 @@ def _run_id(text: str) -> RunId:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _reason(text: str) -> str:
+    text = " ".join(text.split())
+    if not 3 <= len(text) <= 300:
+        raise argparse.ArgumentTypeError("3 to 300 characters")
+    return text
+
+
 def _label(text: str) -> str:
     if not RUN_LABEL.fullmatch(text):
         raise argparse.ArgumentTypeError("a label is 1-20 lower-case letters, digits or dashes")
@@ -109,11 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--week", required=True, type=date.fromisoformat)
     again.add_argument("--tag", required=True, type=int)
     again.add_argument("--label", type=_label, default=f"manual{datetime.now(UTC):%H%M%S}")
-    again.add_argument(
-        "--past-week",
-        action="store_true",
-        help="allow a past week (Cademi serves today's progress: only for a simulator)",
-    )
+    close = sub.add_parser("close", help="end a run that can never finish, recording why")
+    close.add_argument("--run", required=True, type=_run_id)
+    close.add_argument("--reason", required=True, type=_reason)
+    close.add_argument("--by", required=True, type=_reason, help="who closes it (an e-mail or a name)")
     args = parser.parse_args(argv)
     logs.configure()
     svc = services.build()
@@ -121,16 +130,25 @@ def main(argv: list[str] | None = None) -> int:
         summary = replay_history(svc, args.first, args.last)
         print(json.dumps(summary.__dict__))
         return 0
+    if args.command == "close":
+        before = runs.close_run(svc, args.run, args.reason, args.by)
+        if before is None:
+            print(f"refusing: no run {args.run}", file=sys.stderr)
+            return 2
+        if before in runs.FINISHED:
+            print(f"refusing: run {args.run} already finished ({before}); nothing changed", file=sys.stderr)
+            return 2
+        print(json.dumps({"run": str(args.run), "was": before, "now": runs.run_status(svc, args.run)}))
+        return 0
+    week = args.run.snapshot_date if args.command == "resume" else args.week
+    if (refusal := runs.extraction_refusal(svc.cfg, week - timedelta(days=week.weekday()), svc.now())) is not None:
+        advice = "rebuild it from its shards with `replay history`, or close the run with `replay close`"
+        print(f"refusing: {refusal}; {advice}", file=sys.stderr)
+        if args.command == "resume":  # loading what was extracted is still right
+            print(json.dumps(reload_unloaded(svc, args.run)))
+        return 2
     if args.command == "resume":
         print(json.dumps(resume_run(svc, args.run)))
         return 0
-    current = monday_of(svc.now(), svc.cfg.timezone)
-    if args.week - timedelta(days=args.week.weekday()) != current and not args.past_week:
-        print(
-            f"refusing: {args.week} is not in the current week ({current}); Cademi would serve today's "
-            "progress under an old date. Use --past-week only against a simulator.",
-            file=sys.stderr,
-        )
-        return 2
     print(str(reextract(svc, args.week, args.tag, args.label)))
     return 0

@@ -144,6 +144,12 @@ RUN_ID = strict(rf"(?P<date>\d{{4}}-\d{{2}}-\d{{2}})(?:-(?P<label>[a-z0-9][a-z0-
 RUN_LABEL = strict(rf"[a-z0-9][a-z0-9-]{{0,{RUN_LABEL_MAX - 1}}}")
 
 
+def is_pseudonym(user_id: int) -> bool:
+    """An erased student's id in the history (privacy/erasures.py): negative, so never one of Cademi's. It stands
+    in for the student in class-level figures and is never shown to anyone."""
+    return user_id < 0
+
+
 def monday_of(moment: datetime, tz: str) -> date:
     """The Monday (in the school's time zone `tz`) of the week containing `moment`."""
     local = moment.astimezone(ZoneInfo(tz)).date()

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from progress_monitor.contracts.values import RunId
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from progress_monitor.contracts.values import RunId, monday_of
 from progress_monitor.platform.warehouse import query
 from progress_monitor.services import Services
+from progress_monitor.settings import Settings
 
 FINISHED = ("succeeded", "incomplete")  # every tag loaded; `incomplete`: too many failed extractions
+CLOSED = "closed"  # ended by the operator with a reason (close_run): it can never finish
+ENDED = (*FINISHED, CLOSED)
+
+
+def extraction_refusal(cfg: Settings, week: date, now: datetime) -> str | None:
+    """Why `week` cannot be extracted now (None: it can). The one rule for the schedule, the extraction of a
+    piece, the daily resume and `replay resume`/`reextract`: Cademi serves today's progress only, so a week is
+    extracted while it is the current one; a past week would file today's progress under an old date (rebuild
+    a past week from its kept shards with `replay history`). The simulator serves any week."""
+    current = monday_of(now, cfg.timezone)
+    if week > current:
+        return f"week {week} has not started yet"
+    if week < current and not cfg.cademi_is_simulator:
+        return f"week {week} is past and Cademi serves only the current week ({current})"
+    return None
 
 
 def start_run(svc: Services, run_id: RunId, tags_total: int) -> bool:
@@ -81,7 +100,8 @@ def refresh_run(svc: Services, run_id: RunId) -> None:
     query(
         svc,
         """UPDATE `${runs}` SET
-             status = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
+             status = CASE WHEN status = @closed THEN status
+                           WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
                              THEN IF(failed_extractions > @max_failed_share * records_loaded, 'incomplete', 'succeeded')
                            WHEN errors > 0 THEN 'failed' ELSE 'running' END,
              finished_at = CASE WHEN fanned_out_at IS NOT NULL AND tags_done >= tags_total
@@ -90,7 +110,57 @@ def refresh_run(svc: Services, run_id: RunId) -> None:
         run_id=str(run_id),
         now=svc.now(),
         max_failed_share=svc.cfg.run_max_failed_share,
+        closed=CLOSED,
     )
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: str | None  # None: no such run
+    reports_refreshed: bool  # its reports were rebuilt once it finished (and its digests asked for)
+    newest_week: date | None  # the newest week any run covers
+
+
+def run_state(svc: Services, run_id: RunId) -> RunState:
+    rows = query(
+        svc,
+        """SELECT (SELECT status FROM `${runs}` WHERE run_id = @run_id) AS status,
+             (SELECT reports_refreshed_at IS NOT NULL FROM `${runs}` WHERE run_id = @run_id) AS refreshed,
+             (SELECT MAX(snapshot_date) FROM `${runs}`) AS newest""",
+        run_id=str(run_id),
+    )
+    row = rows[0] if rows else {}
+    status = row.get("status")
+    return RunState(None if status is None else str(status), bool(row.get("refreshed")), row.get("newest"))
+
+
+def close_run(svc: Services, run_id: RunId, reason: str, by: str) -> str | None:
+    """End a run that can never finish (a tag deleted in Cademi, a fan-out that was dead-lettered, a past week
+    left unfinished), recording why and by whom: run health shows it, the resume and the erasures no longer wait
+    for it, and no digest follows. Returns the run's status before (None: no such run); a finished run is left
+    as it is."""
+    before = run_status(svc, run_id)
+    if before is None or before in ENDED:
+        return before
+    query(
+        svc,
+        """UPDATE `${runs}` SET status = @closed, closed_at = @now, closed_reason = @reason, closed_by = @by
+           WHERE run_id = @run_id AND status NOT IN UNNEST(@ended)""",
+        closed=CLOSED,
+        now=svc.now(),
+        reason=reason,
+        by=by,
+        run_id=str(run_id),
+        ended=list(ENDED),
+    )
+    return before
+
+
+def unended_runs(svc: Services) -> list[RunId]:
+    """Every run neither finished nor closed, oldest first."""
+    rows = query(svc, "SELECT run_id FROM `${runs}` WHERE status NOT IN UNNEST(@ended)", ended=list(ENDED))
+    found = [RunId.parse_or_none(str(r["run_id"])) for r in rows]
+    return sorted(r for r in found if r is not None)
 
 
 def run_status(svc: Services, run_id: RunId) -> str | None:

@@ -61,8 +61,9 @@ class Outcome:
 
 def wait_for(running: list[str]) -> str:
     return (
-        f"run {running[0]} is unfinished ({len(running)} in all): finish or resume it first "
-        f"(`python -m progress_monitor replay resume --run {running[0]}`), then erase"
+        f"unfinished run(s) {', '.join(running)}: resume them (`python -m progress_monitor replay resume --run "
+        f"{running[0]}`) or, if one can never finish, close it (`python -m progress_monitor replay close --run "
+        f"{running[0]} --reason ... --by ...`), then erase"
     )
 
 

@@ -44,6 +44,7 @@ TABLES: dict[str, dict[str, Handling]] = {
     "tutor_actions": {"user_id": ID},
     "slack_digests": {"students_listed": ID_LIST},
     "failures": {"reason": TEXT},  # free text of any stage; no id column
+    "runs": {"closed_reason": TEXT},  # the operator's words when closing a run
 }
 # The columns of each table that are not about a student (configuration, counters, times, tutors' ids).
 NOT_STUDENT: dict[str, str] = {
@@ -58,7 +59,7 @@ NOT_STUDENT: dict[str, str] = {
     "dq_bad_status loaded_at carried calls_saved carry_checked carry_mismatches",
     "runs": "run_id snapshot_date status tags_total tags_done pieces_loaded records_loaded failed_extractions "
     "no_access students api_calls rate_limited dq_rejected errors started_at fanned_out_at finished_at "
-    "reports_refreshed_at rows_carried calls_saved carry_checked carry_mismatches",
+    "reports_refreshed_at rows_carried calls_saved carry_checked carry_mismatches closed_at closed_by",
     "registered_tags": "tag_id track_id turma start_date active added_by added_at deactivated_by deactivated_at "
     "request_id",
     "tracks": "track_id track_name product_id product_name position due_week",

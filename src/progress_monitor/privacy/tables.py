@@ -50,11 +50,15 @@ def _names(handling: Any, text: Any, user_id: int) -> bool:
 
 
 def unfinished_runs(svc: Services) -> list[str]:
-    """Every run not finished, however old: its roster, shards and resume positions must not change under it."""
-    rows = warehouse.query(
-        svc, "SELECT run_id FROM `${runs}` WHERE status NOT IN UNNEST(@finished)", finished=list(runs.FINISHED)
-    )
-    return sorted(str(r["run_id"]) for r in rows)
+    """The runs an erasure waits for: those that can still progress (neither finished nor closed, and of a week
+    that can still be extracted, runs.extraction_refusal), since their roster, shards and resume positions must
+    not change under it. A run that can never finish is closed by the operator (`replay close`)."""
+    now = svc.now()
+    return [
+        str(run_id)
+        for run_id in runs.unended_runs(svc)
+        if runs.extraction_refusal(svc.cfg, run_id.snapshot_date, now) is None
+    ]
 
 
 def naming_rows(svc: Services, table: str, user_id: int, columns: list[str]) -> list[dict[str, Any]]:

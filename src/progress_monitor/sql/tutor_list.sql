@@ -14,3 +14,4 @@ FROM `${report_student_week}` s
 JOIN latest l ON l.tag_id = s.tag_id AND l.snapshot_date = s.snapshot_date
 LEFT JOIN `${students}` c ON c.user_id = s.user_id
 WHERE s.status IN ('em risco', 'atrasado')
+  AND s.user_id >= 0  -- an erased student's pseudonym is never shown (contracts.values.is_pseudonym)

@@ -6,7 +6,7 @@ No week is lost: a run whose messages were dead-lettered or dropped is resumed f
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 
 from progress_monitor.contracts.events import ObjectRef, finalize_notification
 from progress_monitor.contracts.messages import DigestTask, ProgressTask
@@ -33,26 +33,21 @@ def daily_check(svc: Services) -> None:
 
 
 def request_recent_digests(svc: Services) -> list[str]:
-    """Ask again for the digests of each week finished in the last 7 days (its latest run): a request lost
-    with load_history, a task dead-lettered in a long Slack outage or a channel Slack refused is posted now;
-    channels already posted are skipped by the worker, so asking daily is safe."""
+    """Ask again for the digests of the newest week (its latest finished run, finished in the last 7 days): a
+    request lost with load_history, a task dead-lettered in a long Slack outage or a channel Slack refused is
+    posted now; channels already posted are skipped by the worker, so asking daily is safe. A past week is
+    never asked for again (stages/load.py follow_up)."""
     rows = warehouse.query(
         svc,
-        "SELECT run_id, reports_refreshed_at FROM `${runs}` "
-        "WHERE status IN UNNEST(@finished) AND reports_refreshed_at >= @since",
+        "SELECT run_id FROM `${runs}` WHERE status IN UNNEST(@finished) AND reports_refreshed_at >= @since "
+        "AND snapshot_date = (SELECT MAX(snapshot_date) FROM `${runs}`) ORDER BY started_at DESC LIMIT 1",
         finished=list(runs.FINISHED),
         since=svc.now() - DIGEST_WINDOW,
     )
-    latest: dict[date, tuple[datetime, RunId]] = {}
-    for row in rows:
-        run_id = RunId.parse_or_none(row["run_id"])
-        if run_id is not None and (
-            run_id.snapshot_date not in latest or row["reports_refreshed_at"] > latest[run_id.snapshot_date][0]
-        ):
-            latest[run_id.snapshot_date] = (row["reports_refreshed_at"], run_id)
-    for _, run_id in latest.values():
+    asked = [run_id for row in rows if (run_id := RunId.parse_or_none(row["run_id"])) is not None]
+    for run_id in asked:
         svc.send(DigestTask(run_id))
-    return [str(run_id) for _, run_id in latest.values()]
+    return [str(run_id) for run_id in asked]
 
 
 def resume_run(svc: Services, run_id: RunId) -> list[str]:
@@ -66,10 +61,18 @@ def resume_run(svc: Services, run_id: RunId) -> list[str]:
     run's own, frozen in its manifest when it started, not today's registry.
     """
     status = runs.run_status(svc, run_id)
-    if status is None or status in runs.FINISHED:
+    if status is None or status in runs.ENDED:
         return []
     bucket = svc.shards
-    reloaded = reload_unloaded(svc, run_id)
+    reloaded = reload_unloaded(svc, run_id)  # loading what was extracted is right for any week
+    if (refusal := runs.extraction_refusal(svc.cfg, run_id.snapshot_date, svc.now())) is not None:
+        log.error(
+            "run %s cannot be resumed (%s): nothing re-extracted; close it (replay close) once its shards are loaded",
+            run_id,
+            refusal,
+            extra={"run_id": str(run_id)},
+        )
+        return reloaded
     try:
         tags = lanes.read_manifest(bucket, run_id)
     except PermanentError as exc:
@@ -129,9 +132,9 @@ def resume_stalled_runs(svc: Services, quiet_for: timedelta = timedelta(hours=1)
         svc,
         """SELECT r.run_id FROM `${runs}` r LEFT JOIN (SELECT run_id, MAX(loaded_at) AS last_load FROM `${loads}`
            GROUP BY run_id) l ON l.run_id = r.run_id
-           WHERE r.status NOT IN UNNEST(@finished) AND COALESCE(l.last_load, r.started_at) < @cutoff""",
+           WHERE r.status NOT IN UNNEST(@ended) AND COALESCE(l.last_load, r.started_at) < @cutoff""",
         cutoff=svc.now() - quiet_for,
-        finished=list(runs.FINISHED),
+        ended=list(runs.ENDED),
     )
     resumed = {}
     for row in stalled:

@@ -26,7 +26,7 @@ from progress_monitor.errors import (
     TransientError,
     pipeline_error,
 )
-from progress_monitor.pipeline import lanes
+from progress_monitor.pipeline import lanes, runs
 from progress_monitor.pipeline.extraction import PieceExtraction
 from progress_monitor.pipeline.failures import guard
 from progress_monitor.platform.shard_store import NDJSON, create_once, freeze_roster, get_blob, ndjson, read_roster
@@ -63,6 +63,10 @@ def extract_piece(svc: Services, message: PubSubMessage) -> PieceResult:
         # A redelivery or duplicate of a piece that already finished: only pass its continuation on.
         log.info("shard already written; nothing to extract", extra={**context, "shard": name})
         return _follow_existing(svc, name, existing)
+    if (refusal := runs.extraction_refusal(cfg, task.snapshot_date, svc.now())) is not None:
+        # A piece still retried after its week ended would file today's progress under that week: the run ends
+        # unfinished (its other shards are kept) and the operator closes it (docs/operations.md).
+        raise PermanentError(f"piece not extracted: {refusal}")
     try:
         client = svc.cademi()
     except SecretUnavailableError as exc:

@@ -63,17 +63,20 @@ def _load_progress(svc: Services, ref: ObjectRef, shard: ShardName, refresh_repo
     meta = ShardMeta.from_metadata(blob.metadata, shard)
     uri = f"gs://{ref.bucket}/{ref.name}"
     outcome = loader.load_progress_shard(svc, uri, ref.name, int(blob.generation or 0), meta)
-    status = runs.run_status(svc, shard.run_id) if refresh_reports else None
-    if status in runs.FINISHED:
-        if status == "incomplete":
-            log.error(
-                "run finished incomplete: more than %.0f%% of its extractions failed; good rows were kept",
-                100 * svc.cfg.run_max_failed_share,
-                extra={"run_id": str(shard.run_id)},
-            )
-        else:
-            log.info("run succeeded", extra={"run_id": str(shard.run_id)})
-        _refresh_reports(svc, shard.run_id)
+    if refresh_reports:
+        state = runs.run_state(svc, shard.run_id)
+        then = follow_up(shard.run_id, state, outcome.rows_merged)
+        if then.refresh_reports and not state.reports_refreshed:
+            if state.status == "incomplete":
+                log.error(
+                    "run finished incomplete: more than %.0f%% of its extractions failed; good rows were kept",
+                    100 * svc.cfg.run_max_failed_share,
+                    extra={"run_id": str(shard.run_id)},
+                )
+            else:
+                log.info("run succeeded", extra={"run_id": str(shard.run_id)})
+        if then.refresh_reports:
+            _refresh_reports(svc, shard.run_id, first=not state.reports_refreshed, digests=then.request_digests)
     rejected = outcome.rows_in_shard - outcome.rows_merged
     log.log(
         logging.WARNING if rejected else logging.INFO,
@@ -111,14 +114,41 @@ def _load_contacts(svc: Services, ref: ObjectRef, tag_id: int, run_id: RunId) ->
     return LoadResult(ref.name, "contacts", rows)
 
 
-def _refresh_reports(svc: Services, run_id: RunId) -> None:
-    """The run is complete: rebuild what the dashboards read. The load itself already succeeded, so a
-    failure here is logged for the operator (run health shows stale reports) instead of redelivering."""
+@dataclass(frozen=True)
+class FollowUp:
+    """What a load of a progress shard leads to besides the merge."""
+
+    refresh_reports: bool
+    request_digests: bool
+
+
+NOTHING = FollowUp(refresh_reports=False, request_digests=False)
+
+
+def follow_up(run_id: RunId, state: runs.RunState, rows_merged: int) -> FollowUp:
+    """The load that finishes a run rebuilds the reports and asks for the tutors' digests, once per run and only
+    for the newest week (a past week's digest would name students of a list long gone). A later load of a
+    finished run (a replay, a duplicate, a shard an erasure rewrote) rebuilds the reports when it changed the
+    history, and nothing else: no digest is posted again."""
+    if state.status not in runs.FINISHED:
+        return NOTHING
+    if not state.reports_refreshed:
+        newest = state.newest_week is None or run_id.snapshot_date >= state.newest_week
+        return FollowUp(refresh_reports=True, request_digests=newest)
+    return FollowUp(refresh_reports=rows_merged > 0, request_digests=False)
+
+
+def _refresh_reports(svc: Services, run_id: RunId, *, first: bool, digests: bool) -> None:
+    """Rebuild what the dashboards read. The load itself already succeeded, so a failure here is logged for the
+    operator (run health shows stale reports) instead of redelivering."""
     try:
         reporting.refresh(svc)
-        runs.mark_reports_refreshed(svc, run_id)
+        if first:
+            runs.mark_reports_refreshed(svc, run_id)
     except Exception:
         log.exception("reporting refresh failed after the run completed", extra={"run_id": str(run_id)})
+        return
+    if not digests:
         return
     try:
         # The tutors' digests go through their own topic: a Slack outage is retried there, never here.

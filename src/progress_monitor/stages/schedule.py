@@ -12,7 +12,7 @@ from typing import Any
 
 from progress_monitor.contracts.events import PubSubMessage, pubsub_message
 from progress_monitor.contracts.messages import ScheduleRequest
-from progress_monitor.contracts.values import RunId, monday_of
+from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import PermanentError
 from progress_monitor.pipeline import lanes, runs
 from progress_monitor.pipeline.failures import guard
@@ -50,13 +50,8 @@ def plan_run(cfg: Settings, message: PubSubMessage, now: datetime | None = None)
 def _plan(cfg: Settings, request: ScheduleRequest, published: datetime | None, now: datetime | None) -> RunPlan:
     now = now or datetime.now(UTC)
     run_id = request.run_id(cfg.timezone, published or now)
-    current = monday_of(now, cfg.timezone)
-    if run_id.snapshot_date > current:
-        raise PermanentError(f"schedule asks for week {run_id.snapshot_date}, which has not started yet")
-    if run_id.snapshot_date < current and not cfg.cademi_is_simulator:
-        # Cademi serves today's progress only: extracting now would file it under a past week. Rebuilding a
-        # past week from its kept shards is `replay`.
-        raise PermanentError(f"schedule asks for past week {run_id.snapshot_date}; Cademi serves only the current week")
+    if (refusal := runs.extraction_refusal(cfg, run_id.snapshot_date, now)) is not None:
+        raise PermanentError(f"schedule refused: {refusal}")
     return RunPlan(run_id, request.tag_ids)
 
 

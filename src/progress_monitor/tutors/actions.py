@@ -35,6 +35,7 @@ SELECT s.tag_id, s.user_id, c.nome, s.status, s.weeks_behind, s.days_without_acc
 FROM `${report_student_week}` s JOIN latest l ON l.snapshot_date = s.snapshot_date
 LEFT JOIN `${student_names}` c ON c.user_id = s.user_id
 WHERE s.tag_id = @tag_id AND s.status IN ('em risco', 'atrasado')
+  AND s.user_id >= 0  -- an erased student's pseudonym is never shown (contracts.values.is_pseudonym)
 ORDER BY ${call_first}
 """
 RECORD_ACTION_SQL = """

@@ -19,6 +19,7 @@ from datetime import date
 from typing import Any
 
 from progress_monitor.contracts.messages import CLICK_ACTIONS
+from progress_monitor.contracts.values import is_pseudonym
 from progress_monitor.slack.web import MAX_BLOCKS, MAX_TEXT
 
 ACTIONS = dict(zip(CLICK_ACTIONS, ("Contatado", "Sem resposta"), strict=True))  # action_id -> button label
@@ -146,6 +147,12 @@ def _change(now: int, before: int | None) -> str:
     return "" if before is None else f" (semana anterior: {before})"
 
 
+def shown_students(students: list[ListedStudent]) -> list[ListedStudent]:
+    """The students a message may name: an erased student (their pseudonym in the history) disappears from every
+    render, list and re-render; the class's counts as reported stay."""
+    return [s for s in students if not is_pseudonym(s.user_id)]
+
+
 def _student_line(s: ListedStudent, actions: list[Action]) -> str:
     parts = [f"*{shown_name(s.nome) or f'Aluno {s.user_id}'}* — {s.status}"]
     if s.weeks_behind:
@@ -214,7 +221,7 @@ def digest(
             + (f" ({signed_pp(c.change_mean_actual)} na semana)" if c.change_mean_actual is not None else "")
         )
         blocks.append({"type": "section", "text": mrkdwn(summary)})
-        names = listed.get(c.tag_id, [])
+        names = shown_students(listed.get(c.tag_id, []))
         for s in names:
             line = _student_line(s, actions.get((s.tag_id, s.user_id), []))
             blocks.append({"type": "section", "text": mrkdwn(line)})
@@ -245,6 +252,7 @@ def class_list(tag_id: int, week: date | None, students: list[ListedStudent], li
     """`/turma alunos <tag>`: the class's current list, ephemeral (only the one who asked sees it)."""
     if week is None:
         return {"response_type": "ephemeral", "text": f"A turma {tag_id} ainda não tem dados de progresso."}
+    students = shown_students(students)
     if not students:
         text = f"Turma {tag_id}, semana {iso_week(week)}: nenhum aluno atrasado ou em risco. :tada:"
         return {"response_type": "ephemeral", "replace_original": True, "text": text}

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor.contracts.objects import digest_claim_name
+from progress_monitor.contracts.values import RunId
 from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, TransientError, pipeline_error
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.shard_store import JSON, create_once, get_blob
@@ -98,7 +101,44 @@ EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def claimed_at(claim: Claim) -> datetime:
+    return claimed_at_of(claim.body)
+
+
+def claimed_at_of(body: dict[str, Any]) -> datetime:
     try:
-        return datetime.fromisoformat(str(claim.body.get("claimed_at")))
+        moment = datetime.fromisoformat(str(body.get("claimed_at")))
     except ValueError:
         return EPOCH  # an unreadable claim protects nothing: it is taken over
+    return moment if moment.tzinfo else EPOCH
+
+
+class Step(Enum):
+    """What a delivery does with a channel whose claim another delivery created (see the module doc)."""
+
+    SKIP = "skip"  # this run's digest is in the channel, or a later run's is
+    RECORD_UNCONFIRMED = "record_unconfirmed"  # Slack may have posted it: never post again; record it again
+    WAIT = "wait"  # another delivery is posting or updating within its lease
+    UPDATE = "update"  # a re-run of a posted week: the same message shows the new figures
+    TAKE_OVER = "take_over"  # no message yet (a delivery died before Slack answered, or Slack refused): post
+
+
+def next_step(
+    body: dict[str, Any],
+    run_id: RunId,
+    now: datetime,
+    lease: timedelta,
+    started_later: Callable[[str], bool],
+) -> Step:
+    """The decision for an existing claim; `started_later(posted_by)` says whether `run_id` is a later run of the
+    week than the one whose figures the message shows (asked only when that matters)."""
+    status, ts = body.get("status"), body.get("ts")
+    same_run = body.get("run_id") == str(run_id)
+    if status == "unconfirmed":  # Slack may have posted it (see _unconfirmed): never post again
+        return Step.RECORD_UNCONFIRMED if same_run else Step.SKIP
+    if same_run and status in DONE and (ts or status != "refused"):
+        return Step.SKIP  # a redelivery or a replay: this run's digest is in the channel
+    if ts and not same_run and not started_later(str(body.get("run_id"))):
+        return Step.SKIP  # a late task of an earlier run: a later run's figures are in the channel
+    if status not in DONE and now - claimed_at_of(body) < lease:
+        return Step.WAIT
+    return Step.UPDATE if ts else Step.TAKE_OVER

@@ -59,6 +59,7 @@ FLAGGED_SQL = """
 SELECT s.tag_id, s.user_id, c.nome, s.status, s.weeks_behind, s.days_without_access, s.actual, s.expected
 FROM `${report_student_week}` s LEFT JOIN `${student_names}` c ON c.user_id = s.user_id
 WHERE s.snapshot_date = @week AND s.status IN ('em risco', 'atrasado')
+  AND s.user_id >= 0  -- an erased student's pseudonym is never shown (contracts.values.is_pseudonym)
 ORDER BY s.tag_id, ${call_first}
 """
 ACTIONS_SQL = """
@@ -155,10 +156,14 @@ class DigestResult:
 def post_run_digests(svc: Services, run_id: RunId) -> DigestResult:
     """Post (or update) the week's digest in every tutors' channel; TransientError when any channel must be
     retried (those already done are skipped on the retry)."""
-    status = runs.run_status(svc, run_id)
-    if status not in runs.FINISHED:
-        raise PermanentError(f"run {run_id} is {status or 'unknown'}: digests follow finished runs only")
+    state = runs.run_state(svc, run_id)
+    if state.status not in runs.FINISHED:
+        raise PermanentError(f"run {run_id} is {state.status or 'unknown'}: digests follow finished runs only")
     week = run_id.snapshot_date
+    if state.newest_week is not None and week < state.newest_week:
+        # A late or replayed task of a past week: its list is gone; the newest week's digest is what tutors use.
+        log.warning("digests of past week %s not posted", week, extra={"run_id": str(run_id)})
+        return DigestResult([], [], [], [], [])
     digests = channel_digests(svc, week)
     actions = week_actions(svc, week)
     result = DigestResult([], [], [], [], [])
@@ -204,20 +209,21 @@ def _post_channel(svc: Services, run_id: RunId, d: ChannelDigest, actions: dict[
     claim = claims.read(bucket, week, d.channel)
     if claim is None:
         raise TransientError("digest claim vanished; retrying")
-    body, ts = claim.body, claim.ts
-    if body.get("status") == "unconfirmed":  # Slack may have posted it (see _unconfirmed): never post again
-        if body.get("run_id") == str(run_id):
-            _record(svc, run_id, d, None, "unconfirmed", "no_answer")  # in case the first record was lost
+    step = claims.next_step(
+        claim.body,
+        run_id,
+        now,
+        timedelta(seconds=svc.cfg.digest_claim_lease_s),
+        lambda posted_by: _started_later(svc, run_id, posted_by),
+    )
+    if step is claims.Step.RECORD_UNCONFIRMED:
+        _record(svc, run_id, d, None, "unconfirmed", "no_answer")  # in case the first record was lost
         return "skipped"
-    same_run = body.get("run_id") == str(run_id)
-    if same_run and body.get("status") in claims.DONE and (ts or body.get("status") != "refused"):
-        return "skipped"  # a redelivery or a replay: this run's digest is in the channel
-    if ts and not same_run and not _started_later(svc, run_id, str(body.get("run_id"))):
-        return "skipped"  # a late task of an earlier run: a later run's figures are in the channel
-    working = body.get("status") not in claims.DONE
-    if working and now - claims.claimed_at(claim) < timedelta(seconds=svc.cfg.digest_claim_lease_s):
+    if step is claims.Step.SKIP:
+        return "skipped"
+    if step is claims.Step.WAIT:
         raise TransientError(f"digest for {d.channel} is being posted or updated by another delivery")
-    if ts:
+    if step is claims.Step.UPDATE:
         return _update_in_place(svc, run_id, d, actions, claim, now)
     # No message yet: a claim left by a delivery that died before Slack answered, or one Slack refused (asked
     # again after the cause was fixed, or by the daily health check).

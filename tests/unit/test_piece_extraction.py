@@ -1,0 +1,116 @@
+"""The extract stage's decisions (pipeline/extraction.py PieceExtraction), pure: a tag cut into pieces by the time
+budget yields every roster student's rows exactly once, whole, in roster order; each answer becomes the status
+it means; carried students make no call; an outage (students in a row failing every call) writes nothing."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from progress_monitor.contracts.cademi import CallStats, Progress, Student, Tag
+from progress_monitor.contracts.messages import ProgressTask
+from progress_monitor.contracts.objects import CarriedValue, CarryPlan
+from progress_monitor.contracts.values import RunId, Status
+from progress_monitor.errors import (
+    CademiBusinessError,
+    CademiError,
+    CademiMalformedError,
+    CademiOutageError,
+    CademiUnavailableError,
+)
+from progress_monitor.pipeline.extraction import PieceExtraction, ProgressRecord
+
+PRODUCTS = (101, 102)
+RUN = RunId(date(2026, 3, 9))
+ANSWER_KINDS = st.sampled_from(["ok", "no_access", "malformed", "down"])
+EXPECTED = {"ok": Status.OK, "no_access": Status.NO_ACCESS, "malformed": Status.FAILED, "down": Status.FAILED}
+
+
+def answer(kind: str, user_id: int) -> Progress | CademiError:
+    if kind == "ok":
+        return Progress(float(user_id % 100), user_id % 7, user_id % 5)
+    if kind == "no_access":
+        return CademiBusinessError(409, "sem acesso ao produto", "/p")
+    if kind == "malformed":
+        return CademiMalformedError("total='abc' is not a percentage")
+    return CademiUnavailableError("down")
+
+
+class Source:
+    """A Cademi source answering from a table (v1-shaped: one call per product, or v3: one per student)."""
+
+    def __init__(self, answers: dict[tuple[int, int], str], per_student: bool) -> None:
+        self.answers = answers
+        self.per_student = per_student
+        self.calls: list[tuple[int, tuple[int, ...]]] = []
+
+    def iter_tag_students(self, tag_id: int, stats: CallStats | None = None) -> Iterator[Student]:
+        return iter(())
+
+    def progress_units(self, product_ids: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [product_ids] if self.per_student else [(p,) for p in product_ids]
+
+    def student_progress(
+        self, user_id: int, product_ids: tuple[int, ...], stats: CallStats | None = None
+    ) -> dict[int, Progress | CademiError]:
+        self.calls.append((user_id, product_ids))
+        return {p: answer(self.answers[(user_id, p)], user_id) for p in product_ids}
+
+    def list_tags(self) -> list[Tag]:
+        return []
+
+
+@given(
+    roster=st.lists(st.integers(1, 10_000), min_size=1, max_size=25, unique=True),
+    kinds=st.lists(ANSWER_KINDS, min_size=50, max_size=50),
+    budget=st.integers(0, 6),
+    per_student=st.booleans(),
+)
+def test_pieces_cover_the_roster_exactly_once_whole_and_in_order(
+    roster: list[int], kinds: list[str], budget: int, per_student: bool
+) -> None:
+    answers = {(u, p): kinds[(2 * i + j) % len(kinds)] for i, u in enumerate(roster) for j, p in enumerate(PRODUCTS)}
+    # No outage here: a student failing every call is followed by one who answers (outage_students is large).
+    source = Source(answers, per_student)
+    rows: list[ProgressRecord] = []
+    task = ProgressTask(RUN, 5001, PRODUCTS)
+    pieces = 0
+    while True:
+        clock = functools.partial(next, itertools.count(0.0, 1.0))  # one tick per look at the budget
+        piece = PieceExtraction(source, task, roster, budget_s=budget, workers=2, outage_students=10_000, clock=clock)
+        got = list(piece.records())
+        pieces += 1
+        assert got, "a piece always extracts at least one student"
+        assert len({r.user_id for r in got}) == piece.students_done
+        rows += got
+        if piece.next_index is None:
+            break
+        assert piece.next_index == task.start_index + piece.students_done
+        task = task.next(piece.next_index)
+    assert [(r.user_id, r.product_id) for r in rows] == [(u, p) for u in roster for p in PRODUCTS]
+    assert [r.status for r in rows] == [EXPECTED[answers[(r.user_id, r.product_id)]] for r in rows]
+    assert all((r.total is not None) == (r.status == Status.OK) for r in rows)
+    assert len(source.calls) == len(roster) * (1 if per_student else len(PRODUCTS))
+    assert pieces <= len(roster)
+
+
+def test_carried_students_make_no_call_and_a_run_of_students_failing_every_call_is_an_outage() -> None:
+    roster = [1, 2, 3, 4, 5]
+    earlier = CarriedValue(total=40.0, assistidas=4, completas=3, source_run="2026-03-02")
+    source = Source({(u, p): "ok" for u in roster for p in PRODUCTS}, per_student=False)
+    plan = CarryPlan(carried={2: {101: earlier, 102: earlier}})
+    piece = PieceExtraction(source, ProgressTask(RUN, 5001, PRODUCTS), roster, budget_s=60, carry=plan)
+    rows = list(piece.records())
+    assert {u for u, _ in source.calls} == {1, 3, 4, 5} and piece.calls_saved == 2 and piece.carried == 2
+    assert [r.carried_from for r in rows if r.user_id == 2] == ["2026-03-02", "2026-03-02"]
+
+    down = Source({(u, p): "down" for u in roster for p in PRODUCTS}, per_student=False)
+    outage = PieceExtraction(down, ProgressTask(RUN, 5001, PRODUCTS), roster, budget_s=60, outage_students=3)
+    with pytest.raises(CademiOutageError):
+        list(outage.records())
