@@ -16,8 +16,11 @@ ALWAYS_FAILING = (2003, 301)  # this student's progress in product 301 never ans
 CPF_PREFIX = "987.654."
 
 
-def world() -> dict[str, Any]:
-    school = School(WEEKS, api_key="pipeline-test-key", rate=(150, 9000), breach="429")
+def world(big: int = 155, per_page: int | None = None) -> dict[str, Any]:
+    """The school; `big` students in BIG_TAG (155: more than one of Cademi's pages of 150). Tests that need no
+    full page take fewer, with a smaller page (the simulator's `per_page` quirk) so the tag still spans pages."""
+    extra = {"quirks": {"per_page": per_page}} if per_page else {}
+    school = School(WEEKS, api_key="pipeline-test-key", rate=(150, 9000), breach="429", extra=extra)
     for p in (101, 102, 301, 302, 303):
         school.product(p, aulas=20)
     school.track("analista", "Analista", {101: 4, 102: 8})
@@ -45,7 +48,7 @@ def world() -> dict[str, Any]:
             ],
         )
 
-    for i in range(155):  # more than one page of 150
+    for i in range(big):
         add_user(1001 + i, [(BIG_TAG, 0, None)], [101, 102])
     moves: dict[int, list[tuple[int, int, int | None]]] = {
         MOVER: [(SMALL_TAG, 0, 0), (OTHER_TAG, 1, None)],  # a class change at week 1

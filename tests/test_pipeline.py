@@ -25,7 +25,7 @@ from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest
+from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform import warehouse
 from progress_monitor.settings import Settings
@@ -112,15 +112,6 @@ def test_a_duplicate_schedule_publish_makes_one_run(stack: LocalStack) -> None:
     found = warehouse.query(services_here(), "SELECT run_id FROM `${runs}` WHERE run_id = @r", r=str(run_id))
     assert len(found) == 1
     time.sleep(2)  # let any duplicate fan-out drain before comparing
-    assert_history_equals_truth(stack, 1)
-
-
-def test_a_duplicate_tag_message_adds_no_rows(stack: LocalStack) -> None:
-    ensure_week(stack, 1)
-    before = count_rows(services_here(), WEEKS[1])
-    services_here().send(ProgressTask(RunId(date.fromisoformat(WEEKS[1])), BIG_TAG, (101, 102)))
-    wait_for_log(stack, "extract_progress", r"shard already written.*\"tag_id\": 7001")
-    assert count_rows(services_here(), WEEKS[1]) == before
     assert_history_equals_truth(stack, 1)
 
 

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_the_history_equals_the_ground_truth_after_two_weeks_of_faults(tmp_path: Path) -> None:
     scenario = tmp_path / "scenario.json"
-    scenario.write_text(json.dumps(world()))
+    scenario.write_text(json.dumps(world(big=60, per_page=25)))  # three pages; make soak runs the full school
     report = run_soak(scenario, weeks=2, seed=11, workdir=tmp_path / "stack")
     summary = report.summary()
     assert {e for events in report.events.values() for e in events} == set(EVENTS), summary
     assert report.faults_fired > 50, summary
-    assert report.expected > 600 and report.present == report.expected, summary
+    assert report.expected > 300 and report.present == report.expected, summary
     assert not report.missing and not report.duplicated and not report.wrong and not report.unexpected, summary
     assert not report.run_mismatches, summary
     assert not report.dead_letters_unaccounted, summary

@@ -27,8 +27,10 @@ FAILING = {ALWAYS_FAILING}
 @pytest.fixture(scope="module")
 def school(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The pipeline school with its first four weeks run."""
-    # One piece per tag: continuation pieces are the stack's to show (tests/test_pipeline.py).
-    with world_of(servers, tmp_path_factory.mktemp("history"), world(), CADEMI_MAX_ATTEMPTS="3") as school:
+    # One piece per tag: continuation pieces are the stack's to show (tests/test_pipeline.py); 40 students over
+    # three pages of 15 (a full page of 150 is the stack's too).
+    school_of_40 = world(big=40, per_page=15)
+    with world_of(servers, tmp_path_factory.mktemp("history"), school_of_40, CADEMI_MAX_ATTEMPTS="3") as school:
         for week in range(4):
             school.run_week(week)
         yield school
