@@ -12,8 +12,8 @@ import pytest
 
 from cademi_sim.builder import School, rising_progress
 from progress_monitor.carrying import rule
+from progress_monitor.contracts.carry_plan import CarriedValue, CarryPlan
 from progress_monitor.contracts.messages import ProgressTask
-from progress_monitor.contracts.objects import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline.extraction import PieceExtraction
 from tests.scenarios import school

@@ -2,8 +2,8 @@
 
 One stack: weeks 0 and 1 run on v1, then every function is redeployed on v3 (`switch_cademi_api`) and weeks 2
 and 3 run on v3. The history must equal, row for row, what the scenario served each week on either API (the
-same ground truth: the failing pair, the student without access, the class change, the dropout, the
-155-student tag), each student's rows must join across the switch, v3 must make one progress call per
+same ground truth: the failing pair, the student without access, the class change, the dropout, a tag over
+three pages), each student's rows must join across the switch, v3 must make one progress call per
 student, and no CPF may appear anywhere although v3 serves `document` with `users.read_personal`.
 """
 
@@ -39,7 +39,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = start_stack(tmp_path_factory.mktemp("switch"), world(), cademi_api="v1")
+    # 40 students on pages of 15: the full page of 150 is tests/test_pipeline.py's.
+    stack = start_stack(tmp_path_factory.mktemp("switch"), world(big=40, per_page=15), cademi_api="v1")
     yield stack
     stack.stop()
 

@@ -18,12 +18,14 @@ from cademi_sim.builder import School
 from progress_monitor.commands import privacy
 from progress_monitor.contracts.messages import ClassListTask, ClickTask, DigestTask
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, ERASURES_PREFIX, RAW_PREFIXES
+from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import reporting
 from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure, erasures, retention
 from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
-from progress_monitor.tutors.blocks import parse_button_value
+from progress_monitor.tutors import claims, digest
+from progress_monitor.tutors.blocks import ClassWeek, ListedStudent, parse_button_value
 from tests.stages.world import Servers, World, world_of
 from tests.traces import mentions, parsed_file
 
@@ -260,6 +262,28 @@ def test_after_an_erasure_no_re_render_list_or_export_names_the_student_or_shows
     out = tmp_path / "tutores.csv"
     reporting.export_tutors(world.svc, out)
     assert mentions(list(csv.reader(out.open(encoding="utf-8-sig"))), {VICTIM, erased}, TEXT_TRACES) == []
+
+
+def test_a_digest_task_that_read_the_reports_before_the_erasure_does_not_write_the_student_back(
+    world: World, erased: int
+) -> None:
+    """Issue 30 finding 6: a digest task read the week's list while the student was still in it, and reaches its
+    claim, its post and its record only after the erasure said done. Nothing it writes names the student."""
+    week = date.fromisoformat(WEEKS[1])
+    stale = [
+        ListedStudent(A, VICTIM, NAME, "em risco", 2, None, 0.05, 0.5),  # as read before the erasure
+        ListedStudent(A, LATE, "Outro Aluno", "em risco", 2, None, 0.05, 0.5),
+    ]
+    late = digest.ChannelDigest(
+        "C0LATE", [ClassWeek(A, "2026-06", "Trilha 1", 7, 2, 0, None, None, 0.3, None, stale)], {A: stale}
+    )
+    assert digest._post_channel(world.svc, RunId(week), late, {}) == "posted"
+    claim = claims.read(world.svc.shards, week, "C0LATE")
+    assert claim is not None
+    [record] = rows("SELECT * FROM `${slack_digests}` WHERE channel_id = 'C0LATE'")
+    [message] = [m for m in world.slack.messages.values() if m["channel"] == "C0LATE"]
+    assert claim.body["listed"] == [[A, LATE]] and _button_students(message) == [LATE]
+    assert mentions([claim.body, record, message], {VICTIM, erased}, TEXT_TRACES) == []
 
 
 def _week_of(message: dict[str, Any]) -> date | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -12,8 +13,9 @@ from hypothesis import strategies as st
 from progress_monitor.carrying import rule
 from progress_monitor.carrying.rule import Previous, Reason, decide
 from progress_monitor.carrying.store import plan_for_piece
+from progress_monitor.contracts.carry_plan import CarriedValue, CarryPlan
 from progress_monitor.contracts.messages import ProgressTask
-from progress_monitor.contracts.objects import CarriedValue, CarryPlan, ShardMeta, parse_progress_shard
+from progress_monitor.contracts.objects import ShardMeta, parse_progress_shard
 from progress_monitor.contracts.objects import progress_shard_name as shard_name
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform.shard_store import Roster
@@ -271,3 +273,29 @@ def test_a_future_malformed_or_null_last_access_is_unknown_so_the_student_is_rea
     previous = {(u, 101): ok() for u in (1, 2, 3, 4)}
     plan_found = make_plan([(101,)], previous, dict(found))
     assert set(plan_found.carried) | plan_found.sample == {1}
+
+
+@given(
+    weeks=st.integers(1, 30),
+    full_read_weeks=st.integers(1, 8),
+    sampled=st.lists(st.booleans(), min_size=30, max_size=30),
+)
+def test_a_student_who_never_studies_is_read_at_least_every_n_weeks(
+    weeks: int, full_read_weeks: int, sampled: list[bool]
+) -> None:
+    """Issue 30 finding 8b, the assurance `carrying status` reports: whatever the sample does, a carried student
+    is read at least every `full_read_weeks` weeks, so a change Cademi made without moving the last access
+    stays unseen that long at most."""
+    first = date(2026, 1, 5)
+    last_access = datetime(2025, 12, 1, tzinfo=UTC)  # never moves
+    previous: Previous | None = None
+    reads = [0]  # week 0: the first observation is read
+    for week in range(1, weeks + 1):
+        snapshot = first + timedelta(weeks=week)
+        reason = decide(last_access, previous, snapshot_date=snapshot, tz=TZ, full_read_weeks=full_read_weeks)
+        if reason is not Reason.CARRY or sampled[week - 1]:
+            reads.append(week)  # read by the rule or by the sample
+        source = RunId(first + timedelta(weeks=reads[-1]))
+        previous = Previous("ok", 40.0, 4, 3, str(source), known_access=last_access)
+    assert all(b - a <= full_read_weeks for a, b in itertools.pairwise(reads))
+    assert weeks - reads[-1] < full_read_weeks

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from progress_monitor.contracts.cademi import CallStats, Progress, Student, Tag
+from progress_monitor.contracts.carry_plan import CarriedValue, CarryPlan
 from progress_monitor.contracts.messages import ProgressTask
-from progress_monitor.contracts.objects import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import RunId, Status
 from progress_monitor.errors import CademiBusinessError, CademiError, CademiMalformedError, CademiUnavailableError
 from progress_monitor.pipeline.extraction import PieceExtraction, ProgressRecord

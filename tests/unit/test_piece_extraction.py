@@ -7,15 +7,15 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from progress_monitor.contracts.cademi import CallStats, Progress, Student, Tag
+from progress_monitor.contracts.carry_plan import CarriedValue, CarryPlan
 from progress_monitor.contracts.messages import ProgressTask
-from progress_monitor.contracts.objects import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import RunId, Status
 from progress_monitor.errors import (
     CademiBusinessError,
@@ -102,15 +102,35 @@ def test_pieces_cover_the_roster_exactly_once_whole_and_in_order(
 
 def test_carried_students_make_no_call_and_a_run_of_students_failing_every_call_is_an_outage() -> None:
     roster = [1, 2, 3, 4, 5]
-    earlier = CarriedValue(total=40.0, assistidas=4, completas=3, source_run="2026-03-02")
+    read_at = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
+    earlier = CarriedValue(total=40.0, assistidas=4, completas=3, source_run="2026-03-02", observed_at=read_at)
     source = Source({(u, p): "ok" for u in roster for p in PRODUCTS}, per_student=False)
     plan = CarryPlan(carried={2: {101: earlier, 102: earlier}})
     piece = PieceExtraction(source, ProgressTask(RUN, 5001, PRODUCTS), roster, budget_s=60, carry=plan)
     rows = list(piece.records())
     assert {u for u, _ in source.calls} == {1, 3, 4, 5} and piece.calls_saved == 2 and piece.carried == 2
     assert [r.carried_from for r in rows if r.user_id == 2] == ["2026-03-02", "2026-03-02"]
+    # issue 30 finding 8d: a carried row says when its value was read, not that a read happened now
+    assert [r.extracted_at for r in rows if r.user_id == 2] == [read_at, read_at]
+    assert all(r.extracted_at > read_at for r in rows if r.user_id != 2)
+    assert CarryPlan.from_body(plan.to_body()) == plan
 
     down = Source({(u, p): "down" for u in roster for p in PRODUCTS}, per_student=False)
     outage = PieceExtraction(down, ProgressTask(RUN, 5001, PRODUCTS), roster, budget_s=60, outage_students=3)
     with pytest.raises(CademiOutageError):
         list(outage.records())
+
+
+def test_a_sampled_student_whose_read_fails_is_counted_and_another_carried_student_is_read_instead() -> None:
+    """Issue 30 finding 8c: a failed read verifies nothing; it is counted, and the sample does not shrink."""
+    roster = list(range(1, 31))
+    answers = {(u, p): "ok" for u in roster for p in PRODUCTS} | {(1, p): "down" for p in PRODUCTS}
+    source = Source(answers, per_student=False)
+    unchanged = {u: CarriedValue(float(u % 100), u % 7, u % 5, "2026-03-02") for u in roster}  # what Cademi serves
+    plan = CarryPlan(carried={u: dict.fromkeys(PRODUCTS, unchanged[u]) for u in roster}, sample=frozenset({1}))
+    piece = PieceExtraction(source, ProgressTask(RUN, 5001, PRODUCTS), roster, budget_s=60, workers=1, carry=plan)
+    list(piece.records())
+    assert piece.carry_unverified == 2  # both of student 1's products
+    [drawn] = piece.sample - {1}
+    assert {u for u, _ in source.calls} == {1, drawn}  # the drawn student was read, not carried
+    assert piece.carry_checked == 2 and not piece.mismatches  # and compared: two pairs, both as carried

@@ -18,7 +18,7 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from progress_monitor.contracts.objects import CarriedValue, CarryPlan
+from progress_monitor.contracts.carry_plan import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import RunId, Status
 
 
@@ -44,6 +44,7 @@ class Previous:
     completas: int | None
     source_run: str  # the run that read the value: the row's own run, or the run a carried row names
     known_access: datetime | None  # the latest last access any of the student's rows here recorded
+    observed_at: datetime | None = None  # when the value was read (a carried row keeps its source's time)
 
 
 def run_start(snapshot_date: date, tz: str) -> datetime:
@@ -127,7 +128,9 @@ def plan(
 
 def _carried(p: Previous) -> CarriedValue:
     # decide() carries only ok rows whose three values are present
-    return CarriedValue(float(p.total or 0.0), int(p.assistidas or 0), int(p.completas or 0), p.source_run)
+    return CarriedValue(
+        float(p.total or 0.0), int(p.assistidas or 0), int(p.completas or 0), p.source_run, p.observed_at
+    )
 
 
 def skipped_units(plan: CarryPlan, user_id: int, units: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:

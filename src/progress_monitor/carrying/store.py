@@ -21,8 +21,9 @@ from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor.carrying import rule
 from progress_monitor.carrying.rule import Previous
+from progress_monitor.contracts.carry_plan import CarryPlan
 from progress_monitor.contracts.messages import ProgressTask
-from progress_monitor.contracts.objects import CARRY_OFF_OBJECT, CarryPlan, carry_off_body, carry_plan_name
+from progress_monitor.contracts.objects import CARRY_OFF_OBJECT, carry_off_body, carry_plan_name
 from progress_monitor.errors import GOOGLE_ERRORS, PermanentError, TransientError, pipeline_error
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.shard_store import JSON, Roster, create_once, get_blob
@@ -34,9 +35,9 @@ log = logging.getLogger("progress_monitor.carrying.store")
 # Per student x product of a tag: its latest row before this week (within the full-read window), and the
 # latest last access any of the student's rows in this class recorded (to refuse one that moves backwards).
 PREVIOUS_SQL = """
-SELECT user_id, product_id, status, total, assistidas, completas, source_run, known_access FROM (
+SELECT user_id, product_id, status, total, assistidas, completas, source_run, observed_at, known_access FROM (
   SELECT user_id, product_id, status, total, assistidas, completas,
-         COALESCE(carried_from, run_id) AS source_run,
+         COALESCE(carried_from, run_id) AS source_run, extracted_at AS observed_at,
          MAX(last_access_at) OVER (PARTITION BY user_id) AS known_access,
          ROW_NUMBER() OVER (PARTITION BY user_id, product_id ORDER BY snapshot_date DESC) AS rn
   FROM `${progress_history}`
@@ -57,6 +58,7 @@ def previous_observations(svc: Services, task: ProgressTask) -> dict[tuple[int, 
             completas=r["completas"],
             source_run=str(r["source_run"]),
             known_access=r["known_access"],
+            observed_at=r["observed_at"],
         )
         for r in rows
     }
@@ -134,15 +136,23 @@ def switch_off(bucket: storage.Bucket, task: ProgressTask, user_id: int, product
 
 @needs("objects.read {CARRY_OFF_OBJECT}")
 def status(svc: Services) -> dict[str, Any]:
-    """Whether carrying is on, and the mismatch that switched it off."""
+    """Whether carrying is on, the mismatch that switched it off, and the assurance: every carried student is
+    read at least every `carry_full_read_weeks` weeks (rule.FULL_READ_DUE), so a change Cademi made without
+    moving the last access (staff granting or revoking a product, a corrected total) stays unseen that long at
+    most; the 5 % sample may see it sooner."""
+    on = {
+        "incremental": svc.cfg.incremental,
+        "unseen_change_at_most_weeks": svc.cfg.carry_full_read_weeks,
+        "sample_share": svc.cfg.carry_sample_share,
+    }
     blob = get_blob(svc.shards, CARRY_OFF_OBJECT)
     if blob is None:
-        return {"incremental": svc.cfg.incremental, "switched_off": False}
+        return {**on, "switched_off": False}
     try:
         detail = json.loads(blob.download_as_bytes())
     except (*GOOGLE_ERRORS, ValueError) as exc:
         detail = {"unreadable": str(exc)[:200]}
-    return {"incremental": svc.cfg.incremental, "switched_off": True, "since": detail}
+    return {**on, "switched_off": True, "since": detail}
 
 
 @needs("objects.read {CARRY_OFF_OBJECT}", "objects.delete {CARRY_OFF_OBJECT}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar
 
@@ -119,9 +119,16 @@ class ShardMeta:
     calls_saved: int = 0
     carry_checked: int = 0
     carry_mismatches: int = 0
+    carry_unverified: int = 0  # sampled pairs whose read failed: nothing compared; another student was drawn
 
     COUNTS: ClassVar[tuple[str, ...]] = ("records", "failed", "no_access", "students", "api_calls", "rate_limited")
-    CARRY_COUNTS: ClassVar[tuple[str, ...]] = ("carried", "calls_saved", "carry_checked", "carry_mismatches")
+    CARRY_COUNTS: ClassVar[tuple[str, ...]] = (
+        "carried",
+        "calls_saved",
+        "carry_checked",
+        "carry_mismatches",
+        "carry_unverified",
+    )
 
     @property
     def last_piece(self) -> bool:
@@ -223,66 +230,6 @@ def parse_roster_body(raw: bytes) -> tuple[tuple[int, ...], dict[int, datetime]]
 def carry_plan_name(run_id: RunId, tag_id: int) -> str:
     """What piece 0 decided to carry for a tag in a run, frozen once so every piece and duplicate agrees."""
     return f"carry/{_prefix(run_id)}/tag={tag_id}.json"
-
-
-@dataclass(frozen=True)
-class CarriedValue:
-    """An earlier `ok` observation of one student x product in this class, and the run that read it."""
-
-    total: float
-    assistidas: int
-    completas: int
-    source_run: str
-
-
-@dataclass(frozen=True)
-class CarryPlan:
-    """Per student, the products whose observation may be carried this week (a call's products are skipped
-    only when all of them are here), and the students read anyway to verify the rule (`sample`)."""
-
-    carried: dict[int, dict[int, CarriedValue]] = field(default_factory=dict)
-    sample: frozenset[int] = frozenset()
-
-    def to_body(self) -> bytes:
-        return json.dumps(
-            {
-                "carried": {
-                    str(user): {
-                        str(product): [v.total, v.assistidas, v.completas, v.source_run]
-                        for product, v in products.items()
-                    }
-                    for user, products in self.carried.items()
-                },
-                "sample": sorted(self.sample),
-            }
-        ).encode()
-
-    @classmethod
-    def from_body(cls, raw: bytes) -> CarryPlan:
-        """ValueError when the body is not a plan."""
-        body = json.loads(raw)
-        carried_raw = body.get("carried") if isinstance(body, dict) else None
-        sample = body.get("sample") if isinstance(body, dict) else None
-        if not isinstance(carried_raw, dict) or not isinstance(sample, list):
-            raise ValueError("a carry plan has 'carried' and 'sample'")
-        if any(json_int(u) is None for u in sample):
-            raise ValueError("sample must be user ids")
-        carried: dict[int, dict[int, CarriedValue]] = {}
-        for user, products in carried_raw.items():
-            user_id = parse_uint(user)
-            if user_id is None or not isinstance(products, dict):
-                raise ValueError("carried must map user ids to products")
-            for product, value in products.items():
-                product_id = parse_uint(product)
-                ok = isinstance(value, list) and len(value) == 4
-                if product_id is None or not ok or not isinstance(value[0], int | float) or isinstance(value[0], bool):
-                    raise ValueError("a carried value is [total, assistidas, completas, source run]")
-                if json_int(value[1]) is None or json_int(value[2]) is None or RunId.parse_or_none(value[3]) is None:
-                    raise ValueError("a carried value is [total, assistidas, completas, source run]")
-                carried.setdefault(user_id, {})[product_id] = CarriedValue(
-                    float(value[0]), value[1], value[2], value[3]
-                )
-        return cls(carried, frozenset(sample))
 
 
 def carry_off_body(run_id: RunId, tag_id: int, user_id: int, product_id: int, at: datetime) -> bytes:

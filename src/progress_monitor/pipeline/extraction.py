@@ -14,8 +14,8 @@ from typing import Any
 
 from progress_monitor.carrying.rule import skipped_units
 from progress_monitor.contracts.cademi import CademiSource, CallStats, Progress
+from progress_monitor.contracts.carry_plan import CarriedValue, CarryPlan
 from progress_monitor.contracts.messages import ProgressTask
-from progress_monitor.contracts.objects import CarriedValue, CarryPlan
 from progress_monitor.contracts.values import Status
 from progress_monitor.errors import (
     CademiBusinessError,
@@ -99,6 +99,9 @@ class PieceExtraction:
         self.carried = 0  # records written from an earlier observation
         self.calls_saved = 0
         self.carry_checked = 0  # sampled pairs compared with what would have been carried
+        self.carry_unverified = 0  # sampled pairs whose read failed: nothing to compare
+        self.sample = set(self.carry.sample)  # grows when a sampled read fails (another student is drawn)
+        self._started = 0  # roster index of the next student to start
         self.mismatches: list[tuple[int, int]] = []  # (user, product) of each mismatch
 
     def records(self) -> Iterator[ProgressRecord]:
@@ -125,7 +128,8 @@ class PieceExtraction:
                     if len(pending) >= 4 * self.window:
                         break
                     user_id = self.roster[index]
-                    skip = skipped_units(self.carry, user_id, units) if self.carrying else []
+                    carry = self.carrying and user_id not in self.sample
+                    skip = skipped_units(self.carry, user_id, units) if carry else []
                     futures = [
                         _done(self._carried(user_id, unit))
                         if unit in skip
@@ -137,6 +141,7 @@ class PieceExtraction:
                     in_flight += len(units) - len(skip)
                     self.calls_saved += len(skip)
                     index += 1
+                    self._started = index
                 if not pending:
                     break
                 futures, asked, calls = pending.popleft()
@@ -146,7 +151,7 @@ class PieceExtraction:
                     down_in_a_row = down_in_a_row + 1 if self._all_unavailable(user_id, asked) else 0
                 if down_in_a_row >= self.outage_students:
                     raise CademiOutageError(f"{down_in_a_row} students in a row failed on every call")
-                if user_id in self.carry.sample:
+                if user_id in self.sample:
                     self._verify(user_id, student)
                 yield from student
                 in_flight -= calls
@@ -189,7 +194,7 @@ class PieceExtraction:
             assistidas=None if values is None else values.assistidas,
             completas=None if values is None else values.completas,
             error=error,
-            extracted_at=datetime.now(UTC),
+            extracted_at=_observed(values),
             last_access_at=self.last_access_at.get(user_id),
             carried_from=values.source_run if isinstance(values, CarriedValue) else None,
         )
@@ -198,10 +203,14 @@ class PieceExtraction:
         """A sampled student was read although the rule would carry them: compare. What was read is stored
         either way; a mismatch is logged (ids only) and ends carrying for the rest of this piece."""
         would_carry = self.carry.carried.get(user_id, {})
+        unverified = 0
         for record in student:
             value = would_carry.get(record.product_id)
-            if value is None or record.status == Status.FAILED:
-                continue  # nothing to compare: not carried, or the read itself failed
+            if value is None:
+                continue  # nothing to compare: not carried
+            if record.status == Status.FAILED:
+                unverified += 1  # the read failed: this pair verifies nothing
+                continue
             self.carry_checked += 1
             observed = (record.status, record.total, record.assistidas, record.completas)
             if observed != (Status.OK, value.total, value.assistidas, value.completas):
@@ -214,6 +223,17 @@ class PieceExtraction:
                     value.source_run,
                     extra={"run_id": str(self.task.run_id), "tag_id": self.task.tag_id, "piece": self.task.piece},
                 )
+        if unverified:
+            # Counted, and another carried student not yet started is read instead: a failing student never
+            # silently shrinks the sample.
+            self.carry_unverified += unverified
+            self._draw_another()
+
+    def _draw_another(self) -> None:
+        for user_id in self.roster[self._started :]:
+            if user_id in self.carry.carried and user_id not in self.sample:
+                self.sample.add(user_id)
+                return
 
     def _fetch(self, user_id: int, products: tuple[int, ...]) -> list[ProgressRecord]:
         """One call's worth of records (CademiConfigError propagates: a wrong key or URL fails the whole
@@ -238,6 +258,13 @@ class PieceExtraction:
             extra={"run_id": str(self.task.run_id), "tag_id": self.task.tag_id, "piece": self.task.piece},
         )
         return self.row(user_id, product_id, Status.FAILED, error=error)
+
+
+def _observed(values: Progress | CarriedValue | None) -> datetime:
+    """When the row's value was read: now, or for a carried value when its run read it (no call was made)."""
+    if isinstance(values, CarriedValue) and values.observed_at is not None:
+        return values.observed_at
+    return datetime.now(UTC)
 
 
 def _done(records: list[ProgressRecord]) -> Future[list[ProgressRecord]]:

@@ -109,17 +109,16 @@ CHECK_COUNTS = (
 
 
 # The history rule: an observation never replaces a better one. `ok` beats `no_access`, which beats `failed`,
-# whatever their times; a row read this week beats any row carried (carry.py), so a carried row never replaces
-# an observed one (a re-extraction that finds a product revoked replaces the carried `ok`), while a failed
-# attempt never replaces a carried one; between two of the same rank the later extraction wins. A failed
-# attempt that does not win still leaves its time and error in last_failed_at / last_failure. Both are
-# functions of the set of observations, not of their order, so a replay, a re-run or a late redelivery reaches
-# the same row. Ranks: failed (carried 0, read 1) < carried (status rank + 2) < read (status rank + 2 + 3).
+# whatever their times and whether read this week or carried (carry.py): the same events give the same history
+# with carrying on or off (a carried `ok` stands for the read `ok` carrying off would have made, and a read `ok`
+# is kept over a later `no_access` too). Between two of the same status a row read this week beats a carried
+# one, then the later extraction wins. A failed attempt that does not win still leaves its time and error in
+# last_failed_at / last_failure. Both are functions of the set of observations, not of their order, so a
+# replay, a re-run or a late redelivery reaches the same row. Rank: 2 x status rank + 1 when read.
 def _rank(row: str) -> str:
     read = f"IF({row}carried_from IS NULL, 1, 0)"
     cases = " ".join(f"WHEN '{s}' THEN {s.rank}" for s in Status)
-    status = f"CASE {row}status {cases} ELSE -1 END"
-    return f"(IF({row}status = '{Status.FAILED}', {read}, {status} + 2 + 3 * {read}))"
+    return f"(2 * (CASE {row}status {cases} ELSE -1 END) + {read})"
 
 
 T_RANK = _rank("T.")

@@ -24,7 +24,7 @@ def extraction_refusal(cfg: Settings, week: date, now: datetime) -> str | None:
     if week > current:
         return f"week {week} has not started yet"
     if week < current and not cfg.cademi_is_simulator:
-        return f"week {week} is past and Cademi serves only the current week ({current})"
+        return f"past week {week}: Cademi serves only the current week ({current})"
     return None
 
 
@@ -77,6 +77,7 @@ LEDGER_SUMS = {
     "calls_saved": "calls_saved",
     "carry_checked": "carry_checked",
     "carry_mismatches": "carry_mismatches",
+    "carry_unverified": "carry_unverified",
 }
 
 

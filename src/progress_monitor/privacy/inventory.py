@@ -56,10 +56,10 @@ NOT_STUDENT: dict[str, str] = {
     "failures": "failed_at stage run_id tag_id piece message_id attempts attributes",
     "loads": "shard generation run_id snapshot_date tag_id piece last_piece rows_in_shard rows_merged failed "
     "no_access students api_calls rate_limited dq_duplicates dq_out_of_range dq_bad_dates dq_unknown_products "
-    "dq_bad_status loaded_at carried calls_saved carry_checked carry_mismatches",
+    "dq_bad_status loaded_at carried calls_saved carry_checked carry_mismatches carry_unverified",
     "runs": "run_id snapshot_date status tags_total tags_done pieces_loaded records_loaded failed_extractions "
     "no_access students api_calls rate_limited dq_rejected errors started_at fanned_out_at finished_at "
-    "reports_refreshed_at rows_carried calls_saved carry_checked carry_mismatches closed_at closed_by",
+    "reports_refreshed_at rows_carried calls_saved carry_checked carry_mismatches carry_unverified closed_at closed_by",
     "registered_tags": "tag_id track_id turma start_date active added_by added_at deactivated_by deactivated_at "
     "request_id",
     "tracks": "track_id track_name product_id product_name position due_week",

@@ -16,7 +16,8 @@ failed AS (
 SELECT r.run_id, r.snapshot_date, r.status, r.started_at, r.finished_at, r.tags_total, r.tags_done,
   r.students, r.records_loaded, r.failed_extractions, r.no_access, r.api_calls, r.rate_limited, r.dq_rejected,
   r.errors, COALESCE(f.dead_lettered, 0) AS dead_lettered, f.last_failure, r.reports_refreshed_at,
-  r.rows_carried, r.calls_saved, r.carry_checked, r.carry_mismatches, r.closed_at, r.closed_reason, r.closed_by,
+  r.rows_carried, r.calls_saved, r.carry_checked, r.carry_mismatches,
+  r.carry_unverified, r.closed_at, r.closed_reason, r.closed_by,
   r.started_at = MAX(r.started_at) OVER () AS is_latest,
   TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), l.finished_at, HOUR) AS data_age_hours,
   l.snapshot_date AS latest_complete_week

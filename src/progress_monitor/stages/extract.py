@@ -114,6 +114,7 @@ def extract_piece(svc: Services, message: PubSubMessage) -> PieceResult:
                 calls_saved=piece.calls_saved,
                 carry_checked=piece.carry_checked,
                 carry_mismatches=len(piece.mismatches),
+                carry_unverified=piece.carry_unverified,
             )
             if piece.mismatches:  # before the shard: a redelivery after a crash would only follow the shard
                 store.switch_off(bucket, task, *piece.mismatches[0], now=svc.now())

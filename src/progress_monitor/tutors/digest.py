@@ -128,6 +128,26 @@ def channel_digests(svc: Services, week: date, only_channel: str | None = None) 
     return digests
 
 
+STILL_REPORTED_SQL = """
+SELECT DISTINCT user_id FROM `${report_student_week}` WHERE snapshot_date = @week AND user_id IN UNNEST(@ids)
+"""
+
+
+def _fence_erasures(svc: Services, week: date, d: ChannelDigest) -> None:
+    """Right before a claim, a post or a record names students: keep only those the week's reports still hold
+    under their id. A task that read the reports before an erasure finished would otherwise write the erased
+    student's id back into its claim, the message and `slack_digests` after the erasure said done (the erasure
+    rebuilds the reports first, so an erased student's rows carry the pseudonym by then)."""
+    ids = sorted({user for _, user in d.listed_pairs()})
+    if not ids:
+        return
+    present = {int(r["user_id"]) for r in warehouse.query(svc, STILL_REPORTED_SQL, week=week, ids=ids)}
+    gone = set(ids) - present
+    if gone:
+        log.warning("%d student(s) no longer in the week's reports (erased meanwhile); not named", len(gone))
+        d.listed = {tag: [s for s in students if s.user_id in present] for tag, students in d.listed.items()}
+
+
 def week_actions(svc: Services, week: date) -> dict[tuple[int, int], list[Action]]:
     found: dict[tuple[int, int], list[Action]] = {}
     for r in warehouse.query(svc, ACTIONS_SQL, week=week):
@@ -200,6 +220,7 @@ def _post_channel(svc: Services, run_id: RunId, d: ChannelDigest, actions: dict[
     bucket = svc.shards
     week = run_id.snapshot_date
     now = svc.now()
+    _fence_erasures(svc, week, d)
     mine = {"run_id": str(run_id), "claimed_at": now.isoformat(), "ts": None, "listed": d.listed_pairs()}
     if claims.create(bucket, week, d.channel, mine):
         claim = claims.read(bucket, week, d.channel)
