@@ -57,7 +57,7 @@ def school() -> dict[str, Any]:
         for k, uid in enumerate(ids):
             totals = {101: [10 * k, 40 + 5 * k, 80], 102: [0, 10, 20 + k]}
             school.student(uid, tag, email=f"a{uid}@example.com", totals=totals if uid != LATE else LATE_TOTALS)
-    # The victim's product 102 never answers: their failed rows' error quotes the id in Cademi's URL.
+    # The victim's product 102 never answers: their failed rows record Cademi's error (the path without them).
     school.fault(path=f"/usuario/progresso_por_produto/{VICTIM}/102", status=503, times=1_000_000)
     return school.build()
 

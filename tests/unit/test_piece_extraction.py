@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from progress_monitor.cademi.v1 import _redact_path
 from progress_monitor.contracts.cademi import CallStats, Progress, Student, Tag
 from progress_monitor.contracts.carry_plan import CarriedValue, CarryPlan
 from progress_monitor.contracts.messages import ProgressTask
@@ -25,6 +27,7 @@ from progress_monitor.errors import (
     CademiUnavailableError,
 )
 from progress_monitor.pipeline.extraction import PieceExtraction, ProgressRecord
+from progress_monitor.privacy import erasures
 
 PRODUCTS = (101, 102)
 RUN = RunId(date(2026, 3, 9))
@@ -134,3 +137,28 @@ def test_a_sampled_student_whose_read_fails_is_counted_and_another_carried_stude
     [drawn] = piece.sample - {1}
     assert {u for u, _ in source.calls} == {1, drawn}  # the drawn student was read, not carried
     assert piece.carry_checked == 2 and not piece.mismatches  # and compared: two pairs, both as carried
+
+
+def test_logs_name_a_student_by_a_keyed_hash_and_paths_without_the_student(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 30 finding 4: a log line never holds the id (it would join the pseudonym an erasure leaves)."""
+    key = b"privacy-key"
+    source = Source({(1, 101): "down", (1, 102): "malformed"}, per_student=False)
+    piece = PieceExtraction(
+        source,
+        ProgressTask(RUN, 5001, PRODUCTS),
+        [1],
+        budget_s=60,
+        outage_students=10,
+        student_ref=lambda u: erasures.log_ref(key, u),
+    )
+    with caplog.at_level(logging.WARNING):
+        list(piece.records())
+    failures = [r for r in caplog.records if r.msg.startswith("progress extraction failed")]
+    assert len(failures) == 2
+    for record in failures:
+        assert isinstance(record.args, tuple) and record.args[0] == erasures.log_ref(key, 1)
+        assert 1 not in record.args  # the product id is there, the student id is not
+    assert erasures.log_ref(key, 1) != erasures.log_ref(b"another key", 1) and erasures.log_ref(None, 1) == "s:?"
+    assert _redact_path("/usuario/progresso_por_produto/7654321/102") == "/usuario/progresso_por_produto/<user>/102"
+    assert _redact_path("/usuario/lista_por_tag/5001") == "/usuario/lista_por_tag/5001"
+    assert _redact_path("/users/usr_42/progress") == "/users/<user>/progress"

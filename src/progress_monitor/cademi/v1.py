@@ -317,5 +317,10 @@ class CademiClient:
 
 
 def _redact_path(path: str) -> str:
-    """Paths may address users by email; logs keep only numeric segments."""
-    return "/".join(p if _SAFE_SEGMENT.fullmatch(p) else "<user>" for p in path.split("/"))
+    """What logs and errors say of a path: never the student (by id or e-mail); the endpoint and the product
+    stay (issue 30: a log line naming the id would join it to the pseudonym an erasure leaves)."""
+    parts = path.split("/")
+    return "/".join(
+        "<user>" if (k and parts[k - 1] == "progresso_por_produto") or not _SAFE_SEGMENT.fullmatch(p) else p
+        for k, p in enumerate(parts)
+    )

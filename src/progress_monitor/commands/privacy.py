@@ -164,10 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     mode = rm.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
     mode.add_argument("--confirm", action="store_true", help="erase")
+    ref = sub.add_parser("ref", help="how the logs name one student (a keyed hash): to find their log lines")
+    ref.add_argument("--student", required=True, type=_student)
     args = parser.parse_args(argv)
     logs.configure(stream=sys.stderr)  # stdout holds the document only
     svc = services.build()
     try:
+        if args.command == "ref":
+            print(json.dumps({"log_ref": erasures.log_ref(erasures.privacy_key(svc.cfg), args.student)}))
+            return 0
         if args.command == "export":
             document = json.dumps(export(svc, args.student), ensure_ascii=False, indent=2, default=str)
             if args.out:

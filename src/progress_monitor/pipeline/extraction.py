@@ -77,6 +77,7 @@ class PieceExtraction:
         clock: Callable[[], float] = time.monotonic,
         last_access_at: Mapping[int, datetime] | None = None,
         carry: CarryPlan | None = None,
+        student_ref: Callable[[int], str] = lambda _: "s:?",
     ) -> None:
         if not task.start_index < len(roster) and not (task.piece == 0 and not roster):
             raise PermanentError(f"task start_index {task.start_index} is outside the roster of {len(roster)}")
@@ -95,6 +96,7 @@ class PieceExtraction:
         self._clock = clock
         self.last_access_at = last_access_at or {}
         self.carry = carry or CarryPlan()
+        self.student_ref = student_ref  # how logs name a student (privacy/erasures.py log_ref): never the id
         self.carrying = bool(self.carry.carried)  # turned off for the rest of the piece by a mismatch
         self.carried = 0  # records written from an earlier observation
         self.calls_saved = 0
@@ -217,8 +219,8 @@ class PieceExtraction:
                 self.mismatches.append((user_id, record.product_id))
                 self.carrying = False
                 log.error(
-                    "carry verification mismatch for user %d product %d: read differs from run %s's observation",
-                    user_id,
+                    "carry verification mismatch for student %s product %d: read differs from run %s's observation",
+                    self.student_ref(user_id),
                     record.product_id,
                     value.source_run,
                     extra={"run_id": str(self.task.run_id), "tag_id": self.task.tag_id, "piece": self.task.piece},
@@ -251,8 +253,8 @@ class PieceExtraction:
             with self._unavailable_lock:
                 self._unavailable[user_id] += 1
         log.warning(
-            "progress extraction failed for user %d product %d: %s",
-            user_id,
+            "progress extraction failed for student %s product %d: %s",
+            self.student_ref(user_id),
             product_id,
             error,
             extra={"run_id": str(self.task.run_id), "tag_id": self.task.tag_id, "piece": self.task.piece},

@@ -20,7 +20,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from dataclasses import replace as replace_fields
 from secrets import randbelow
@@ -62,6 +62,24 @@ def privacy_key(cfg: Settings) -> bytes:
 def digest_of(key: bytes, user_id: int) -> str:
     """The registry's name for a student: a keyed hash of the id."""
     return hmac.new(key, f"cademi-user:{user_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def log_ref(key: bytes | None, user_id: int) -> str:
+    """How logs name a student: a keyed hash, never the id (`python -m progress_monitor privacy ref` gives an
+    operator the ref of a given id); "s:?" without the key. No table or object holds it, so after an erasure no
+    log line joins to the pseudonym."""
+    if key is None:
+        return "s:?"
+    return "s:" + hmac.new(key, f"log:{user_id}".encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def log_refs(cfg: Settings) -> Callable[[int], str]:
+    """log_ref with the privacy key read once; the key unavailable, refs say "s:?" (logging never waits)."""
+    try:
+        key: bytes | None = privacy_key(cfg)
+    except SecretUnavailableError:
+        key = None
+    return lambda user_id: log_ref(key, user_id)
 
 
 def keycheck_of(key: bytes) -> str:

@@ -95,8 +95,8 @@ OBJECTS: dict[str, Handling | None] = {
 
 # Held outside our tables and bucket; the operator's steps are in docs/privacy.md.
 ELSEWHERE = {
-    "logs": "Cloud Logging: ids only (never contact data, CPF or secrets); kept by the log bucket's retention "
-    "(30 days by default), not erasable entry by entry",
+    "logs": "Cloud Logging: a student is named by a keyed hash (`privacy ref`), never the id, contact data, CPF or "
+    "secrets; kept by the log bucket's retention (30 days by default), not erasable entry by entry",
     "slack": "messages posted in the tutors' channels name the student; deleted in Slack by hand if asked",
     "bucket versions": "noncurrent versions (kept 7 days) of every object naming the student are deleted by the "
     "erasure itself, and the registry entry's own old versions once it is done",
@@ -104,7 +104,8 @@ ELSEWHERE = {
     "pubsub": "tutors' click messages (slack-tasks) carry the student's id in flight, and on the dead-letter topic's "
     "subscription up to 7 days (message retention); they expire, not erasable one by one",
     "bigquery job history": "every job's SQL and parameters, about 180 days: the erasure's jobs name the id or read "
-    "the pseudonym from a scratch table, never both (privacy_tables.py)",
+    "the pseudonym from a scratch table, never both (privacy_tables.py); a tutor's click and a digest's record "
+    "name the id beside their week, class and time (a known gap: docs/privacy.md)",
 }
 
 # Column names that look like a student's data: never accepted as NOT_STUDENT.

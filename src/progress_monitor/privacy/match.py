@@ -87,5 +87,7 @@ def rewrite_object(name: str, raw: bytes, user_id: int, pseudonym: int) -> bytes
         body["carried"].pop(str(user_id), None)
         body["sample"] = [u for u in body.get("sample") or [] if u != user_id]
     if body.get("user_id") == user_id:  # the carrying switch names the student of its first mismatch
-        body["user_id"] = pseudonym
+        # Dropped, not pseudonymised: its run, tag, product and time would join the pseudonym to the log line of
+        # that mismatch (issue 30).
+        body["user_id"] = None
     return None if json.dumps(body, sort_keys=True) == before else json.dumps(body).encode()

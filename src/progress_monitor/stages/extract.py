@@ -94,6 +94,7 @@ def extract_piece(svc: Services, message: PubSubMessage) -> PieceResult:
             workers=cfg.cademi_workers,
             stats=stats,
             outage_students=cfg.outage_students,
+            student_ref=erasures.log_refs(cfg),
         )
         statuses: Counter[str] = Counter()
         with tempfile.TemporaryFile("w+b") as spool:
