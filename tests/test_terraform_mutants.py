@@ -48,9 +48,33 @@ CHECKS: dict[str, Callable[[Path], list[str]]] = {
 }
 
 FN = 'google_service_account.fn["{}"].member'
+WAIT = "  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet\n"
 MUTANTS = [
     # the privacy of erased rows: a week of time travel on the restricted dataset
     Mutant("default time travel", "bigquery.tf", '  max_time_travel_hours = "48" # restricted', "", "time_travel"),
+    # every grant to a fresh account waits at least two minutes
+    Mutant(
+        "a grant to a fresh account without the wait",
+        "iam.tf",
+        '''  member     = google_service_account.fn["notify_tutors"].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
+}
+
+resource "google_bigquery_table_iam_member" "student_names"''',
+        '''  member     = google_service_account.fn["notify_tutors"].member
+}
+
+resource "google_bigquery_table_iam_member" "student_names"''',
+        "waits",
+    ),
+    Mutant(
+        "push audience left to Pub/Sub's default",
+        "pubsub.tf",
+        "      audience = google_cloudfunctions2_function.fn[each.key].service_config[0].uri\n",
+        "",
+        "wiring",
+    ),
+    Mutant("the accounts' wait too short", "iam.tf", 'create_duration = "120s"', 'create_duration = "60s"', "waits"),
     # the provider's schema
     Mutant("misspelt argument", "functions.tf", "    timeout_seconds ", "    timeout_second ", "schema"),
     Mutant("misspelt block", "pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {", "schema"),
@@ -79,8 +103,8 @@ MUTANTS = [
     Mutant(
         "reference to a missing instance",
         "pubsub.tf",
-        'fn["record_failures"].service_config[0].uri',
-        'fn["record_failure"].service_config[0].uri',
+        'fn["record_failures"].service_config[0].uri}/projects',
+        'fn["record_failure"].service_config[0].uri}/projects',
         "references",
     ),
     Mutant(
@@ -108,15 +132,15 @@ MUTANTS = [
     Mutant(
         "publisher to the wrong identity",
         "iam.tf",
-        '  role     = "roles/pubsub.publisher"\n  member   = google_service_account.fn[each.value.fn].member',
-        '  role     = "roles/pubsub.publisher"\n  member   = ' + FN.format("slack_actions"),
+        '  role       = "roles/pubsub.publisher"\n  member     = google_service_account.fn[each.value.fn].member',
+        '  role       = "roles/pubsub.publisher"\n  member     = ' + FN.format("slack_actions"),
         "function_grants",
     ),
     Mutant(
         "jobUser to the wrong identity",
         "iam.tf",
-        '  role     = "roles/bigquery.jobUser"\n  member   = google_service_account.fn[each.key].member',
-        '  role     = "roles/bigquery.jobUser"\n  member   = ' + FN.format("add_tag"),
+        '  role       = "roles/bigquery.jobUser"\n  member     = google_service_account.fn[each.key].member',
+        '  role       = "roles/bigquery.jobUser"\n  member     = ' + FN.format("add_tag"),
         "function_grants",
     ),
     Mutant(
@@ -372,8 +396,8 @@ MUTANTS = [
     Mutant(
         "names view granted to the wrong function",
         "iam.tf",
-        '  member     = google_service_account.fn["notify_tutors"].member\n}\n\n# The digest',
-        '  member     = google_service_account.fn["add_tag"].member\n}\n\n# The digest',
+        '  member     = google_service_account.fn["notify_tutors"].member\n' + WAIT + "}\n\n# The digest",
+        '  member     = google_service_account.fn["add_tag"].member\n' + WAIT + "}\n\n# The digest",
         "function_grants",
     ),
 ]

@@ -273,6 +273,7 @@ def push_subscriptions(model: Model) -> list[dict[str, Any]]:
             for policy in body.get("dead_letter_policy", []):
                 dlq = _match(str(model.value(policy["dead_letter_topic"], scope)), TARGET)
             oidc = push["oidc_token"][0]["service_account_email"] if push.get("oidc_token") else None
+            audience = push["oidc_token"][0].get("audience") if push.get("oidc_token") else None
             subs.append(
                 {
                     "address": f"{address}[{json.dumps(key)}]" if key is not None else address,
@@ -285,6 +286,7 @@ def push_subscriptions(model: Model) -> list[dict[str, Any]]:
                     "path_topic": m.group(3) if m else None,
                     "topic_name": topics.get(topic.removeprefix("topic:")),
                     "identity": _match(str(model.value(oidc, scope)), IDENTITY) if oidc else None,
+                    "audience": str(model.value(audience, scope)) if audience else None,
                     "dlq": dlq,
                     "ack": model.value(body.get("ack_deadline_seconds", 10), scope),
                     "timeout": functions[m.group(1)]["timeout"] if m and m.group(1) in functions else None,
@@ -393,6 +395,9 @@ def check_wiring(model: Model) -> list[str]:
             continue
         if sub["project"] != model.config.variables["project_id"]:
             errors.append(f"{where}: the endpoint names project {sub['project']}")
+        # Pub/Sub's default audience is the whole endpoint (path included); Cloud Run documents its service URL.
+        if sub["audience"] != f'${{google_cloudfunctions2_function.fn["{fn}"].service_config.0.uri}}':
+            errors.append(f"{where}: the OIDC audience is {sub['audience']}, not {fn}'s service URL")
         if sub["path_topic"] != sub["topic_name"]:
             errors.append(f"{where}: the endpoint names topic {sub['path_topic']}, it reads {sub['topic_name']}")
         if (
@@ -533,7 +538,21 @@ USES = {  # which blocks use an identity's grants the moment they are created
         "agent:pubsub|roles/iam.serviceAccountTokenCreator",
     ),
 }
-CREATED_BY = {"fn:": "google_service_account.fn", "sa:": "google_service_account.", "agent:": "time_sleep.agents_ready"}
+# What a grant to each kind of identity must come after: an account created here, the wait that follows every
+# created account (IAM may refuse one for a while, and the provider does not retry "does not exist"); agents,
+# their own propagation wait.
+ACCOUNTS_READY = "time_sleep.accounts_ready"
+CREATED_BY = {"fn:": ACCOUNTS_READY, "sa:": ACCOUNTS_READY, "agent:": "time_sleep.agents_ready"}
+MIN_ACCOUNT_WAIT_S = 120  # Google: IAM changes "typically" take 2 minutes
+
+
+def _seconds(duration: str) -> float:
+    """A time_sleep duration ("120s", "2m", "1m30s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    found = re.findall(r"(\d+(?:\.\d+)?)([hms])", duration)
+    if not found or "".join(n + u for n, u in found) != duration:
+        raise ValueError(f"not a duration: {duration!r}")
+    return sum(float(n) * units[u] for n, u in found)
 
 
 def check_waits(model: Model) -> list[str]:
@@ -542,13 +561,17 @@ def check_waits(model: Model) -> list[str]:
     errors = []
     graph = dependency_graph(model)
     sleeps = [a for a in graph if a.startswith("time_sleep.")]
+    wait = model.blocks.get(ACCOUNTS_READY)
+    if wait is None or _seconds(str(model.value(wait.get("create_duration")))) < MIN_ACCOUNT_WAIT_S:
+        errors.append(f"{ACCOUNTS_READY} must wait at least {MIN_ACCOUNT_WAIT_S} s")
+    accounts = {a for a in graph if a.startswith("google_service_account.")}
+    if not accounts <= closure(graph, ACCOUNTS_READY):
+        errors.append(f"{ACCOUNTS_READY} does not follow {sorted(accounts - closure(graph, ACCOUNTS_READY))}")
     for b in model.bindings:
         block = b.address.split("[")[0]
-        for prefix, creator in CREATED_BY.items():
-            if b.member.startswith(prefix):
-                wanted = creator if prefix != "sa:" else creator + b.member.removeprefix("sa:")
-                if not any(d == wanted or d.startswith(wanted + ".") for d in closure(graph, block)):
-                    errors.append(f"{b.address} may run before {wanted} exists")
+        for prefix, wanted in CREATED_BY.items():
+            if b.member.startswith(prefix) and wanted not in closure(graph, block):
+                errors.append(f"{b.address} may run before {wanted}: {b.member} may not exist for IAM yet")
     for user, identities in USES.items():
         if user not in graph:
             errors.append(f"{user} is missing")

@@ -10,8 +10,10 @@ resource "google_service_account" "fn" {
 # A fresh service account is refused for a while by services that check members themselves (BigQuery's
 # dataset access entries: "service account ... does not exist"); what grants through them waits for this.
 resource "time_sleep" "accounts_ready" {
-  create_duration = "60s"
-  depends_on      = [google_service_account.fn]
+  # Google: IAM changes "typically" take 2 minutes; the provider does not retry "does not exist" (its PR
+  # #26429, open; #26430 measured 30-120 s). Every grant to an account created here waits for this.
+  create_duration = "120s"
+  depends_on      = [google_service_account.fn, google_service_account.pusher, google_service_account.trigger, google_service_account.builder]
 }
 
 # Upgrades from before the authorized view: these grants lost their for_each key (the restricted dataset's
@@ -47,16 +49,18 @@ resource "google_service_account" "builder" {
 }
 
 resource "google_project_iam_member" "builder" {
-  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"])
-  project  = var.project_id
-  role     = each.value
-  member   = google_service_account.builder.member
+  for_each   = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"])
+  project    = var.project_id
+  role       = each.value
+  member     = google_service_account.builder.member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 resource "google_storage_bucket_iam_member" "builder_sources" {
-  bucket = google_storage_bucket.sources.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.builder.member
+  bucket     = google_storage_bucket.sources.name
+  role       = "roles/storage.objectViewer"
+  member     = google_service_account.builder.member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 locals {
@@ -107,10 +111,11 @@ locals {
 }
 
 resource "google_project_iam_member" "bigquery_jobs" {
-  for_each = toset(local.bigquery_functions)
-  project  = var.project_id
-  role     = "roles/bigquery.jobUser"
-  member   = google_service_account.fn[each.key].member
+  for_each   = toset(local.bigquery_functions)
+  project    = var.project_id
+  role       = "roles/bigquery.jobUser"
+  member     = google_service_account.fn[each.key].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 resource "google_bigquery_table_iam_member" "table" {
@@ -119,6 +124,7 @@ resource "google_bigquery_table_iam_member" "table" {
   table_id   = google_bigquery_table.table[each.value.table].table_id
   role       = each.value.role
   member     = google_service_account.fn[each.value.fn].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 # The loader: staging tables and the whole history in the main dataset; contact data (and its staging
@@ -127,6 +133,7 @@ resource "google_bigquery_dataset_iam_member" "loader" {
   dataset_id = google_bigquery_dataset.main.dataset_id
   role       = "roles/bigquery.dataEditor"
   member     = google_service_account.fn["load_history"].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 # notify_tutors reads the reporting tables (rebuilt by the loader, so not Terraform's to grant one by one):
@@ -135,6 +142,7 @@ resource "google_bigquery_dataset_iam_member" "tutors_agent" {
   dataset_id = google_bigquery_dataset.main.dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = google_service_account.fn["notify_tutors"].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 resource "google_bigquery_table_iam_member" "student_names" {
@@ -142,6 +150,7 @@ resource "google_bigquery_table_iam_member" "student_names" {
   table_id   = google_bigquery_table.student_names.table_id
   role       = "roles/bigquery.dataViewer"
   member     = google_service_account.fn["notify_tutors"].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 # The digest claims (tutors/digest.py): created once, rewritten with the message's ts, released after a Slack
@@ -154,13 +163,15 @@ resource "google_storage_bucket_iam_member" "digest_claims" {
     title      = "digest-claims-only"
     expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.shards.name}/objects/slack/\")"
   }
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 resource "google_storage_bucket_iam_member" "shards" {
-  for_each = local.bucket_bindings
-  bucket   = google_storage_bucket.shards.name
-  role     = each.value.role
-  member   = google_service_account.fn[each.value.fn].member
+  for_each   = local.bucket_bindings
+  bucket     = google_storage_bucket.shards.name
+  role       = each.value.role
+  member     = google_service_account.fn[each.value.fn].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 # Deleting merged contact files: a role with only storage.objects.delete, limited to the contacts/ prefix.
@@ -179,6 +190,7 @@ resource "google_storage_bucket_iam_member" "loader_contacts" {
     title      = "contacts-only"
     expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.shards.name}/objects/contacts/\")"
   }
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 # The school-wide Cademi budget (cademi/budget.py): every function that calls Cademi rewrites one object, conditioned
@@ -192,13 +204,15 @@ resource "google_storage_bucket_iam_member" "cademi_budget" {
     title      = "cademi-budget-object"
     expression = "resource.name == \"projects/_/buckets/${google_storage_bucket.shards.name}/objects/budget/cademi.json\""
   }
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 resource "google_pubsub_topic_iam_member" "publisher" {
-  for_each = local.publisher_bindings
-  topic    = google_pubsub_topic.topic[each.value.topic].name
-  role     = "roles/pubsub.publisher"
-  member   = google_service_account.fn[each.value.fn].member
+  for_each   = local.publisher_bindings
+  topic      = google_pubsub_topic.topic[each.value.topic].name
+  role       = "roles/pubsub.publisher"
+  member     = google_service_account.fn[each.value.fn].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 # Push subscriptions invoke the three event functions with an OIDC token of the pusher account.
@@ -229,9 +243,10 @@ resource "google_project_iam_member" "gcs_publisher" {
 }
 
 resource "google_project_iam_member" "trigger_receiver" {
-  project = var.project_id
-  role    = "roles/eventarc.eventReceiver"
-  member  = google_service_account.trigger.member
+  project    = var.project_id
+  role       = "roles/eventarc.eventReceiver"
+  member     = google_service_account.trigger.member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 resource "google_cloud_run_service_iam_member" "trigger" {
@@ -299,6 +314,7 @@ resource "google_project_iam_member" "builder_gcf_sources" {
     title      = "gcf-v2-sources-only"
     expression = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\")"
   }
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
 # IAM is eventually consistent: a role granted to a fresh account or agent may be refused for a minute or

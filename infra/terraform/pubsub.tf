@@ -28,6 +28,8 @@ resource "google_pubsub_subscription" "push" {
     push_endpoint = "${google_cloudfunctions2_function.fn[each.key].service_config[0].uri}/projects/${var.project_id}/topics/${local.topics[each.value.topic]}"
     oidc_token {
       service_account_email = google_service_account.pusher.email
+      # Pub/Sub's default audience is the push endpoint, path included; Cloud Run checks its service URL.
+      audience = google_cloudfunctions2_function.fn[each.key].service_config[0].uri
     }
   }
   retry_policy {
@@ -68,6 +70,7 @@ resource "google_pubsub_subscription" "dead_letter_records" {
     push_endpoint = "${google_cloudfunctions2_function.fn["record_failures"].service_config[0].uri}/projects/${var.project_id}/topics/${each.value}"
     oidc_token {
       service_account_email = google_service_account.pusher.email
+      audience              = google_cloudfunctions2_function.fn["record_failures"].service_config[0].uri
     }
   }
   retry_policy {

@@ -13,8 +13,9 @@ locals {
 }
 
 resource "google_secret_manager_secret_iam_member" "reader" {
-  for_each  = local.secret_bindings
-  secret_id = google_secret_manager_secret.secret[each.value.secret].id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.fn[each.value.fn].email}"
+  for_each   = local.secret_bindings
+  secret_id  = google_secret_manager_secret.secret[each.value.secret].id
+  role       = "roles/secretmanager.secretAccessor"
+  member     = "serviceAccount:${google_service_account.fn[each.value.fn].email}"
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }

@@ -102,6 +102,11 @@ variable "prefix" {
     condition     = can(regex("^[a-z][a-z0-9-]{0,11}[a-z0-9]$", var.prefix))
     error_message = "prefix: 2-13 lower-case letters, digits or dashes, starting with a letter and not ending with a dash."
   }
+  validation {
+    # Pub/Sub refuses topic and subscription names starting with "goog".
+    condition     = !startswith(var.prefix, "goog")
+    error_message = "prefix: must not start with \"goog\" (Pub/Sub refuses such topic names)."
+  }
 }
 
 variable "project_id" {
