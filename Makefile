@@ -12,16 +12,17 @@ PYTEST_ARGS ?=
 
 .PHONY: install lint unit stages test run up trigger down replay reextract export-tutors privacy-export privacy-erase looker-url bench soak clean
 
-# uv installs the locked versions side by side (about 10 s where pip took 45 s on this 2-core machine), compiling
-# the bytecode at install as pip did (without it every test process compiles what it imports first).
+# uv installs the locked versions side by side (about 10 s where pip took 45 s on this 2-core machine). The
+# project's venv compiles the bytecode at install, as pip did (without it every test process compiles what it
+# imports first); the tool venvs do not (checkov runs once; of the schema bindings only the data is read).
 UV_VERSION := 0.13.9
 UV_INSTALL = $(1)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION) && \
-	$(1)/bin/uv pip install -q --compile-bytecode --python $(1)/bin/python
+	$(1)/bin/uv pip install -q $(2) --python $(1)/bin/python
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(call UV_INSTALL,$(VENV)) -r requirements.lock
-	$(call UV_INSTALL,$(VENV)) --no-deps -e .
+	$(call UV_INSTALL,$(VENV),--compile-bytecode) -r requirements.lock
+	$(call UV_INSTALL,$(VENV),--compile-bytecode) --no-deps -e .
 	touch $@
 
 # Debian's Chromium for the browser test of the add_tag form (Playwright drives it; no browser download).

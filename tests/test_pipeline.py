@@ -9,7 +9,6 @@ once per stack) or makes a run of its own under a re-run label.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from functions_framework import create_app
 
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
@@ -122,45 +120,6 @@ def _a_shard(week: str) -> tuple[str, int]:
         d=date.fromisoformat(week),
     )
     return rows[0]["shard"], int(rows[0]["generation"])
-
-
-def test_duplicate_finalize_events_in_both_shapes_add_no_rows(stack: LocalStack) -> None:
-    ensure_week(stack, 0)
-    shard, generation = _a_shard(WEEKS[0])
-    before = count_rows(services_here(), WEEKS[0])
-    app = create_app("load_history", str(ROOT / "functions" / "load_history" / "main.py"), "cloudevent")
-    client = app.test_client()
-    notification = {  # fake-gcs-server's Pub/Sub notification, as a push subscription delivers it
-        "message": {
-            "data": base64.b64encode(json.dumps({"name": shard, "bucket": "progress-shards"}).encode()).decode(),
-            "attributes": {
-                "eventType": "OBJECT_FINALIZE",
-                "bucketId": "progress-shards",
-                "objectId": shard,
-                "objectGeneration": str(generation),
-                "payloadFormat": "JSON_API_V1",
-            },
-            "messageId": "dup-1",
-            "publishTime": "2026-09-07T12:00:00Z",
-        },
-        "subscription": "projects/local-project/subscriptions/load_history-push",
-    }
-    for _ in range(2):
-        response = client.post("/projects/local-project/topics/shard-events", json=notification)
-        assert response.status_code == 200
-    eventarc = {"bucket": "progress-shards", "name": shard, "generation": str(generation)}
-    headers = {
-        "ce-id": "dup-2",
-        "ce-specversion": "1.0",
-        "ce-source": "//storage.googleapis.com/projects/_/buckets/x",
-        "ce-type": "google.cloud.storage.object.v1.finalized",
-        "Content-Type": "application/json",
-    }
-    assert client.post("/", json=eventarc, headers=headers).status_code == 200
-    assert count_rows(services_here(), WEEKS[0]) == before
-    ledger = warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${loads}` WHERE shard = @s", s=shard)
-    assert ledger[0]["n"] == 1
-    assert_history_equals_truth(stack, 0)
 
 
 def test_a_week_rerun_gives_the_same_rows_not_twice(stack: LocalStack) -> None:

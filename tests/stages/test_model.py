@@ -248,6 +248,7 @@ class School_(RuleBasedStateMachine):
             for (snapshot, tag, user, product), row in expected_rows(self.world.scenario, week).items():
                 if week in self.weeks_named.get(user, set()):
                     expected[(snapshot, tag, self.pseudonyms.get(user, user), product)] = row
+        rows = self.rows("SELECT * FROM `${progress_history}`")
         found = {
             (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"]): (
                 r["status"],
@@ -255,9 +256,9 @@ class School_(RuleBasedStateMachine):
                 r["assistidas"],
                 r["completas"],
             )
-            for r in self.rows("SELECT * FROM `${progress_history}`")
+            for r in rows
         }
-        assert found == expected
+        assert found == expected and len(rows) == len(found)  # and no key twice
 
     @invariant()
     def no_erased_student_and_no_pseudonym_is_shown(self) -> None:

@@ -3,14 +3,24 @@ redelivered task or a repeated finalize event must not change."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import date
+from pathlib import Path
 from typing import Any
+
+import pytest
+from functions_framework import create_app
 
 from cademi_sim.truth import expected_rows
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest
+from progress_monitor.settings import Settings
 from tests.scenarios import school
 from tests.stages.world import World
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def history(world: World, week: date) -> dict[tuple[int, int], tuple[Any, ...]]:
@@ -54,3 +64,53 @@ def test_duplicate_deliveries_change_nothing(make_world: Callable[..., World]) -
     assert history(world, world.scenario.weeks[0]) == first == truth(world, 0)
     count = world.rows("SELECT COUNT(*) AS n FROM `${progress_history}`")[0]["n"]
     assert count == len(first)
+
+
+def test_finalize_events_in_both_shapes_through_the_adapter_add_no_rows(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_history as deployed (functions-framework's test client on functions/load_history/main.py, its
+    Services built from the environment): fake-gcs-server's Pub/Sub notification twice, then Eventarc's
+    CloudEvent, for a shard already loaded; nothing is merged again and the loads ledger keeps one row."""
+    world = make_world(school(n_students=3))
+    world.run_week(0)
+    week = world.scenario.weeks[0]
+    before = history(world, week)
+    [shard] = [b for b in world.svc.shards.list_blobs(prefix="progress/")]
+    for field in fields(Settings):  # nothing another test left in this process reaches the adapter
+        monkeypatch.delenv(field.name.upper(), raising=False)
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")  # a finished run's reload publishes nothing
+    adapter = ROOT / "functions" / "load_history" / "main.py"
+    client = create_app("load_history", str(adapter), "cloudevent").test_client()
+    bucket = world.cfg.shards_bucket
+    notification = {  # fake-gcs-server's Pub/Sub notification, as a push subscription delivers it
+        "message": {
+            "data": base64.b64encode(json.dumps({"name": shard.name, "bucket": bucket}).encode()).decode(),
+            "attributes": {
+                "eventType": "OBJECT_FINALIZE",
+                "bucketId": bucket,
+                "objectId": shard.name,
+                "objectGeneration": str(shard.generation),
+                "payloadFormat": "JSON_API_V1",
+            },
+            "messageId": "dup-1",
+            "publishTime": "2026-03-02T12:00:00Z",
+        },
+        "subscription": "projects/local-project/subscriptions/load_history-push",
+    }
+    for _ in range(2):
+        assert client.post("/projects/local-project/topics/shard-events", json=notification).status_code == 200
+    eventarc = {"bucket": bucket, "name": shard.name, "generation": str(shard.generation)}
+    headers = {
+        "ce-id": "dup-2",
+        "ce-specversion": "1.0",
+        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+        "ce-type": "google.cloud.storage.object.v1.finalized",
+        "Content-Type": "application/json",
+    }
+    assert client.post("/", json=eventarc, headers=headers).status_code == 200
+    assert history(world, week) == before == truth(world, 0)
+    ledger = world.rows("SELECT COUNT(*) AS n FROM `${loads}` WHERE shard = @s", s=shard.name)
+    assert ledger == [{"n": 1}]
