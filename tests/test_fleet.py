@@ -129,7 +129,7 @@ def test_two_instances_with_duplicate_deliveries_hold_the_school_budget(tmp_path
     process), the same run breaches, so this test can fail."""
     env = {"CADEMI_FLEET_BUDGET": budget, "CADEMI_RATE_SAFETY": "0.1"}  # loopback jitter on a loaded machine
     stack = start(
-        tmp_path, many_tags(4, 10, 8), piece_budget_s=3.0, progress_instances=2, progress_concurrency=2, extra_env=env
+        tmp_path, many_tags(4, 6, 8), piece_budget_s=3.0, progress_instances=2, progress_concurrency=2, extra_env=env
     )
     try:
         stack.duplicate_deliveries(True)

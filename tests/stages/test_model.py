@@ -46,8 +46,8 @@ CHANNELS = {A: "C0MODELA", B: "C0MODELB"}
 STUDENTS = {A: [8201, 8202, 8203], B: [8301, 8302]}
 BEHIND = {8201, 8202, 8301}  # far behind every week: named in the digests
 NAMES = {u: f"Estudante{u}" for ids in STUDENTS.values() for u in ids}
-EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "2"))
-STEPS = int(os.environ.get("MODEL_STEPS", "8"))
+EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "1"))
+STEPS = int(os.environ.get("MODEL_STEPS", "10"))
 
 
 def school() -> dict[str, Any]:
@@ -351,8 +351,6 @@ SCRIPTS = {
         ("replay", {}),
         ("close_a_run_that_never_finishes", {}),
         ("dead_letter", {}),
-        ("weekly_run", {"carry": True}),
-        ("class_list", {"tag": B}),
     ],
 }
 
