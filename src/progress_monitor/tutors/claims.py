@@ -100,10 +100,6 @@ DONE = ("posted", "updated", "refused")  # a claim in any other state is being w
 EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def claimed_at(claim: Claim) -> datetime:
-    return claimed_at_of(claim.body)
-
-
 def claimed_at_of(body: dict[str, Any]) -> datetime:
     try:
         moment = datetime.fromisoformat(str(body.get("claimed_at")))
