@@ -76,6 +76,11 @@ variable "form" {
     condition     = alltrue([for m in var.form.iap_members : can(regex("^(user|group|domain):", m))])
     error_message = "form.iap_members are IAM members such as group:coordenacao@escola.com.br."
   }
+  validation {
+    # The managed certificate is issued for this name: a host name, lower case, no scheme or path.
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.form.domain))
+    error_message = "form.domain is a host name such as turmas.escola.com.br (no https://, no path)."
+  }
 }
 
 variable "incremental" {
@@ -128,6 +133,10 @@ variable "region" {
   description = "Region of the functions, the bucket and the scheduler job."
   type        = string
   default     = "southamerica-east1"
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region is a Google Cloud region such as southamerica-east1 (not a zone, not a multi-region)."
+  }
 }
 
 variable "reporting" {
