@@ -5,6 +5,7 @@ flagged. (The deliveries, kills, bursts and poison messages stay on the stack: t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
@@ -12,10 +13,12 @@ from datetime import date, timedelta
 import pytest
 
 from progress_monitor.commands.replay import reextract, replay_history
+from progress_monitor.contracts.objects import contacts_name
 from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import lanes, runs
 from progress_monitor.platform import warehouse
 from progress_monitor.privacy import tables as privacy_tables
+from progress_monitor.stages import daily
 from progress_monitor.stages.daily import check_data_age, resume_run
 from tests.pipeline_world import ALWAYS_FAILING, BIG_TAG, DROPOUT, MOVER, OTHER_TAG, SMALL_TAG, WEEKS, world
 from tests.stages.world import Servers, World, world_of
@@ -149,3 +152,22 @@ def test_a_run_that_can_never_finish_is_closed_with_a_reason_and_no_longer_waite
     }
     assert resume_run(svc, run_id) == [] and len(school.publisher.messages) == sent
     assert runs.close_run(svc, RunId(date.fromisoformat(WEEKS[3]), "nosuch"), "x", "y") is None
+
+
+def test_the_daily_check_loads_an_object_of_a_finished_run_that_was_never_loaded(school: World) -> None:
+    """Issue 31: no shard left behind. A contacts file of a finished run whose finalize event was lost (Eventarc
+    drops a delivery after a day, with no dead letter) is loaded by the daily check, once."""
+    svc = school.svc
+    run_id = RunId(date.fromisoformat(WEEKS[3]))
+    assert runs.run_status(svc, run_id) == "succeeded"
+    student = 2004
+    row = {"user_id": student, "nome": "Aluno 2004", "email": "novo.email@example.com", "celular": None}
+    blob = svc.shards.blob(contacts_name(run_id, SMALL_TAG))
+    blob.upload_from_string(json.dumps(row) + "\n", content_type="application/x-ndjson")
+    school.loaded[blob.name] = int(svc.shards.get_blob(blob.name).generation)  # its finalize event is lost
+    assert daily.reconcile_recent_runs(svc) == 1
+    school.deliver()  # the shard-reloads topic's push to load_history
+    [stored] = school.rows("SELECT email FROM `${students}` WHERE user_id = @u", u=student)
+    assert stored == {"email": "novo.email@example.com"}
+    assert svc.shards.get_blob(blob.name) is None  # merged, then deleted
+    assert daily.reconcile_recent_runs(svc) == 0

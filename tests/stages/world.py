@@ -241,6 +241,7 @@ class World:
             cfg.schedule_topic: schedule.handle_schedule,
             cfg.progress_topic: extract.handle_progress_task,
             cfg.slack_tasks_topic: worker.handle_slack_task,
+            cfg.shard_reloads_topic: load_stage.handle_shard_event,  # a lost finalize event, sent again
         }
 
     def deliver(self, skip: Callable[[Published], bool] = lambda m: False) -> list[Published]:

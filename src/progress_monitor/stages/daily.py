@@ -25,8 +25,12 @@ STALE_AFTER_DAYS = 8
 DIGEST_WINDOW = timedelta(days=7)
 
 
+RECONCILE_WINDOW = timedelta(days=14)
+
+
 def daily_check(svc: Services) -> None:
     resume_stalled_runs(svc)
+    reconcile_recent_runs(svc)
     request_recent_digests(svc)
     check_data_age(svc)
     retention.enforce(svc)  # LGPD: stale contact data deleted (docs/privacy.md)
@@ -124,6 +128,26 @@ def reload_unloaded(svc: Services, run_id: RunId) -> list[str]:
     if reloaded:
         log.warning("re-sent %d lost load events", len(reloaded), extra={"run_id": str(run_id), "count": len(reloaded)})
     return reloaded
+
+
+def reconcile_recent_runs(svc: Services) -> int:
+    """No shard left behind: every object of an ended run started in the last 14 days (a progress shard, a
+    contacts file not yet merged) is in the loads ledger, or its finalize event is sent again (reload_unloaded).
+    Eventarc drops a delivery that failed for a day without a dead letter, and a contacts file is loaded after its
+    run may already have finished; unfinished runs are resume_stalled_runs' to handle. Returns how many were sent
+    again (logged at WARNING, with each run)."""
+    rows = warehouse.query(
+        svc,
+        "SELECT run_id FROM `${runs}` WHERE status IN UNNEST(@ended) AND started_at >= @since",
+        ended=list(runs.ENDED),
+        since=svc.now() - RECONCILE_WINDOW,
+    )
+    sent = 0
+    for row in rows:
+        run_id = RunId.parse_or_none(row["run_id"])
+        if run_id is not None:
+            sent += len(reload_unloaded(svc, run_id))
+    return sent
 
 
 def resume_stalled_runs(svc: Services, quiet_for: timedelta = timedelta(hours=1)) -> dict[str, list[str]]:
