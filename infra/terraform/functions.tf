@@ -91,4 +91,10 @@ resource "google_cloudfunctions2_function" "fn" {
     time_sleep.grants_ready,
     google_bigquery_table.table,
   ]
+
+  # Cloud Functions adds LOG_EXECUTION_ID=true to every gen2 function's environment: without this, every plan
+  # would show it being removed again (a permanent diff on every function).
+  lifecycle {
+    ignore_changes = [service_config[0].environment_variables["LOG_EXECUTION_ID"]]
+  }
 }
