@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.cloud import bigquery
 
 from cademi_sim.builder import School
 from progress_monitor.commands import privacy
@@ -345,3 +346,18 @@ def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifec
 def _last_json(capsys: pytest.CaptureFixture[str]) -> str:
     out = capsys.readouterr().out
     return out[out.rindex("\n{") + 1 :] if "\n{" in out else out[out.index("{") :]
+
+
+def test_an_erasure_is_not_done_while_a_load_in_progress_holds_the_students_rows(world: World) -> None:
+    """Issue 30 finding 6: a staging table younger than an hour is not dropped (a load may be using it), so the
+    erasure scans it: holding the student's rows, it is a load that may merge them back, and the erasure says
+    it is incomplete until that load is over; then it finishes."""
+    student = OTHERS[B][0]
+    staging = f"{world.cfg.gcp_project}.{world.cfg.bq_dataset}._staging_contacts_model_{student}"
+    table = bigquery.Table(staging, schema=[bigquery.SchemaField("user_id", "INTEGER")])
+    world.svc.bigquery.create_table(table)
+    world.svc.bigquery.insert_rows_json(staging, [{"user_id": student}])
+    with pytest.raises(erasure.Incomplete):
+        erasure.erase(world.svc, student, "LGPD-2026-002", "dpo@escola.example")
+    world.svc.bigquery.delete_table(staging)  # the load finished and dropped its staging table
+    assert erasure.erase(world.svc, student, "LGPD-2026-002", "dpo@escola.example").state == "erased"

@@ -35,6 +35,7 @@ from progress_monitor.privacy.tables import (
     load_scratch,
     table_rows,
     unfinished_runs,
+    young_staging_naming,
 )
 from progress_monitor.services import Services
 from progress_monitor.settings import Settings
@@ -161,6 +162,10 @@ def _erase(
         drop_scratch(svc, scratch)
     if scan.unreadable:
         raise Incomplete(f"objects naming the student cannot be read: {scan.unreadable}; inspect and delete them")
+    if in_flight := young_staging_naming(svc, user_id, svc.now()):
+        # A load in progress may merge these rows back after the passes: not done until it has finished (its
+        # rows are then pseudonymised by the next run of this command).
+        raise Incomplete(f"a load in progress holds the student's rows ({', '.join(in_flight)}); run again in minutes")
     _finish(bucket, digest, erasure, svc.now())
     log.info("erasure finished: %d table rows, %d objects", sum(held.values()), objects, extra={"count": objects})
     return Outcome("erased", request, held, objects)

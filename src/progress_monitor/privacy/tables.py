@@ -16,6 +16,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
@@ -167,6 +168,28 @@ def drop_scratch(svc: Services, table: str) -> None:
 
 
 @needs("dataset.write main", "dataset.write restricted")  # the operator command only
+def young_staging_naming(svc: Services, user_id: int, now: datetime) -> list[str]:
+    """Staging tables younger than DEAD_AFTER (a load may still be using them, so they are not dropped) that
+    hold the student's rows: a load in flight that may merge them back after the erasure's passes."""
+    client = svc.bigquery
+    cfg = svc.cfg
+    found = []
+    for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset):
+        for table in client.list_tables(f"{cfg.gcp_project}.{dataset}"):
+            created = getattr(table, "created", None)
+            if not table.table_id.startswith("_staging_") or (created is not None and created < now - DEAD_AFTER):
+                continue
+            full = f"{table.project}.{table.dataset_id}.{table.table_id}"
+            try:
+                sql = "SELECT COUNT(*) AS n FROM `${staging}` WHERE user_id = @u"
+                rows = warehouse.query(svc, sql, sql_vars={"staging": full}, u=user_id)
+            except NotFound:
+                continue  # dropped by its load meanwhile
+            if rows and rows[0]["n"]:
+                found.append(table.table_id)
+    return sorted(found)
+
+
 def drop_dead_tables(svc: Services, now: datetime) -> int:
     """Staging tables of load attempts that died (they expire after a day, and may hold the student's rows)
     and scratch tables of erasures that died (a pseudonym)."""
