@@ -167,7 +167,7 @@ def drop_scratch(svc: Services, table: str) -> None:
         raise pipeline_error(exc, "cannot drop the erasure's scratch table") from exc
 
 
-@needs("dataset.write main", "dataset.write restricted")  # the operator command only
+@needs("bigquery.jobs project", "dataset.write main", "dataset.write restricted")  # the operator command only
 def young_staging_naming(svc: Services, user_id: int, now: datetime) -> list[str]:
     """Staging tables younger than DEAD_AFTER (a load may still be using them, so they are not dropped) that
     hold the student's rows: a load in flight that may merge them back after the erasure's passes."""
@@ -190,6 +190,7 @@ def young_staging_naming(svc: Services, user_id: int, now: datetime) -> list[str
     return sorted(found)
 
 
+@needs("dataset.write main", "dataset.write restricted")  # the operator command only
 def drop_dead_tables(svc: Services, now: datetime) -> int:
     """Staging tables of load attempts that died (they expire after a day, and may hold the student's rows)
     and scratch tables of erasures that died (a pseudonym)."""
