@@ -16,9 +16,9 @@ from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
 from devstack.here import services_here
 from devstack.stack import LocalStack
-from progress_monitor.platform import warehouse
 from tests.scenarios import school
 from tests.slack import slash_command
+from tests.truth import history
 
 pytestmark = pytest.mark.integration
 WEEK = "2026-03-02"
@@ -67,18 +67,7 @@ def front_stats(stack: LocalStack) -> dict[str, int]:
 
 def assert_history_is_the_scenario(stack: LocalStack) -> None:
     expected = expected_rows(load(stack.scenario_path), 0, set())
-    rows = warehouse.query(services_here(), "SELECT * FROM `${progress_history}`")
-    actual = {
-        (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"]): (
-            r["status"],
-            r["total"],
-            r["assistidas"],
-            r["completas"],
-        )
-        for r in rows
-    }
-    assert len(actual) == len(rows), "duplicate history rows"
-    assert actual == expected
+    assert history(services_here()) == expected  # history() also fails on a duplicated row
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,13 @@ from progress_monitor.platform.warehouse import Warehouse, query
 Key = tuple[str, int, int, int]  # (snapshot_date, tag_id, user_id, product_id), as expected_rows keys it
 
 
-def history(svc: Warehouse, week: str) -> dict[Key, tuple[Any, ...]]:
-    """(status, total, assistidas, completas) per business key; a duplicated key fails."""
-    found = query(svc, "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week))
+def history(svc: Warehouse, week: str | None = None) -> dict[Key, tuple[Any, ...]]:
+    """(status, total, assistidas, completas) per business key, of one week or (None) of every week; a
+    duplicated key fails."""
+    if week is None:
+        found = query(svc, "SELECT * FROM `${progress_history}`")
+    else:
+        found = query(svc, "SELECT * FROM `${progress_history}` WHERE snapshot_date = @d", d=date.fromisoformat(week))
     out: dict[Key, tuple[Any, ...]] = {}
     for r in found:
         key = (r["snapshot_date"].isoformat(), r["tag_id"], r["user_id"], r["product_id"])

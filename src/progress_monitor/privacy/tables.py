@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -167,26 +168,34 @@ def drop_scratch(svc: Services, table: str) -> None:
         raise pipeline_error(exc, "cannot drop the erasure's scratch table") from exc
 
 
+def _run_time_tables(svc: Services, now: datetime, young: bool) -> Iterator[bigquery.table.TableListItem]:
+    """The leftover-prone tables (LEFTOVERS) of both datasets: created less than DEAD_AFTER ago when `young`
+    (a load may still be using them), else older (or of unknown age)."""
+    cfg = svc.cfg
+    for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset):
+        for table in svc.bigquery.list_tables(f"{cfg.gcp_project}.{dataset}"):
+            created = getattr(table, "created", None)
+            is_young = created is not None and created >= now - DEAD_AFTER
+            if table.table_id.startswith(LEFTOVERS) and is_young == young:
+                yield table
+
+
 @needs("bigquery.jobs project", "dataset.write main", "dataset.write restricted")  # the operator command only
 def young_staging_naming(svc: Services, user_id: int, now: datetime) -> list[str]:
     """Staging tables younger than DEAD_AFTER (a load may still be using them, so they are not dropped) that
     hold the student's rows: a load in flight that may merge them back after the erasure's passes."""
-    client = svc.bigquery
-    cfg = svc.cfg
     found = []
-    for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset):
-        for table in client.list_tables(f"{cfg.gcp_project}.{dataset}"):
-            created = getattr(table, "created", None)
-            if not table.table_id.startswith("_staging_") or (created is not None and created < now - DEAD_AFTER):
-                continue
-            full = f"{table.project}.{table.dataset_id}.{table.table_id}"
-            try:
-                sql = "SELECT COUNT(*) AS n FROM `${staging}` WHERE user_id = @u"
-                rows = warehouse.query(svc, sql, sql_vars={"staging": full}, u=user_id)
-            except NotFound:
-                continue  # dropped by its load meanwhile
-            if rows and rows[0]["n"]:
-                found.append(table.table_id)
+    for table in _run_time_tables(svc, now, young=True):
+        if not table.table_id.startswith("_staging_"):
+            continue
+        full = f"{table.project}.{table.dataset_id}.{table.table_id}"
+        try:
+            sql = "SELECT COUNT(*) AS n FROM `${staging}` WHERE user_id = @u"
+            rows = warehouse.query(svc, sql, sql_vars={"staging": full}, u=user_id)
+        except NotFound:
+            continue  # dropped by its load meanwhile
+        if rows and rows[0]["n"]:
+            found.append(table.table_id)
     return sorted(found)
 
 
@@ -194,13 +203,8 @@ def young_staging_naming(svc: Services, user_id: int, now: datetime) -> list[str
 def drop_dead_tables(svc: Services, now: datetime) -> int:
     """Staging tables of load attempts that died (they expire after a day, and may hold the student's rows)
     and scratch tables of erasures that died (a pseudonym)."""
-    client = svc.bigquery
     dropped = 0
-    cfg = svc.cfg
-    for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset):
-        for table in client.list_tables(f"{cfg.gcp_project}.{dataset}"):
-            created = getattr(table, "created", None)
-            if table.table_id.startswith(LEFTOVERS) and (created is None or created < now - DEAD_AFTER):
-                client.delete_table(table.reference, not_found_ok=True)
-                dropped += 1
+    for table in _run_time_tables(svc, now, young=False):
+        svc.bigquery.delete_table(table.reference, not_found_ok=True)
+        dropped += 1
     return dropped

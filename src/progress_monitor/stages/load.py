@@ -66,16 +66,9 @@ def _load_progress(svc: Services, ref: ObjectRef, shard: ShardName, refresh_repo
     if refresh_reports:
         state = runs.run_state(svc, shard.run_id)
         then = follow_up(shard.run_id, state, outcome.rows_merged)
-        if then.refresh_reports and not state.reports_refreshed:
-            if state.status == "incomplete":
-                log.error(
-                    "run finished incomplete: more than %.0f%% of its extractions failed; good rows were kept",
-                    100 * svc.cfg.run_max_failed_share,
-                    extra={"run_id": str(shard.run_id)},
-                )
-            else:
-                log.info("run succeeded", extra={"run_id": str(shard.run_id)})
         if then.refresh_reports:
+            if not state.reports_refreshed:  # this load finished the run
+                _log_finished(svc, shard.run_id, state.status)
             _refresh_reports(svc, shard.run_id, first=not state.reports_refreshed, digests=then.request_digests)
     rejected = outcome.rows_in_shard - outcome.rows_merged
     log.log(
@@ -112,6 +105,17 @@ def _load_contacts(svc: Services, ref: ObjectRef, tag_id: int, run_id: RunId) ->
     with contextlib.suppress(NotFound):
         blob.delete()  # contact data lives only in the restricted table
     return LoadResult(ref.name, "contacts", rows)
+
+
+def _log_finished(svc: Services, run_id: RunId, status: str | None) -> None:
+    if status == "incomplete":
+        log.error(
+            "run finished incomplete: more than %.0f%% of its extractions failed; good rows were kept",
+            100 * svc.cfg.run_max_failed_share,
+            extra={"run_id": str(run_id)},
+        )
+    else:
+        log.info("run succeeded", extra={"run_id": str(run_id)})
 
 
 @dataclass(frozen=True)
