@@ -35,9 +35,11 @@ locals {
     slack_tasks_dlq = "${var.prefix}-slack-tasks-dlq"
   }
 
+  # The datasets beside the history are named after it: the settings object derives them by the same rule
+  # when BQ_RESTRICTED_DATASET / BQ_SLACK_DATASET are not set (settings.py).
   dataset            = replace("${var.prefix}_progress", "-", "_")
-  restricted_dataset = replace("${var.prefix}_progress_restricted", "-", "_")
-  slack_dataset      = replace("${var.prefix}_progress_slack", "-", "_")
+  restricted_dataset = "${local.dataset}_restricted"
+  slack_dataset      = "${local.dataset}_slack"
   tables = [
     "tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures", "slack_channels",
     "slack_digests", "tutor_actions",

@@ -33,3 +33,8 @@ output "slack_actions_url" {
   description = "Interactivity request URL of the Slack app (the buttons under the tutors' digest)."
   value       = google_cloudfunctions2_function.fn["slack_actions"].service_config[0].uri
 }
+
+output "functions_settings" {
+  description = "The functions' settings (their environment, no secret) for the operator's commands: terraform output -json functions_settings > settings.json, then python -m progress_monitor <command> --settings settings.json."
+  value       = merge(local.common_env, local.slack_env, local.form_env)
+}

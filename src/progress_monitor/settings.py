@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -71,10 +73,11 @@ class Settings:
     # Google Cloud resources
     gcp_project: str = "local-project"
     bq_dataset: str = "progress"
-    # Contact data (students) and the tutors' list live apart, readable by tutors only.
-    bq_restricted_dataset: str = "progress_restricted"
+    # Contact data (students) and the tutors' list live apart, readable by tutors only. Empty: derived from
+    # bq_dataset by Terraform's rule (locals.tf: `<dataset>_restricted`, `<dataset>_slack`), never a fixed name.
+    bq_restricted_dataset: str = ""
     # What the tutors' Slack agent (notify_tutors) may read of contact data: the authorized view of names.
-    bq_slack_dataset: str = "progress_slack"
+    bq_slack_dataset: str = ""
     shards_bucket: str = "progress-shards"
     schedule_topic: str = "weekly-schedule"
     progress_topic: str = "progress-tasks"
@@ -140,6 +143,13 @@ class Settings:
 
     # Values of secrets when secrets_backend == "env" (never logged).
     local_secrets: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # the datasets beside the history are named after it, as Terraform names them (locals.tf)
+        if not self.bq_restricted_dataset:
+            object.__setattr__(self, "bq_restricted_dataset", f"{self.bq_dataset}_restricted")
+        if not self.bq_slack_dataset:
+            object.__setattr__(self, "bq_slack_dataset", f"{self.bq_dataset}_slack")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -287,6 +297,65 @@ class Settings:
             self.cademi_rate_per_second <= PRODUCTION_RATE_PER_SECOND
             and self.cademi_rate_per_minute <= PRODUCTION_RATE_PER_MINUTE
         )
+
+
+class MissingSettingsError(SettingsError):
+    """An operator command outside the local stack was given neither the deployment's settings file nor these
+    variables: it would otherwise name resources (datasets, topics, the bucket) Terraform never created."""
+
+    def __init__(self, missing: tuple[str, ...]) -> None:
+        self.missing = missing
+        super().__init__(
+            "missing the deployment's " + ", ".join(missing) + ": pass --settings FILE, made by `terraform "
+            "-chdir=infra/terraform output -json functions_settings > FILE`, or set them in the environment"
+        )
+
+
+# What an operator command must be told outside the emulators: the names of what Terraform deployed (their
+# defaults are the local stack's names). BQ_RESTRICTED_DATASET and BQ_SLACK_DATASET follow BQ_DATASET.
+DEPLOYMENT_NAMES = (
+    "GCP_PROJECT",
+    "BQ_DATASET",
+    "SHARDS_BUCKET",
+    "SCHEDULE_TOPIC",
+    "PROGRESS_TOPIC",
+    "SHARD_RELOADS_TOPIC",
+    "SLACK_TASKS_TOPIC",
+)
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """The functions' settings as Terraform outputs them: `terraform output -json functions_settings` (a JSON
+    object of variable names to strings), or the whole `terraform output -json` (its `functions_settings`)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read the settings file {path}: {exc}") from exc
+    if isinstance(document, dict) and isinstance(document.get("functions_settings"), dict):
+        document = document["functions_settings"].get("value")
+    names = {f.name.upper() for f in fields(Settings) if f.name != "local_secrets"}
+    if not isinstance(document, dict) or not all(isinstance(v, str) for v in document.values()):
+        raise SettingsError(f"{path} is not the output functions_settings (an object of names to strings)")
+    if unknown := sorted(set(document) - names):
+        raise SettingsError(f"{path} holds names the settings object does not read: {', '.join(unknown)}")
+    return dict(document)
+
+
+def operator_settings(
+    path: Path | None, environ: Mapping[str, str] | None = None, need: tuple[str, ...] = DEPLOYMENT_NAMES
+) -> Settings:
+    """The settings of an operator command: the deployment's settings file, with the environment for what the
+    file does not hold (emulators, local secrets). A variable the environment sets otherwise than the file is
+    refused (which one is meant?), and outside the emulators the deployment's names must be given."""
+    env = dict(os.environ if environ is None else environ)
+    given = read_settings_file(path) if path is not None else {}
+    if clash := sorted(k for k, v in given.items() if env.get(k, v) not in ("", v)):
+        raise SettingsError(f"the environment and {path} disagree on {', '.join(clash)}: unset them or fix the file")
+    values = {**env, **given}
+    local = bool(values.get("BIGQUERY_EMULATOR_HOST"))
+    if not local and (missing := tuple(n for n in need if not values.get(n))):
+        raise MissingSettingsError(missing)
+    return Settings.from_env(values)
 
 
 def _response_url_prefix_problem(prefix: str) -> str | None:

@@ -10,11 +10,10 @@ from typing import Any, cast
 
 import pytest
 
-from progress_monitor import services
 from progress_monitor.cademi.ratelimit import RateLimiter
 from progress_monitor.cademi.v1 import cursor_of, parse_progress, parse_student, parse_total, user_path
 from progress_monitor.cademi.v3 import FIELDS, CademiV3Client
-from progress_monitor.commands import cademi_check
+from progress_monitor.commands import cademi_check, options
 from progress_monitor.commands.cademi_check import ContractReport, check_contract
 from progress_monitor.errors import CademiMalformedError
 from progress_monitor.settings import Settings, SettingsError
@@ -336,7 +335,7 @@ def test_the_check_command_exits_2_on_a_wrong_type_without_a_traceback(
 
     monkeypatch.setattr(cademi_check, "CademiV3Client", FakeV3)
     monkeypatch.setattr(cademi_check, "get_secret", lambda *args: "ck_test_key")
-    monkeypatch.setattr(services, "build", lambda: offline_services(Settings.from_env()))
+    monkeypatch.setattr(options, "build", lambda *_: offline_services(Settings.from_env()))
     monkeypatch.setenv("CADEMI_API_VERSION", "v3")
     monkeypatch.setenv("CADEMI_BASE_URL", "https://api.cademi.com.br/api/v3")
     assert cademi_check.main([]) == 0

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from google.api_core import exceptions
 
-from progress_monitor import services
-from progress_monitor.commands import privacy
+from progress_monitor.commands import options, privacy
 from progress_monitor.contracts.objects import ERASURES_KEYCHECK, erasure_name, roster_body
 from progress_monitor.errors import TransientError
 from progress_monitor.privacy import erasure, erasures
@@ -316,7 +315,7 @@ def test_an_erasure_still_finding_rows_after_its_passes_is_incomplete(monkeypatc
 def test_a_failure_after_the_first_change_exits_3(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     steps = Steps([[]])
     steps.install(monkeypatch)
-    monkeypatch.setattr(services, "build", lambda: svc(steps))
+    monkeypatch.setattr(options, "build", lambda *_: svc(steps))
     monkeypatch.setattr(erasure, "rewrite_objects", lambda *_: (_ for _ in ()).throw(RuntimeError("killed")))
     args = ["erase", "--student", str(USER), "--request", "REQ-1", "--by", "dpo", "--confirm"]
     assert privacy.main(args) == 3
@@ -346,7 +345,7 @@ def test_the_export_leaves_stdout_to_the_document_and_the_file_private(
         return {"student": {"cademi_user_id": user_id}}
 
     monkeypatch.setattr(privacy, "export", export)
-    monkeypatch.setattr(services, "build", lambda: offline_services(CFG))
+    monkeypatch.setattr(options, "build", lambda *_: offline_services(CFG))
     assert privacy.main(["export", "--student", str(USER)]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"student": {"cademi_user_id": USER}} and "a log line" in captured.err

@@ -15,8 +15,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from progress_monitor import services
 from progress_monitor.cademi.v3 import FIELDS, CademiV3Client
+from progress_monitor.commands import options
 from progress_monitor.errors import CademiError, CademiMalformedError
 from progress_monitor.platform.secret_store import get_secret
 from progress_monitor.settings import CADEMI_API_KEY
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m progress_monitor cademi-check`: the v3 mapping against the live contract, with the school's key."""
     parser = argparse.ArgumentParser(prog="python -m progress_monitor cademi-check", description=main.__doc__)
     parser.add_argument("command", nargs="?", choices=["check"], default="check")
-    parser.parse_args(argv)
-    svc = services.build()
+    options.add_settings_option(parser)
+    svc = options.build(parser.parse_args(argv))
     client = CademiV3Client.from_settings(svc.cfg, get_secret(svc.cfg, CADEMI_API_KEY), svc.cademi_budget)
     try:
         report = check_contract(client)

@@ -4,7 +4,8 @@
     python -m progress_monitor privacy erase --student 123456 --request LGPD-2026-014 --by dpo@escola.com.br --dry-run
     python -m progress_monitor privacy erase --student 123456 --request LGPD-2026-014 --by dpo@escola.com.br --confirm
 
-Same settings (environment) as the functions, plus the `privacy-key` secret. `export` writes one JSON document
+The functions' settings (`--settings FILE` from Terraform, or the environment), plus the `privacy-key` secret.
+`export` writes one JSON document
 with everything held about the student: contact data, every weekly observation, statuses, movements, tutors'
 actions, the digests and failures that name them, and the raw objects that do. `erase` deletes their contact
 data, pseudonymises their rows everywhere else, rewrites the objects naming them and records the erasure
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from progress_monitor import services
+from progress_monitor.commands import options
 from progress_monitor.errors import SecretUnavailableError
 from progress_monitor.platform import logs, warehouse
 from progress_monitor.privacy import erasures
@@ -166,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--confirm", action="store_true", help="erase")
     ref = sub.add_parser("ref", help="how the logs name one student (a keyed hash): to find their log lines")
     ref.add_argument("--student", required=True, type=_student)
+    for command in (out, rm, ref):
+        options.add_settings_option(command)
     args = parser.parse_args(argv)
     logs.configure(stream=sys.stderr)  # stdout holds the document only
-    svc = services.build()
+    svc = options.build(args)
     try:
         if args.command == "ref":
             print(json.dumps({"log_ref": erasures.log_ref(erasures.privacy_key(svc.cfg), args.student)}))

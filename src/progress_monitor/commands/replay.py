@@ -5,7 +5,8 @@
     python -m progress_monitor replay resume --run 2026-11-16
     python -m progress_monitor replay close --run 2026-11-16 --reason "tag 5012 deleted in Cademi" --by ana@escola
 
-All three read the same settings (environment) as the functions. `history` loads every progress shard of the
+All read the functions' settings (`--settings FILE` from Terraform, or the environment). `history` loads
+every progress shard of the
 snapshot weeks in the range through the loader's own code (load job, quality checks, MERGE by business
 key), so replaying twice changes nothing and an older shard never overwrites a newer extraction.
 `reextract` publishes a schedule message for one tag (a new run id `WEEK-LABEL`), so the normal pipeline
@@ -24,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from progress_monitor import services
+from progress_monitor.commands import options
 from progress_monitor.contracts.events import ObjectRef
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.objects import week_shards_prefix
@@ -123,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     close.add_argument("--run", required=True, type=_run_id)
     close.add_argument("--reason", required=True, type=_reason)
     close.add_argument("--by", required=True, type=_reason, help="who closes it (an e-mail or a name)")
+    for command in (history, resume, again, close):
+        options.add_settings_option(command)
     args = parser.parse_args(argv)
     logs.configure()
-    svc = services.build()
+    svc = options.build(args)
     if args.command == "history":
         summary = replay_history(svc, args.first, args.last)
         print(json.dumps(summary.__dict__))

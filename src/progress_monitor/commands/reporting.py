@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from progress_monitor import services
+from progress_monitor.commands import options
 from progress_monitor.pipeline.reporting import export_tutors, looker_studio_url, refresh
 
 
@@ -16,8 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("looker-url", "refresh", "export-tutors"))
     parser.add_argument("--out", type=Path, default=Path("lista-dos-tutores.csv"), help="export-tutors: the CSV")
     parser.add_argument("--tag", type=int, default=None, help="export-tutors: one class only")
+    options.add_settings_option(parser)
     args = parser.parse_args(argv)
-    svc = services.build()
+    # the link names only the project and the dataset
+    svc = options.build(args, ("GCP_PROJECT", "BQ_DATASET")) if args.command == "looker-url" else options.build(args)
     if args.command == "looker-url":
         print(looker_studio_url(svc.cfg))
     elif args.command == "export-tutors":
