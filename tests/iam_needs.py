@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from progress_monitor.contracts.objects import OWN_BUCKET
 from progress_monitor.platform.warehouse import NAMES, RESTRICTED, TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -647,16 +648,17 @@ def fold(raw: set[tuple[str, str]]) -> set[tuple[str, str]]:
         if kind.startswith("objects."):
             areas.setdefault(path, set()).add(kind.removeprefix("objects."))
     for area, verbs in areas.items():
-        where = "shards" if area == "" else f"shards/{area}"
+        bucket = OWN_BUCKET.get(area, "shards")  # an object kept in a bucket of its own (contracts.objects)
+        where = bucket if area == "" else f"{bucket}/{area}"
         if "rewrite" in verbs:
             needs.add(("objects.readwrite", where))
             continue
         if "delete" in verbs:
             needs.add(("objects.delete", where))
         if "read" in verbs:
-            needs.add(("objects.read", "shards"))
+            needs.add(("objects.read", bucket))
         if "create" in verbs:
-            needs.add(("objects.create", "shards"))
+            needs.add(("objects.create", bucket))
     return needs
 
 

@@ -300,7 +300,7 @@ def test_object_needs_fold_by_contract_prefix() -> None:
     }
     assert iam_needs.fold(raw) == {
         ("objects.readwrite", "shards/slack/"),
-        ("objects.readwrite", "shards/budget/cademi.json"),
+        ("objects.readwrite", "budget/budget/cademi.json"),  # in the budget bucket (contracts.objects.OWN_BUCKET)
         ("objects.create", "shards"),
         ("objects.read", "shards"),
         ("objects.delete", "shards/contacts/"),

@@ -185,9 +185,9 @@ resource "google_bigquery_table_iam_member" "student_names"''',
         "budget condition widened to the prefix",
         "iam.tf",
         'expression = "resource.name == \\"projects/_/buckets/'
-        '${google_storage_bucket.shards.name}/objects/budget/cademi.json\\""',
+        '${google_storage_bucket.budget.name}/objects/budget/cademi.json\\""',
         'expression = "resource.name.startsWith(\\"projects/_/buckets/'
-        '${google_storage_bucket.shards.name}/objects/\\")"',
+        '${google_storage_bucket.budget.name}/objects/\\")"',
         "function_grants",
     ),
     Mutant(
@@ -195,6 +195,13 @@ resource "google_bigquery_table_iam_member" "student_names"''',
         "iam.tf",
         '/objects/contacts/\\")"',
         '/objects/contacts/\\") || true"',
+        "function_grants",
+    ),
+    Mutant(
+        "budget granted in the shards bucket, whose every object triggers the loader",
+        "iam.tf",
+        '  bucket   = google_storage_bucket.budget.name\n  role     = "roles/storage.objectUser"',
+        '  bucket   = google_storage_bucket.shards.name\n  role     = "roles/storage.objectUser"',
         "function_grants",
     ),
     Mutant(

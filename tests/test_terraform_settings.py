@@ -136,3 +136,11 @@ def test_the_datasets_beside_the_history_follow_terraforms_rule() -> None:
         config.local("restricted_dataset"),
         config.local("slack_dataset"),
     )
+
+
+def test_the_budget_lives_outside_the_bucket_that_triggers_the_loader() -> None:
+    """load_history runs for every object finalized in the shards bucket (tf_model.check_wiring holds its trigger
+    to it): the functions find the budget, rewritten every few seconds during a run, in a bucket of its own."""
+    given = output(Config.load(TF), "functions_settings")
+    assert str(given["SHARDS_BUCKET"]) == "${google_storage_bucket.shards.name}"
+    assert str(given["BUDGET_BUCKET"]) == "${google_storage_bucket.budget.name}"

@@ -192,9 +192,10 @@ def capabilities(b: Binding, model: Model) -> set[tuple[str, str]]:
             "roles/bigquery.dataViewer": {("dataset.read", d)},
             "roles/bigquery.dataEditor": {("dataset.write", d)},
         }.get(r, {("unknown", f"{r} on {b.target}")})
-    if b.target == "bucket:shards":
-        path = object_path(b.condition, "shards")
-        where = "shards" if b.condition is None else f"shards/{path}"
+    if b.target in ("bucket:shards", "bucket:budget"):
+        bucket = b.target.removeprefix("bucket:")
+        path = object_path(b.condition, bucket)
+        where = bucket if b.condition is None else f"{bucket}/{path}"
         verbs = {
             "roles/storage.objectViewer": "objects.read",
             "roles/storage.objectCreator": "objects.create",

@@ -194,15 +194,15 @@ resource "google_storage_bucket_iam_member" "loader_contacts" {
 }
 
 # The school-wide Cademi budget (cademi/budget.py): every function that calls Cademi rewrites one object, conditioned
-# on its generation. objectUser (read, create, overwrite) on that object's name only.
+# on its generation, in the budget bucket. objectUser (read, create, overwrite) on that object's name only.
 resource "google_storage_bucket_iam_member" "cademi_budget" {
   for_each = toset(["extract_progress", "add_tag", "slack_command"])
-  bucket   = google_storage_bucket.shards.name
+  bucket   = google_storage_bucket.budget.name
   role     = "roles/storage.objectUser"
   member   = google_service_account.fn[each.key].member
   condition {
     title      = "cademi-budget-object"
-    expression = "resource.name == \"projects/_/buckets/${google_storage_bucket.shards.name}/objects/budget/cademi.json\""
+    expression = "resource.name == \"projects/_/buckets/${google_storage_bucket.budget.name}/objects/budget/cademi.json\""
   }
   depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }

@@ -41,6 +41,19 @@ resource "google_storage_bucket" "shards" {
   depends_on = [time_sleep.apis_ready]
 }
 
+# The school-wide Cademi budget (cademi/budget.py): one object rewritten every few seconds during a run. Apart from
+# the shards so that load_history, triggered by every object finalized in the shards bucket, sees only what it
+# loads; no versioning, since every rewrite would keep a noncurrent copy.
+resource "google_storage_bucket" "budget" {
+  # checkov:skip=CKV_GCP_62: holds one object, the rate budget's slot sequence, no personal data
+  # checkov:skip=CKV_GCP_78: the object is a counter rewritten every few seconds; old versions hold nothing to recover
+  name                        = "${var.project_id}-${var.prefix}-budget"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  depends_on                  = [time_sleep.apis_ready]
+}
+
 resource "google_storage_bucket" "sources" {
   # checkov:skip=CKV_GCP_62: holds only the functions' source zips built from this repository
   name                        = "${var.project_id}-${var.prefix}-function-sources"

@@ -188,6 +188,9 @@ class LocalStack(StackOperations):
                 PROJECT,
                 "-event.pubsub-topic",
                 SHARD_EVENTS_TOPIC,
+                # as Eventarc's trigger: objects finalized in the shards bucket only (not the budget's)
+                "-event.bucket",
+                self.endpoints["bucket"],
                 "-event.list",
                 "finalize",
                 "-log-level",

@@ -133,8 +133,8 @@ def build(cfg: Settings | None = None) -> Services:
     storage = _storage(cfg)
     shards = storage.bucket(cfg.shards_bucket)
     budget: CallBudget
-    if cfg.cademi_fleet_budget == "gcs":
-        budget = FleetBudget(shards, cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
+    if cfg.cademi_fleet_budget == "gcs":  # in a bucket of its own: load_history is not triggered by its rewrites
+        budget = FleetBudget(storage.bucket(cfg.budget_bucket), cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
     else:
         budget = RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
     return Services(cfg, _bigquery(cfg), storage, shards, _publisher(), budget)

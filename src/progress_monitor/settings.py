@@ -43,7 +43,7 @@ class Settings:
     cademi_backoff_base_s: float = 0.5
     cademi_backoff_cap_s: float = 30.0
     cademi_workers: int = 4
-    # Where the school-wide budget is held: "gcs" (one slot sequence in the shards bucket, shared by every
+    # Where the school-wide budget is held: "gcs" (one slot sequence in the budget bucket, shared by every
     # process: budget.py) or "process" (a limiter per process: holds only with a single process; the local
     # comparison tests and the bench use it to show what the fleet-wide guard prevents).
     cademi_fleet_budget: str = "gcs"
@@ -79,6 +79,9 @@ class Settings:
     # What the tutors' Slack agent (notify_tutors) may read of contact data: the authorized view of names.
     bq_slack_dataset: str = ""
     shards_bucket: str = "progress-shards"
+    # The Cademi budget object (rewritten every few seconds during a run) lives apart: load_history is triggered
+    # by every object finalized in the shards bucket, and should see only what it loads.
+    budget_bucket: str = "progress-budget"
     schedule_topic: str = "weekly-schedule"
     progress_topic: str = "progress-tasks"
     schedule_dlq_topic: str = "weekly-schedule-dlq"
@@ -317,6 +320,7 @@ DEPLOYMENT_NAMES = (
     "GCP_PROJECT",
     "BQ_DATASET",
     "SHARDS_BUCKET",
+    "BUDGET_BUCKET",
     "SCHEDULE_TOPIC",
     "PROGRESS_TOPIC",
     "SHARD_RELOADS_TOPIC",

@@ -1,5 +1,5 @@
-"""Every object name in the shards bucket, its format and its parse side by side, and the metadata and
-bodies the stages hand each other through objects.
+"""Every object name in the shards bucket (and the budget bucket), its format and its parse side by side, and
+the metadata and bodies the stages hand each other through objects.
 
     progress/snapshot_date=D/run=R/tag=T/piece=NNNN.ndjson   a piece's records (ShardMeta in its metadata)
     rosters/snapshot_date=D/run=R/tag=T.json                  the ids piece 0 listed (no personal data)
@@ -7,7 +7,8 @@ bodies the stages hand each other through objects.
     lanes/snapshot_date=D/run=R/tags.json                     a run's tags in order (lanes.py)
     lanes/snapshot_date=D/run=R/tag=T.json                    the claim of tag T
     lanes/snapshot_date=D/run=R/published/tag=T.json          T's piece 0 is published
-    budget/cademi.json                                        the school-wide Cademi budget (budget.py)
+    budget/cademi.json                                        the school-wide Cademi budget (budget.py), in the
+                                                              budget bucket: OWN_BUCKET
     carry/snapshot_date=D/run=R/tag=T.json                    the rows piece 0 decided to carry (carry.py)
     carry/off.json                                            carrying switched off after a mismatch (carrying.py)
     slack/digests/W/C.json                                    the digest claim of week W in channel C
@@ -28,6 +29,9 @@ from progress_monitor.contracts.values import SLACK_CHANNEL, RunId, json_int, pa
 from progress_monitor.errors import PermanentError
 
 BUDGET_OBJECT = "budget/cademi.json"
+# Objects that live in a bucket of their own (settings `<bucket>_bucket`), not in the shards bucket: load_history is
+# triggered by every object finalized there, and the budget is rewritten every few seconds during a run.
+OWN_BUCKET = {BUDGET_OBJECT: "budget"}
 CARRY_OFF_OBJECT = "carry/off.json"
 
 _RUN_PART = r"snapshot_date=(?P<date>\d{4}-\d{2}-\d{2})/run=(?P<run>[a-z0-9-]{10,31})/tag=(?P<tag>\d{1,12})"
