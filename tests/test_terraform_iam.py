@@ -78,6 +78,10 @@ def test_push_subscriptions_dead_letters_triggers_and_ingress_are_wired() -> Non
     assert tf_model.check_wiring(model()) == []
 
 
+def test_the_forms_plain_http_only_redirects_to_https() -> None:
+    assert tf_model.check_form_https(model()) == []
+
+
 def test_every_dataset_keeps_the_minimum_time_travel() -> None:
     """Issue 30 finding 2: erased rows stay readable through time travel for as long as it lasts."""
     assert tf_model.check_time_travel(model()) == []

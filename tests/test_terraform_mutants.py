@@ -45,11 +45,42 @@ CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "references": lambda d: tf_model.check_references(tf_model.load(d)),
     "authorized_views": lambda d: tf_model.check_authorized_views(tf_model.load(d)),
     "time_travel": lambda d: tf_model.check_time_travel(tf_model.load(d)),
+    "form_https": lambda d: tf_model.check_form_https(tf_model.load(d)),
 }
 
 FN = 'google_service_account.fn["{}"].member'
 WAIT = "  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet\n"
 MUTANTS = [
+    # the form's plain HTTP: a redirect to HTTPS on the same address, nothing served
+    Mutant(
+        "HTTP not redirected",
+        "form.tf",
+        "    https_redirect         = true",
+        "    https_redirect         = false",
+        "form_https",
+    ),
+    Mutant(
+        "HTTP on an address of its own",
+        "form.tf",
+        '  port_range            = "80"\n  ip_address            = google_compute_global_address.form.address\n',
+        '  port_range            = "80"\n',
+        "form_https",
+    ),
+    Mutant(
+        "no HTTP rule on port 80",
+        "form.tf",
+        'port_range            = "80"',
+        'port_range            = "8080"',
+        "form_https",
+    ),
+    Mutant(
+        "HTTP serves the form",
+        "form.tf",
+        'name = "${var.prefix}-form-http"\n  default_url_redirect {',
+        'name            = "${var.prefix}-form-http"\n'
+        "  default_service = google_compute_backend_service.form.id\n  default_url_redirect {",
+        "form_https",
+    ),
     # the privacy of erased rows: a week of time travel on the restricted dataset
     Mutant("default time travel", "bigquery.tf", '  max_time_travel_hours = "48" # restricted', "", "time_travel"),
     # every grant to a fresh account waits at least two minutes

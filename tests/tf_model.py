@@ -688,3 +688,36 @@ def check_time_travel(model: Model) -> list[str]:
         if str(hours) != str(MIN_TIME_TRAVEL_HOURS):
             errors.append(f"{address}: max_time_travel_hours is {hours!r}, not {MIN_TIME_TRAVEL_HOURS}")
     return errors
+
+
+def check_form_https(model: Model) -> list[str]:
+    """The form's address answers HTTPS on 443 and, on 80, only a redirect to HTTPS: every plain-HTTP forwarding
+    rule shares the HTTPS rule's address and reaches a URL map that redirects (https_redirect) and serves
+    nothing (no default service, no host rules)."""
+    errors: list[str] = []
+    rules = {a: b for a, b in model.blocks.items() if a.startswith("google_compute_global_forwarding_rule.")}
+    https = {
+        a: b for a, b in rules.items() if str(model.value(b["target"])).startswith("${google_compute_target_https")
+    }
+    if len(https) != 1 or str(model.value(next(iter(https.values())).get("port_range"))) != "443":
+        return [f"the form needs one HTTPS forwarding rule on 443, found {sorted(https)}"]
+    address = str(model.value(next(iter(https.values())).get("ip_address")))
+    plain = {a: b for a, b in rules.items() if a not in https}
+    if not any(str(model.value(b.get("port_range"))) == "80" for b in plain.values()):
+        errors.append("no forwarding rule on port 80: http:// on the form's domain finds nothing to redirect it")
+    for a, body in plain.items():
+        if str(model.value(body.get("port_range"))) != "80" or str(model.value(body.get("ip_address"))) != address:
+            errors.append(f"{a}: plain HTTP must be port 80 on the HTTPS rule's address {address}")
+        proxy = re.fullmatch(r"\$\{(google_compute_target_http_proxy\.\w+)\.id\}", str(model.value(body["target"])))
+        url_map = model.value(model.blocks[proxy.group(1)]["url_map"]) if proxy else None
+        m = re.fullmatch(r"\$\{(google_compute_url_map\.\w+)\.id\}", str(url_map))
+        if m is None:
+            errors.append(f"{a}: its target is no HTTP proxy of a URL map Terraform creates")
+            continue
+        url = model.blocks[m.group(1)]
+        redirect = (url.get("default_url_redirect") or [{}])[0]
+        if model.value(redirect.get("https_redirect")) not in (True, "true"):
+            errors.append(f"{m.group(1)}: plain HTTP is not redirected to HTTPS")
+        if any(k in url for k in ("default_service", "host_rule", "path_matcher", "default_route_action")):
+            errors.append(f"{m.group(1)}: plain HTTP reaches a service instead of a redirect")
+    return errors

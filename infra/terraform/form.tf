@@ -111,3 +111,28 @@ resource "google_compute_global_forwarding_rule" "form" {
   ip_address            = google_compute_global_address.form.address
   load_balancing_scheme = "EXTERNAL_MANAGED"
 }
+
+# Plain HTTP on the same address answers only with a redirect to HTTPS (301, the path and query kept): a
+# browser that types the bare domain reaches the form, and nothing is ever served unencrypted.
+resource "google_compute_url_map" "form_http" {
+  name = "${var.prefix}-form-http"
+  default_url_redirect {
+    https_redirect         = true
+    redirect_response_code = "MOVED_PERMANENTLY_DEFAULT"
+    strip_query            = false
+  }
+  depends_on = [time_sleep.apis_ready]
+}
+
+resource "google_compute_target_http_proxy" "form_http" {
+  name    = "${var.prefix}-form-http"
+  url_map = google_compute_url_map.form_http.id
+}
+
+resource "google_compute_global_forwarding_rule" "form_http" {
+  name                  = "${var.prefix}-form-http"
+  target                = google_compute_target_http_proxy.form_http.id
+  port_range            = "80"
+  ip_address            = google_compute_global_address.form.address
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+}
