@@ -171,3 +171,33 @@ def test_the_daily_check_loads_an_object_of_a_finished_run_that_was_never_loaded
     assert stored == {"email": "novo.email@example.com"}
     assert svc.shards.get_blob(blob.name) is None  # merged, then deleted
     assert daily.reconcile_recent_runs(svc) == 0
+    assert reconciled(school, run_id) == 1  # run health counts it once
+
+
+def reconciled(school: World, run_id: RunId) -> int:
+    [health] = school.rows("SELECT reconciled FROM `${report_run_health}` WHERE run_id = @r", r=str(run_id))
+    return int(health["reconciled"])
+
+
+def test_the_daily_check_loads_shards_missing_from_the_ledger_and_run_health_counts_them(school: World) -> None:
+    """Issue 31 item 4: every object in the bucket is in the loads ledger, or the daily check sends it to the
+    loader again; run health (report_run_health.reconciled) shows how many."""
+    svc = school.svc
+    run_id = RunId(date.fromisoformat(WEEKS[2]))
+    assert runs.run_status(svc, run_id) == "succeeded" and reconciled(school, run_id) == 0
+    week = {"d": run_id.snapshot_date, "t": SMALL_TAG}
+    history_sql = (
+        "SELECT user_id, product_id, status, total, assistidas, completas, error, run_id, shard "
+        "FROM `${progress_history}` WHERE snapshot_date = @d AND tag_id = @t ORDER BY user_id, product_id"
+    )
+    kept = school.rows(history_sql, **week)
+    shards = school.rows("SELECT shard FROM `${loads}` WHERE run_id = @r AND tag_id = @t", r=str(run_id), t=SMALL_TAG)
+    assert kept and shards
+    # The tag's load events were lost: nothing of it in the ledger, nor in the history.
+    school.rows("DELETE FROM `${loads}` WHERE run_id = @r AND tag_id = @t", r=str(run_id), t=SMALL_TAG)
+    school.rows("DELETE FROM `${progress_history}` WHERE snapshot_date = @d AND tag_id = @t", **week)
+    assert daily.reconcile_recent_runs(svc) == len(shards)
+    school.deliver()  # the shard-reloads topic's push to load_history
+    assert school.rows(history_sql, **week) == kept  # loaded again, from the same shards
+    assert reconciled(school, run_id) == len(shards)
+    assert daily.reconcile_recent_runs(svc) == 0 and reconciled(school, run_id) == len(shards)

@@ -54,6 +54,16 @@ def mark_fanned_out(svc: Services, run_id: RunId) -> None:
     refresh_run(svc, run_id)
 
 
+def add_reconciled(svc: Services, run_id: RunId, count: int) -> None:
+    """The daily check sent `count` more of the run's objects to the loader again: run health shows the total."""
+    query(
+        svc,
+        "UPDATE `${runs}` SET reconciled = COALESCE(reconciled, 0) + @count WHERE run_id = @run_id",
+        count=count,
+        run_id=str(run_id),
+    )
+
+
 def mark_reports_refreshed(svc: Services, run_id: RunId) -> None:
     query(
         svc,

@@ -59,7 +59,8 @@ NOT_STUDENT: dict[str, str] = {
     "dq_bad_status loaded_at carried calls_saved carry_checked carry_mismatches carry_unverified",
     "runs": "run_id snapshot_date status tags_total tags_done pieces_loaded records_loaded failed_extractions "
     "no_access students api_calls rate_limited dq_rejected errors started_at fanned_out_at finished_at "
-    "reports_refreshed_at rows_carried calls_saved carry_checked carry_mismatches carry_unverified closed_at closed_by",
+    "reports_refreshed_at rows_carried calls_saved carry_checked carry_mismatches carry_unverified closed_at closed_by "
+    "reconciled",
     "registered_tags": "tag_id track_id turma start_date active added_by added_at deactivated_by deactivated_at "
     "request_id",
     "tracks": "track_id track_name product_id product_name position due_week",

@@ -135,7 +135,7 @@ def reconcile_recent_runs(svc: Services) -> int:
     contacts file not yet merged) is in the loads ledger, or its finalize event is sent again (reload_unloaded).
     Eventarc drops a delivery that failed for a day without a dead letter, and a contacts file is loaded after its
     run may already have finished; unfinished runs are resume_stalled_runs' to handle. Returns how many were sent
-    again (logged at WARNING, with each run)."""
+    again (logged at WARNING, with each run, and added to the run's `reconciled`, which run health shows)."""
     rows = warehouse.query(
         svc,
         "SELECT run_id FROM `${runs}` WHERE status IN UNNEST(@ended) AND started_at >= @since",
@@ -145,8 +145,9 @@ def reconcile_recent_runs(svc: Services) -> int:
     sent = 0
     for row in rows:
         run_id = RunId.parse_or_none(row["run_id"])
-        if run_id is not None:
-            sent += len(reload_unloaded(svc, run_id))
+        if run_id is not None and (count := len(reload_unloaded(svc, run_id))):
+            runs.add_reconciled(svc, run_id, count)
+            sent += count
     return sent
 
 
