@@ -37,14 +37,20 @@ $(CHECKOV):
 	$(PY) -m venv .venv-checkov
 	$(call UV_INSTALL,.venv-checkov) checkov==3.3.30
 
-# The Google provider's schema, offline: the prebuilt CDK bindings carry it (their jsii assembly); only the
+# The providers' schemas, offline: the prebuilt CDK bindings carry them (their jsii assemblies); only the
 # data is used, so no jsii runtime is installed. Release 21.1.0 is built from google provider 8.7.0, the
-# version infra/terraform/versions.tf pins.
+# version infra/terraform/versions.tf pins; time 14.0.2 from time 0.14.2, archive 14.0.1 from archive 2.8.1.
+# The same venv runs the stand-in provider with which Terraform plans infra/terraform (tests/tf_standin/):
+# the `tf` package brings the plugin protocol's generated bindings, grpcio, msgpack and cryptography.
 TFSCHEMA := .venv-tfschema/provider-schema.json
-$(TFSCHEMA): tests/tf_schema.py
+STANDIN_SCHEMAS := .venv-tfschema/standin-schemas.json
+$(TFSCHEMA): tests/tf_schema.py tests/tf_standin/schema.py
 	$(PY) -m venv .venv-tfschema
-	$(call UV_INSTALL,.venv-tfschema) --no-deps cdktn-provider-google==21.1.0 cdktn-provider-google-beta==21.1.0
+	$(call UV_INSTALL,.venv-tfschema) --no-deps cdktn-provider-google==21.1.0 cdktn-provider-google-beta==21.1.0 \
+		cdktn-provider-time==14.0.2 cdktn-provider-archive==14.0.1
+	$(call UV_INSTALL,.venv-tfschema) tf==1.2.0 grpcio==1.85.4 protobuf==5.29.6 msgpack==1.2.4 cryptography==51.0.1
 	$(PY) tests/tf_schema.py build .venv-tfschema $@
+	$(PY) tests/tf_standin/schema.py .venv-tfschema $(STANDIN_SCHEMAS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

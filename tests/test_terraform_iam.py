@@ -96,10 +96,6 @@ def test_every_grant_to_a_fresh_identity_is_waited_for_by_what_uses_it() -> None
     assert tf_model.check_waits(model()) == []
 
 
-def test_every_reference_and_instance_exists() -> None:
-    assert tf_model.check_references(model()) == []
-
-
 def test_conditions_are_parsed_not_matched_as_text() -> None:
     parse = tf_model.parse_condition
     assert parse('resource.name.startsWith("projects/_/buckets/b/objects/slack/")') == (

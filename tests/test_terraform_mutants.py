@@ -18,7 +18,7 @@ from tests import tf_model
 from tests.test_terraform import ROOT, TF, parsed
 from tests.test_terraform_iam import calls
 from tests.test_terraform_schema import schema
-from tests.tf_schema import check_configuration
+from tests.tf_schema import check_enums
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,24 @@ class Mutant:
     old: str
     new: str
     killer: str  # the check expected to fail
+    refused_in: str | None = None  # Terraform: the block its error is in, when not the one planted in (a local's)
 
 
-def _schema(directory: Path) -> list[str]:
-    return check_configuration(parsed(directory), schema())
+def _enums(directory: Path) -> list[str]:
+    return check_enums(parsed(directory), schema())
 
 
+# Killed by Terraform itself with the stand-in providers: all of a group planted together in one copy.
+VALIDATE = "terraform validate"
+PLAN = "terraform plan"
 CHECKS: dict[str, Callable[[Path], list[str]]] = {
-    "schema": _schema,
+    "enums": _enums,
     "function_grants": lambda d: tf_model.check_function_grants(tf_model.load(d), calls()),
     "infrastructure_grants": lambda d: (
         tf_model.check_infrastructure_grants(tf_model.load(d)) + tf_model.parse_builder_condition(tf_model.load(d))
     ),
     "wiring": lambda d: tf_model.check_wiring(tf_model.load(d)),
     "waits": lambda d: tf_model.check_waits(tf_model.load(d)),
-    "references": lambda d: tf_model.check_references(tf_model.load(d)),
     "authorized_views": lambda d: tf_model.check_authorized_views(tf_model.load(d)),
     "time_travel": lambda d: tf_model.check_time_travel(tf_model.load(d)),
     "form_https": lambda d: tf_model.check_form_https(tf_model.load(d)),
@@ -107,11 +110,11 @@ resource "google_bigquery_table_iam_member" "student_names"''',
     ),
     Mutant("the accounts' wait too short", "iam.tf", 'create_duration = "120s"', 'create_duration = "60s"', "waits"),
     # the provider's schema
-    Mutant("misspelt argument", "functions.tf", "    timeout_seconds ", "    timeout_second ", "schema"),
-    Mutant("misspelt block", "pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {", "schema"),
-    Mutant("missing required argument", "secrets.tf", "  secret_id = each.value\n", "", "schema"),
-    Mutant("missing required block", "secrets.tf", "  replication {\n    auto {}\n  }\n", "", "schema"),
-    Mutant("invalid ingress enum", "functions.tf", '"ALLOW_INTERNAL_ONLY")', '"INTERNAL_ONLY")', "schema"),
+    Mutant("misspelt argument", "functions.tf", "    timeout_seconds ", "    timeout_second ", VALIDATE),
+    Mutant("misspelt block", "pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {", VALIDATE),
+    Mutant("missing required argument", "secrets.tf", "  secret_id = each.value\n", "", VALIDATE),
+    Mutant("missing required block", "secrets.tf", "  replication {\n    auto {}\n  }\n", "", VALIDATE),
+    Mutant("invalid ingress enum", "functions.tf", '"ALLOW_INTERNAL_ONLY")', '"INTERNAL_ONLY")', "enums"),
     Mutant(
         "invalid event type",
         "functions.tf",
@@ -121,36 +124,79 @@ resource "google_bigquery_table_iam_member" "student_names"''',
     ),
     Mutant("wrong event type", "functions.tf", "object.v1.finalized", "object.v1.deleted", "wiring"),
     Mutant(
-        "unknown resource type", "scheduler.tf", '"google_cloud_scheduler_job"', '"google_cloud_scheduler"', "schema"
+        "unknown resource type", "scheduler.tf", '"google_cloud_scheduler_job"', '"google_cloud_scheduler"', VALIDATE
     ),
-    # references
+    # references: what Terraform itself judges (tests/test_terraform_refusals.py plants each group together)
     Mutant(
         "reference to nothing",
         "iam.tf",
         "service_account_id = google_service_account.pusher.name",
         "service_account_id = google_service_account.pushr.name",
-        "references",
-    ),
-    Mutant(
-        "reference to a missing instance",
-        "pubsub.tf",
-        'fn["record_failures"].service_config[0].uri}/projects',
-        'fn["record_failure"].service_config[0].uri}/projects',
-        "references",
+        VALIDATE,
     ),
     Mutant(
         "reference to a missing local",
         "functions.tf",
         "name     = local.function_names[each.key]",
         "name     = local.function_name[each.key]",
-        "references",
+        VALIDATE,
+    ),
+    Mutant(
+        "an attribute the data source does not export",
+        "functions.tf",
+        "source   = data.archive_file.function[each.key].output_path",
+        "source   = data.archive_file.function[each.key].output_file",
+        PLAN,
+    ),
+    Mutant(
+        "an attribute the resource does not export",
+        "outputs.tf",
+        "value       = google_compute_global_address.form.address",
+        "value       = google_compute_global_address.form.ip",
+        VALIDATE,
+    ),
+    Mutant(
+        "a value of the wrong type",
+        "pubsub.tf",
+        "ack_deadline_seconds = 90",
+        'ack_deadline_seconds = "ninety"',
+        VALIDATE,
+    ),
+    Mutant(
+        "a function called with the wrong types",
+        "monitoring.tf",
+        'join(", ", [for s in google_pubsub_subscription.dead_letters : "\\"${s.name}\\""])',
+        'join([for s in google_pubsub_subscription.dead_letters : "\\"${s.name}\\""], ", ")',
+        VALIDATE,
+    ),
+    Mutant(
+        "reference to a missing instance",
+        "pubsub.tf",
+        'fn["record_failures"].service_config[0].uri}/projects',
+        'fn["record_failure"].service_config[0].uri}/projects',
+        PLAN,
     ),
     Mutant(
         "grant on a table that does not exist",
         "iam.tf",
         'record_failures  = ["loads"]',
         'record_failures  = ["load"]',
-        "references",
+        PLAN,
+        refused_in='resource "google_bigquery_table_iam_member" "table"',
+    ),
+    Mutant(
+        "for_each keys known only after apply",
+        "monitoring.tf",
+        "for_each     = toset(var.alert_emails)",
+        "for_each     = toset([google_service_account.pusher.email])",
+        PLAN,
+    ),
+    Mutant(
+        "for_each over a list",
+        "functions.tf",
+        "  for_each = local.functions\n  name     = local",
+        "  for_each = keys(local.functions)\n  name     = local",
+        VALIDATE,
     ),
     # grants to the wrong function's account
     Mutant(
@@ -463,7 +509,14 @@ def test_every_check_passes_on_the_unmutated_copy(tmp_path: Path) -> None:
     assert {name: check(directory) for name, check in CHECKS.items()} == {name: [] for name in CHECKS}
 
 
-@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+EVALUATOR_MUTANTS = [m for m in MUTANTS if m.killer in CHECKS]
+
+
+def test_every_mutant_names_a_check_that_exists() -> None:
+    assert {m.killer for m in MUTANTS} <= {*CHECKS, VALIDATE, PLAN}
+
+
+@pytest.mark.parametrize("mutant", EVALUATOR_MUTANTS, ids=[m.name for m in EVALUATOR_MUTANTS])
 def test_the_mutant_is_killed(mutant: Mutant, tmp_path: Path) -> None:
     directory = _copy(tmp_path)
     path = directory / mutant.file

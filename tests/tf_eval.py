@@ -221,8 +221,8 @@ class Parser:
         return ("for", close, names, collection, first, second, cond)
 
 
-def template_parts(raw: str) -> list[Any]:
-    """A quoted string's literal pieces and its `${...}` interpolations (parsed)."""
+def template_parts(raw: str, quoted: bool = True) -> list[Any]:
+    """A quoted string's (or a heredoc's) literal pieces and its `${...}` interpolations (parsed)."""
     parts: list[Any] = []
     i, literal = 0, ""
     while i < len(raw):
@@ -241,7 +241,7 @@ def template_parts(raw: str) -> list[Any]:
             literal = ""
             parts.append(Parser(raw[i + 2 : j - 1]).parse())
             i = j
-        elif raw[i] == "\\" and i + 1 < len(raw):
+        elif quoted and raw[i] == "\\" and i + 1 < len(raw):
             literal += {"n": "\n", "t": "\t"}.get(raw[i + 1], raw[i + 1])
             i += 2
         else:
@@ -249,6 +249,34 @@ def template_parts(raw: str) -> list[Any]:
             i += 1
     parts.append(literal)
     return parts
+
+
+HEREDOC = re.compile(r"^<<(-?)([A-Za-z_]+)\n(.*)\n\s*\2\s*$", re.DOTALL)
+
+
+def _heredoc(raw: str) -> str:
+    """A heredoc's text as Terraform reads it: `<<-` strips the lines' common indentation; one final newline."""
+    match = HEREDOC.match(raw)
+    assert match is not None
+    lines = match.group(3).split("\n")
+    if match.group(1):
+        indent = min((len(line) - len(line.lstrip(" ")) for line in lines if line.strip()), default=0)
+        lines = [line[indent:] for line in lines]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonencode(value: Any) -> str:
+    """Terraform's jsonencode: object keys sorted, no spaces, `<`, `>`, `&` and U+2028/9 escaped."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(char, escaped)
+    return text
 
 
 def _set(values: Any) -> list[Any]:
@@ -339,6 +367,8 @@ class Config:
         if isinstance(raw, str):
             if raw.startswith("${") and raw.endswith("}") and _single(raw):
                 return self.eval(Parser(raw[2:-1]).parse(), scope)
+            if HEREDOC.match(raw[1:-1]):  # python-hcl2 quotes a heredoc whole
+                return self.eval(("tmpl", template_parts(_heredoc(raw[1:-1]), quoted=False)), scope)
             if len(raw) >= 2 and raw.startswith('"') and raw.endswith('"'):
                 return self.eval(("tmpl", template_parts(raw[1:-1])), scope)
             return raw
@@ -440,7 +470,7 @@ class Config:
     def for_expr(self, node: Any, scope: dict[str, Any]) -> Any:
         _, close, names, collection_node, first, second, cond = node
         collection = self.eval(collection_node, scope)
-        if isinstance(collection, Unknown):
+        if isinstance(collection, (Unknown, Ref)):  # a resource's instances are known only after apply
             return UNKNOWN
         pairs = list(collection.items()) if isinstance(collection, dict) else list(enumerate(collection))
         tuple_out: list[Any] = []
@@ -603,7 +633,7 @@ FUNCTIONS: dict[str, Any] = {
     "alltrue": lambda c, items: all(items),
     "anytrue": lambda c, items: any(items),
     "regex": lambda c, p, s: _regex(p, s),
-    "jsonencode": lambda c, v: json.dumps(v),
+    "jsonencode": lambda c, v: _jsonencode(v),
     "jsondecode": lambda c, s: json.loads(s),
     "base64encode": lambda c, s: base64.b64encode(s.encode()).decode(),
     "file": lambda c, p: Path(p).read_text(),

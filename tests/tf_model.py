@@ -590,52 +590,6 @@ def check_waits(model: Model) -> list[str]:
     return errors
 
 
-KEYED = re.compile(r'\b(google_[a-z0-9_]+\.[a-z0-9_]+)\[\\?"([\w.-]+)\\?"\]')
-
-
-def check_references(model: Model) -> list[str]:
-    """Every resource, data source, local and variable referred to is declared, and every instance named by a
-    literal key (`fn["record_failures"]`) or resolved from for_each (`topic[each.value.dlq]`) exists."""
-    errors = []
-    declared = set(dependency_graph(model))
-    variables = set(model.config.variables)
-    instances = {
-        address: set(model.config.instances(body)) for address, body in model.blocks.items() if "for_each" in body
-    }
-    texts = {a: json.dumps(_code(b)) for a, b in model.blocks.items()}
-    texts |= {f"local.{n}": json.dumps(_code(v)) for n, v in model.config.local_exprs.items()}
-    for where, text in texts.items():
-        for kind, name in REFERENCE.findall(text):
-            if f"{kind}.{name}" not in declared:
-                errors.append(f"{where}: refers to {kind}.{name}, which is not declared")
-        for name in re.findall(r"\blocal\.([a-z0-9_]+)", text):
-            if name not in model.config.local_exprs:
-                errors.append(f"{where}: refers to local.{name}, which is not declared")
-        for name in re.findall(r"\bvar\.([a-z0-9_]+)", text):
-            if name not in variables:
-                errors.append(f"{where}: refers to var.{name}, which is not declared")
-        for address, key in KEYED.findall(text):
-            if address in instances and key not in instances[address]:
-                errors.append(f"{where}: refers to {address}[{key!r}], which for_each does not create")
-    resolved = [b.member for b in model.bindings] + [b.target for b in model.bindings]
-    for sub in push_subscriptions(model):
-        resolved += [sub["topic"], str(sub["dlq"])]
-    for value in resolved:
-        m = re.match(r"^(topic|table|secret|function):(.+)$", value)
-        address = {
-            "topic": "google_pubsub_topic.topic",
-            "table": "google_bigquery_table.table",
-            "secret": "google_secret_manager_secret.secret",
-            "function": "google_cloudfunctions2_function.fn",
-        }.get(m.group(1) if m else "", "")
-        own_block = m is not None and m.group(1) == "table" and f"google_bigquery_table.{m.group(2)}" in model.blocks
-        if m and address in instances and m.group(2) not in instances[address] and not own_block:
-            errors.append(f"{value}: {address} has no instance {m.group(2)!r}")
-        if value.startswith("fn:") and value.removeprefix("fn:") not in instances["google_service_account.fn"]:
-            errors.append(f"{value}: google_service_account.fn has no such instance")
-    return errors
-
-
 # --- contact data: the authorized view through which a function reads names without the restricted dataset ---
 
 DATASET_OF_LOCAL = {"local.restricted_dataset": RESTRICTED, "local.dataset": MAIN}

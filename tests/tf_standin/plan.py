@@ -32,8 +32,15 @@ class TerraformRefused(Exception):
     output: str = ""
 
     def __str__(self) -> str:
-        found = [f"{d.get('address', '')} {d['summary']}: {d.get('detail', '')}".strip() for d in self.diagnostics]
+        found = [f"{_where(d)}{d['summary']}: {d.get('detail', '')}" for d in self.diagnostics]
         return f"terraform {self.step} refused: " + ("; ".join(found) if found else self.output[-2000:])
+
+
+def _where(diagnostic: dict[str, Any]) -> str:
+    """`pubsub.tf:70 google_pubsub_subscription.push["x"]: ` (what Terraform says of the error's place)."""
+    place = diagnostic.get("range")
+    at = f"{place['filename']}:{place['start']['line']} " if place else ""
+    return f"{at}{diagnostic.get('address', '')}".strip() + (": " if at or diagnostic.get("address") else "")
 
 
 def install_mirror(schemas: dict[str, Any], python: Path, mirror: Path) -> None:
@@ -60,21 +67,74 @@ def _layout(repo: Path, work: Path) -> Path:
     return config
 
 
+class StandIns:
+    """The stand-ins of a mirror kept running, for many short Terraform runs (TF_REATTACH_PROVIDERS): a run
+    then costs about a second instead of starting every provider anew (twice in a validate, more in a plan).
+    Only the mutation tests use this; the plan of the configuration itself installs from the mirror."""
+
+    def __init__(self, mirror: Path) -> None:
+        self.mirror = mirror
+        self.processes: dict[str, subprocess.Popen[str]] = {}
+        self.addresses: dict[str, str] = {}
+
+    def start(self, source: str, schema_file: Path, python: Path) -> None:
+        """Start (or replace) the stand-in of `source` ("hashicorp/google") serving `schema_file`."""
+        if source in self.processes:
+            self.processes.pop(source).kill()
+        process = subprocess.Popen(
+            [str(python), str(PROVIDER), str(schema_file), "--reattach"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.processes[source] = process
+        assert process.stdout is not None
+        line = process.stdout.readline()  # "1|6|unix|<socket>|grpc|"
+        if not line:
+            raise TerraformRefused("start", [], f"the stand-in for {source} exited ({process.wait()})")
+        self.addresses[source] = line.split("|")[3]
+
+    def start_all(self, python: Path) -> StandIns:
+        for schema_file in sorted(self.mirror.glob(f"registry.terraform.io/*/*/*/{PLATFORM}/schema.json")):
+            source = "/".join(schema_file.relative_to(self.mirror).parts[1:3])
+            self.start(source, schema_file, python)
+        return self
+
+    def reattach(self) -> str:
+        return json.dumps(
+            {
+                f"registry.terraform.io/{source}": {
+                    "Protocol": "grpc",
+                    "ProtocolVersion": 6,
+                    "Pid": self.processes[source].pid,
+                    "Test": True,
+                    "Addr": {"Network": "unix", "String": address},
+                }
+                for source, address in self.addresses.items()
+            }
+        )
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+            process.wait()
+        self.processes.clear()
+
+
 @dataclass
 class Terraform:
-    """The terraform binary run in one configuration directory, providers from one mirror."""
+    """The terraform binary run in one configuration directory, providers from one mirror (or reattached)."""
 
     config: Path
-    mirror: Path
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def prepare(cls, repo: Path, work: Path, schemas: dict[str, Any], python: Path) -> Terraform:
-        install_mirror(schemas, python, work / "mirror")
+    def prepare(cls, repo: Path, work: Path, mirror: Path, reattach: str | None = None) -> Terraform:
+        work.mkdir(parents=True, exist_ok=True)
         cli_config = work / "terraformrc"
         cli_config.write_text(
             "provider_installation {\n"
-            f'  filesystem_mirror {{\n    path    = "{work / "mirror"}"\n'
+            f'  filesystem_mirror {{\n    path    = "{mirror}"\n'
             '    include = ["registry.terraform.io/*/*"]\n  }\n}\n'
         )
         env = {
@@ -85,7 +145,10 @@ class Terraform:
             "TF_INPUT": "0",
         }
         env.pop("TF_PLUGIN_CACHE_DIR", None)
-        return cls(_layout(repo, work), work / "mirror", env)
+        env.pop("TF_REATTACH_PROVIDERS", None)
+        if reattach is not None:
+            env["TF_REATTACH_PROVIDERS"] = reattach
+        return cls(_layout(repo, work), env)
 
     def run(self, step: str, *args: str, json_lines: bool = False) -> str:
         done = subprocess.run(

@@ -10,7 +10,7 @@ decides as a first apply would see it:
   (`standin:<type>.<attribute>` for a string) or an empty value of their type;
 - it never applies or imports: those answer an error diagnostic.
 
-    <python with grpcio, msgpack, cryptography, tf> provider.py <schema.json>
+    <python with grpcio, msgpack, cryptography, tf> provider.py <schema.json> [--reattach]
 
 Runs in .venv-tfschema (the `tf` package's generated protocol bindings and its go-plugin services), never in
 the project's own venv.
@@ -197,13 +197,22 @@ def _certificate() -> tuple[bytes, bytes, bytes]:
         )
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return key_pem, certificate.public_bytes(serialization.Encoding.PEM), certificate.public_bytes(serialization.Encoding.DER)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return (
+        key_pem,
+        certificate.public_bytes(serialization.Encoding.PEM),
+        certificate.public_bytes(serialization.Encoding.DER),
+    )
 
 
-def serve(schema: dict[str, Any]) -> None:
-    """go-plugin's side of the handshake, then the provider until Terraform stops it."""
-    if os.environ.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE:
+def serve(schema: dict[str, Any], reattach: bool = False) -> None:
+    """go-plugin's side of the handshake, then the provider until Terraform stops it.
+
+    `reattach`: no handshake; the provider prints its socket and serves every Terraform run given it in
+    TF_REATTACH_PROVIDERS until it is killed (many short runs without a provider start each)."""
+    if not reattach and os.environ.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE:
         print("This binary is a plugin. These are not meant to be executed directly.", file=sys.stderr)
         raise SystemExit(1)
     if "6" not in os.environ.get("PLUGIN_PROTOCOL_VERSIONS", "6").split(","):
@@ -226,7 +235,7 @@ def serve(schema: dict[str, Any]) -> None:
     stdio_rpc.add_GRPCStdioServicer_to_server(Stdio(), server)
     with tempfile.TemporaryDirectory(prefix="tf-standin-") as directory:
         socket = f"{directory}/plugin.sock"
-        client_certificate = os.environ.get("PLUGIN_CLIENT_CERT")
+        client_certificate = None if reattach else os.environ.get("PLUGIN_CLIENT_CERT")
         if client_certificate:
             # Terraform's AutoMTLS: Terraform trusts only this certificate. Its own is P-521, which gRPC's
             # BoringSSL does not accept, so the client is not verified; the socket is in a private directory.
@@ -239,16 +248,16 @@ def serve(schema: dict[str, Any]) -> None:
             offered = ""
         server.start()
         print(f"1|6|unix|{socket}|grpc|{offered}", flush=True)
-        while not stopped[0]:
+        while reattach or not stopped[0]:
             server.wait_for_termination(0.05)
         server.stop(grace=0.2)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    if len(argv) not in (2, 3) or argv[2:] not in ([], ["--reattach"]):
         print(__doc__, file=sys.stderr)
         return 2
-    serve(json.loads(Path(argv[1]).read_text()))
+    serve(json.loads(Path(argv[1]).read_text()), reattach=argv[2:] == ["--reattach"])
     return 0
 
 
