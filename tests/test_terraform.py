@@ -1,4 +1,4 @@
-"""Static checks of infra/terraform against the code (the Google provider cannot be downloaded here)."""
+"""Static checks of infra/terraform against the code (Terraform's own plan: tests/test_terraform_plan.py)."""
 
 from __future__ import annotations
 

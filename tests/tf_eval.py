@@ -1,9 +1,10 @@
 """Terraform's expressions, evaluated offline: what each resource block of infra/terraform will create.
 
-`terraform plan` needs the Google provider, which cannot be downloaded here (see tests/test_terraform_model.py
-for why no stand-in provider is used). This module evaluates the HCL expressions python-hcl2 leaves as text
-(`for` expressions, `merge(...)...`, conditionals, templates, `each.key`/`each.value`) with the variables of
-terraform.tfvars.example and the declared defaults. A value only known after apply (an attribute of a
+The IAM checks and the mutation suite need every block's resolved values dozens of times; a Terraform plan
+(tests/test_terraform_plan.py, on stand-in providers) takes seconds each. So this module evaluates the HCL
+expressions python-hcl2 leaves as text (`for` expressions, `merge(...)...`, conditionals, templates, heredocs,
+`each.key`/`each.value`) with the variables of terraform.tfvars.example and the declared defaults, and
+Terraform's plan checks it (tests/tf_standin/agree.py). A value only known after apply (an attribute of a
 resource) stays a `Ref` naming it, e.g. `google_service_account.fn["add_tag"].member`, so a grant resolves to
 the very resource instance it names.
 """

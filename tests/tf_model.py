@@ -2,7 +2,7 @@
 
 Every IAM binding is read from the resource block that grants it (tests/tf_eval.py evaluates its for_each,
 role, member, target and condition), never from the locals that feed it. Each check returns a list of
-errors for one configuration directory, so tests/test_terraform_model.py runs them on infra/terraform and
+errors for one configuration directory, so tests/test_terraform_iam.py runs them on infra/terraform and
 tests/test_terraform_mutants.py on planted defects.
 """
 
