@@ -38,6 +38,8 @@ LONGEST_FIRST = (
     "add_tag",
     "test_tutors.py",
     "test_pipeline_v3.py",
+    "test_terraform_refusals.py",
+    "test_terraform_plan.py",
     "stages",
 )
 
