@@ -33,6 +33,12 @@ class SimulatorAdmin:
         window: dict[str, float | None] = self._call("GET", "/counters")["window"]
         return window
 
+    def arrivals(self) -> list[dict[str, Any]]:
+        """Every API request since the last reset, in arrival order: its wall-clock arrival time as the rate
+        limit judged it (`at`), its path and whether it was admitted."""
+        arrivals: list[dict[str, Any]] = self._call("GET", "/arrivals")["arrivals"]
+        return arrivals
+
     def reset(self) -> None:
         self._call("POST", "/reset")
 

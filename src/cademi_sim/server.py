@@ -1,12 +1,21 @@
 """The Cademi simulator: a real HTTP server on 127.0.0.1 serving a scenario's school week by week.
 
 The handler does the HTTP plumbing, the admin endpoints, authentication, latency and faults, then answers
-from `v1.py` or `v3.py`; the shared state (rate limit, faults, counters) is `state.py`."""
+from `v1.py` or `v3.py`; the shared state (rate limit, faults, counters) is `state.py`.
+
+A request's arrival, which the rate limit judges, is when its first byte reached this host: the kernel's
+receive time (SO_TIMESTAMP), not when a handler thread got round to it. The simulator shares the machine with
+the client it judges (two cores locally), and a busy moment made its threads stamp a request up to 64 ms
+after it had arrived, which squeezed it against the next one: a breach Cademi, on its own hardware, would not
+see (issue 30, 8(f)). Where the kernel gives no time, the handler's clock is used as before."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import socket
+import struct
+import sys
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,16 +27,50 @@ from cademi_sim.scenario import ScenarioError, parse
 from cademi_sim.state import SimState
 
 ADMIN_PREFIX = "/_admin"
+# Linux's SO_TIMESTAMP (Python's socket module does not name it): each received packet carries its arrival time.
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29 if sys.platform.startswith("linux") else None)
+_TIMEVAL = struct.Struct("@ll")
 
 
 class Handler(BaseHTTPRequestHandler):
     """Routes API and admin requests."""
 
     protocol_version = "HTTP/1.1"
+    rbufsize = 0  # unbuffered: the next request's first byte is still in the socket, where its time is read
     server: SimServer
+    arrived = 0.0  # time.monotonic() of the current request's arrival (handle_one_request)
 
     def log_message(self, format: str, *args: Any) -> None:  # keep stdout for the ready line only
         return
+
+    def setup(self) -> None:
+        super().setup()
+        self._kernel_times = False
+        if SO_TIMESTAMP is not None:
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+                self._kernel_times = True
+            except OSError:
+                pass
+
+    def handle_one_request(self) -> None:
+        self._take_arrival()
+        super().handle_one_request()
+
+    def _take_arrival(self) -> None:
+        """Wait for the next request's first byte; `arrived` is when the kernel received it (monotonic clock)."""
+        received: float | None = None
+        if self._kernel_times:
+            try:
+                _, ancillary, _, _ = self.connection.recvmsg(1, socket.CMSG_SPACE(_TIMEVAL.size), socket.MSG_PEEK)
+            except OSError:
+                ancillary = []
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP and len(value) >= _TIMEVAL.size:
+                    seconds, micros = _TIMEVAL.unpack(value[: _TIMEVAL.size])
+                    received = seconds + micros / 1e6
+        now, wall = time.monotonic(), time.time()
+        self.arrived = now - (0.0 if received is None else max(0.0, wall - received))
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -46,7 +89,7 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (e.g. its read timeout fired during a delay fault)
 
     def do_GET(self) -> None:
-        arrived = time.monotonic()
+        arrived = self.arrived
         split = urlsplit(self.path)
         if split.path.startswith(ADMIN_PREFIX):
             self._admin("GET", split.path)
@@ -65,7 +108,12 @@ class Handler(BaseHTTPRequestHandler):
     def _admin(self, method: str, path: str) -> None:
         state = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
-        body_raw = self.rfile.read(length) if length else b""
+        body_raw = b""
+        while len(body_raw) < length:  # the socket file is unbuffered: a read may return part of the body
+            chunk = self.rfile.read(length - len(body_raw))
+            if not chunk:
+                break
+            body_raw += chunk
         if path == f"{ADMIN_PREFIX}/health":
             self._send(200, {"ok": True, "week": state.week})
             return
@@ -83,6 +131,13 @@ class Handler(BaseHTTPRequestHandler):
                 counters = dict(state.counters)
                 window = {"first": state.first_at, "last": state.last_at}
             self._send(200, {"week": state.week, "counters": counters, "window": window})
+        elif method == "GET" and path == f"{ADMIN_PREFIX}/arrivals":
+            with state.lock:
+                arrivals = [
+                    {"at": at, "path": p, "admitted": ok, "taken_up_after_s": after}
+                    for at, p, ok, after in state.arrivals
+                ]
+            self._send(200, {"arrivals": arrivals})
         elif method == "POST" and path == f"{ADMIN_PREFIX}/week":
             week = body.get("week")
             if isinstance(week, str):
@@ -97,6 +152,7 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "POST" and path == f"{ADMIN_PREFIX}/reset":
             with state.lock:
                 state.counters.clear()
+                state.arrivals.clear()
                 state.first_at = state.last_at = None
             self._send(200, {"ok": True})
         elif method == "POST" and path == f"{ADMIN_PREFIX}/faults":
@@ -124,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith(v3.PREFIX + "/"):
             self._api_v3(arrived, path[len(v3.PREFIX) :], query)
             return
-        wait = state.admit(arrived)
+        wait = state.admit(arrived, path, time.monotonic() - arrived)
         if wait is not None:
             state.count("breaches")
             self._send(*v1.breach(state, wait))
@@ -167,7 +223,7 @@ class Handler(BaseHTTPRequestHandler):
     def _api_v3(self, arrived: float, rel: str, query: dict[str, list[str]]) -> None:
         """The same school through API v3 (cademi_sim/v3.py): its key, its error envelope, its 429."""
         state = self.server.state
-        wait = state.admit(arrived)
+        wait = state.admit(arrived, v3.PREFIX + rel, time.monotonic() - arrived)
         if wait is not None:
             state.count("breaches")
             self._send(*v3.breach(wait))

@@ -3,6 +3,8 @@ limit's sliding windows, latency, the faults still to fire, and the request coun
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
 import threading
 import time
@@ -26,8 +28,9 @@ class SimState:
         self.rng = random.Random(seed)
         self.first_at: float | None = None  # wall-clock time of the first and last API request since reset
         self.last_at: float | None = None
-        self._second: deque[float] = deque()
-        self._minute: deque[float] = deque()
+        # Every API request since reset: (arrival, wall clock; path; admitted; how long the handler took to reach it)
+        self.arrivals: list[tuple[float, str, bool, float]] = []
+        self._admitted: deque[float] = deque()  # admitted arrivals' times (monotonic), in time order
         self.faults: list[dict[str, Any]] = [dict(f) for f in scenario.raw.get("faults", [])]
         self.fault_left: list[int] = [int(f.get("times", 1)) for f in self.faults]
         quirks = scenario.raw.get("quirks", {})
@@ -36,24 +39,28 @@ class SimState:
             k: set(quirks.get(k, [])) for k in ("empty_last_page", "repeat_cursor", "overlap_pages", "endless_cursor")
         }
 
-    def admit(self, now: float) -> float | None:
-        """Record an arrival; return None if within the limit, else seconds until a slot frees."""
+    def admit(self, now: float, path: str = "", taken_up_after_s: float = 0.0) -> float | None:
+        """Record an arrival (`now`: monotonic, when the request reached this host); return None if within the
+        limit, else seconds until a slot frees. `taken_up_after_s`: how long the handler took to get to it.
+
+        The windows are judged on arrival times whatever order the handler threads come in: the arrival is
+        refused when, with it, some window of one second (or one minute) would hold more admitted arrivals
+        than the limit allows."""
         limit = self.scenario.rate_limit
         wall = time.time()
+        arrived_at = wall - (time.monotonic() - now)  # the wall-clock time of `now` (the server's arrival)
         with self.lock:
             self.first_at = self.first_at or wall
             self.last_at = wall
-            while self._second and now - self._second[0] >= 1.0:
-                self._second.popleft()
-            while self._minute and now - self._minute[0] >= 60.0:
-                self._minute.popleft()
-            if len(self._second) >= float(limit["per_second"]):
-                return 1.0 - (now - self._second[0])
-            if len(self._minute) >= float(limit["per_minute"]):
-                return 60.0 - (now - self._minute[0])
-            self._second.append(now)
-            self._minute.append(now)
-            return None
+            while self._admitted and self._admitted[-1] - self._admitted[0] > 120.0:
+                self._admitted.popleft()  # long out of every window (arrivals come out of order by far less)
+            wait = _over(self._admitted, now, 1.0, math.ceil(float(limit["per_second"])))
+            if wait is None:
+                wait = _over(self._admitted, now, 60.0, math.ceil(float(limit["per_minute"])))
+            if wait is None:
+                bisect.insort(self._admitted, now)
+            self.arrivals.append((arrived_at, path, wait is None, taken_up_after_s))
+            return wait
 
     def latency_s(self) -> float:
         latency = self.scenario.raw.get("latency_ms", 0)
@@ -84,3 +91,15 @@ class SimState:
     def count(self, name: str) -> None:
         with self.lock:
             self.counters[name] += 1
+
+
+def _over(admitted: deque[float], now: float, window: float, limit: int) -> float | None:
+    """Seconds until an arrival at `now` fits, if with it `limit + 1` admitted arrivals would lie within less
+    than `window` of each other (a sliding window of `window` seconds holding more than `limit`); else None."""
+    times = list(admitted)
+    at = bisect.bisect_right(times, now)
+    times.insert(at, now)
+    for first in range(max(0, at - limit), min(at, len(times) - limit - 1) + 1):
+        if times[first + limit] - times[first] < window:
+            return max(0.0, times[first] + window - now)
+    return None

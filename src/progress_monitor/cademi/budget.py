@@ -8,7 +8,8 @@ Cloud Storage (`budget/cademi.json`: the next free slot). A process claims the n
 conditioned on the object's generation, so no two callers ever hold the same slot.
 
 Within a process the slots are handed out in order, and a slot is used only on time: a thread that wakes up
-late (a loaded machine, a paused instance) skips to its next slot instead of crowding the caller after it.
+late (a loaded machine, a paused instance) skips to its next slot instead of crowding the caller after it, and
+the client checks the slot again when the request is written (`ontime.py`), since Cademi judges arrivals.
 After a breach (Cademi answered 429) every claimant widens the spacing for a while: the run slows, it does
 not hammer.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from google.api_core import exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from progress_monitor.cademi.ratelimit import WIDEN_FACTOR, WIDEN_FOR_S
+from progress_monitor.cademi.ratelimit import WIDEN_FACTOR, WIDEN_FOR_S, Slot
 from progress_monitor.contracts.objects import BUDGET_OBJECT
 from progress_monitor.errors import TransientError
 from progress_monitor.platform.access import needs
@@ -94,18 +95,18 @@ class FleetBudget:
     def rate(self) -> float:
         return 1.0 / self.interval
 
-    def acquire(self) -> None:
+    def acquire(self) -> Slot:
         """Block until this caller's slot; every caller of every process gets a different slot."""
         while True:
             with self._lock:
                 if not self._slots:
                     self._claim()
-                slot = self._slots.popleft()
-            wait = slot - self._clock()
+                slot = Slot(self._slots.popleft(), self.late_tolerance_s, self._clock)
+            wait = slot.at - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            if self._clock() - slot <= self.late_tolerance_s:
-                return
+            if not slot.missed():
+                return slot
             with self._lock:
                 self.skipped += 1  # woke too late: using it would crowd the next slot, maybe another process's
 

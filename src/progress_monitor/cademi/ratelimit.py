@@ -5,10 +5,36 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 WIDEN_FACTOR = 1.5
 WIDEN_FOR_S = 120.0
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The right to start one call at `at` (the budget's clock), still good until `at + tolerance`.
+
+    The budget checks it when it hands it out; the client checks it again just before writing the request
+    (`ontime.py`), since what Cademi judges is when the request arrives."""
+
+    at: float
+    tolerance: float
+    clock: Callable[[], float]
+
+    def missed(self) -> bool:
+        """Too late to start the call: written now, it could arrive too close to the next slot's call."""
+        return self.clock() - self.at > self.tolerance
+
+
+def late_tolerance(per_second: float, interval: float) -> float:
+    """How late a slot may still be used: half the slack the spacing `interval` leaves between the first and
+    the last call of any full one-second window (15 ms at 2 req/s and a 3 % margin), whatever the rate. The
+    other half is for the way to the server: a request's delay from its write to Cademi's arrival stamp may
+    differ from another's by that much without a breach."""
+    per_window = max(1.0, per_second)
+    return max(0.0, (per_window * interval - 1.0) / 2)
 
 
 class CallBudget(Protocol):
@@ -17,7 +43,7 @@ class CallBudget(Protocol):
     @property
     def rate(self) -> float: ...
 
-    def acquire(self) -> None: ...
+    def acquire(self) -> Slot: ...
 
     def breached(self) -> None: ...
 
@@ -29,7 +55,8 @@ class RateLimiter:
     Callers pass one at a time through a gate, and the next start is counted from the moment the previous
     caller actually left it: a thread that wakes up late pushes the next start later instead of letting it
     crowd in. `safety` widens the spacing so network jitter cannot squeeze two arrivals closer than the
-    server tolerates; after a breach the spacing widens for a while.
+    server tolerates (half of it is the slot's `late_tolerance_s`, checked again at the write by `ontime.py`);
+    after a breach the spacing widens for a while.
     """
 
     def __init__(
@@ -43,6 +70,7 @@ class RateLimiter:
         if per_second <= 0 or per_minute <= 0:
             raise ValueError("rate limits must be positive")
         self.interval = max(1.0 / per_second, 60.0 / per_minute) * (1.0 + safety)
+        self.late_tolerance_s = late_tolerance(per_second, self.interval)
         self._clock = clock
         self._sleep = sleep
         self._gate = threading.Lock()
@@ -54,8 +82,8 @@ class RateLimiter:
         """Calls per second this limiter admits at most."""
         return 1.0 / self.interval
 
-    def acquire(self) -> None:
-        """Block until this caller may start one call."""
+    def acquire(self) -> Slot:
+        """Block until this caller may start one call; the slot is good from now for `late_tolerance_s`."""
         with self._gate:
             wait = self._next_start - self._clock()
             if wait > 0:
@@ -63,6 +91,7 @@ class RateLimiter:
             started = self._clock()
             widened = started < self._widen_until
             self._next_start = started + self.interval * (WIDEN_FACTOR if widened else 1.0)
+        return Slot(started, self.late_tolerance_s, self._clock)
 
     def breached(self) -> None:
         """The server refused a call for its rate: widen the spacing for a while, after a pause."""

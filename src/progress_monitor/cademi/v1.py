@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import requests
 
+from progress_monitor.cademi.ontime import OnTimeAdapter, pending
 from progress_monitor.cademi.ratelimit import CallBudget
 from progress_monitor.contracts.cademi import CallStats, Progress, Student, Tag
 from progress_monitor.contracts.values import parse_uint
@@ -139,7 +140,8 @@ class CademiClient:
         self._rule = RetryRule(attempts=max_attempts, backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s)
         self._sleep = sleep
         self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        # Its connections check the call's budget slot just before writing it (ontime.py).
+        adapter = OnTimeAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update({"Authorization": api_key, "Accept": "application/json"})
@@ -269,10 +271,14 @@ class CademiClient:
             raise CademiUnavailableError(f"{_redact_path(path)} failed {attempts} times; last: {exc.reason}") from None
 
     def _attempt(self, url: str, path: str, params: Mapping[str, str] | None, counters: _Counters) -> dict[str, Any]:
-        self.limiter.acquire()
+        # Everything but the write is done before the slot is taken; the slot is checked again at the write.
+        request = self._session.prepare_request(requests.Request("GET", url, params=params))
+        options = self._session.merge_environment_settings(request.url, {}, None, None, None)
+        slot = self.limiter.acquire()
         counters.add("requests")
         try:
-            response = self._session.get(url, params=params, timeout=self._timeout, allow_redirects=False)
+            with pending(self.limiter, slot, missed=lambda: counters.add("slots_missed")):
+                response = self._session.send(request, timeout=self._timeout, allow_redirects=False, **options)
         except requests.RequestException as exc:
             lost = self._rule.lost_answer(exc)
             if lost is None:
