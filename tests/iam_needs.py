@@ -18,9 +18,9 @@
    `unresolved` list explains it (tests/test_terraform_iam.py's UNRESOLVED).
 4. The needs, in tests/tf_model.py's terms: SQL tables read / written (a written table is also read: MERGE,
    UPDATE and DELETE read their target); a table created at run time (CREATE) or a reporting table or view
-   read (Terraform does not create them one by one) needs its dataset; objects of the shards bucket folded by
-   contract prefix: a prefix rewritten in place gets objectUser there, a deleted one delete there, reads and
-   creates are granted bucket-wide.
+   read (Terraform does not create them one by one) needs its dataset; objects folded by contract prefix into
+   the bucket that holds them (contracts.objects.bucket_of: shards or state): a prefix rewritten in place gets
+   objectUser there, a deleted one delete there, reads and creates are granted bucket-wide.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from progress_monitor.contracts.objects import OWN_BUCKET
+from progress_monitor.contracts.objects import SHARDS, STATE, bucket_of
 from progress_monitor.platform.warehouse import NAMES, RESTRICTED, TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -369,6 +369,8 @@ class Package:
         for kind, ref in base:
             if kind == "mod":
                 found |= self.member(str(ref), node.attr)
+            elif kind == "ext":  # another library's name (`requests.Session`): its attributes are its own
+                found.add(("ext", f"{ref}.{node.attr}"))
             elif kind in ("cls", "t"):
                 module, cls = str(ref).split(":")
                 for item in self.modules[module].classes[cls].body:
@@ -648,8 +650,11 @@ def fold(raw: set[tuple[str, str]]) -> set[tuple[str, str]]:
         if kind.startswith("objects."):
             areas.setdefault(path, set()).add(kind.removeprefix("objects."))
     for area, verbs in areas.items():
-        bucket = OWN_BUCKET.get(area, "shards")  # an object kept in a bucket of its own (contracts.objects)
-        where = bucket if area == "" else f"{bucket}/{area}"
+        if area in ("", STATE):  # a declaration naming a whole bucket ("objects.read shards"), not objects in it
+            bucket = where = area or SHARDS
+        else:
+            bucket = bucket_of(area)  # the bucket that holds these objects (contracts.objects)
+            where = f"{bucket}/{area}"
         if "rewrite" in verbs:
             needs.add(("objects.readwrite", where))
             continue

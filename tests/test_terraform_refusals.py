@@ -3,9 +3,9 @@
 The mutants judged by Terraform (tests/test_terraform_mutants.py, killer `terraform validate` or `terraform
 plan`) each go into a copy of infra/terraform, and Terraform must refuse that copy at that step with an error
 located in the block the defect was planted in (a `plan` mutant is one `validate` lets through: only the plan
-evaluates `for_each` keys, indexes into them, and attributes behind them). The stand-ins keep running between the runs (reattached), so a run costs a second or two. Bad input of
-the stand-in itself (a provider that cannot start, a schema without a type the configuration uses) fails the
-same way, never skips.
+evaluates `for_each` keys, indexes into them, and attributes behind them). The stand-ins keep running between
+the runs (reattached), so a run costs a second or two. Bad input of the stand-in itself (a provider that
+cannot start, a schema without a type the configuration uses) fails the same way, never skips.
 """
 
 from __future__ import annotations
