@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from cademi_sim.scenario import load
 from cademi_sim.truth import expected_rows
+from devstack.emulators import pubsub_clients, push_subscription
 from devstack.here import services_here
 from devstack.stack import LocalStack
+from devstack.wiring import FUNCTIONS, PROJECT, RECORDER
 from progress_monitor.contracts.messages import ScheduleRequest
 from progress_monitor.contracts.values import RunId
 from progress_monitor.platform import warehouse
@@ -232,3 +235,35 @@ def test_no_cpf_login_auto_or_api_key_in_shards_tables_or_logs(stack: LocalStack
     assert "pipeline-test-key" not in blob
     students = warehouse.query(services_here(), "SELECT COUNT(*) AS n FROM `${students}`")
     assert students[0]["n"] == 155 + 8 + 7  # tutors still get contact data, in the restricted table
+
+
+def front_stats(stack: LocalStack, function: str) -> dict[str, int]:
+    stats: dict[str, int] = requests.get(f"{stack.endpoints['functions'][function]}/__front/stats", timeout=5).json()
+    return stats
+
+
+def test_a_push_whose_token_names_another_audience_is_refused_and_never_processed(stack: LocalStack) -> None:
+    """Every subscription's token names its function's URL, as Terraform declares it: the fronts refused none of
+    the pipeline's pushes. A subscription left with Pub/Sub's default audience, the push endpoint with its path,
+    has its pushes refused by the front as Cloud Run refuses them, so the schedule it carries makes no run."""
+    ensure_week(stack, 0)
+    pushed = (*FUNCTIONS, RECORDER)
+    assert {name: front_stats(stack, name)["unauthenticated"] for name in pushed} == dict.fromkeys(pushed, 0)
+    assert front_stats(stack, "extract_tags")["admitted"] >= 1
+    publisher, subscriber = pubsub_clients(stack.endpoints)
+    topic = publisher.topic_path(PROJECT, "audience-check")
+    publisher.create_topic(name=topic)
+    request = push_subscription(stack.endpoints, "extract_tags", "default-audience", "audience-check", audience="")
+    del request["dead_letter_policy"]  # refused pushes are retried until the subscription goes
+    subscriber.create_subscription(request=request)
+    week = date.fromisoformat(WEEKS[1])
+    try:
+        publisher.publish(topic, ScheduleRequest(week=week, rerun="default-audience").encode()).result(timeout=30)
+        deadline = time.monotonic() + 60
+        while front_stats(stack, "extract_tags")["unauthenticated"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        subscriber.delete_subscription(request={"subscription": request["name"]})
+        publisher.delete_topic(request={"topic": topic})
+    assert front_stats(stack, "extract_tags")["unauthenticated"] >= 2  # the push, and its redelivery
+    assert stack.run_row(RunId(week, "default-audience")) is None

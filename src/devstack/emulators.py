@@ -14,7 +14,8 @@ from typing import Any
 
 from cademi_sim.scenario import Scenario
 from devstack.procs import StartupError
-from devstack.wiring import FUNCTIONS, PROJECT, RECORDER, SHARD_EVENTS_TOPIC, SHARD_RELOADS_TOPIC
+from devstack.push_auth import relay_endpoint
+from devstack.wiring import FUNCTIONS, PROJECT, PUSHER, RECORDER, SHARD_EVENTS_TOPIC, SHARD_RELOADS_TOPIC
 
 # -- binaries ------------------------------------------------------------------------------------------------
 
@@ -82,18 +83,31 @@ def create_topics(endpoints: dict[str, Any]) -> None:
             publisher.create_topic(name=publisher.topic_path(PROJECT, topic))
 
 
+def push_config(endpoints: dict[str, Any], function: str, topic: str, audience: str | None = None) -> dict[str, Any]:
+    """Where a topic's messages are pushed to a function, and the token they carry, as Terraform declares it: the
+    endpoint is the function's URL with the topic's path; the token names the pusher and, as its audience, the
+    function's URL (what Cloud Run accepts; Pub/Sub's default, given by `audience=""`, is the endpoint with
+    its path). Locally the push goes through the relay that mints the token (`devstack.push_auth`)."""
+    service_url = endpoints["functions"][function]
+    endpoint = f"{service_url}/projects/{PROJECT}/topics/{topic}"
+    return {
+        "push_endpoint": relay_endpoint(endpoints["push_relay"], endpoint),
+        "oidc_token": {"service_account_email": PUSHER, "audience": service_url if audience is None else audience},
+    }
+
+
 def push_subscription(
-    endpoints: dict[str, Any], function: str, suffix: str, topic: str | None = None
+    endpoints: dict[str, Any], function: str, suffix: str, topic: str | None = None, audience: str | None = None
 ) -> dict[str, Any]:
     """A push subscription to one function (from its trigger topic unless `topic` is given), with the
-    cloud's retry policy and dead-letter topic."""
+    cloud's retry policy and dead-letter topic (and its token's audience, unless `audience` is given)."""
     publisher, subscriber = pubsub_clients(endpoints)
     spec = FUNCTIONS[function]
     topic = topic or spec.topic
     return {
         "name": subscriber.subscription_path(PROJECT, f"{function}-{suffix}"),
         "topic": publisher.topic_path(PROJECT, topic),
-        "push_config": {"push_endpoint": f"{endpoints['functions'][function]}/projects/{PROJECT}/topics/{topic}"},
+        "push_config": push_config(endpoints, function, topic, audience),
         "ack_deadline_seconds": endpoints.get("ack_deadline_s") or spec.ack_deadline_s,
         "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
         "dead_letter_policy": {
@@ -117,7 +131,7 @@ def create_subscriptions(endpoints: dict[str, Any]) -> None:
         recorded = {
             "name": subscriber.subscription_path(PROJECT, f"{dlq}-record"),
             "topic": publisher.topic_path(PROJECT, dlq),
-            "push_config": {"push_endpoint": f"{endpoints['functions'][RECORDER]}/projects/{PROJECT}/topics/{dlq}"},
+            "push_config": push_config(endpoints, RECORDER, dlq),
             "ack_deadline_seconds": 60,
             "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 10}},
         }

@@ -6,12 +6,18 @@ delivery attempt). functions-framework alone queues requests in its threads with
 would see it: this front sits between the Pub/Sub emulator's pushes and the function's processes ("instances")
 and enforces the rule.
 
+Cloud Run also admits a request to a private service only with a Google-signed ID token whose audience is the
+service's URL: a Pub/Sub push carries the one its subscription's `oidc_token` declares. With `--check-token`
+(as the local stack starts it) the front checks the token the local push relay attached (`devstack.push_auth`)
+against its own URL, `http://127.0.0.1:<port>`, and refuses a push without one (403) or whose token fails the
+check, a wrong audience included (401), before it reaches any instance.
+
     python -m devstack.front --port 8080 --backend http://127.0.0.1:9001 --backend http://127.0.0.1:9002 \
         --concurrency 2 --queue-s 10
 
 Each backend (a process of the function) gets at most `concurrency` requests at once; a request goes to the
 least busy backend with a free slot. It prints one JSON line when it listens; `GET /__front/stats` answers
-what it admitted, queued and refused.
+what it admitted, queued and refused (for capacity), and how many requests it refused as unauthenticated.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from devstack import push_auth
+
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 STATS_PATH = "/__front/stats"
 
@@ -38,7 +46,14 @@ class Slots:
         self.backends = backends
         self.free = dict.fromkeys(backends, concurrency)
         self.cond = threading.Condition()
-        self.stats = {"admitted": 0, "queued": 0, "refused": 0, "in_flight": 0, "max_in_flight": 0}
+        self.stats = {
+            "admitted": 0,
+            "queued": 0,
+            "refused": 0,
+            "in_flight": 0,
+            "max_in_flight": 0,
+            "unauthenticated": 0,
+        }
 
     def take(self, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
@@ -90,6 +105,15 @@ class FrontHandler(BaseHTTPRequestHandler):
                 stats = dict(self.server.slots.stats)
             self._reply(200, json.dumps(stats).encode(), "application/json")
             return
+        refused = None
+        if self.server.check_token:
+            refused = push_auth.refusal(self.headers.get("Authorization"), [self.server.url], time.time())
+        if refused is not None:
+            with self.server.slots.cond:
+                self.server.slots.stats["unauthenticated"] += 1
+            status, reason = refused
+            self._reply(status, reason.encode())
+            return
         backend = self.server.slots.take(self.server.queue_s)
         if backend is None:
             # What Cloud Run answers when no instance can take the request within its queue timeout.
@@ -121,11 +145,15 @@ class FrontServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, port: int, slots: Slots, queue_s: float, request_timeout_s: float) -> None:
+    def __init__(
+        self, port: int, slots: Slots, queue_s: float, request_timeout_s: float, check_token: bool = False
+    ) -> None:
         super().__init__(("127.0.0.1", port), FrontHandler)
         self.slots = slots
         self.queue_s = queue_s
         self.request_timeout_s = request_timeout_s
+        self.url = f"http://127.0.0.1:{port}"  # the service's URL: the audience a push's token must name
+        self.check_token = check_token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, required=True, help="requests at once per backend")
     parser.add_argument("--queue-s", type=float, default=10.0, help="how long a request waits for a slot")
     parser.add_argument("--request-timeout-s", type=float, default=900.0)
+    parser.add_argument(
+        "--check-token", action="store_true", help="admit only requests whose ID token names this front's URL"
+    )
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.queue_s < 0:
         parser.error("concurrency must be >= 1 and queue-s >= 0")
-    server = FrontServer(args.port, Slots(args.backend, args.concurrency), args.queue_s, args.request_timeout_s)
+    slots = Slots(args.backend, args.concurrency)
+    server = FrontServer(args.port, slots, args.queue_s, args.request_timeout_s, args.check_token)
     print(json.dumps({"event": "ready", "port": args.port, "backends": args.backend}), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

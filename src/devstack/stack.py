@@ -96,11 +96,13 @@ class LocalStack(StackOperations):
         gcs_root.mkdir(exist_ok=True)
         ports = {
             name: free_port()
-            for name in ("pubsub", "gcs", "bq", "bq_grpc", "slack", RECORDER, *FUNCTIONS, *HTTP_FUNCTIONS)
+            for name in ("pubsub", "push_relay", "gcs", "bq", "bq_grpc", "slack", RECORDER, *FUNCTIONS, *HTTP_FUNCTIONS)
         }
-        # The processes ("instances") of each pipeline function, behind its front on ports[name].
+        # The processes ("instances") of each pushed function, behind its front on ports[name].
+        capacity = {**capacity, RECORDER: (1, 2)}
         instances = {
-            name: [name if i == 0 else f"{name}#{i + 1}" for i in range(capacity[name][0])] for name in FUNCTIONS
+            name: [name if i == 0 else f"{name}#{i + 1}" for i in range(capacity[name][0])]
+            for name in (*FUNCTIONS, RECORDER)
         }
         process_ports = {process: free_port() for names in instances.values() for process in names}
         self.endpoints = {
@@ -110,11 +112,13 @@ class LocalStack(StackOperations):
             "dataset": "progress",
             "bucket": "progress-shards",
             "pubsub": f"127.0.0.1:{ports['pubsub']}",
+            # Pub/Sub's pushes go through it: it adds the ID token their subscription declares (push_auth.py).
+            "push_relay": f"http://127.0.0.1:{ports['push_relay']}",
             "gcs": f"http://127.0.0.1:{ports['gcs']}",
             "bigquery": f"http://127.0.0.1:{ports['bq']}",
             "gcs_root": str(gcs_root),
             "slack": f"http://127.0.0.1:{ports['slack']}",
-            # What Pub/Sub pushes to (a pipeline function's front) or what a browser calls (the HTTP ones).
+            # What Pub/Sub pushes to (a pushed function's front) or what a browser calls (the HTTP ones).
             "functions": {name: f"http://127.0.0.1:{ports[name]}" for name in (*FUNCTIONS, *HTTP_FUNCTIONS, RECORDER)},
             "processes": {process: f"http://127.0.0.1:{port}" for process, port in process_ports.items()},
         }
@@ -170,6 +174,9 @@ class LocalStack(StackOperations):
 
         wait_for_port(pubsub, ports["pubsub"])
         emulators.create_topics(self.endpoints)
+        relay = [sys.executable, "-m", "devstack.push_auth", "--port", str(ports["push_relay"])]
+        relay += ["--pubsub", self.endpoints["pubsub"]]
+        self.children.append(spawn("push-relay", relay, logs, env=dict(os.environ)))
         gcs = spawn(
             "fake-gcs-server",
             [
@@ -249,7 +256,7 @@ class LocalStack(StackOperations):
             ]
             return spawn(name, command, logs, env={**env, "THREADS": str(threads), "WORKERS": "1"})
 
-        for name in FUNCTIONS:
+        for name in (*FUNCTIONS, RECORDER):
             concurrency = capacity[name][1]
             for process in instances[name]:
                 self.children.append(
@@ -265,18 +272,19 @@ class LocalStack(StackOperations):
                 str(concurrency),
                 "--queue-s",
                 str(front_queue_s),
+                "--check-token",
             ]
             front += [arg for process in instances[name] for arg in ("--backend", self.endpoints["processes"][process])]
             self.children.append(spawn(f"front-{name}", front, logs, env=dict(os.environ)))
         for name, (folder, target) in HTTP_FUNCTIONS.items():
             self.children.append(function_process(name, folder, target, "http", ports[name], 4))
-        self.children.append(function_process(RECORDER, RECORDER, RECORDER, "cloudevent", ports[RECORDER], 2))
         for process, port in process_ports.items():
             wait_for_port(self.child(process), port)
-        for name in FUNCTIONS:
+        for name in (*FUNCTIONS, RECORDER):
             wait_for_port(self.child(f"front-{name}"), ports[name])
-        for name in (*HTTP_FUNCTIONS, RECORDER):
+        for name in HTTP_FUNCTIONS:
             wait_for_port(self.child(name), ports[name])
+        wait_for_port(self.child("push-relay"), ports["push_relay"])
         wait_for_port(slack, ports["slack"])
         self.endpoints["ack_deadline_s"] = ack_deadline_s
         emulators.create_subscriptions(self.endpoints)

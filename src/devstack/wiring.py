@@ -49,6 +49,8 @@ HTTP_FUNCTIONS = {
 }
 LOCAL_STAFF = "coordenacao@escola.local"
 LOCAL_SLACK_TEAM, LOCAL_SLACK_USER = "TESCOLA01", "UCOORD01"  # the local Slack workspace and its one coordinator
+# The service account every push subscription's `oidc_token` names (Terraform's google_service_account.pusher).
+PUSHER = f"pubsub-push@{PROJECT}.iam.gserviceaccount.com"
 SIM_ADMIN_TOKEN = "local-admin"  # noqa: S105 - guards the loopback-only simulator's admin endpoints
 LOCAL_PRIVACY_KEY = "local-stack-privacy-key"  # a fixed key for the local stack: simulated students only
 

@@ -1,0 +1,167 @@
+"""Pub/Sub's authenticated push, locally: the token Pub/Sub attaches to a push, and the check Cloud Run makes.
+
+In the cloud every push subscription declares `oidc_token { service_account_email, audience }`: Pub/Sub signs
+an OpenID Connect ID token for that service account, whose `aud` is the declared audience (the push endpoint,
+path included, when none is declared), and sends it as `Authorization: Bearer …`. Cloud Run admits the request
+only with a valid token whose audience is the service's URL: 401 for a token that fails the check (a wrong
+audience included), 403 without one. The Pub/Sub emulator keeps a subscription's `oidc_token` but sends no
+token, so the local stack puts this relay between the emulator and the fronts (`devstack.front`):
+
+    python -m devstack.push_auth --port 8090 --pubsub 127.0.0.1:8085
+
+A push subscription's endpoint is `<relay>/<host:port>/<path>` (`relay_endpoint`); for each push the relay
+reads the subscription's `oidc_token` from the emulator, mints a token with its audience (signed with a local
+key, the stand-in for Google's) and forwards the push to `http://<host:port>/<path>` with it. The front refuses
+the push unless the token passes `refusal` for its own URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Collection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+
+# The stand-in for Google's signing keys: the relay signs with it, the fronts verify with it.
+SIGNING_KEY = "local-stack-pubsub-push-id-token-signing-key"  # loopback-only, simulated pushes
+ALGORITHM = "HS256"
+ISSUER = "https://accounts.google.com"
+LIFETIME_S = 3600
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+def relay_endpoint(relay_url: str, endpoint: str) -> str:
+    """The push endpoint to give the emulator so that `endpoint` is reached through the relay at `relay_url`."""
+    parts = urlsplit(endpoint)
+    return f"{relay_url}/{parts.netloc}{parts.path}"
+
+
+def target_of(relay_path: str) -> str:
+    """The push endpoint a path on the relay stands for: `/<host:port>/<path>` -> `http://<host:port>/<path>`."""
+    netloc, _, path = relay_path.lstrip("/").partition("/")
+    return f"http://{netloc}/{path}"
+
+
+def mint(audience: str, email: str, now: float) -> str:
+    """An ID token as Pub/Sub signs it for a push subscription's service account."""
+    claims = {
+        "iss": ISSUER,
+        "aud": audience,
+        "email": email,
+        "email_verified": True,
+        "sub": email,
+        "iat": int(now),
+        "exp": int(now) + LIFETIME_S,
+    }
+    return jwt.encode(claims, SIGNING_KEY, algorithm=ALGORITHM)
+
+
+def refusal(authorization: str | None, service_urls: Collection[str], now: float) -> tuple[int, str] | None:
+    """Why Cloud Run refuses a request to a service at `service_urls` carrying this Authorization header (status,
+    reason), or None when the token admits it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return 403, "no identity token"
+    audiences = {url.rstrip("/") for url in service_urls}
+    audiences |= {f"{url}/" for url in audiences}
+    try:
+        claims = jwt.decode(
+            token.strip(),
+            SIGNING_KEY,
+            algorithms=[ALGORITHM],
+            audience=sorted(audiences),
+            issuer=ISSUER,
+            options={"require": ["aud", "exp", "iat", "iss"], "verify_exp": False, "verify_iat": False},
+        )
+    except jwt.InvalidAudienceError:
+        return 401, "the token's audience is not this service's URL"
+    except jwt.PyJWTError as exc:
+        return 401, f"invalid identity token: {type(exc).__name__}"
+    if claims["exp"] <= now:
+        return 401, "expired identity token"
+    return None
+
+
+class RelayHandler(BaseHTTPRequestHandler):
+    server: RelayServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the fronts and the functions log what matters."""
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        target = target_of(self.path)
+        try:
+            subscription = json.loads(body)["subscription"]
+            oidc = self.server.oidc_token(subscription)
+        except (ValueError, KeyError, TypeError):
+            self._reply(400, b"not a Pub/Sub push")
+            return
+        except (OSError, http.client.HTTPException):
+            self._reply(503, b"the Pub/Sub emulator did not answer")
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host", "authorization"}}
+        if oidc is not None:
+            audience = oidc.get("audience") or target  # Pub/Sub's default: the push endpoint, path included
+            headers["Authorization"] = f"Bearer {mint(audience, oidc['serviceAccountEmail'], time.time())}"
+        parts = urlsplit(target)
+        try:
+            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=900)
+            conn.request("POST", parts.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            conn.close()
+        except (OSError, http.client.HTTPException):
+            self._reply(502, b"the push endpoint did not answer")
+            return
+        self._reply(response.status, data, response.getheader("Content-Type") or "text/plain")
+
+
+class RelayServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, port: int, pubsub: str) -> None:
+        super().__init__(("127.0.0.1", port), RelayHandler)
+        self.pubsub = pubsub
+
+    def oidc_token(self, subscription: str) -> dict[str, Any] | None:
+        """The subscription's declared `oidc_token` (service account, audience), read from the emulator."""
+        with urllib.request.urlopen(f"http://{self.pubsub}/v1/{subscription}", timeout=30) as response:
+            config = json.loads(response.read())
+        token: dict[str, Any] | None = config.get("pushConfig", {}).get("oidcToken")
+        return token
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack.push_auth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pubsub", required=True, help="the Pub/Sub emulator's host:port")
+    args = parser.parse_args(argv)
+    server = RelayServer(args.port, args.pubsub)
+    print(json.dumps({"event": "ready", "port": args.port}), flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
