@@ -298,12 +298,17 @@ def test_object_needs_fold_by_contract_prefix() -> None:
         ("objects.read", "budget/cademi.json"),
         ("objects.rewrite", "budget/cademi.json"),
     }
-    assert iam_needs.fold(raw) == {
-        ("objects.readwrite", "shards/slack/"),
-        ("objects.readwrite", "budget/budget/cademi.json"),  # in the budget bucket (contracts.objects.OWN_BUCKET)
+    assert iam_needs.fold(raw) == {  # each in the bucket that holds it (contracts.objects.bucket_of)
+        ("objects.readwrite", "state/slack/"),
+        ("objects.readwrite", "state/budget/cademi.json"),
         ("objects.create", "shards"),
         ("objects.read", "shards"),
         ("objects.delete", "shards/contacts/"),
+    }
+    # A declaration naming a whole bucket (the erasure's scan of both).
+    assert iam_needs.fold({("objects.read", ""), ("objects.read", "state")}) == {
+        ("objects.read", "shards"),
+        ("objects.read", "state"),
     }
     assert iam_needs.area("progress/snapshot_date=*/run=*/") == "progress/"
     assert iam_needs.area("*") is None

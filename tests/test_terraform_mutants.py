@@ -254,7 +254,7 @@ resource "google_bigquery_table_iam_member" "student_names"''',
         "digest claims condition widened to true",
         "iam.tf",
         'expression = "resource.name.startsWith(\\"projects/_/buckets/'
-        '${google_storage_bucket.shards.name}/objects/slack/\\")"',
+        '${google_storage_bucket.state.name}/objects/slack/\\")"',
         'expression = "true"',
         "function_grants",
     ),
@@ -262,9 +262,9 @@ resource "google_bigquery_table_iam_member" "student_names"''',
         "budget condition widened to the prefix",
         "iam.tf",
         'expression = "resource.name == \\"projects/_/buckets/'
-        '${google_storage_bucket.budget.name}/objects/budget/cademi.json\\""',
+        '${google_storage_bucket.state.name}/objects/budget/cademi.json\\""',
         'expression = "resource.name.startsWith(\\"projects/_/buckets/'
-        '${google_storage_bucket.budget.name}/objects/\\")"',
+        '${google_storage_bucket.state.name}/objects/\\")"',
         "function_grants",
     ),
     Mutant(
@@ -277,7 +277,7 @@ resource "google_bigquery_table_iam_member" "student_names"''',
     Mutant(
         "budget granted in the shards bucket, whose every object triggers the loader",
         "iam.tf",
-        '  bucket   = google_storage_bucket.budget.name\n  role     = "roles/storage.objectUser"',
+        '  bucket   = google_storage_bucket.state.name\n  role     = "roles/storage.objectUser"',
         '  bucket   = google_storage_bucket.shards.name\n  role     = "roles/storage.objectUser"',
         "function_grants",
     ),
@@ -291,8 +291,27 @@ resource "google_bigquery_table_iam_member" "student_names"''',
     Mutant(
         "bucket role swapped to objectUser",
         "iam.tf",
-        '"extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectCreator" }',
-        '"extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectUser" }',
+        '"extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectCreator" }\n    "load',
+        '"extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectUser" }\n    "load',
+        "function_grants",
+    ),
+    Mutant(
+        "lane objects created in the shards bucket, whose every object triggers the loader",
+        "iam.tf",
+        '    "extract_tags/viewer"      = { fn = "extract_tags", role = "roles/storage.objectViewer" }\n'
+        '    "extract_progress/viewer"',
+        '    "extract_tags/viewer"      = { fn = "extract_tags", role = "roles/storage.objectViewer" }\n'
+        '    "extract_tags/creator"     = { fn = "extract_tags", role = "roles/storage.objectCreator" }\n'
+        '    "extract_progress/viewer"',
+        "function_grants",
+    ),
+    Mutant(
+        "digest claims granted in the shards bucket",
+        "iam.tf",
+        '  bucket = google_storage_bucket.state.name\n  role   = "roles/storage.objectUser"\n'
+        '  member = google_service_account.fn["notify_tutors"]',
+        '  bucket = google_storage_bucket.shards.name\n  role   = "roles/storage.objectUser"\n'
+        '  member = google_service_account.fn["notify_tutors"]',
         "function_grants",
     ),
     # invokers and the other identities

@@ -86,6 +86,7 @@ def test_a_command_given_the_output_names_what_terraform_creates(tmp_path: Path)
     prefix = config.variables["prefix"]  # the example's prefix, not the local stack's `progress`
     assert datasets == (f"{prefix}_progress", f"{prefix}_progress_restricted", f"{prefix}_progress_slack")
     assert cfg.shards_bucket == argument("google_storage_bucket.shards", "name")
+    assert cfg.state_bucket == argument("google_storage_bucket.state", "name")
     assert cfg.gcp_project == config.variables["project_id"]
     topics = config.local("topics")
     assert (cfg.schedule_topic, cfg.progress_topic, cfg.shard_reloads_topic, cfg.slack_tasks_topic) == (
@@ -138,9 +139,10 @@ def test_the_datasets_beside_the_history_follow_terraforms_rule() -> None:
     )
 
 
-def test_the_budget_lives_outside_the_bucket_that_triggers_the_loader() -> None:
+def test_the_run_state_lives_outside_the_bucket_that_triggers_the_loader() -> None:
     """load_history runs for every object finalized in the shards bucket (tf_model.check_wiring holds its trigger
-    to it): the functions find the budget, rewritten every few seconds during a run, in a bucket of its own."""
+    to it): the functions find the run state (rosters, lanes, claims, the budget rewritten every few seconds during
+    a run) in a bucket of their own."""
     given = output(Config.load(TF), "functions_settings")
     assert str(given["SHARDS_BUCKET"]) == "${google_storage_bucket.shards.name}"
-    assert str(given["BUDGET_BUCKET"]) == "${google_storage_bucket.budget.name}"
+    assert str(given["STATE_BUCKET"]) == "${google_storage_bucket.state.name}"

@@ -333,7 +333,7 @@ def test_a_post_slack_took_but_never_answered_is_not_posted_again(
     before = posts()
     assert before == 1
     # As if the operator deleted the claim to post the week again: the next post starts from nothing.
-    services_here().shards.blob(digest_claim_name(week(3), CHANNEL_A)).delete()
+    services_here().state.blob(digest_claim_name(week(3), CHANNEL_A)).delete()
     monkeypatch.setenv("SLACK_TIMEOUT_S", "1")
     monkeypatch.setenv("SLACK_BOT_TOKEN", stack.local_secrets["SLACK_BOT_TOKEN"])  # as notify_tutors reads it
     try:

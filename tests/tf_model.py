@@ -192,7 +192,7 @@ def capabilities(b: Binding, model: Model) -> set[tuple[str, str]]:
             "roles/bigquery.dataViewer": {("dataset.read", d)},
             "roles/bigquery.dataEditor": {("dataset.write", d)},
         }.get(r, {("unknown", f"{r} on {b.target}")})
-    if b.target in ("bucket:shards", "bucket:budget"):
+    if b.target in ("bucket:shards", "bucket:state"):
         bucket = b.target.removeprefix("bucket:")
         path = object_path(b.condition, bucket)
         where = bucket if b.condition is None else f"{bucket}/{path}"

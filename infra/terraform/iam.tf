@@ -97,16 +97,24 @@ locals {
     notify_tutors    = ["slack_tasks_dlq"]
   }
   publisher_bindings = merge([for fn, topics in local.publishers : { for t in topics : "${fn}/${t}" => { fn = fn, topic = t } }]...)
-  # The shards bucket: extract_tags lists it and reads object metadata (the daily resume of stalled runs) and
-  # creates a run's lane objects; extract_progress reads and creates objects (create-once: it never overwrites
-  # or deletes); the loader reads them (its load jobs run with its identity) and deletes merged contact files
-  # (below). The Cademi budget object is the one object rewritten (below).
+  # The shards bucket (progress shards, contacts files): extract_tags lists it and reads object metadata (the
+  # daily resume of stalled runs and reconciliation); extract_progress reads and creates objects (create-once: it
+  # never overwrites or deletes); the loader reads them (its load jobs run with its identity) and deletes merged
+  # contact files (below).
   bucket_bindings = {
+    "extract_tags/viewer"      = { fn = "extract_tags", role = "roles/storage.objectViewer" }
+    "extract_progress/viewer"  = { fn = "extract_progress", role = "roles/storage.objectViewer" }
+    "extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectCreator" }
+    "load_history/viewer"      = { fn = "load_history", role = "roles/storage.objectViewer" }
+  }
+  # The state bucket (run state and registries): extract_tags reads and creates a run's lane objects;
+  # extract_progress its rosters, lanes and carry plans, and reads the registry of erasures (create-once). The
+  # digest claims and the Cademi budget object, the ones rewritten, are granted on their own (below).
+  state_bindings = {
     "extract_tags/viewer"      = { fn = "extract_tags", role = "roles/storage.objectViewer" }
     "extract_tags/creator"     = { fn = "extract_tags", role = "roles/storage.objectCreator" }
     "extract_progress/viewer"  = { fn = "extract_progress", role = "roles/storage.objectViewer" }
     "extract_progress/creator" = { fn = "extract_progress", role = "roles/storage.objectCreator" }
-    "load_history/viewer"      = { fn = "load_history", role = "roles/storage.objectViewer" }
   }
 }
 
@@ -153,15 +161,15 @@ resource "google_bigquery_table_iam_member" "student_names" {
   depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
-# The digest claims (tutors/digest.py): created once, rewritten with the message's ts, released after a Slack
-# outage. objectUser on the slack/ prefix only.
+# The digest claims (tutors/digest.py), in the state bucket: created once, rewritten with the message's ts,
+# released after a Slack outage. objectUser on the slack/ prefix only.
 resource "google_storage_bucket_iam_member" "digest_claims" {
-  bucket = google_storage_bucket.shards.name
+  bucket = google_storage_bucket.state.name
   role   = "roles/storage.objectUser"
   member = google_service_account.fn["notify_tutors"].member
   condition {
     title      = "digest-claims-only"
-    expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.shards.name}/objects/slack/\")"
+    expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.state.name}/objects/slack/\")"
   }
   depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
@@ -169,6 +177,14 @@ resource "google_storage_bucket_iam_member" "digest_claims" {
 resource "google_storage_bucket_iam_member" "shards" {
   for_each   = local.bucket_bindings
   bucket     = google_storage_bucket.shards.name
+  role       = each.value.role
+  member     = google_service_account.fn[each.value.fn].member
+  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
+}
+
+resource "google_storage_bucket_iam_member" "state" {
+  for_each   = local.state_bindings
+  bucket     = google_storage_bucket.state.name
   role       = each.value.role
   member     = google_service_account.fn[each.value.fn].member
   depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
@@ -194,15 +210,15 @@ resource "google_storage_bucket_iam_member" "loader_contacts" {
 }
 
 # The school-wide Cademi budget (cademi/budget.py): every function that calls Cademi rewrites one object, conditioned
-# on its generation, in the budget bucket. objectUser (read, create, overwrite) on that object's name only.
+# on its generation, in the state bucket. objectUser (read, create, overwrite) on that object's name only.
 resource "google_storage_bucket_iam_member" "cademi_budget" {
   for_each = toset(["extract_progress", "add_tag", "slack_command"])
-  bucket   = google_storage_bucket.budget.name
+  bucket   = google_storage_bucket.state.name
   role     = "roles/storage.objectUser"
   member   = google_service_account.fn[each.key].member
   condition {
     title      = "cademi-budget-object"
-    expression = "resource.name == \"projects/_/buckets/${google_storage_bucket.budget.name}/objects/budget/cademi.json\""
+    expression = "resource.name == \"projects/_/buckets/${google_storage_bucket.state.name}/objects/budget/cademi.json\""
   }
   depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
@@ -335,6 +351,7 @@ resource "time_sleep" "grants_ready" {
     google_bigquery_dataset_access.student_names,
     google_storage_bucket_iam_member.digest_claims,
     google_storage_bucket_iam_member.shards,
+    google_storage_bucket_iam_member.state,
     google_storage_bucket_iam_member.loader_contacts,
     google_storage_bucket_iam_member.cademi_budget,
     google_pubsub_topic_iam_member.publisher,

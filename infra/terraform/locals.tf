@@ -18,7 +18,7 @@ locals {
     record_failures = { source = "record_failures", entry_point = "record_failures", timeout = 60, memory = "256Mi" }
   }
   # extract_progress's instance cap bounds its slots (lanes), not the Cademi rate: the school-wide budget is
-  # one slot sequence in the budget bucket (cademi/budget.py), held however many instances run.
+  # one slot sequence in the state bucket (cademi/budget.py), held however many instances run.
   progress_instances = 1
   function_names     = { for k, v in local.functions : k => "${var.prefix}-${replace(k, "_", "-")}" }
 
@@ -71,7 +71,7 @@ locals {
     BQ_RESTRICTED_DATASET  = local.restricted_dataset
     BQ_SLACK_DATASET       = local.slack_dataset
     SHARDS_BUCKET          = google_storage_bucket.shards.name
-    BUDGET_BUCKET          = google_storage_bucket.budget.name
+    STATE_BUCKET           = google_storage_bucket.state.name
     SCHEDULE_TOPIC         = local.topics.schedule
     PROGRESS_TOPIC         = local.topics.progress
     SCHEDULE_DLQ_TOPIC     = local.topics.schedule_dlq

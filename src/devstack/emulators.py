@@ -147,14 +147,14 @@ def create_subscriptions(endpoints: dict[str, Any]) -> None:
 
 
 def prepare_storage_and_tables(scenario: Scenario) -> None:
-    """The shards and budget buckets, the tables and the deployed views, and the scenario's registry; this process's
+    """The shards and state buckets, the tables and the deployed views, and the scenario's registry; this process's
     environment must point at the stack (`StackHandle.use_here`)."""
     from devstack.here import services_here
     from progress_monitor.pipeline import reporting
     from progress_monitor.platform import warehouse
 
     svc = services_here()
-    for name in (svc.cfg.shards_bucket, svc.cfg.budget_bucket):
+    for name in (svc.cfg.shards_bucket, svc.cfg.state_bucket):
         if svc.storage.lookup_bucket(name) is None:
             svc.storage.create_bucket(name)
     warehouse.ensure_tables(svc)

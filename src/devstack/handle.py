@@ -49,6 +49,7 @@ class StackHandle:
             "GCP_PROJECT": PROJECT,
             "BQ_DATASET": self.endpoints["dataset"],
             "SHARDS_BUCKET": self.endpoints["bucket"],
+            "STATE_BUCKET": self.endpoints.get("state_bucket", "progress-state"),
             "BIGQUERY_EMULATOR_HOST": self.endpoints["bigquery"],
             "STORAGE_EMULATOR_HOST": self.endpoints["gcs"],
             "PUBSUB_EMULATOR_HOST": self.endpoints["pubsub"],

@@ -111,6 +111,7 @@ class LocalStack(StackOperations):
             "project": PROJECT,
             "dataset": "progress",
             "bucket": "progress-shards",
+            "state_bucket": "progress-state",
             "pubsub": f"127.0.0.1:{ports['pubsub']}",
             # Pub/Sub's pushes go through it: it adds the ID token their subscription declares (push_auth.py).
             "push_relay": f"http://127.0.0.1:{ports['push_relay']}",
@@ -195,7 +196,7 @@ class LocalStack(StackOperations):
                 PROJECT,
                 "-event.pubsub-topic",
                 SHARD_EVENTS_TOPIC,
-                # as Eventarc's trigger: objects finalized in the shards bucket only (not the budget's)
+                # as Eventarc's trigger: objects finalized in the shards bucket only (not the state bucket's)
                 "-event.bucket",
                 self.endpoints["bucket"],
                 "-event.list",

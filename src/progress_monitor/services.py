@@ -26,6 +26,7 @@ from progress_monitor.cademi.clients import make_client
 from progress_monitor.cademi.ratelimit import CallBudget, RateLimiter
 from progress_monitor.contracts.cademi import CademiSource
 from progress_monitor.contracts.messages import Message
+from progress_monitor.contracts.objects import STATE, bucket_of
 from progress_monitor.errors import SecretUnavailableError, SlackUnavailableError
 from progress_monitor.platform.access import needs
 from progress_monitor.platform.secret_store import get_secret
@@ -61,12 +62,17 @@ class Services:
     cfg: Settings
     bigquery: bq.Client
     storage: gcs.Client
-    shards: gcs.Bucket  # the shards bucket's handle
+    shards: gcs.Bucket  # the shards bucket's handle: progress shards and contacts files, what load_history loads
+    state: gcs.Bucket  # the state bucket's: every other object (contracts.objects.bucket_of)
     publisher: pubsub_v1.PublisherClient
     cademi_budget: CallBudget  # the school-wide Cademi budget as this process takes part in it (budget.py)
     clock: Callable[[], datetime] = utc_now  # aware UTC; tests pin it (dataclasses.replace)
     _cademi: _Once[CademiSource] = field(default_factory=_Once, repr=False)
     _slack: _Once[SlackClient] = field(default_factory=_Once, repr=False)
+
+    def bucket_for(self, name: str) -> gcs.Bucket:
+        """The bucket that holds objects named `name` (a name or a prefix of names: contracts.objects.bucket_of)."""
+        return self.state if bucket_of(name) == STATE else self.shards
 
     def now(self) -> datetime:
         """The current time, aware UTC: what business decisions (which week, what is stale) are taken at."""
@@ -131,13 +137,13 @@ def build(cfg: Settings | None = None) -> Services:
     (once per instance, for the adapters) and the operator commands call this."""
     cfg = Settings.from_env() if cfg is None else cfg
     storage = _storage(cfg)
-    shards = storage.bucket(cfg.shards_bucket)
+    shards, state = storage.bucket(cfg.shards_bucket), storage.bucket(cfg.state_bucket)
     budget: CallBudget
-    if cfg.cademi_fleet_budget == "gcs":  # in a bucket of its own: load_history is not triggered by its rewrites
-        budget = FleetBudget(storage.bucket(cfg.budget_bucket), cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
+    if cfg.cademi_fleet_budget == "gcs":  # in the state bucket: load_history is not triggered by its rewrites
+        budget = FleetBudget(state, cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
     else:
         budget = RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
-    return Services(cfg, _bigquery(cfg), storage, shards, _publisher(), budget)
+    return Services(cfg, _bigquery(cfg), storage, shards, state, _publisher(), budget)
 
 
 @needs("client")

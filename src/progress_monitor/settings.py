@@ -43,7 +43,7 @@ class Settings:
     cademi_backoff_base_s: float = 0.5
     cademi_backoff_cap_s: float = 30.0
     cademi_workers: int = 4
-    # Where the school-wide budget is held: "gcs" (one slot sequence in the budget bucket, shared by every
+    # Where the school-wide budget is held: "gcs" (one slot sequence in the state bucket, shared by every
     # process: budget.py) or "process" (a limiter per process: holds only with a single process; the local
     # comparison tests and the bench use it to show what the fleet-wide guard prevents).
     cademi_fleet_budget: str = "gcs"
@@ -78,10 +78,11 @@ class Settings:
     bq_restricted_dataset: str = ""
     # What the tutors' Slack agent (notify_tutors) may read of contact data: the authorized view of names.
     bq_slack_dataset: str = ""
+    # What load_history loads (progress shards, contacts files) and nothing else: its trigger fires for every
+    # object finalized there (contracts.objects.bucket_of).
     shards_bucket: str = "progress-shards"
-    # The Cademi budget object (rewritten every few seconds during a run) lives apart: load_history is triggered
-    # by every object finalized in the shards bucket, and should see only what it loads.
-    budget_bucket: str = "progress-budget"
+    # The run state and registries (rosters, lanes, the Cademi budget, carry plans, digest claims, erasures).
+    state_bucket: str = "progress-state"
     schedule_topic: str = "weekly-schedule"
     progress_topic: str = "progress-tasks"
     schedule_dlq_topic: str = "weekly-schedule-dlq"
@@ -304,7 +305,7 @@ class Settings:
 
 class MissingSettingsError(SettingsError):
     """An operator command outside the local stack was given neither the deployment's settings file nor these
-    variables: it would otherwise name resources (datasets, topics, the bucket) Terraform never created."""
+    variables: it would otherwise name resources (datasets, topics, the buckets) Terraform never created."""
 
     def __init__(self, missing: tuple[str, ...]) -> None:
         self.missing = missing
@@ -320,7 +321,7 @@ DEPLOYMENT_NAMES = (
     "GCP_PROJECT",
     "BQ_DATASET",
     "SHARDS_BUCKET",
-    "BUDGET_BUCKET",
+    "STATE_BUCKET",
     "SCHEDULE_TOPIC",
     "PROGRESS_TOPIC",
     "SHARD_RELOADS_TOPIC",

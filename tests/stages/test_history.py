@@ -107,7 +107,7 @@ def test_a_run_whose_messages_were_lost_is_resumed(school: World) -> None:
     # A run recorded and fanned out whose per-tag messages never arrived (e.g. dead-lettered): its tags are
     # frozen, no lane has claimed any of them.
     svc = school.svc
-    lanes.write_manifest(svc.shards, run_id, warehouse.active_tags(svc))
+    lanes.write_manifest(svc.state, run_id, warehouse.active_tags(svc))
     runs.start_run(svc, run_id, 3)
     runs.mark_fanned_out(svc, run_id)
     school.week(3)
@@ -126,7 +126,7 @@ def test_a_run_that_can_never_finish_is_closed_with_a_reason_and_no_longer_waite
     week (Cademi would serve today's progress under it); a later refresh does not reopen a closed run."""
     svc = school.svc
     run_id = RunId(date.fromisoformat(WEEKS[3]), "stuck")
-    lanes.write_manifest(svc.shards, run_id, warehouse.active_tags(svc))
+    lanes.write_manifest(svc.state, run_id, warehouse.active_tags(svc))
     runs.start_run(svc, run_id, 3)
     runs.mark_fanned_out(svc, run_id)
     assert str(run_id) in privacy_tables.unfinished_runs(svc)  # the simulator serves any week: it can progress

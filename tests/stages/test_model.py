@@ -179,7 +179,7 @@ class School_(RuleBasedStateMachine):
         svc = self.world.svc
         self.reruns += 1
         run_id = RunId(date.fromisoformat(WEEKS[self.newest]), f"stuck{self.reruns}")
-        lanes.write_manifest(svc.shards, run_id, warehouse.active_tags(svc))
+        lanes.write_manifest(svc.state, run_id, warehouse.active_tags(svc))
         runs.start_run(svc, run_id, 2)
         runs.mark_fanned_out(svc, run_id)
         assert runs.close_run(svc, run_id, "model: never finishes", "model") == "running"
@@ -262,7 +262,7 @@ class School_(RuleBasedStateMachine):
     @invariant()
     def one_digest_per_week_and_channel_and_none_for_a_past_week(self) -> None:
         claims = {
-            b.name: json.loads(b.download_as_bytes()) for b in self.world.svc.shards.list_blobs(prefix="slack/digests/")
+            b.name: json.loads(b.download_as_bytes()) for b in self.world.svc.state.list_blobs(prefix="slack/digests/")
         }
         for name in set(claims) - self.claims_seen:  # new since the last step: the newest week's only
             assert name.split("/")[2] == WEEKS[self.newest], name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,11 @@ import pytest
 from functions_framework import create_app
 
 from cademi_sim.truth import expected_rows
+from progress_monitor.cademi.budget import FleetBudget
 from progress_monitor.contracts.messages import ProgressTask, ScheduleRequest
+from progress_monitor.contracts.objects import SHARDS, STATE, bucket_of, parse_contacts, parse_progress_shard
 from progress_monitor.settings import Settings
+from tests import test_tutors
 from tests.scenarios import school
 from tests.stages.world import World
 
@@ -114,3 +117,39 @@ def test_finalize_events_in_both_shapes_through_the_adapter_add_no_rows(
     assert history(world, week) == before == truth(world, 0)
     ledger = world.rows("SELECT COUNT(*) AS n FROM `${loads}` WHERE shard = @s", s=shard.name)
     assert ledger == [{"n": 1}]
+
+
+def test_only_loadable_objects_reach_the_loader_and_the_run_state_lives_in_its_own_bucket(
+    make_world: Callable[..., World],
+) -> None:
+    """load_history's trigger fires for every object finalized in the shards bucket (issue 31): two weekly runs
+    with carrying on, digests posted and the school-wide budget held in Cloud Storage write every kind of run
+    state (rosters, lanes, carry plans, digest claims, the budget object) to the state bucket, and the shards
+    bucket receives nothing but progress shards and contacts files, each of which the loader loads."""
+    world = make_world(test_tutors.tutors_world(), incremental="on")
+    world.svc = replace(world.svc, cademi_budget=FleetBudget(world.svc.state, 0.001, 0.05))
+    finalized: list[str] = []
+    finalize = world.finalize
+
+    def recording(prefix: str = "") -> list[str]:
+        done = finalize(prefix)
+        finalized.extend(done)
+        return done
+
+    world.finalize = recording  # type: ignore[method-assign]
+    for week in (0, 1):
+        world.run_week(week)
+
+    def kinds(names: list[str]) -> set[str]:
+        return {name.split("/", 1)[0] + "/" for name in names}
+
+    shards = [b.name for b in world.svc.shards.list_blobs()]
+    state = [b.name for b in world.svc.state.list_blobs()]
+    assert kinds(finalized) == {"progress/", "contacts/"}
+    assert [n for n in finalized if not (parse_progress_shard(n) or parse_contacts(n))] == []
+    assert kinds(shards) == {"progress/"}  # the contacts files were merged, then deleted
+    assert kinds(state) == {"rosters/", "lanes/", "carry/", "slack/", "budget/"}
+    assert {bucket_of(n) for n in shards + finalized} == {SHARDS}
+    assert {bucket_of(n) for n in state} == {STATE}
+    ledger = {r["shard"] for r in world.rows("SELECT shard FROM `${loads}` WHERE STARTS_WITH(shard, 'progress/')")}
+    assert ledger == {n for n in finalized if n.startswith("progress/")} == set(shards)

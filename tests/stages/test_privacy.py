@@ -91,13 +91,13 @@ def class_figures() -> list[dict[str, Any]]:
 
 
 def everything_stored(world: World) -> list[Any]:
-    """Every row of every table and view of the world's datasets, and every file of its bucket, parsed."""
+    """Every row of every table and view of the world's datasets, and every file of its buckets, parsed."""
     client = world.svc.bigquery
     documents: list[Any] = []
     for dataset in (world.cfg.bq_dataset, world.cfg.bq_restricted_dataset, world.cfg.bq_slack_dataset):
         for table in client.list_tables(f"{world.cfg.gcp_project}.{dataset}"):
             documents += world.rows("SELECT * FROM `${t}`", sql_vars={"t": f"{table.full_table_id}".replace(":", ".")})
-    documents += [parsed_file(p.read_bytes()) for p in world.gcs_files.rglob("*") if p.is_file()]
+    documents += [parsed_file(p.read_bytes()) for root in world.gcs_files for p in root.rglob("*") if p.is_file()]
     return documents
 
 
@@ -179,7 +179,7 @@ def test_export_erase_and_a_third_week(world: World, tmp_path: Path, capsys: pyt
     assert plan["would_delete_contact_rows"] == 1 and plan["would_pseudonymise_rows"]["progress_history"] == 4
     assert privacy.main(["erase", "--student", "999999", "--request", "R1", "--by", "dpo", "--confirm"]) == 2
     assert rows(victim_rows, u=VICTIM) == history
-    assert not list(world.svc.shards.list_blobs(prefix=ERASURES_PREFIX))
+    assert not list(world.svc.state.list_blobs(prefix=ERASURES_PREFIX))
 
     # -- an erasure interrupted after the tables, then run again, finishes ---------------------------------------
     def crash(*_: Any) -> int:
@@ -189,7 +189,7 @@ def test_export_erase_and_a_third_week(world: World, tmp_path: Path, capsys: pyt
         patch.setattr(erasure, "rewrite_objects", crash)
         assert privacy.main([*erase, "--confirm"]) == 3  # changed things, not finished: run it again
     assert "erasure incomplete: RuntimeError: killed mid-erasure" in capsys.readouterr().err
-    bucket = world.svc.shards
+    bucket = world.svc.state
     [entry] = [b for b in bucket.list_blobs(prefix=ERASURES_PREFIX) if b.name != ERASURES_KEYCHECK]
     assert json.loads(entry.download_as_bytes())["state"] == erasures.PENDING
     assert not rows(victim_rows, u=VICTIM)  # the tables were erased before the crash, and the reports rebuilt
@@ -279,7 +279,7 @@ def test_a_digest_task_that_read_the_reports_before_the_erasure_does_not_write_t
         "C0LATE", [ClassWeek(A, "2026-06", "Trilha 1", 7, 2, 0, None, None, 0.3, None, stale)], {A: stale}
     )
     assert digest._post_channel(world.svc, RunId(week), late, {}) == "posted"
-    claim = claims.read(world.svc.shards, week, "C0LATE")
+    claim = claims.read(world.svc.state, week, "C0LATE")
     assert claim is not None
     [record] = rows("SELECT * FROM `${slack_digests}` WHERE channel_id = 'C0LATE'")
     [message] = [m for m in world.slack.messages.values() if m["channel"] == "C0LATE"]
@@ -328,10 +328,11 @@ def test_retention_in_the_daily_health_check_and_the_local_stand_in_of_the_lifec
     world.at(datetime.now(UTC))  # retention counts from today, as the test's cutoff does
     daily.daily_check(world.svc)
     assert {r["user_id"] for r in rows("SELECT user_id FROM `${students}`")} == kept
-    bucket = world.svc.shards
+    bucket = world.svc.state  # the registry of erasures
 
     def raw() -> int:
-        return sum(1 for prefix in RAW_PREFIXES for _ in bucket.list_blobs(prefix=prefix))
+        prefixes = [p for kind in RAW_PREFIXES.values() for p in kind]
+        return sum(1 for prefix in prefixes for _ in world.svc.bucket_for(prefix).list_blobs(prefix=prefix))
 
     # The erasures registry is not a raw object: whatever it holds (an entry of this module's erasure, if that
     # test ran first, and one written here, so this test stands alone) outlives the raw objects.

@@ -206,11 +206,11 @@ def monday_noon(week: date) -> datetime:
 
 @dataclass
 class World:
-    """One school (a scenario) on the session's servers: its own datasets, bucket, simulator and Slack."""
+    """One school (a scenario) on the session's servers: its own datasets, buckets, simulator and Slack."""
 
     svc: Services
     env: dict[str, str]  # the environment its Settings were read from (an operator command run on this world)
-    gcs_files: Path  # where fake-gcs-server keeps this world's bucket on disk
+    gcs_files: tuple[Path, ...]  # where fake-gcs-server keeps this world's buckets (shards, state) on disk
     scenario: Scenario
     sim: SimState
     slack: State
@@ -259,7 +259,8 @@ class World:
         return handled
 
     def finalize(self, prefix: str = "") -> list[str]:
-        """Hand load_history every object written or rewritten since the last call (Eventarc's finalize)."""
+        """Hand load_history every object written or rewritten in the shards bucket since the last call (Eventarc's
+        finalize: its trigger names that bucket alone)."""
         done = []
         for blob in sorted(self.svc.shards.list_blobs(prefix=prefix), key=lambda b: b.name):
             if self.loaded.get(blob.name) == blob.generation:
@@ -309,6 +310,7 @@ def open_world(servers: Servers, scenario_path: Path, *, incremental: str = "off
         "BQ_RESTRICTED_DATASET": f"w{n}_progress_restricted",
         "BQ_SLACK_DATASET": f"w{n}_progress_slack",
         "SHARDS_BUCKET": f"shards-{n}",
+        "STATE_BUCKET": f"state-{n}",
         "BIGQUERY_EMULATOR_HOST": servers.bigquery.url,
         "STORAGE_EMULATOR_HOST": servers.gcs_url,
         "CADEMI_BASE_URL": f"http://127.0.0.1:{sim_server.server_address[1]}/api/v1",
@@ -337,15 +339,16 @@ def open_world(servers: Servers, scenario_path: Path, *, incremental: str = "off
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options=ClientOptions(api_endpoint=servers.gcs_url),
     )
-    bucket = gcs.create_bucket(cfg.shards_bucket)
+    shards, state = gcs.create_bucket(cfg.shards_bucket), gcs.create_bucket(cfg.state_bucket)
     publisher = RecordingPublisher()
     budget = RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
     first = monday_noon(scenario.weeks[0])
-    svc = Services(cfg, bq, gcs, bucket, publisher, budget, clock=lambda: first)  # type: ignore[arg-type]
+    svc = Services(cfg, bq, gcs, shards, state, publisher, budget, clock=lambda: first)  # type: ignore[arg-type]
     warehouse.ensure_tables(svc)
     reporting.create_deployed_views(svc)
     emulators.seed_registry(svc, scenario)
-    world = World(svc, env, servers.gcs_root / cfg.shards_bucket, scenario, sim, slack, publisher)
+    files = (servers.gcs_root / cfg.shards_bucket, servers.gcs_root / cfg.state_bucket)
+    world = World(svc, env, files, scenario, sim, slack, publisher)
     world._stop += [sim_server.shutdown, slack_server.shutdown]
     return world
 

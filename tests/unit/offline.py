@@ -9,6 +9,6 @@ from progress_monitor.settings import Settings
 
 
 def offline_services(cfg: Settings, **given: Any) -> Services:
-    """`given`: any of Services' fields (`shards`, `bigquery`, `cademi_budget`, `clock`, ...)."""
-    clients: dict[str, Any] = dict.fromkeys(("bigquery", "storage", "shards", "publisher", "cademi_budget"))
+    """`given`: any of Services' fields (`shards`, `state`, `bigquery`, `cademi_budget`, `clock`, ...)."""
+    clients: dict[str, Any] = dict.fromkeys(("bigquery", "storage", "shards", "state", "publisher", "cademi_budget"))
     return Services(cfg=cfg, **(clients | given))

@@ -20,7 +20,7 @@ MAX_LINES = 400
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("contracts", "errors"),  # pure: no I/O, nothing of ours above
     ("settings",),
-    ("platform",),  # Google Cloud adapters: BigQuery queries, the shards bucket, secrets, logs, access needs
+    ("platform",),  # Google Cloud adapters: BigQuery queries, the buckets, secrets, logs, access needs
     ("cademi", "slack"),  # the two outside APIs' clients
     ("services",),  # builds the clients once per instance; the adapters pass them down
     ("carrying",),
@@ -192,7 +192,7 @@ def test_the_src_checks_catch_planted_cycles_and_long_modules(tmp_path: Path) ->
 # -- one home for every message body and object name -------------------------------------------------------
 
 CONTRACTS = PACKAGE / "contracts"
-# An f-string starting like an object path of the shards bucket, or a JSON body handed to a publish.
+# An f-string starting like an object path of the buckets, or a JSON body handed to a publish.
 OBJECT_PREFIXES = ("progress/", "rosters/", "contacts/", "lanes/", "budget/", "slack/")
 OBJECT_NAME = re.compile(r"(progress|rosters|contacts|lanes|budget|slack)/[\w=./-]+\.(json|ndjson)")
 

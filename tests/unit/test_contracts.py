@@ -13,9 +13,18 @@ from cloudevents.http import CloudEvent
 from progress_monitor.contracts.events import ObjectRef, event_as_message, pubsub_message, storage_object
 from progress_monitor.contracts.messages import ProgressTask
 from progress_monitor.contracts.objects import (
+    BUDGET_OBJECT,
+    CARRY_OFF_OBJECT,
+    ERASURES_KEYCHECK,
+    SHARDS,
+    STATE,
     ShardMeta,
     ShardName,
+    bucket_of,
+    carry_plan_name,
     contacts_name,
+    digest_claim_name,
+    erasure_name,
     lane_claim_name,
     lane_manifest_name,
     lane_published_name,
@@ -181,6 +190,29 @@ def test_lane_objects_live_under_their_run_and_are_not_shards() -> None:
     assert lanes_prefix(run) == "lanes/snapshot_date=2026-09-07/run=2026-09-07-again/"
     assert lanes_prefix(RunId(MONDAY)) not in lanes_prefix(run)  # another run of the week is another prefix
     assert not any(parse_progress_shard(n) or parse_contacts(n) for n in names)
+
+
+def test_the_shards_bucket_holds_the_loadable_objects_and_the_state_bucket_every_other() -> None:
+    """load_history's trigger fires for every object finalized in the shards bucket: only what it loads is there."""
+    run = RunId(MONDAY, "again")
+    loadable = [progress_shard_name(TASK), contacts_name(run, 7001)]
+    state = [
+        roster_name(run, 7001),
+        lane_manifest_name(run),
+        lane_claim_name(run, 7001),
+        lane_published_name(run, 7001),
+        BUDGET_OBJECT,
+        carry_plan_name(run, 7001),
+        CARRY_OFF_OBJECT,
+        digest_claim_name(MONDAY, "C0TUTORS"),
+        erasure_name("0" * 64),
+        ERASURES_KEYCHECK,
+    ]
+    assert [bucket_of(n) for n in loadable] == [SHARDS, SHARDS]
+    assert all(parse_progress_shard(n) or parse_contacts(n) for n in loadable)
+    assert [bucket_of(n) for n in state] == [STATE] * len(state)
+    with pytest.raises(ValueError, match="no bucket"):
+        bucket_of("exports/x.json")
 
 
 @pytest.mark.parametrize(

@@ -166,26 +166,37 @@ CLAIM = "slack/digests/2026-06-08/C0PRIV1.json"
 
 
 def test_noncurrent_versions_naming_the_student_are_deleted_and_the_others_kept() -> None:
-    bucket = FakeBucket()
-    bucket.put(CONTACTS, b'{"user_id":2003,"nome":"Zuleica"}\n')
-    bucket.blob(CONTACTS).delete()  # merged by the loader: only a noncurrent version is left
-    bucket.put(CLAIM, json.dumps({"listed": [[TAG, USER], [TAG, 2004]]}).encode())
-    bucket.put(CLAIM, json.dumps({"listed": [[TAG, 2004]]}).encode())  # rewritten since: the old one names them
-    bucket.put(ROSTER, roster_body((2001, 2004), {}))
-    bucket.put(ROSTER, roster_body((2001, USER, 2004), {}))  # current names them; the old one does not
+    shards, state = FakeBucket(), FakeBucket()
+    shards.put(CONTACTS, b'{"user_id":2003,"nome":"Zuleica"}\n')
+    shards.blob(CONTACTS).delete()  # merged by the loader: only a noncurrent version is left
+    state.put(CLAIM, json.dumps({"listed": [[TAG, USER], [TAG, 2004]]}).encode())
+    state.put(CLAIM, json.dumps({"listed": [[TAG, 2004]]}).encode())  # rewritten since: the old one names them
+    state.put(ROSTER, roster_body((2001, 2004), {}))
+    state.put(ROSTER, roster_body((2001, USER, 2004), {}))  # current names them; the old one does not
 
-    scan = naming_objects(bucket, USER, -9)
+    scan = naming_objects((shards, state), USER, -9)
     assert sorted((f.blob.name, f.current) for f in scan.found) == [(CONTACTS, False), (ROSTER, True), (CLAIM, False)]
-    assert rewrite_objects(bucket, scan) == 3
-    assert not any(b"2003" in v.data for v in bucket.versions)
-    assert [v.name for v in bucket.versions] == [CLAIM, ROSTER]  # the claim's current, the roster's rewrite
-    assert naming_objects(bucket, USER, -9).clean()
+    assert rewrite_objects(scan) == 3
+    assert not any(b"2003" in v.data for v in shards.versions + state.versions)
+    assert shards.versions == []
+    assert [v.name for v in state.versions] == [CLAIM, ROSTER]  # the claim's current, the roster's rewrite
+    assert naming_objects((shards, state), USER, -9).clean()
+
+
+def test_a_roster_written_before_the_state_bucket_existed_is_rewritten_where_it_is() -> None:
+    """Until their retention ends, rosters and claims of earlier runs stay in the shards bucket: found there."""
+    shards, state = FakeBucket(), FakeBucket()
+    shards.put(ROSTER, roster_body((2001, USER), {}))
+    scan = naming_objects((shards, state), USER, -9)
+    assert [(f.blob.name, f.current) for f in scan.found] == [(ROSTER, True)]
+    assert rewrite_objects(scan) == 1
+    assert [json.loads(v.data)["user_ids"] for v in shards.versions] == [[2001]] and state.versions == []
 
 
 def test_an_unreadable_object_is_reported_by_name_and_left_alone() -> None:
     bucket = FakeBucket()
     bucket.put(ROSTER, b'{"not": "a roster", "x": 2003}')
-    scan = naming_objects(bucket, USER, -9)
+    scan = naming_objects((bucket,), USER, -9)
     assert scan.unreadable == [ROSTER] and not scan.found and scan.names() == [ROSTER]
 
 
@@ -238,7 +249,8 @@ class Steps:
     def __init__(self, runs: list[list[str]], left: int = 0) -> None:
         self.calls: list[str] = []
         self.runs = runs
-        self.bucket = FakeBucket()
+        self.bucket = FakeBucket()  # the state bucket: the registry, rosters, claims
+        self.shards = FakeBucket()
         self.left = left  # passes after which rows are still found
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,7 +285,7 @@ CFG = Settings()
 
 
 def svc(steps: Steps) -> Services:
-    return offline_services(CFG, shards=steps.bucket)
+    return offline_services(CFG, shards=steps.shards, state=steps.bucket)
 
 
 def test_any_unfinished_run_refuses_the_erasure_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,10 @@ import pytest
 
 from progress_monitor.commands import privacy
 from progress_monitor.contracts.objects import (
+    LOADABLE_PREFIXES,
     RAW_PREFIXES,
+    STATE_PREFIXES,
+    bucket_of,
     erasure_name,
     parse_erasure_name,
     roster_body,
@@ -81,6 +84,7 @@ def test_every_object_prefix_is_in_the_inventory_and_a_planted_one_is_caught() -
     prefixes = inventory.object_prefixes(source)
     assert {"progress/", "rosters/", "contacts/", "slack/", "erasures/"} <= prefixes
     assert inventory.uncovered_objects(prefixes) == []
+    assert sorted(LOADABLE_PREFIXES + STATE_PREFIXES) == sorted(inventory.OBJECTS)  # each prefix has its bucket
     planted = source + '\n\ndef export_name(x: str) -> str:\n    return f"exports/{x}.json"\n'
     assert inventory.uncovered_objects(inventory.object_prefixes(planted)) == [
         "exports/: object prefix not in the inventory"
@@ -96,9 +100,15 @@ def test_object_names_name_no_student_and_a_planted_field_is_caught() -> None:
 
 def test_terraform_lifecycle_deletes_the_same_prefixes_after_the_same_weeks() -> None:
     storage = (ROOT / "infra" / "terraform" / "storage.tf").read_text()
-    rule = re.search(r"age\s*=\s*var\.raw_retention_weeks \* 7\s*\n\s*matches_prefix\s*=\s*(\[[^\]]*\])", storage)
-    assert rule is not None
-    assert tuple(json.loads(rule[1])) == RAW_PREFIXES
+    rules = {}
+    for bucket in RAW_PREFIXES:  # each bucket's rule, in its own resource block
+        block = storage[storage.index(f'resource "google_storage_bucket" "{bucket}"') :]
+        block = block[: block.index("\n}\n")]
+        rule = re.search(r"age\s*=\s*var\.raw_retention_weeks \* 7\s*\n\s*matches_prefix\s*=\s*(\[[^\]]*\])", block)
+        assert rule is not None, bucket
+        rules[bucket] = tuple(json.loads(rule[1]))
+    assert rules == RAW_PREFIXES
+    assert all(bucket_of(p) == bucket for bucket, prefixes in rules.items() for p in prefixes)
     variables = (ROOT / "infra" / "terraform" / "variables.tf").read_text()
     block = variables[variables.index('variable "raw_retention_weeks"') :]
     default = re.search(r"default\s*=\s*(\d+)", block)

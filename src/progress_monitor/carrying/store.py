@@ -1,6 +1,6 @@
 """Carrying's I/O: the earlier observations (BigQuery), the plan piece 0 freezes, and the school-wide switch.
 
-The switch is one object in the shards bucket, `carry/off.json`, created when the verification sample finds a
+The switch is one object in the state bucket, `carry/off.json`, created when the verification sample finds a
 mismatch. While it exists every run reads every student. An operator turns carrying back on with
 
     python -m progress_monitor carrying status     # is carrying off, and since which mismatch
@@ -71,7 +71,7 @@ def is_off(bucket: storage.Bucket) -> bool:
 def plan_for_piece(svc: Services, task: ProgressTask, roster: Roster, units: Sequence[tuple[int, ...]]) -> CarryPlan:
     """What this piece may carry: piece 0 decides and freezes the plan once per run; later pieces read it.
     Empty (read everyone) when INCREMENTAL is off, on a re-run label or re-extraction, or while switched off."""
-    cfg, bucket = svc.cfg, svc.shards
+    cfg, bucket = svc.cfg, svc.state
     context: dict[str, Any] = {"run_id": str(task.run_id), "tag_id": task.tag_id, "piece": task.piece}
     if cfg.incremental != "on" or task.run_id.label is not None:
         return CarryPlan()
@@ -145,7 +145,7 @@ def status(svc: Services) -> dict[str, Any]:
         "unseen_change_at_most_weeks": svc.cfg.carry_full_read_weeks,
         "sample_share": svc.cfg.carry_sample_share,
     }
-    blob = get_blob(svc.shards, CARRY_OFF_OBJECT)
+    blob = get_blob(svc.state, CARRY_OFF_OBJECT)
     if blob is None:
         return {**on, "switched_off": False}
     try:
@@ -158,7 +158,7 @@ def status(svc: Services) -> dict[str, Any]:
 @needs("objects.read {CARRY_OFF_OBJECT}", "objects.delete {CARRY_OFF_OBJECT}")
 def switch_on(svc: Services) -> bool:
     """Turn carrying back on; True when it was off."""
-    blob = get_blob(svc.shards, CARRY_OFF_OBJECT)
+    blob = get_blob(svc.state, CARRY_OFF_OBJECT)
     if blob is None:
         return False
     try:

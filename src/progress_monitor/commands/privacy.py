@@ -34,7 +34,7 @@ from progress_monitor.platform import logs, warehouse
 from progress_monitor.privacy import erasures
 from progress_monitor.privacy.erasure import Incomplete, Refusal, erase, verified_key
 from progress_monitor.privacy.inventory import OTHER_PEOPLE, REPORT, REPORTS, TABLES
-from progress_monitor.privacy.objects import naming_objects
+from progress_monitor.privacy.objects import buckets, naming_objects
 from progress_monitor.privacy.tables import naming_rows, table_rows, unfinished_runs
 from progress_monitor.services import Services
 
@@ -57,8 +57,8 @@ def export(svc: Services, user_id: int) -> dict[str, Any]:
     for name, handling in REPORTS.items():
         if handling is REPORT:
             reports[name] = warehouse.query(svc, f"SELECT * FROM `${{{name}}}` WHERE user_id = @u", u=user_id)
-    bucket = svc.shards
-    objects = naming_objects(bucket, user_id, -1).names()
+    bucket = svc.state  # the registry of erasures
+    objects = naming_objects(buckets(svc), user_id, -1).names()
     try:
         entry = erasures.read(bucket, erasures.digest_of(verified_key(svc.cfg, bucket), user_id))
     except SecretUnavailableError:
@@ -91,8 +91,8 @@ def _week_order(row: dict[str, Any]) -> tuple[str, int, int]:
 def dry_run(svc: Services, user_id: int) -> dict[str, Any]:
     """What `erase` would change (counts and object names only: the command prints no personal data)."""
     rows = table_rows(svc, user_id)
-    bucket = svc.shards
-    scan = naming_objects(bucket, user_id, -1)
+    bucket = svc.state  # the registry of erasures
+    scan = naming_objects(buckets(svc), user_id, -1)
     digest = erasures.digest_of(verified_key(svc.cfg, bucket), user_id)
     if not rows and scan.clean() and erasures.read(bucket, digest) is None:
         raise Refusal("no data is held about that student id, and no erasure of it is recorded")

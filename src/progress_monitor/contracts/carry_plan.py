@@ -1,4 +1,4 @@
-"""A tag's carry plan (carrying/rule.py), as piece 0 freezes it in the shards bucket for every piece of the run
+"""A tag's carry plan (carrying/rule.py), as piece 0 freezes it in the state bucket for every piece of the run
 (`carry_plan_name` in objects.py): per student, the earlier observations each piece may write again, and the
 verification sample. Pure: no Google call."""
 

@@ -1,14 +1,19 @@
-"""Every object name in the shards bucket (and the budget bucket), its format and its parse side by side, and
-the metadata and bodies the stages hand each other through objects.
+"""Every object name, the bucket it lives in, its format and its parse side by side, and the metadata and
+bodies the stages hand each other through objects.
+
+Two buckets (`bucket_of`). The shards bucket holds only what load_history loads, since its trigger fires for
+every object finalized there:
 
     progress/snapshot_date=D/run=R/tag=T/piece=NNNN.ndjson   a piece's records (ShardMeta in its metadata)
-    rosters/snapshot_date=D/run=R/tag=T.json                  the ids piece 0 listed (no personal data)
     contacts/snapshot_date=D/run=R/tag=T.ndjson               contact data, deleted once merged
+
+The state bucket holds everything else, the run state and the registries, which no trigger watches:
+
+    rosters/snapshot_date=D/run=R/tag=T.json                  the ids piece 0 listed (no personal data)
     lanes/snapshot_date=D/run=R/tags.json                     a run's tags in order (lanes.py)
     lanes/snapshot_date=D/run=R/tag=T.json                    the claim of tag T
     lanes/snapshot_date=D/run=R/published/tag=T.json          T's piece 0 is published
-    budget/cademi.json                                        the school-wide Cademi budget (budget.py), in the
-                                                              budget bucket: OWN_BUCKET
+    budget/cademi.json                                        the school-wide Cademi budget (budget.py)
     carry/snapshot_date=D/run=R/tag=T.json                    the rows piece 0 decided to carry (carry.py)
     carry/off.json                                            carrying switched off after a mismatch (carrying.py)
     slack/digests/W/C.json                                    the digest claim of week W in channel C
@@ -29,9 +34,6 @@ from progress_monitor.contracts.values import SLACK_CHANNEL, RunId, json_int, pa
 from progress_monitor.errors import PermanentError
 
 BUDGET_OBJECT = "budget/cademi.json"
-# Objects that live in a bucket of their own (settings `<bucket>_bucket`), not in the shards bucket: load_history is
-# triggered by every object finalized there, and the budget is rewritten every few seconds during a run.
-OWN_BUCKET = {BUDGET_OBJECT: "budget"}
 CARRY_OFF_OBJECT = "carry/off.json"
 
 _RUN_PART = r"snapshot_date=(?P<date>\d{4}-\d{2}-\d{2})/run=(?P<run>[a-z0-9-]{10,31})/tag=(?P<tag>\d{1,12})"
@@ -40,6 +42,23 @@ CONTACTS = strict(rf"contacts/{_RUN_PART}\.ndjson")
 LANE_CLAIM = strict(
     r"lanes/snapshot_date=[0-9-]{10}/run=[a-z0-9-]{10,31}/(?P<published>published/)?tag=(?P<tag>\d{1,12})\.json"
 )
+
+
+# The buckets (settings `<bucket>_bucket`, Services.<bucket>) and the prefixes each one holds. load_history is
+# triggered by every object finalized in the shards bucket: it holds the loadable objects and nothing else.
+SHARDS, STATE = "shards", "state"
+LOADABLE_PREFIXES = ("progress/", "contacts/")
+STATE_PREFIXES = ("rosters/", "lanes/", "budget/", "carry/", "slack/", "erasures/")
+
+
+def bucket_of(name: str) -> str:
+    """The bucket (SHARDS or STATE) an object name, or a prefix of names, belongs to; ValueError for a name of
+    neither."""
+    if name.startswith(LOADABLE_PREFIXES):
+        return SHARDS
+    if name.startswith(STATE_PREFIXES):
+        return STATE
+    raise ValueError(f"no bucket holds objects named {name!r}")
 
 
 def _prefix(run_id: RunId) -> str:
@@ -308,9 +327,9 @@ ERASURES_PREFIX = "erasures/"
 ERASURE = strict(r"erasures/(?P<digest>[0-9a-f]{64})\.json")
 # Written with the first erasure: HMAC(key, KEYCHECK_TEXT), so a rotated or replaced key is noticed (erasures.py).
 ERASURES_KEYCHECK = "erasures/_keycheck.json"
-# Raw objects of a run that a bucket lifecycle rule deletes after the retention period (Terraform's rule names
-# the same ones); `carry/off.json`, the carrying switch, is not one of them.
-RAW_PREFIXES = ("progress/", "rosters/", "lanes/", "carry/snapshot_date=")
+# Raw objects of a run that a bucket lifecycle rule deletes after the retention period, by bucket (Terraform's
+# rules name the same ones); `carry/off.json`, the carrying switch, is not one of them.
+RAW_PREFIXES = {SHARDS: ("progress/",), STATE: ("rosters/", "lanes/", "carry/snapshot_date=")}
 
 
 def erasure_name(digest: str) -> str:

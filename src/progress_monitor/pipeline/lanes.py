@@ -104,7 +104,7 @@ def hand_out(svc: Services, task: ProgressTask) -> None:
     """Publish a claimed tag's piece 0, then record that it is published, so a duplicate does not publish it
     again (a crash between the two publishes it twice, which the shard's create-once absorbs)."""
     svc.send(task)
-    create_once(svc.shards, lane_published_name(task.run_id, task.tag_id), b"{}", {}, JSON)
+    create_once(svc.state, lane_published_name(task.run_id, task.tag_id), b"{}", {}, JSON)
 
 
 def start(bucket: storage.Bucket, run_id: RunId, tags: list[ActiveTag], lanes: int) -> list[ProgressTask]:

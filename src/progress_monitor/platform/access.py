@@ -25,7 +25,8 @@ KINDS = {
     "tables": "`{sql} {sql_vars}`: reads the tables the SQL names, writes the target of MERGE, INSERT, UPDATE, "
     "DELETE or CREATE",
     "dataset.write": "creates, loads and drops tables created at run time in a dataset (main or restricted)",
-    "objects.read": "gets, downloads or lists objects of the shards bucket (resource: a name or prefix)",
+    "objects.read": "gets, downloads or lists objects (resource: a name or prefix, whose bucket is "
+    "contracts.objects.bucket_of's; or a whole bucket, `shards` or `state`)",
     "objects.create": "creates an object only if absent (generation 0)",
     "objects.rewrite": "reads, then replaces an existing object (generation precondition)",
     "objects.delete": "deletes an object",

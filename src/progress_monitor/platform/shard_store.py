@@ -1,4 +1,5 @@
-"""The shards bucket: objects created once (generation precondition), the frozen roster, and lookups."""
+"""Objects created once (generation precondition), the frozen roster (state bucket) and its contacts file (shards
+bucket), and the lookups of a run's shards."""
 
 from __future__ import annotations
 
@@ -82,28 +83,32 @@ class Roster:
 
 
 def freeze_roster(
-    bucket: storage.Bucket, task: ProgressTask, students: list[Student], last_access_at: Mapping[int, datetime]
+    state: storage.Bucket,
+    shards: storage.Bucket,
+    task: ProgressTask,
+    students: list[Student],
+    last_access_at: Mapping[int, datetime],
 ) -> Roster:
-    """Store the tag's roster (ids and last access, no contact data) once per run, and hand the students'
-    contact data to the loader.
+    """Store the tag's roster (ids and last access, no contact data) once per run in the state bucket, and hand
+    the students' contact data to the loader through the shards bucket.
 
     Every piece, duplicate or redelivery of the run then extracts the same students in the same order: when an
     earlier attempt froze a roster first, that one is returned."""
     roster = Roster(tuple(s.user_id for s in students), dict(last_access_at))
     name = roster_name(task.run_id, task.tag_id)
-    if not create_once(bucket, name, roster_body(roster.user_ids, dict(roster.last_access_at)), {}, JSON):
-        roster = read_roster(bucket, task)
+    if not create_once(state, name, roster_body(roster.user_ids, dict(roster.last_access_at)), {}, JSON):
+        roster = read_roster(state, task)
     if students:
         contacts = b"".join(
             ndjson({"user_id": s.user_id, "nome": s.nome, "email": s.email, "celular": s.celular}) for s in students
         )
-        create_once(bucket, contacts_name(task.run_id, task.tag_id), contacts, {"tag_id": str(task.tag_id)}, NDJSON)
+        create_once(shards, contacts_name(task.run_id, task.tag_id), contacts, {"tag_id": str(task.tag_id)}, NDJSON)
     return roster
 
 
 @needs("objects.read {roster_name}")
 def read_roster(bucket: storage.Bucket, task: ProgressTask) -> Roster:
-    """The roster piece 0 froze; PermanentError when it is missing or unusable."""
+    """The roster piece 0 froze (in the state bucket); PermanentError when it is missing or unusable."""
     blob = get_blob(bucket, roster_name(task.run_id, task.tag_id))
     if blob is None:
         raise PermanentError(f"roster of tag {task.tag_id} for run {task.run_id} is missing")

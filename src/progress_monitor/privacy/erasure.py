@@ -27,7 +27,7 @@ from google.cloud import storage  # type: ignore[attr-defined]
 
 from progress_monitor.pipeline import reporting
 from progress_monitor.privacy import erasures
-from progress_monitor.privacy.objects import naming_objects, rewrite_objects
+from progress_monitor.privacy.objects import buckets, naming_objects, rewrite_objects
 from progress_monitor.privacy.tables import (
     drop_dead_tables,
     drop_scratch,
@@ -83,12 +83,12 @@ def erase(svc: Services, user_id: int, request: str, by: str) -> Outcome:
     now = svc.now()
     if running := unfinished_runs(svc):
         raise Refusal(wait_for(running))
-    bucket = svc.shards
+    bucket = svc.state  # the registry of erasures
     key = verified_key(svc.cfg, bucket)
     digest = erasures.digest_of(key, user_id)
     entry = erasures.read(bucket, digest)
     held = table_rows(svc, user_id)
-    scan = naming_objects(bucket, user_id, -1)
+    scan = naming_objects(buckets(svc), user_id, -1)
     if entry is None and not held and scan.clean():
         raise Refusal("no data is held about that student id, and no erasure of it is recorded")
     if entry is not None and entry[0].state == erasures.DONE and not held and scan.clean():
@@ -122,7 +122,7 @@ def _erase(
     now: datetime,
     held: dict[str, int],
 ) -> Outcome:
-    bucket = svc.shards
+    bucket = svc.state  # the registry of erasures
     at = now.isoformat()
     if entry is None or entry[0].state == erasures.DONE:
         # A new erasure, or rows that came back after a finished one (old shards restored from a backup and
@@ -151,9 +151,9 @@ def _erase(
         for _ in range(PASSES):
             erase_tables(svc, user_id, scratch)
             reporting.refresh(svc)
-            objects += rewrite_objects(bucket, naming_objects(bucket, user_id, pseudonym))
+            objects += rewrite_objects(naming_objects(buckets(svc), user_id, pseudonym))
             drop_dead_tables(svc, now)
-            left, scan = table_rows(svc, user_id), naming_objects(bucket, user_id, pseudonym)
+            left, scan = table_rows(svc, user_id), naming_objects(buckets(svc), user_id, pseudonym)
             if not left and not scan.found:
                 break
         else:

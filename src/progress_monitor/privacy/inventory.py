@@ -82,7 +82,7 @@ REPORTS: dict[str, Handling | None] = {
     "student_names": VIEW,
 }
 
-# Object prefixes of the shards bucket (contracts.objects) and how each is handled.
+# Object prefixes of the shards and state buckets (contracts.objects.bucket_of) and how each is handled.
 OBJECTS: dict[str, Handling | None] = {
     "progress/": Handling("progress shards", "names listed", "rewritten: the id replaced by the pseudonym"),
     "rosters/": Handling("frozen rosters", "names listed", "rewritten without the student"),

@@ -1,11 +1,12 @@
-"""One student's objects in the shards bucket, current and noncurrent: found, rewritten or deleted.
+"""One student's objects in the shards and state buckets, current and noncurrent: found, rewritten or deleted.
 
-The bucket keeps noncurrent versions for 7 days (infra/terraform/storage.tf): last week's contacts file the
+Both buckets keep noncurrent versions for 7 days (infra/terraform/storage.tf): last week's contacts file the
 loader deleted, a claim or `carry/off.json` rewritten since, a shard whose rewrite died between its upload and
-the deletion of its old version. Every prefix is listed with its versions: a current object naming the student
-is rewritten (a compare-and-swap on its generation) and its older versions deleted; a noncurrent version naming
-them is deleted. An object that names the student but cannot be read is reported by name (`Scan.unreadable`),
-never rewritten blindly.
+the deletion of its old version. Every prefix of the inventory is listed in both buckets (an object written
+before run state had a bucket of its own is found where it was written), with its versions: a current object
+naming the student is rewritten (a compare-and-swap on its generation) and its older versions deleted; a
+noncurrent version naming them is deleted. An object that names the student but cannot be read is reported by
+name (`Scan.unreadable`), never rewritten blindly.
 
 fake-gcs-server's filesystem backend (the local stack's) keeps no versions (it refuses a versioned bucket: "fs
 storage type does not support versioning yet"): a listing with versions lists the current objects only, and a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from google.api_core import exceptions
@@ -27,13 +29,19 @@ from progress_monitor.errors import GOOGLE_ERRORS, pipeline_error
 from progress_monitor.platform.access import needs
 from progress_monitor.privacy.inventory import OBJECTS
 from progress_monitor.privacy.match import rewrite_object
+from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.commands.privacy")
 
 
+def buckets(svc: Services) -> tuple[storage.Bucket, storage.Bucket]:
+    """The buckets an erasure or an export looks in."""
+    return (svc.shards, svc.state)
+
+
 @dataclass
 class Found:
-    blob: storage.Blob
+    blob: storage.Blob  # as listed: its `bucket` is where it is rewritten
     new: bytes | None  # the rewritten body (b"": delete it); None for a noncurrent version (deleted)
 
     @property
@@ -57,15 +65,15 @@ def _noncurrent(blob: storage.Blob) -> bool:
     return getattr(blob, "time_deleted", None) is not None
 
 
-@needs("objects.read shards")  # the operator command only: no function calls it
-def naming_objects(bucket: storage.Bucket, user_id: int, pseudonym: int) -> Scan:
-    """Every object and noncurrent version of the inventory's prefixes whose body names the student."""
+@needs("objects.read shards", "objects.read state")  # the operator command only: no function calls it
+def naming_objects(in_buckets: Sequence[storage.Bucket], user_id: int, pseudonym: int) -> Scan:
+    """Every object and noncurrent version of the inventory's prefixes, in each bucket, whose body names the
+    student."""
     scan = Scan()
     needle = str(user_id).encode()
+    listings = [(b, prefix) for b in in_buckets for prefix, handling in OBJECTS.items() if handling is not None]
     try:
-        for prefix, handling in OBJECTS.items():
-            if handling is None:
-                continue
+        for bucket, prefix in listings:
             for blob in bucket.list_blobs(prefix=prefix, versions=True):
                 try:
                     raw = blob.download_as_bytes()  # this version (a listed blob's media link names its generation)
@@ -81,16 +89,17 @@ def naming_objects(bucket: storage.Bucket, user_id: int, pseudonym: int) -> Scan
                 if new is not None:
                     scan.found.append(Found(blob, None if _noncurrent(blob) else new))
     except GOOGLE_ERRORS as exc:
-        raise pipeline_error(exc, "cannot list the shards bucket") from exc
+        raise pipeline_error(exc, "cannot list the buckets") from exc
     return scan
 
 
-@needs("objects.rewrite shards", "objects.delete shards")  # the operator command only
-def rewrite_objects(bucket: storage.Bucket, scan: Scan) -> int:
+@needs("objects.rewrite shards", "objects.delete shards", "objects.rewrite state", "objects.delete state")
+def rewrite_objects(scan: Scan) -> int:
     """Each current object's new body written (its metadata kept) or the object deleted, then its older
-    versions deleted; each noncurrent version naming the student deleted. Returns how many were handled."""
+    versions deleted; each noncurrent version naming the student deleted, each in the bucket it was listed in.
+    Returns how many were handled. The operator command only."""
     for item in scan.found:
-        name, generation = item.blob.name, int(item.blob.generation or 0)
+        bucket, name, generation = item.blob.bucket, item.blob.name, int(item.blob.generation or 0)
         try:
             if not item.current:
                 bucket.blob(name, generation=generation).delete()

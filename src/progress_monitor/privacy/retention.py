@@ -2,7 +2,7 @@
 
 Contact data of students no extraction has seen for `RETENTION_CONTACTS_MONTHS` is deleted by the daily health
 check. Raw run objects (contracts.objects.RAW_PREFIXES) older than `RETENTION_RAW_WEEKS` are deleted by the
-bucket's lifecycle rule in the cloud (infra/terraform/storage.tf, the same prefixes and age); fake-gcs-server
+buckets' lifecycle rules in the cloud (infra/terraform/storage.tf, the same prefixes and age); fake-gcs-server
 has no lifecycle, so the local stack applies the same rule itself (`expire_raw_objects`, before each weekly
 run it triggers). No function calls it: none may delete raw objects in the cloud.
 """
@@ -46,13 +46,13 @@ def delete_stale_contacts(svc: Services) -> int:
 
 @needs("objects.read {RAW_PREFIXES}", "objects.delete {RAW_PREFIXES}")  # the local stack only
 def expire_raw_objects(svc: Services) -> int:
-    """The bucket lifecycle rule, applied by hand where there is none (the local stack)."""
-    cfg, bucket = svc.cfg, svc.shards
+    """The buckets' lifecycle rules, applied by hand where there are none (the local stack)."""
+    cfg = svc.cfg
     cutoff = svc.now() - timedelta(weeks=cfg.retention_raw_weeks)
     deleted = 0
     try:
-        for prefix in RAW_PREFIXES:
-            for blob in bucket.list_blobs(prefix=prefix):
+        for prefix in (p for prefixes in RAW_PREFIXES.values() for p in prefixes):
+            for blob in svc.bucket_for(prefix).list_blobs(prefix=prefix):
                 if blob.time_created is not None and blob.time_created < cutoff:
                     blob.delete()
                     deleted += 1
@@ -64,5 +64,5 @@ def expire_raw_objects(svc: Services) -> int:
 
 
 def enforce(svc: Services) -> dict[str, int]:
-    """The daily health check's part of retention (raw objects are the bucket lifecycle rule's)."""
+    """The daily health check's part of retention (raw objects are the buckets' lifecycle rules')."""
     return {"contacts": delete_stale_contacts(svc)}

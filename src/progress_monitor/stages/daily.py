@@ -67,7 +67,6 @@ def resume_run(svc: Services, run_id: RunId) -> list[str]:
     status = runs.run_status(svc, run_id)
     if status is None or status in runs.ENDED:
         return []
-    bucket = svc.shards
     reloaded = reload_unloaded(svc, run_id)  # loading what was extracted is right for any week
     if (refusal := runs.extraction_refusal(svc.cfg, run_id.snapshot_date, svc.now())) is not None:
         log.error(
@@ -78,12 +77,12 @@ def resume_run(svc: Services, run_id: RunId) -> list[str]:
         )
         return reloaded
     try:
-        tags = lanes.read_manifest(bucket, run_id)
+        tags = lanes.read_manifest(svc.state, run_id)
     except PermanentError as exc:
         log.error("run %s cannot be resumed: %s", run_id, exc, extra={"run_id": str(run_id)})
         return []
-    latest = latest_shards(bucket, run_id)
-    held = lanes.claims(bucket, run_id)
+    latest = latest_shards(svc.shards, run_id)
+    held = lanes.claims(svc.state, run_id)
     republished = []
     in_progress = 0
     for tag in tags:
@@ -99,7 +98,7 @@ def resume_run(svc: Services, run_id: RunId) -> list[str]:
         else:
             continue  # done
         in_progress += 1
-    for task in lanes.reopen(bucket, run_id, tags, svc.cfg.extraction_lanes - in_progress):
+    for task in lanes.reopen(svc.state, run_id, tags, svc.cfg.extraction_lanes - in_progress):
         lanes.hand_out(svc, task)
         republished.append(f"tag {task.tag_id} piece 0")
     if republished:
@@ -131,11 +130,12 @@ def reload_unloaded(svc: Services, run_id: RunId) -> list[str]:
 
 
 def reconcile_recent_runs(svc: Services) -> int:
-    """No shard left behind: every object of an ended run started in the last 14 days (a progress shard, a
-    contacts file not yet merged) is in the loads ledger, or its finalize event is sent again (reload_unloaded).
-    Eventarc drops a delivery that failed for a day without a dead letter, and a contacts file is loaded after its
-    run may already have finished; unfinished runs are resume_stalled_runs' to handle. Returns how many were sent
-    again (logged at WARNING, with each run, and added to the run's `reconciled`, which run health shows)."""
+    """No shard left behind: every object of an ended run started in the last 14 days in the shards bucket, which
+    holds only loadable objects (a progress shard, a contacts file not yet merged), is in the loads ledger, or its
+    finalize event is sent again (reload_unloaded). Eventarc drops a delivery that failed for a day without a dead
+    letter, and a contacts file is loaded after its run may already have finished; unfinished runs are
+    resume_stalled_runs' to handle. Returns how many were sent again (logged at WARNING, with each run, and added to
+    the run's `reconciled`, which run health shows)."""
     rows = warehouse.query(
         svc,
         "SELECT run_id FROM `${runs}` WHERE status IN UNNEST(@ended) AND started_at >= @since",

@@ -78,10 +78,10 @@ def extract_piece(svc: Services, message: PubSubMessage) -> PieceResult:
             students = list(client.iter_tag_students(task.tag_id, stats))
             # LGPD: a student erased on request (docs/privacy.md) is never extracted again; the roster is
             # frozen without them, so no later piece, shard or contacts file names them.
-            students = erasures.without_erased(cfg, bucket, students)
-            roster = freeze_roster(bucket, task, students, last_accesses(cfg, students, context, svc.now()))
+            students = erasures.without_erased(cfg, svc.state, students)
+            roster = freeze_roster(svc.state, bucket, task, students, last_accesses(cfg, students, context, svc.now()))
         else:
-            roster = read_roster(bucket, task)
+            roster = read_roster(svc.state, task)
         # Carrying (carry.py): which students' calls this piece may skip, decided once per run by piece 0.
         plan = store.plan_for_piece(svc, task, roster, client.progress_units(task.product_ids))
         piece = PieceExtraction(
@@ -118,7 +118,7 @@ def extract_piece(svc: Services, message: PubSubMessage) -> PieceResult:
                 carry_unverified=piece.carry_unverified,
             )
             if piece.mismatches:  # before the shard: a redelivery after a crash would only follow the shard
-                store.switch_off(bucket, task, *piece.mismatches[0], now=svc.now())
+                store.switch_off(svc.state, task, *piece.mismatches[0], now=svc.now())
             created = create_once(bucket, name, spool, meta.to_metadata(), NDJSON)
     except CademiOutageError as exc:
         log.error("Cademi looks down; piece left for a later delivery: %s", exc, extra=context)
@@ -175,10 +175,9 @@ def _pass_on(svc: Services, meta: ShardMeta) -> None:
     if meta.next_index is not None:
         svc.send(meta.task.next(meta.next_index))
         return
-    bucket = svc.shards
     run_id = meta.task.run_id
     try:
-        successor = lanes.next_after(bucket, run_id, meta.task.tag_id)
+        successor = lanes.next_after(svc.state, run_id, meta.task.tag_id)
     except PermanentError as exc:  # e.g. a run started before lanes existed: its lanes end here
         log.error("lane of tag %d cannot pass on: %s", meta.task.tag_id, exc, extra={"run_id": str(run_id)})
         return

@@ -45,13 +45,16 @@ def handle_shard_event(event: Any, svc: Services) -> LoadResult | None:
 
 
 def load_object(svc: Services, ref: ObjectRef, refresh_reports: bool = True) -> LoadResult | None:
-    """Load one object of the shards bucket (progress shard or contacts); other objects are ignored."""
+    """Load one object of the shards bucket (progress shard or contacts). The bucket holds nothing else: rosters,
+    lanes, carry plans, digest claims, erasures and the Cademi budget live in the state bucket, which no trigger
+    watches (contracts.objects.bucket_of). Any other name (a stray or forged object) is logged and ignored."""
     if ref.bucket != svc.cfg.shards_bucket:
         raise PermanentError(f"event for unexpected bucket {ref.bucket!r}")
     if (shard := parse_progress_shard(ref.name)) is not None:
         return _load_progress(svc, ref, shard, refresh_reports)
     if (contacts := parse_contacts(ref.name)) is not None:
         return _load_contacts(svc, ref, contacts.tag_id, contacts.run_id)
+    log.warning("an object that is neither a progress shard nor a contacts file; ignored", extra={"shard": ref.name})
     return None
 
 

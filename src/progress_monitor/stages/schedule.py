@@ -72,7 +72,7 @@ def fan_out(svc: Services, plan: RunPlan) -> FanOut:
     """Freeze the run's tags and record the run once, then start one tag per extraction lane (lanes.py);
     each lane passes itself on to the next tag. A duplicate delivery publishes nothing."""
     active = [t for t in warehouse.active_tags(svc) if plan.tag_ids is None or t.tag_id in plan.tag_ids]
-    bucket = svc.shards
+    bucket = svc.state  # the lane objects
     tags = lanes.write_manifest(bucket, plan.run_id, active)
     context = {"run_id": str(plan.run_id), "snapshot_date": plan.run_id.snapshot_date.isoformat()}
     if runs.start_run(svc, plan.run_id, len(tags)):

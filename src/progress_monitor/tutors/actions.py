@@ -116,7 +116,7 @@ def handle_interaction(request: Request, svc: Services) -> Response:
 def record_click(svc: Services, click: ClickTask) -> bool:
     """Record a click once (a double click or a replayed request finds its row) and update the message in
     place; False (nothing recorded) when the button is not on the digest Slack says it came from."""
-    bucket = svc.shards
+    bucket = svc.state
     claim = claims.read(bucket, click.week, click.channel)
     unconfirmed = claim is not None and claim.body.get("status") == "unconfirmed" and claim.ts is None
     if claim is not None and unconfirmed and (click.tag_id, click.user_id) in claim.listed:

@@ -1,6 +1,6 @@
 """The Monday digest: when a run's reports are rebuilt, each tutors' channel gets one message per week.
 
-Exactly once per week and channel. A claim object in the shards bucket (claims.py,
+Exactly once per week and channel. A claim object in the state bucket (claims.py,
 `slack/digests/<week>/<channel>.json`, created with a generation precondition, like every shard) decides which
 delivery posts; it then records the message's `ts`. A redelivered request or a replay finds the `ts` and posts
 nothing; a re-run of the week (a later run id) updates the same message in place, once (the claim is taken first,
@@ -217,7 +217,7 @@ def post_run_digests(svc: Services, run_id: RunId) -> DigestResult:
 
 def _post_channel(svc: Services, run_id: RunId, d: ChannelDigest, actions: dict[tuple[int, int], list[Action]]) -> str:
     """Post, update or skip one channel's digest; the claim decides which delivery acts (see the module doc)."""
-    bucket = svc.shards
+    bucket = svc.state
     week = run_id.snapshot_date
     now = svc.now()
     _fence_erasures(svc, week, d)
@@ -261,7 +261,7 @@ def _post(
     claim: claims.Claim,
     mine: dict[str, Any],
 ) -> str:
-    bucket = svc.shards
+    bucket = svc.state
     text, blocks = render(svc.cfg, run_id.snapshot_date, d, actions)
     try:
         ts = svc.slack().post_message(d.channel, text, blocks)
@@ -293,7 +293,7 @@ def _unconfirmed(
     Without an idempotency key or the history scope we cannot find out, so the claim is kept, marked
     `unconfirmed`, and no delivery posts this week's digest in this channel again; the operator decides
     (docs/operations.md: delete the claim to post it again)."""
-    bucket = svc.shards
+    bucket = svc.state
     log.error(
         "Slack did not answer the digest post for channel %s (%s); not posting again: check the channel",
         d.channel,
@@ -308,7 +308,7 @@ def _unconfirmed(
 def confirm(svc: Services, claim: claims.Claim, channel: str, ts: str) -> bool:
     """An `unconfirmed` digest proved to be in the channel by a signed click on it: its claim takes the message's
     `ts` (so updates work again) and the week's record says `posted`. False when the claim moved meanwhile."""
-    bucket = svc.shards
+    bucket = svc.state
     if not claims.replace(bucket, claim, {**claim.body, "ts": ts, "status": "posted", "error": None}):
         return False
     warehouse.query(
@@ -345,7 +345,7 @@ def _update_in_place(
 ) -> str:
     """A re-run of a week already posted: the same message shows the new figures (no second post). The claim
     is taken first (status `updating`), so two deliveries of the re-run do not both update."""
-    bucket = svc.shards
+    bucket = svc.state
     ts = str(claim.ts)
     updating = {**claim.body, "run_id": str(run_id), "listed": d.listed_pairs(), "status": "updating"}
     if not claims.replace(bucket, claim, {**updating, "claimed_at": now.isoformat()}):
