@@ -13,8 +13,9 @@ Phases (each on its own local stack, simulator and client budget set to the same
    rewrites only its section of BENCHMARKS.md);
 6. what tutors wait for in Slack, on the demo school with the Slack stand-in (`--slack-only`): a run's end to
    its digests, `/turma alunos` acknowledged vs answered, a button click to the message updated in place;
-7. carrying students who did not study, INCREMENTAL off and on side by side for four weeks on v1 and v3, and
-   the projection at 50 % weekly activity (`--carry-only`; `bench_carry.py`).
+7. carrying students who did not study, INCREMENTAL off and on side by side for five weeks on v1 and v3 (a
+   whole carrying cycle up to the forced full read), and the projection from the measured read share
+   (`--carry-only`; `bench_carry.py`).
 Writes BENCHMARKS.md and prints the figures as one JSON object on its last line. The measurements are in
 `bench_measurements.py`, the report's text in `bench_report.py`.
 """
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def carry_only(root: Path, results: dict[str, Any], out: Path) -> int:
     """Phase 7 (bench_carry.py): carrying off and on, side by side; rewrites only its section."""
-    print("phase 7: carrying off and on, four weeks on v1 and v3 at 2 req/s", flush=True)
+    print("phase 7: carrying off and on, five weeks on v1 and v3 at 2 req/s", flush=True)
     results["carry"] = {"date": results["date"], **bench_carry.carry_phase(root)}
     write_section(out, bench_carry.markdown(results["carry"]), bench_carry.CARRY_SECTION)
     print(json.dumps(results))

@@ -138,7 +138,9 @@ in one extract_progress process (one lane per slot), every call taking a slot of
 | pieces (60 s budget) | {f["pieces"]} | |
 
 The client spaces calls at the allowed rate plus a 3 % safety margin (`CADEMI_RATE_SAFETY`), so 0.97 is the
-ceiling by design: the margin is what keeps the breach counter at zero.
+ceiling by design: the margin is what keeps the breach counter at zero. Cademi judges arrivals, so the margin
+is split: a call may be written at most half of it after its slot (15 ms at 2 req/s, checked at the write since
+issue 30, 8(f)), and the other half is for two calls' ways to the server differing.
 
 ## 2. The old way, in the same run
 
@@ -168,7 +170,7 @@ simulator, one after the other in this run:
 
 What the school-wide guard costs in utilisation, against a limiter per process with one instance:
 **{real["guard_cost"]}** (claims are batched, about 4 s of slots per write of the budget object, and a slot a
-thread would use late is skipped rather than crowd the next one). The old in-house way's rate on the same
+thread would use or write late is skipped rather than crowd the next one). The old in-house way's rate on the same
 simulator: {real["legacy"]["rate"]} req/s ({real["legacy"]["speedup_in_rate"]}x slower than the pipeline).
 
 ## 4. Memory
