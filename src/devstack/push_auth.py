@@ -22,6 +22,7 @@ import contextlib
 import http.client
 import json
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Collection
@@ -142,12 +143,20 @@ class RelayServer(ThreadingHTTPServer):
     def __init__(self, port: int, pubsub: str) -> None:
         super().__init__(("127.0.0.1", port), RelayHandler)
         self.pubsub = pubsub
+        self._declared: dict[str, dict[str, Any] | None] = {}
+        self._lock = threading.Lock()
 
     def oidc_token(self, subscription: str) -> dict[str, Any] | None:
-        """The subscription's declared `oidc_token` (service account, audience), read from the emulator."""
+        """The subscription's declared `oidc_token` (service account, audience), read from the emulator once
+        per subscription: the stack never changes a subscription's push config, it creates another."""
+        with self._lock:
+            if subscription in self._declared:
+                return self._declared[subscription]
         with urllib.request.urlopen(f"http://{self.pubsub}/v1/{subscription}", timeout=30) as response:
             config = json.loads(response.read())
         token: dict[str, Any] | None = config.get("pushConfig", {}).get("oidcToken")
+        with self._lock:
+            self._declared[subscription] = token
         return token
 
 

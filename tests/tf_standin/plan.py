@@ -126,6 +126,7 @@ class Terraform:
     """The terraform binary run in one configuration directory, providers from one mirror (or reattached)."""
 
     config: Path
+    mirror: Path
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -148,7 +149,7 @@ class Terraform:
         env.pop("TF_REATTACH_PROVIDERS", None)
         if reattach is not None:
             env["TF_REATTACH_PROVIDERS"] = reattach
-        return cls(_layout(repo, work), env)
+        return cls(_layout(repo, work), mirror, env)
 
     def run(self, step: str, *args: str, json_lines: bool = False) -> str:
         done = subprocess.run(
