@@ -15,6 +15,7 @@ have the same value in both wherever both know it. Where only one side knows a v
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from tests.tf_eval import Config, Ref, Unknown
@@ -28,35 +29,28 @@ def address(resource: str, key: str | int | None) -> str:
     return resource if key is None else f"{resource}[{json.dumps(key)}]"
 
 
+def _anywhere(value: Any, leaf: Callable[[Any], bool]) -> bool:
+    """Whether `leaf` holds for any value inside `value` (a dict's values, a list's items, or `value` itself)."""
+    if isinstance(value, dict):
+        return any(_anywhere(v, leaf) for v in value.values())
+    if isinstance(value, list):
+        return any(_anywhere(v, leaf) for v in value)
+    return leaf(value)
+
+
 def _partly_unknown(value: Any) -> bool:
     """A Ref, an unknown, or a text the evaluator rendered around a Ref (`"...${google_x.y.name}..."`)."""
-    if isinstance(value, (Ref, Unknown)):
-        return True
-    if isinstance(value, str):
-        return "${" in value
-    if isinstance(value, dict):
-        return any(_partly_unknown(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_partly_unknown(v) for v in value)
-    return False
+    return _anywhere(value, lambda v: isinstance(v, (Ref, Unknown)) or (isinstance(v, str) and "${" in v))
 
 
 def _any_true(unknown: Any) -> bool:
-    if isinstance(unknown, dict):
-        return any(_any_true(v) for v in unknown.values())
-    if isinstance(unknown, list):
-        return any(_any_true(v) for v in unknown)
-    return unknown is True
+    """Terraform's `after_unknown`: whether any part of the value is unknown."""
+    return _anywhere(unknown, lambda v: v is True)
 
 
 def _placeholder(value: Any) -> bool:
-    if isinstance(value, str):
-        return PLACEHOLDER in value
-    if isinstance(value, dict):
-        return any(_placeholder(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_placeholder(v) for v in value)
-    return False
+    """A value read back from a stand-in's data source, which no real value is behind."""
+    return _anywhere(value, lambda v: isinstance(v, str) and PLACEHOLDER in v)
 
 
 def _as_terraform(value: Any, like: Any) -> Any:
