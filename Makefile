@@ -50,7 +50,7 @@ $(TFSCHEMA): tests/tf_schema.py tests/tf_standin/schema.py
 		cdktn-provider-time==14.0.2 cdktn-provider-archive==14.0.1
 	$(call UV_INSTALL,.venv-tfschema) tf==1.2.0 grpcio==1.85.4 protobuf==5.29.6 msgpack==1.2.4 cryptography==51.0.1
 	$(PY) tests/tf_schema.py build .venv-tfschema $@
-	$(PY) tests/tf_standin/schema.py .venv-tfschema $(STANDIN_SCHEMAS)
+	$(PY) -m tests.tf_standin.schema .venv-tfschema $(STANDIN_SCHEMAS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

@@ -16,7 +16,7 @@ What the bindings do not say, and the stand-in assumes:
 - a computed-only attribute's name comes from its getter (`outputBase64Sha256` reads `output_base64_sha256`,
   where the provider says `output_base64sha256`), and a computed value of a complex type is `dynamic`.
 
-    python tests/tf_standin/schema.py <venv> <out.json>     the schemas of every binding installed in <venv>
+    python -m tests.tf_standin.schema <venv> <out.json>     the schemas of every binding installed in <venv>
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import sys
 import tarfile
 from pathlib import Path
 from typing import Any
+
+from tests.tf_schema import _snake, _struct_fqn
 
 LINK = re.compile(r"/(hashicorp/[a-z-]+)/([0-9.]+)/docs/(resources|data-sources)/(\w+)#(\w+)")
 META = {"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection", "alias"}
@@ -45,10 +47,6 @@ Block = dict[str, Any]  # {"attributes": {name: {"type", "required", "optional",
 #                          "blocks": {name: {"min_items", "max_items", "block"}}}
 
 
-def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 def cty_type(ref: dict[str, Any]) -> Any:
     """The Terraform (cty JSON) type of a jsii type reference; `dynamic` where the binding hides it."""
     if "primitive" in ref:
@@ -62,17 +60,6 @@ def cty_type(ref: dict[str, Any]) -> Any:
     return CDKTN_MAPS.get(ref.get("fqn", ""), "dynamic")
 
 
-def _struct(ref: dict[str, Any]) -> tuple[str | None, bool]:
-    """The struct a property holds (one, or a list of them), or None for a plain attribute."""
-    if "fqn" in ref and not ref["fqn"].startswith("cdktn."):
-        return ref["fqn"], False
-    for option in ref.get("union", {}).get("types", []):
-        element = option.get("collection", {}).get("elementtype", {})
-        if "fqn" in element and not element["fqn"].startswith("cdktn."):
-            return element["fqn"], True
-    return None, False
-
-
 def _computed_only(types: dict[str, Any], cls: str, arguments: set[str]) -> dict[str, Any]:
     """{terraform name: type} of the getters of `cls` that have no `Input` twin and are not arguments."""
     spec = types.get(cls, {})
@@ -81,7 +68,7 @@ def _computed_only(types: dict[str, Any], cls: str, arguments: set[str]) -> dict
     for name, prop in getters.items():
         if name.endswith("Input") or f"{name}Input" in getters or name in ("internalValue", "fqn"):
             continue
-        tf_name = snake(name)
+        tf_name = _snake(name)
         if tf_name in arguments or tf_name in META:
             continue
         out[tf_name] = cty_type(prop["type"])
@@ -94,11 +81,11 @@ def block(types: dict[str, Any], fqn: str, output_class: str | None, seen: tuple
     for prop in types[fqn].get("properties", []):
         docs = prop.get("docs", {})
         link = LINK.search(docs.get("remarks", "") + " " + docs.get("summary", ""))
-        name = link.group(5) if link else snake(prop["name"])
+        name = link.group(5) if link else _snake(prop["name"])
         if name in META and fqn.endswith("Config"):
             continue
         required = not prop.get("optional", False)
-        struct, is_list = _struct(prop["type"])
+        struct, is_list = _struct_fqn(prop["type"])
         if struct is not None and docs.get("summary", "").endswith("block.") and struct not in seen:
             nested = block(types, struct, f"{struct}OutputReference", (*seen, fqn))
             result["blocks"][name] = {"min_items": int(required), "max_items": 0 if is_list else 1, "block": nested}
