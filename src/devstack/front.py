@@ -29,11 +29,11 @@ import json
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from devstack import push_auth
+from devstack.quiet_http import QuietHandler
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 STATS_PATH = "/__front/stats"
@@ -83,23 +83,11 @@ class Slots:
             self.cond.notify()
 
 
-class FrontHandler(BaseHTTPRequestHandler):
+class FrontHandler(QuietHandler):
     server: FrontServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the functions log the requests themselves."""
-
-    def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _proxy(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._body()
         if self.path == STATS_PATH:
             with self.server.slots.cond:
                 stats = dict(self.server.slots.stats)

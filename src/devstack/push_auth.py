@@ -26,11 +26,13 @@ import threading
 import time
 import urllib.request
 from collections.abc import Collection
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+
+from devstack.quiet_http import QuietHandler
 
 # The stand-in for Google's signing keys: the relay signs with it, the fronts verify with it.
 SIGNING_KEY = "local-stack-pubsub-push-id-token-signing-key"  # loopback-only, simulated pushes
@@ -92,23 +94,11 @@ def refusal(authorization: str | None, service_urls: Collection[str], now: float
     return None
 
 
-class RelayHandler(BaseHTTPRequestHandler):
+class RelayHandler(QuietHandler):
     server: RelayServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the fronts and the functions log what matters."""
-
-    def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._body()
         target = target_of(self.path)
         try:
             subscription = json.loads(body)["subscription"]
