@@ -79,12 +79,12 @@ def test_a_command_given_the_output_names_what_terraform_creates(tmp_path: Path)
     def argument(address: str, name: str) -> str:
         return known(config, config.value(blocks[address][name], {}))
 
-    datasets = (cfg.bq_dataset, cfg.bq_restricted_dataset, cfg.bq_slack_dataset)
+    datasets = (cfg.bq_dataset, cfg.bq_restricted_dataset, cfg.bq_slack_dataset, cfg.bq_slack_staging_dataset)
     assert datasets == tuple(
-        argument(f"google_bigquery_dataset.{d}", "dataset_id") for d in ("main", "restricted", "slack")
+        argument(f"google_bigquery_dataset.{d}", "dataset_id") for d in ("main", "restricted", "slack", "slack_staging")
     )
     prefix = config.variables["prefix"]  # the example's prefix, not the local stack's `progress`
-    assert datasets == (f"{prefix}_progress", f"{prefix}_progress_restricted", f"{prefix}_progress_slack")
+    assert datasets == tuple(f"{prefix}_progress{suffix}" for suffix in ("", "_restricted", "_slack", "_slack_staging"))
     assert cfg.shards_bucket == argument("google_storage_bucket.shards", "name")
     assert cfg.state_bucket == argument("google_storage_bucket.state", "name")
     assert cfg.gcp_project == config.variables["project_id"]
@@ -130,12 +130,13 @@ def test_the_environment_may_not_contradict_the_file(tmp_path: Path) -> None:
 
 
 def test_the_datasets_beside_the_history_follow_terraforms_rule() -> None:
-    """With BQ_DATASET alone (the documented environment), the restricted and Slack datasets are Terraform's."""
+    """With BQ_DATASET alone (the documented environment), the datasets beside it are Terraform's."""
     config = Config.load(TF)
     cfg = Settings.from_env({"BQ_DATASET": config.local("dataset")})
-    assert (cfg.bq_restricted_dataset, cfg.bq_slack_dataset) == (
+    assert (cfg.bq_restricted_dataset, cfg.bq_slack_dataset, cfg.bq_slack_staging_dataset) == (
         config.local("restricted_dataset"),
         config.local("slack_dataset"),
+        config.local("slack_staging_dataset"),
     )
 
 

@@ -61,6 +61,29 @@ resource "google_bigquery_dataset" "slack" {
   depends_on = [time_sleep.apis_ready]
 }
 
+# The Slack agent's staging tables (tutors/records.py): a tutor's click and a digest's record reach BigQuery by a
+# load job into a table here, then a MERGE without parameters, so BigQuery's job history never keeps a student's
+# id beside values an erasure leaves. Its own dataset: writing here grants nothing elsewhere (on the Slack
+# dataset, table writes could replace the authorized view). A table lives for seconds; one left by a task that
+# died expires after a day, and the next erasure drops it after an hour.
+resource "google_bigquery_dataset" "slack_staging" {
+  # checkov:skip=CKV_GCP_81: Google-managed encryption, as for the other datasets; tables here live for seconds
+  dataset_id                  = local.slack_staging_dataset
+  location                    = var.region
+  description                 = "The tutors' Slack agent's staging tables (seconds each): clicks and digests' records on their way to the history."
+  max_time_travel_hours       = "48"
+  default_table_expiration_ms = 86400000
+  # Owners only, then the agent (iam.tf): no project-wide readers of what is staged.
+  access {
+    role          = "OWNER"
+    special_group = "projectOwners"
+  }
+  lifecycle {
+    ignore_changes = [access]
+  }
+  depends_on = [time_sleep.apis_ready]
+}
+
 resource "google_bigquery_table" "student_names" {
   # checkov:skip=CKV_GCP_80: a view stores no data
   dataset_id          = google_bigquery_dataset.slack.dataset_id

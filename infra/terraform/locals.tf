@@ -36,10 +36,12 @@ locals {
   }
 
   # The datasets beside the history are named after it: the settings object derives them by the same rule
-  # when BQ_RESTRICTED_DATASET / BQ_SLACK_DATASET are not set (settings.py).
+  # when BQ_RESTRICTED_DATASET / BQ_SLACK_DATASET / BQ_SLACK_STAGING_DATASET are not set (settings.py).
   dataset            = replace("${var.prefix}_progress", "-", "_")
   restricted_dataset = "${local.dataset}_restricted"
   slack_dataset      = "${local.dataset}_slack"
+  # the Slack agent's staging tables (tutors/records.py)
+  slack_staging_dataset = "${local.dataset}_slack_staging"
   tables = [
     "tracks", "registered_tags", "students", "progress_history", "runs", "loads", "failures", "slack_channels",
     "slack_digests", "tutor_actions",
@@ -66,28 +68,29 @@ locals {
 
   # The settings object's environment (progress_monitor.settings.Settings): the same names for every function.
   common_env = {
-    GCP_PROJECT            = var.project_id
-    BQ_DATASET             = local.dataset
-    BQ_RESTRICTED_DATASET  = local.restricted_dataset
-    BQ_SLACK_DATASET       = local.slack_dataset
-    SHARDS_BUCKET          = google_storage_bucket.shards.name
-    STATE_BUCKET           = google_storage_bucket.state.name
-    SCHEDULE_TOPIC         = local.topics.schedule
-    PROGRESS_TOPIC         = local.topics.progress
-    SCHEDULE_DLQ_TOPIC     = local.topics.schedule_dlq
-    PROGRESS_DLQ_TOPIC     = local.topics.progress_dlq
-    SHARDS_DLQ_TOPIC       = local.topics.shards_dlq
-    SHARD_RELOADS_TOPIC    = local.topics.shard_reloads
-    SLACK_TASKS_TOPIC      = local.topics.slack_tasks
-    SLACK_TASKS_DLQ_TOPIC  = local.topics.slack_tasks_dlq
-    TIMEZONE               = var.schedule.time_zone
-    SECRETS_BACKEND        = "secret_manager"
-    CADEMI_API_VERSION     = var.cademi.api_version
-    CADEMI_BASE_URL        = var.cademi.base_url
-    CADEMI_RATE_PER_SECOND = tostring(var.cademi.rate_per_second)
-    CADEMI_RATE_PER_MINUTE = tostring(var.cademi.rate_per_minute)
-    CADEMI_WORKERS         = tostring(var.extraction.workers_per_piece)
-    PIECE_BUDGET_S         = tostring(var.extraction.piece_budget_s)
+    GCP_PROJECT              = var.project_id
+    BQ_DATASET               = local.dataset
+    BQ_RESTRICTED_DATASET    = local.restricted_dataset
+    BQ_SLACK_DATASET         = local.slack_dataset
+    BQ_SLACK_STAGING_DATASET = local.slack_staging_dataset
+    SHARDS_BUCKET            = google_storage_bucket.shards.name
+    STATE_BUCKET             = google_storage_bucket.state.name
+    SCHEDULE_TOPIC           = local.topics.schedule
+    PROGRESS_TOPIC           = local.topics.progress
+    SCHEDULE_DLQ_TOPIC       = local.topics.schedule_dlq
+    PROGRESS_DLQ_TOPIC       = local.topics.progress_dlq
+    SHARDS_DLQ_TOPIC         = local.topics.shards_dlq
+    SHARD_RELOADS_TOPIC      = local.topics.shard_reloads
+    SLACK_TASKS_TOPIC        = local.topics.slack_tasks
+    SLACK_TASKS_DLQ_TOPIC    = local.topics.slack_tasks_dlq
+    TIMEZONE                 = var.schedule.time_zone
+    SECRETS_BACKEND          = "secret_manager"
+    CADEMI_API_VERSION       = var.cademi.api_version
+    CADEMI_BASE_URL          = var.cademi.base_url
+    CADEMI_RATE_PER_SECOND   = tostring(var.cademi.rate_per_second)
+    CADEMI_RATE_PER_MINUTE   = tostring(var.cademi.rate_per_minute)
+    CADEMI_WORKERS           = tostring(var.extraction.workers_per_piece)
+    PIECE_BUDGET_S           = tostring(var.extraction.piece_budget_s)
     # Carrying students who did not study (carrying/rule.py); only extract_progress reads it.
     INCREMENTAL = var.incremental
     # LGPD retention (docs/privacy.md): the health check's local stand-in for the bucket lifecycle rule, and the

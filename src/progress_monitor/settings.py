@@ -78,6 +78,9 @@ class Settings:
     bq_restricted_dataset: str = ""
     # What the tutors' Slack agent (notify_tutors) may read of contact data: the authorized view of names.
     bq_slack_dataset: str = ""
+    # Where the Slack agent stages the rows it writes that name a student (tutors/records.py), for seconds: its
+    # own, so writing there grants nothing on the other datasets or on the authorized view. Same rule.
+    bq_slack_staging_dataset: str = ""
     # What load_history loads (progress shards, contacts files) and nothing else: its trigger fires for every
     # object finalized there (contracts.objects.bucket_of).
     shards_bucket: str = "progress-shards"
@@ -154,6 +157,8 @@ class Settings:
             object.__setattr__(self, "bq_restricted_dataset", f"{self.bq_dataset}_restricted")
         if not self.bq_slack_dataset:
             object.__setattr__(self, "bq_slack_dataset", f"{self.bq_dataset}_slack")
+        if not self.bq_slack_staging_dataset:
+            object.__setattr__(self, "bq_slack_staging_dataset", f"{self.bq_dataset}_slack_staging")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -212,7 +217,7 @@ class Settings:
             raise SettingsError("CADEMI_FLEET_BUDGET must be 'gcs' or 'process'")
         if self.cademi_fleet_budget == "process" and not self.storage_emulator_host:
             raise SettingsError("CADEMI_FLEET_BUDGET=process cannot hold the school's budget in the cloud")
-        for name in ("bq_dataset", "bq_restricted_dataset", "bq_slack_dataset"):
+        for name in ("bq_dataset", "bq_restricted_dataset", "bq_slack_dataset", "bq_slack_staging_dataset"):
             if not getattr(self, name).replace("_", "").isalnum():
                 raise SettingsError(f"{name.upper()} must be letters, digits and underscores")
         if not self.status_risk_gap < self.status_behind_gap < self.status_ahead_gap:
@@ -316,7 +321,8 @@ class MissingSettingsError(SettingsError):
 
 
 # What an operator command must be told outside the emulators: the names of what Terraform deployed (their
-# defaults are the local stack's names). BQ_RESTRICTED_DATASET and BQ_SLACK_DATASET follow BQ_DATASET.
+# defaults are the local stack's names). BQ_RESTRICTED_DATASET, BQ_SLACK_DATASET and BQ_SLACK_STAGING_DATASET
+# follow BQ_DATASET.
 DEPLOYMENT_NAMES = (
     "GCP_PROJECT",
     "BQ_DATASET",

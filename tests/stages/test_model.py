@@ -7,6 +7,8 @@ the daily check, a dead letter) and after every step checks what users rely on:
 - nothing posted, re-rendered or answered after an erasure names the student, and no pseudonym is ever shown;
 - no digest is posted twice for a week and channel, and none for a week that is already past;
 - every message that ended other than in success has a `failures` row;
+- no job but the erasure's own keeps a student's id or pseudonym in its parameters (BigQuery's job history), and
+  the erasure's never the pseudonym;
 - an erasure changes no class-level figure.
 
 `make test` runs a few short examples (MODEL_EXAMPLES, MODEL_STEPS: more with the environment variables)."""
@@ -35,7 +37,7 @@ from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure
 from progress_monitor.stages import daily
 from progress_monitor.tutors.blocks import parse_button_value
-from tests.stages.world import Servers, World, open_world
+from tests.stages.world import Job, Servers, World, open_world
 from tests.traces import mentions
 from tests.truth import history
 
@@ -98,6 +100,7 @@ class School_(RuleBasedStateMachine):
         self.claims_seen: set[str] = set()
         self.failures_expected = 0
         self.reruns = 0
+        self.erasure_jobs: list[Job] = []
 
     def teardown(self) -> None:
         self.world.close()
@@ -199,13 +202,16 @@ class School_(RuleBasedStateMachine):
         known = {
             r["user_id"] for r in self.rows("SELECT DISTINCT user_id FROM `${progress_history}` WHERE user_id < 0")
         }
+        self.no_job_keeps_a_students_id_in_its_parameters()  # what ran before: ordinary jobs
         outcome = erasure.erase(self.world.svc, student, f"LGPD-{student}", "dpo@escola.example")
         assert outcome.state == "erased"
+        self.erasure_jobs += self.world.jobs.new()  # the erasure's own: they name the id, never the pseudonym
         self.settle()  # the rewritten shards' finalize events
         [pseudonym] = self.pseudonymised() - known
         self.pseudonyms[student] = int(pseudonym)
         self.erased_at[student] = len(self.slack_calls())
         assert self.class_figures() == before  # an erasure changes no class-level figure
+        assert [j.parameters for j in self.erasure_jobs if mentions(list(j.parameters), {pseudonym})] == []
 
     @precondition(lambda self: self.newest >= 0)
     @rule(pick=st.integers(0, 20))
@@ -276,6 +282,14 @@ class School_(RuleBasedStateMachine):
             assert posts.get(channel, 0) == len(weeks_posted)
 
     @invariant()
+    def no_job_keeps_a_students_id_in_its_parameters(self) -> None:
+        """BigQuery's job history keeps every job's parameters (about 180 days): outside the erasure's own jobs, a
+        student's id or pseudonym there would sit beside values the erasure leaves (docs/privacy.md)."""
+        named = set(NAMES) | set(self.pseudonyms.values())
+        jobs = self.world.jobs.new()
+        assert [(j.sql[:80], j.parameters) for j in jobs if mentions(list(j.parameters), named)] == []
+
+    @invariant()
     def every_message_that_failed_has_a_failures_row(self) -> None:
         [row] = self.rows("SELECT COUNT(*) AS n FROM `${failures}`")
         assert row["n"] >= self.failures_expected
@@ -286,6 +300,7 @@ INVARIANTS = (
     "no_erased_student_and_no_pseudonym_is_shown",
     "one_digest_per_week_and_channel_and_none_for_a_past_week",
     "every_message_that_failed_has_a_failures_row",
+    "no_job_keeps_a_students_id_in_its_parameters",
 )
 
 

@@ -25,7 +25,7 @@ from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure, erasures, retention
 from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
-from progress_monitor.tutors import claims, digest
+from progress_monitor.tutors import claims, digest, records
 from progress_monitor.tutors.blocks import ClassWeek, ListedStudent, parse_button_value
 from tests.stages.world import Servers, World, world_of
 from tests.traces import mentions, parsed_file
@@ -90,11 +90,16 @@ def class_figures() -> list[dict[str, Any]]:
     )
 
 
+def world_datasets(world: World) -> tuple[str, ...]:
+    cfg = world.cfg
+    return (cfg.bq_dataset, cfg.bq_restricted_dataset, cfg.bq_slack_dataset, cfg.bq_slack_staging_dataset)
+
+
 def everything_stored(world: World) -> list[Any]:
     """Every row of every table and view of the world's datasets, and every file of its buckets, parsed."""
     client = world.svc.bigquery
     documents: list[Any] = []
-    for dataset in (world.cfg.bq_dataset, world.cfg.bq_restricted_dataset, world.cfg.bq_slack_dataset):
+    for dataset in world_datasets(world):
         for table in client.list_tables(f"{world.cfg.gcp_project}.{dataset}"):
             documents += world.rows("SELECT * FROM `${t}`", sql_vars={"t": f"{table.full_table_id}".replace(":", ".")})
     documents += [parsed_file(p.read_bytes()) for root in world.gcs_files for p in root.rglob("*") if p.is_file()]
@@ -107,8 +112,7 @@ def traces_of_the_victim(documents: Any) -> list[str]:
 
 def client_tables(world: World) -> list[str]:
     client = world.svc.bigquery
-    datasets = (world.cfg.bq_dataset, world.cfg.bq_restricted_dataset, world.cfg.bq_slack_dataset)
-    return [t.table_id for d in datasets for t in client.list_tables(f"{world.cfg.gcp_project}.{d}")]
+    return [t.table_id for d in world_datasets(world) for t in client.list_tables(f"{world.cfg.gcp_project}.{d}")]
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +291,24 @@ def test_a_digest_task_that_read_the_reports_before_the_erasure_does_not_write_t
     assert mentions([claim.body, record, message], {VICTIM, erased}, TEXT_TRACES) == []
 
 
+def test_a_click_and_a_digest_record_merged_after_the_erasure_do_not_write_the_student_back(
+    world: World, erased: int
+) -> None:
+    """A tutor's click and a digest's record that named the student before the erasure, merged after it said
+    done (their staging tables were filled before): each MERGE keeps only the students the week's reports still
+    hold under their id, so the erased student is left out and the others are recorded (tutors/records.py)."""
+    week, now = date.fromisoformat(WEEKS[1]), world.svc.now()
+    for student in (VICTIM, LATE):
+        click = {"snapshot_date": week, "tag_id": A, "user_id": student, "action": "contatado"}
+        records.record_action(world.svc, {**click, "tutor": "slack:U0LATE", "channel_id": "C0PRIV1", "acted_at": now})
+    assert rows("SELECT user_id FROM `${tutor_actions}` WHERE tutor = 'slack:U0LATE'") == [{"user_id": LATE}]
+    digest_row = {"snapshot_date": week, "channel_id": "C0FENCE", "run_id": WEEKS[1], "message_ts": "1.2"}
+    counts = {"status": "posted", "error": None, "tag_ids": str(A), "em_risco": 2, "atrasado": 0, "posted_at": now}
+    records.record_digest(world.svc, {**digest_row, **counts, "students_listed": f"{VICTIM},{LATE}"})
+    [record] = rows("SELECT students_listed, em_risco FROM `${slack_digests}` WHERE channel_id = 'C0FENCE'")
+    assert record == {"students_listed": str(LATE), "em_risco": 2}  # the class's figures as posted
+
+
 def _week_of(message: dict[str, Any]) -> date | None:
     parsed = [parse_button_value(e.get("value")) for e in _elements(message)]
     return next((p[0] for p in parsed if p), None)
@@ -362,3 +384,15 @@ def test_an_erasure_is_not_done_while_a_load_in_progress_holds_the_students_rows
         erasure.erase(world.svc, student, "LGPD-2026-002", "dpo@escola.example")
     world.svc.bigquery.delete_table(staging)  # the load finished and dropped its staging table
     assert erasure.erase(world.svc, student, "LGPD-2026-002", "dpo@escola.example").state == "erased"
+
+
+def test_an_erasure_is_not_done_while_a_slack_agent_write_is_in_flight(world: World) -> None:
+    """The Slack agent's staging table lives for seconds and may exist before its rows are loaded: while one
+    exists (younger than an hour), the erasure says it is incomplete, whatever it holds; then it finishes."""
+    student = OTHERS[B][1]
+    staging = records.staging_name(world.svc, "tutor_actions")
+    world.svc.bigquery.create_table(bigquery.Table(staging, schema=warehouse.schema_fields("tutor_actions")))
+    with pytest.raises(erasure.Incomplete, match="_staging_tutor_actions_"):
+        erasure.erase(world.svc, student, "LGPD-2026-003", "dpo@escola.example")
+    world.svc.bigquery.delete_table(staging)  # the write finished and dropped its staging table
+    assert erasure.erase(world.svc, student, "LGPD-2026-003", "dpo@escola.example").state == "erased"

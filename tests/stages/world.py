@@ -204,6 +204,55 @@ def monday_noon(week: date) -> datetime:
 # -- one school's world --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Job:
+    """One job as BigQuery's job history keeps it (jobs.list, INFORMATION_SCHEMA.JOBS: about 180 days)."""
+
+    kind: str  # "query", "load", ...
+    sql: str
+    parameters: tuple[str, ...]  # every parameter value as sent (an array's elements one by one)
+
+
+@dataclass
+class JobHistory:
+    """The jobs a world's client submits, as the cloud keeps them: the emulator keeps a job's SQL but not its
+    parameters, so the job requests are recorded as the real client sends them (jobs.insert, jobs.query; a load
+    from a file sends its configuration, which holds no values, with the upload)."""
+
+    jobs: list[Job] = field(default_factory=list)
+    read: int = 0  # jobs `new` already returned
+
+    def attach(self, client: bigquery.Client) -> None:
+        send = client._connection.api_request
+
+        def api_request(*args: Any, **kwargs: Any) -> Any:
+            method = kwargs.get("method") or (args[0] if args else "")
+            path, data = kwargs.get("path") or (args[1] if len(args) > 1 else ""), kwargs.get("data")
+            if method == "POST" and str(path).endswith(("/jobs", "/queries")) and isinstance(data, dict):
+                self.jobs.append(_job(data))
+            return send(*args, **kwargs)
+
+        client._connection.api_request = api_request
+
+    def new(self) -> list[Job]:
+        """The jobs submitted since the last call."""
+        found, self.read = self.jobs[self.read :], len(self.jobs)
+        return found
+
+
+def _job(request: dict[str, Any]) -> Job:
+    configuration = request.get("configuration", {"query": request})  # jobs.query's body is the query itself
+    kind = next(iter(configuration), "")
+    query = configuration.get("query", {})
+    values: list[str] = []
+    for parameter in query.get("queryParameters", []):
+        value = parameter.get("parameterValue", {})
+        values += [str(v.get("value")) for v in value.get("arrayValues", [])]
+        if "value" in value:
+            values.append(str(value["value"]))
+    return Job(kind, str(query.get("query", "")), tuple(values))
+
+
 @dataclass
 class World:
     """One school (a scenario) on the session's servers: its own datasets, buckets, simulator and Slack."""
@@ -217,6 +266,7 @@ class World:
     publisher: RecordingPublisher
     delivered: int = 0  # messages of `publisher` already handed to their function
     loaded: dict[str, int] = field(default_factory=dict)  # object name -> generation already finalized
+    jobs: JobHistory = field(default_factory=JobHistory)  # what BigQuery's job history keeps of its jobs
     _stop: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -349,6 +399,7 @@ def open_world(servers: Servers, scenario_path: Path, *, incremental: str = "off
     emulators.seed_registry(svc, scenario)
     files = (servers.gcs_root / cfg.shards_bucket, servers.gcs_root / cfg.state_bucket)
     world = World(svc, env, files, scenario, sim, slack, publisher)
+    world.jobs.attach(bq)
     world._stop += [sim_server.shutdown, slack_server.shutdown]
     return world
 

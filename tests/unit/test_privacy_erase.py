@@ -273,7 +273,7 @@ class Steps:
         monkeypatch.setattr(erasure, "load_scratch", lambda *_: self.calls.append("load") or "p.d._erasure_x")
         monkeypatch.setattr(erasure, "drop_scratch", lambda *_: self.calls.append("drop"))
         monkeypatch.setattr(erasure, "drop_dead_tables", lambda *_: 0)
-        monkeypatch.setattr(erasure, "young_staging_naming", lambda *_: [])
+        monkeypatch.setattr(erasure, "writes_in_flight", lambda *_: [])
         monkeypatch.setattr(erasure.reporting, "refresh", lambda _cfg: self.calls.append("reports"))
 
     def entry(self) -> dict[str, Any]:

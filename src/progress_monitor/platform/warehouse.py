@@ -149,7 +149,8 @@ def render(settings: Settings, sql: str, sql_vars: Mapping[str, str] | None = No
 def ensure_tables(svc: Warehouse) -> None:
     """Create the datasets and every table from the schema files (Terraform does this in the cloud)."""
     settings, client = svc.cfg, svc.bigquery
-    for dataset in (settings.bq_dataset, settings.bq_restricted_dataset, settings.bq_slack_dataset):
+    datasets = (settings.bq_dataset, settings.bq_restricted_dataset, settings.bq_slack_dataset)
+    for dataset in (*datasets, settings.bq_slack_staging_dataset):
         client.create_dataset(bigquery.Dataset(f"{settings.gcp_project}.{dataset}"), exists_ok=True)
     for name in TABLES:
         spec = schema_json(name)

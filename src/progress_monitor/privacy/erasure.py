@@ -8,7 +8,8 @@ student back meanwhile:
 3. the pseudonym loaded into a scratch table (privacy_tables.py: no BigQuery job holds both id and pseudonym);
 4. passes, at most PASSES: contact data deleted, texts and lists rewritten, id columns pseudonymised, the reports
    rebuilt at once; the bucket's objects and their noncurrent versions rewritten or deleted; leftover run-time
-   tables dropped; then everything scanned again (tables, reports, objects and versions) until clean;
+   tables dropped; writes in flight noted (staging tables); then everything scanned again (tables, reports,
+   objects and versions) until clean; not done while a write was in flight;
 5. the entry marked done, its pseudonym dropped, and its old versions (which hold the pseudonym) deleted.
 
 Refusal: nothing was changed (exit 2). Incomplete: something was, the erasure is not finished, and running the
@@ -35,7 +36,7 @@ from progress_monitor.privacy.tables import (
     load_scratch,
     table_rows,
     unfinished_runs,
-    young_staging_naming,
+    writes_in_flight,
 )
 from progress_monitor.services import Services
 from progress_monitor.settings import Settings
@@ -153,6 +154,9 @@ def _erase(
             reporting.refresh(svc)
             objects += rewrite_objects(naming_objects(buckets(svc), user_id, pseudonym))
             drop_dead_tables(svc, now)
+            # Before the final scan: a write in flight now is waited for; one merged before now, the scan finds;
+            # one staged after now reads reports that no longer hold the student (tutors/records.py).
+            in_flight = writes_in_flight(svc, user_id, svc.now())
             left, scan = table_rows(svc, user_id), naming_objects(buckets(svc), user_id, pseudonym)
             if not left and not scan.found:
                 break
@@ -162,10 +166,12 @@ def _erase(
         drop_scratch(svc, scratch)
     if scan.unreadable:
         raise Incomplete(f"objects naming the student cannot be read: {scan.unreadable}; inspect and delete them")
-    if in_flight := young_staging_naming(svc, user_id, svc.now()):
-        # A load in progress may merge these rows back after the passes: not done until it has finished (its
-        # rows are then pseudonymised by the next run of this command).
-        raise Incomplete(f"a load in progress holds the student's rows ({', '.join(in_flight)}); run again in minutes")
+    if in_flight:
+        # A load or a Slack write in progress may merge these rows back after the passes: not done until it has
+        # finished (its rows are then pseudonymised by the next run of this command).
+        raise Incomplete(
+            f"writes in progress may hold the student's rows ({', '.join(in_flight)}); run again in minutes"
+        )
     _finish(bucket, digest, erasure, svc.now())
     log.info("erasure finished: %d table rows, %d objects", sum(held.values()), objects, extra={"count": objects})
     return Outcome("erased", request, held, objects)

@@ -30,7 +30,7 @@ from progress_monitor.services import Services
 from progress_monitor.settings import Settings
 
 log = logging.getLogger("progress_monitor.commands.privacy")
-# Run-time tables of an attempt that died: a load's staging tables, an erasure's scratch table.
+# Run-time tables of an attempt that died: a load's or the Slack agent's staging tables, an erasure's scratch.
 LEFTOVERS = ("_staging_", "_erasure_")
 DEAD_AFTER = timedelta(hours=1)
 SCRATCH_EXPIRES = timedelta(days=1)
@@ -169,10 +169,10 @@ def drop_scratch(svc: Services, table: str) -> None:
 
 
 def _run_time_tables(svc: Services, now: datetime, young: bool) -> Iterator[bigquery.table.TableListItem]:
-    """The leftover-prone tables (LEFTOVERS) of both datasets: created less than DEAD_AFTER ago when `young`
-    (a load may still be using them), else older (or of unknown age)."""
+    """The leftover-prone tables (LEFTOVERS) of the datasets that hold them: created less than DEAD_AFTER ago
+    when `young` (a load or a Slack agent's write may still be using them), else older (or of unknown age)."""
     cfg = svc.cfg
-    for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset):
+    for dataset in (cfg.bq_dataset, cfg.bq_restricted_dataset, cfg.bq_slack_staging_dataset):
         for table in svc.bigquery.list_tables(f"{cfg.gcp_project}.{dataset}"):
             created = getattr(table, "created", None)
             is_young = created is not None and created >= now - DEAD_AFTER
@@ -180,13 +180,17 @@ def _run_time_tables(svc: Services, now: datetime, young: bool) -> Iterator[bigq
                 yield table
 
 
-@needs("bigquery.jobs project", "dataset.write main", "dataset.write restricted")  # the operator command only
-def young_staging_naming(svc: Services, user_id: int, now: datetime) -> list[str]:
-    """Staging tables younger than DEAD_AFTER (a load may still be using them, so they are not dropped) that
-    hold the student's rows: a load in flight that may merge them back after the erasure's passes."""
+@needs("bigquery.jobs project", "dataset.write main", "dataset.write restricted", "dataset.write slack_staging")
+def writes_in_flight(svc: Services, user_id: int, now: datetime) -> list[str]:
+    """Staging tables younger than DEAD_AFTER that may be merged back after the erasure's passes: a load's that
+    holds the student's rows, and every one of the Slack agent's (it lives for seconds, and may be created
+    before its rows are loaded; tutors/records.py)."""
     found = []
     for table in _run_time_tables(svc, now, young=True):
         if not table.table_id.startswith("_staging_"):
+            continue
+        if table.dataset_id == svc.cfg.bq_slack_staging_dataset:
+            found.append(table.table_id)
             continue
         full = f"{table.project}.{table.dataset_id}.{table.table_id}"
         try:
@@ -199,10 +203,10 @@ def young_staging_naming(svc: Services, user_id: int, now: datetime) -> list[str
     return sorted(found)
 
 
-@needs("dataset.write main", "dataset.write restricted")  # the operator command only
+@needs("dataset.write main", "dataset.write restricted", "dataset.write slack_staging")  # the operator command only
 def drop_dead_tables(svc: Services, now: datetime) -> int:
-    """Staging tables of load attempts that died (they expire after a day, and may hold the student's rows)
-    and scratch tables of erasures that died (a pseudonym)."""
+    """Staging tables of load attempts and Slack writes that died (they expire after a day, and may hold the
+    student's rows) and scratch tables of erasures that died (a pseudonym)."""
     dropped = 0
     for table in _run_time_tables(svc, now, young=False):
         svc.bigquery.delete_table(table.reference, not_found_ok=True)

@@ -22,7 +22,7 @@ from progress_monitor.platform import warehouse
 from progress_monitor.services import Services
 from progress_monitor.slack.signing import parse_form, verified_slack_body
 from progress_monitor.slack.web import respond
-from progress_monitor.tutors import blocks, claims, digest
+from progress_monitor.tutors import blocks, claims, digest, records
 
 log = logging.getLogger("progress_monitor.tutors")
 MAX_PAYLOAD = 64 * 1024  # a block_actions payload carries the whole message; ours stay well under this
@@ -37,14 +37,6 @@ LEFT JOIN `${student_names}` c ON c.user_id = s.user_id
 WHERE s.tag_id = @tag_id AND s.status IN ('em risco', 'atrasado')
   AND s.user_id >= 0  -- an erased student's pseudonym is never shown (contracts.values.is_pseudonym)
 ORDER BY ${call_first}
-"""
-RECORD_ACTION_SQL = """
-MERGE `${tutor_actions}` T
-USING (SELECT @week AS snapshot_date, @tag_id AS tag_id, @user_id AS user_id, @action AS action, @tutor AS tutor) S
-ON T.snapshot_date = S.snapshot_date AND T.tag_id = S.tag_id AND T.user_id = S.user_id AND T.action = S.action
-   AND T.tutor = S.tutor
-WHEN NOT MATCHED THEN INSERT (snapshot_date, tag_id, user_id, action, tutor, channel_id, acted_at)
-  VALUES (@week, @tag_id, @user_id, @action, @tutor, @channel, @now)
 """
 
 
@@ -128,16 +120,17 @@ def record_click(svc: Services, click: ClickTask) -> bool:
             extra={"tag_id": click.tag_id, "slack_user": click.tutor},
         )
         return False
-    warehouse.query(
+    records.record_action(
         svc,
-        RECORD_ACTION_SQL,
-        week=click.week,
-        tag_id=click.tag_id,
-        user_id=click.user_id,
-        action=click.action,
-        tutor=click.tutor,
-        channel=click.channel,
-        now=svc.now(),
+        {
+            "snapshot_date": click.week,
+            "tag_id": click.tag_id,
+            "user_id": click.user_id,
+            "action": click.action,
+            "tutor": click.tutor,
+            "channel_id": click.channel,
+            "acted_at": svc.now(),
+        },
     )
     digest.refresh_message(svc, click.week, click.channel, claim)
     return True

@@ -34,7 +34,7 @@ from progress_monitor.pipeline.reporting import call_first
 from progress_monitor.platform import warehouse
 from progress_monitor.services import Services
 from progress_monitor.settings import Settings
-from progress_monitor.tutors import claims
+from progress_monitor.tutors import claims, records
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
 
 log = logging.getLogger("progress_monitor.tutors")
@@ -64,16 +64,6 @@ ORDER BY s.tag_id, ${call_first}
 """
 ACTIONS_SQL = """
 SELECT tag_id, user_id, action, tutor FROM `${tutor_actions}` WHERE snapshot_date = @week ORDER BY acted_at, tutor
-"""
-RECORD_SQL = """
-MERGE `${slack_digests}` T
-USING (SELECT @week AS snapshot_date, @channel AS channel_id) S
-ON T.snapshot_date = S.snapshot_date AND T.channel_id = S.channel_id
-WHEN MATCHED THEN UPDATE SET run_id = @run_id, message_ts = @ts, status = @status, error = @error,
-  tag_ids = @tag_ids, students_listed = @listed, em_risco = @em_risco, atrasado = @atrasado, posted_at = @now
-WHEN NOT MATCHED THEN INSERT (snapshot_date, channel_id, run_id, message_ts, status, error, tag_ids,
-  students_listed, em_risco, atrasado, posted_at)
-  VALUES (@week, @channel, @run_id, @ts, @status, @error, @tag_ids, @listed, @em_risco, @atrasado, @now)
 """
 
 
@@ -128,8 +118,9 @@ def channel_digests(svc: Services, week: date, only_channel: str | None = None) 
     return digests
 
 
+# By class, not by student: a job whose parameters listed students' ids would keep them in the job history.
 STILL_REPORTED_SQL = """
-SELECT DISTINCT user_id FROM `${report_student_week}` WHERE snapshot_date = @week AND user_id IN UNNEST(@ids)
+SELECT DISTINCT user_id FROM `${report_student_week}` WHERE snapshot_date = @week AND tag_id IN UNNEST(@tags)
 """
 
 
@@ -141,7 +132,8 @@ def _fence_erasures(svc: Services, week: date, d: ChannelDigest) -> None:
     ids = sorted({user for _, user in d.listed_pairs()})
     if not ids:
         return
-    present = {int(r["user_id"]) for r in warehouse.query(svc, STILL_REPORTED_SQL, week=week, ids=ids)}
+    tags = sorted({tag for tag, _ in d.listed_pairs()})
+    present = {int(r["user_id"]) for r in warehouse.query(svc, STILL_REPORTED_SQL, week=week, tags=tags)}
     gone = set(ids) - present
     if gone:
         log.warning("%d student(s) no longer in the week's reports (erased meanwhile); not named", len(gone))
@@ -369,20 +361,21 @@ def _update_in_place(
 
 
 def _record(svc: Services, run_id: RunId, d: ChannelDigest, ts: str | None, status: str, error: str | None) -> None:
-    warehouse.query(
+    records.record_digest(
         svc,
-        RECORD_SQL,
-        week=run_id.snapshot_date,
-        channel=d.channel,
-        run_id=str(run_id),
-        ts=ts,
-        status=status,
-        error=error,
-        tag_ids=",".join(str(c.tag_id) for c in d.classes),
-        listed=",".join(str(user) for _, user in d.listed_pairs()),
-        em_risco=sum(c.em_risco for c in d.classes),
-        atrasado=sum(c.atrasado for c in d.classes),
-        now=svc.now(),
+        {
+            "snapshot_date": run_id.snapshot_date,
+            "channel_id": d.channel,
+            "run_id": str(run_id),
+            "message_ts": ts,
+            "status": status,
+            "error": error,
+            "tag_ids": ",".join(str(c.tag_id) for c in d.classes),
+            "students_listed": ",".join(str(user) for _, user in d.listed_pairs()),
+            "em_risco": sum(c.em_risco for c in d.classes),
+            "atrasado": sum(c.atrasado for c in d.classes),
+            "posted_at": svc.now(),
+        },
     )
 
 
