@@ -203,8 +203,9 @@ class Settings:
         for name in ("cademi_rate_per_second", "cademi_rate_per_minute", "piece_budget_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0")
-        if not 0 <= self.cademi_rate_safety < 1:
-            raise SettingsError("CADEMI_RATE_SAFETY must be in [0, 1)")
+        if not 0 < self.cademi_rate_safety < 1:
+            # No margin leaves no slack for a call to start late: every budget slot would be missed, forever.
+            raise SettingsError("CADEMI_RATE_SAFETY must be in (0, 1): above 0, or no call could ever start")
         if self.cademi_max_attempts < 1 or self.cademi_workers < 1 or self.extraction_lanes < 1:
             raise SettingsError("CADEMI_MAX_ATTEMPTS, CADEMI_WORKERS and EXTRACTION_LANES must be >= 1")
         if self.outage_students < 1 or not 0 <= self.run_max_failed_share <= 1:

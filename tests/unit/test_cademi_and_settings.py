@@ -9,6 +9,8 @@ import time
 from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from progress_monitor.cademi.ratelimit import RateLimiter
 from progress_monitor.cademi.v1 import cursor_of, parse_progress, parse_student, parse_total, user_path
@@ -171,7 +173,21 @@ def test_a_budget_slot_may_be_late_by_half_the_safety_slack_whatever_the_rate() 
     assert Settings().cademi_late_tolerance_s == pytest.approx(0.015)  # 2 req/s, 120 req/min, 3 %
     fast = Settings(cademi_rate_per_second=150, cademi_rate_per_minute=9000)
     assert fast.cademi_late_tolerance_s == pytest.approx(0.015)
-    assert Settings(cademi_rate_safety=0.0).cademi_late_tolerance_s == 0.0
+    with pytest.raises(SettingsError, match="CADEMI_RATE_SAFETY"):  # no slack: every slot missed, no call ever
+        Settings.from_env({"CADEMI_RATE_SAFETY": "0"})
+
+
+@given(
+    per_second=st.floats(0.1, 500),
+    per_minute=st.floats(1, 30_000),
+    safety=st.floats(0.001, 0.999),
+)
+def test_every_accepted_safety_margin_lets_a_slot_start_a_little_late(
+    per_second: float, per_minute: float, safety: float
+) -> None:
+    """A slot whose call cannot start at its very instant is still usable a little later, at any rate."""
+    cfg = Settings(cademi_rate_per_second=per_second, cademi_rate_per_minute=per_minute, cademi_rate_safety=safety)
+    assert cfg.cademi_late_tolerance_s > 0
 
 
 def test_the_api_version_and_its_base_url_must_agree() -> None:
