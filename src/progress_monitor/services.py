@@ -23,7 +23,7 @@ from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
 from progress_monitor.cademi.budget import FleetBudget
 from progress_monitor.cademi.clients import make_client
-from progress_monitor.cademi.ratelimit import CallBudget, RateLimiter
+from progress_monitor.cademi.ratelimit import CallBudget, RateLimiter, late_tolerance
 from progress_monitor.contracts.cademi import CademiSource
 from progress_monitor.contracts.messages import Message
 from progress_monitor.contracts.objects import STATE, bucket_of
@@ -140,7 +140,8 @@ def build(cfg: Settings | None = None) -> Services:
     shards, state = storage.bucket(cfg.shards_bucket), storage.bucket(cfg.state_bucket)
     budget: CallBudget
     if cfg.cademi_fleet_budget == "gcs":  # in the state bucket: load_history is not triggered by its rewrites
-        budget = FleetBudget(state, cfg.cademi_interval_s, cfg.cademi_late_tolerance_s)
+        tolerance = late_tolerance(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_interval_s)
+        budget = FleetBudget(state, cfg.cademi_interval_s, tolerance)
     else:
         budget = RateLimiter(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_rate_safety)
     return Services(cfg, _bigquery(cfg), storage, shards, state, _publisher(), budget)

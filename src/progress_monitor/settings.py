@@ -289,13 +289,6 @@ class Settings:
         return interval * (1.0 + self.cademi_rate_safety)
 
     @property
-    def cademi_late_tolerance_s(self) -> float:
-        """How late a budget slot may still be used: half the slack the safety margin leaves between the first
-        and the last call of any full one-second window (15 ms at 2 req/s and 3 %), whatever the rate."""
-        per_window = max(1.0, self.cademi_rate_per_second)
-        return max(0.0, (per_window * self.cademi_interval_s - 1.0) / 2)
-
-    @property
     def cademi_is_simulator(self) -> bool:
         """True when Cademi is the local simulator (plain http is allowed only there): it can serve past weeks."""
         return self.cademi_base_url.startswith(LOCAL_URLS)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from progress_monitor.cademi.ratelimit import RateLimiter
+from progress_monitor.cademi.ratelimit import RateLimiter, late_tolerance
 from progress_monitor.cademi.v1 import cursor_of, parse_progress, parse_student, parse_total, user_path
 from progress_monitor.cademi.v3 import FIELDS, CademiV3Client
 from progress_monitor.commands import cademi_check, options
@@ -169,10 +169,15 @@ def test_rate_limiter_widens_its_spacing_after_a_breach() -> None:
     assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([0.75] * 3)  # 1.5 x 0.5 s
 
 
+def tolerance(cfg: Settings) -> float:
+    return late_tolerance(cfg.cademi_rate_per_second, cfg.cademi_rate_per_minute, cfg.cademi_interval_s)
+
+
 def test_a_budget_slot_may_be_late_by_half_the_safety_slack_whatever_the_rate() -> None:
-    assert Settings().cademi_late_tolerance_s == pytest.approx(0.015)  # 2 req/s, 120 req/min, 3 %
-    fast = Settings(cademi_rate_per_second=150, cademi_rate_per_minute=9000)
-    assert fast.cademi_late_tolerance_s == pytest.approx(0.015)
+    assert tolerance(Settings()) == pytest.approx(0.015)  # 2 req/s, 120 req/min, 3 %
+    assert tolerance(Settings(cademi_rate_per_second=150, cademi_rate_per_minute=9000)) == pytest.approx(0.015)
+    # The minute binds (100 req/s allowed, 120 req/min): half the minute's slack, 0.9 s, not the second's 25 s.
+    assert tolerance(Settings(cademi_rate_per_second=100)) == pytest.approx(0.9)
     with pytest.raises(SettingsError, match="CADEMI_RATE_SAFETY"):  # no slack: every slot missed, no call ever
         Settings.from_env({"CADEMI_RATE_SAFETY": "0"})
 
@@ -181,13 +186,19 @@ def test_a_budget_slot_may_be_late_by_half_the_safety_slack_whatever_the_rate() 
     per_second=st.floats(0.1, 500),
     per_minute=st.floats(1, 30_000),
     safety=st.floats(0.001, 0.999),
+    late=st.floats(0, 1),
 )
-def test_every_accepted_safety_margin_lets_a_slot_start_a_little_late(
-    per_second: float, per_minute: float, safety: float
+def test_a_slot_used_late_within_its_tolerance_never_crowds_either_window(
+    per_second: float, per_minute: float, safety: float, late: float
 ) -> None:
-    """A slot whose call cannot start at its very instant is still usable a little later, at any rate."""
+    """Every accepted margin lets a slot start a little late; and however late within that, one call more than
+    a window allows, spaced as the budget spaces them, still spans more than the window (by the other half)."""
     cfg = Settings(cademi_rate_per_second=per_second, cademi_rate_per_minute=per_minute, cademi_rate_safety=safety)
-    assert cfg.cademi_late_tolerance_s > 0
+    allowed, interval = tolerance(cfg), cfg.cademi_interval_s
+    assert allowed > 0
+    lateness = late * allowed  # the first call of the run of calls late by this much, the last on time
+    for window, calls in ((1.0, max(1.0, per_second)), (60.0, per_minute)):
+        assert calls * interval - lateness >= window + allowed - 1e-9
 
 
 def test_the_api_version_and_its_base_url_must_agree() -> None:

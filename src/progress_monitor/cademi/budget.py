@@ -75,8 +75,8 @@ class FleetBudget:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`late_tolerance_s`: how late a slot may still be used (`Settings.cademi_late_tolerance_s`: half the
-        slack the safety margin leaves in any one-second window); a later one is skipped."""
+        """`late_tolerance_s`: how late a slot may still be used (`ratelimit.late_tolerance`: half the
+        slack the safety margin leaves in the tighter of Cademi's two windows); a later one is skipped."""
         if interval <= 0 or late_tolerance_s < 0:
             raise ValueError("interval must be positive and the tolerance not negative")
         self.bucket = bucket

@@ -28,13 +28,15 @@ class Slot:
         return self.clock() - self.at > self.tolerance
 
 
-def late_tolerance(per_second: float, interval: float) -> float:
-    """How late a slot may still be used: half the slack the spacing `interval` leaves between the first and
-    the last call of any full one-second window (15 ms at 2 req/s and a 3 % margin), whatever the rate. The
-    other half is for the way to the server: a request's delay from its write to Cademi's arrival stamp may
-    differ from another's by that much without a breach."""
-    per_window = max(1.0, per_second)
-    return max(0.0, (per_window * interval - 1.0) / 2)
+def late_tolerance(per_second: float, per_minute: float, interval: float) -> float:
+    """How late a slot may still be used: half the slack the spacing `interval` leaves in the tighter of Cademi's
+    two windows (15 ms at 2 req/s and 120 req/min with a 3 % margin, whatever the rate). A window's slack: how much
+    longer than the window one call more than it allows takes, at that spacing. The other half is for the way to
+    the server: a request's delay from its write to Cademi's arrival stamp may differ from another's by that much
+    without a breach."""
+    second = max(1.0, per_second) * interval - 1.0
+    minute = per_minute * interval - 60.0
+    return max(0.0, min(second, minute) / 2)
 
 
 class CallBudget(Protocol):
@@ -70,7 +72,7 @@ class RateLimiter:
         if per_second <= 0 or per_minute <= 0:
             raise ValueError("rate limits must be positive")
         self.interval = max(1.0 / per_second, 60.0 / per_minute) * (1.0 + safety)
-        self.late_tolerance_s = late_tolerance(per_second, self.interval)
+        self.late_tolerance_s = late_tolerance(per_second, per_minute, self.interval)
         self._clock = clock
         self._sleep = sleep
         self._gate = threading.Lock()
