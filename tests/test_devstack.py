@@ -71,11 +71,12 @@ def serve(server: ThreadingHTTPServer) -> ThreadingHTTPServer:
 
 def test_the_front_admits_a_relayed_push_only_when_its_subscription_declares_the_front_url() -> None:
     """Through the relay, as Pub/Sub pushes locally: the declared audience is the service's URL -> admitted;
-    Pub/Sub's default (the push endpoint with its path) or another service -> 401; no `oidc_token` -> 403."""
+    Pub/Sub's default (the push endpoint with its path) or another service -> 401; no `oidc_token`, or one of an
+    account that does not hold the invoker role -> 403."""
     backend = serve(ThreadingHTTPServer(("127.0.0.1", free_port()), Backend))
     front_port = free_port()
     backend_url = f"http://127.0.0.1:{backend.server_address[1]}"
-    front = serve(FrontServer(front_port, Slots([backend_url], 1), 1.0, 10.0, check_token=True))
+    front = serve(FrontServer(front_port, Slots([backend_url], 1), 1.0, 10.0, frozenset({"pusher@p.iam"})))
     relay_port = free_port()
     relay = serve(DeclaredRelay(relay_port, "unused"))
     service = f"http://127.0.0.1:{front_port}"
@@ -84,6 +85,7 @@ def test_the_front_admits_a_relayed_push_only_when_its_subscription_declares_the
         "declared": {"serviceAccountEmail": "pusher@p.iam", "audience": service},
         "default": {"serviceAccountEmail": "pusher@p.iam"},
         "other": {"serviceAccountEmail": "pusher@p.iam", "audience": backend_url},
+        "not an invoker": {"serviceAccountEmail": "another@p.iam", "audience": service},
         "none": None,
     }
     try:
@@ -100,6 +102,6 @@ def test_the_front_admits_a_relayed_push_only_when_its_subscription_declares_the
         for server in (relay, front, backend):
             server.shutdown()
             server.server_close()
-    assert statuses == {"declared": 204, "default": 401, "other": 401, "none": 403}
+    assert statuses == {"declared": 204, "default": 401, "other": 401, "not an invoker": 403, "none": 403}
     assert Backend.received == ["/projects/p/topics/t"]
-    assert (stats["admitted"], stats["unauthenticated"]) == (1, 3)
+    assert (stats["admitted"], stats["unauthenticated"]) == (1, 4)

@@ -7,10 +7,11 @@ would see it: this front sits between the Pub/Sub emulator's pushes and the func
 and enforces the rule.
 
 Cloud Run also admits a request to a private service only with a Google-signed ID token whose audience is the
-service's URL: a Pub/Sub push carries the one its subscription's `oidc_token` declares. With `--check-token`
-(as the local stack starts it) the front checks the token the local push relay attached (`devstack.push_auth`)
-against its own URL, `http://127.0.0.1:<port>`, and refuses a push without one (403) or whose token fails the
-check, a wrong audience included (401), before it reaches any instance.
+service's URL, of an identity holding the service's invoker role: a Pub/Sub push carries the one its
+subscription's `oidc_token` declares. With `--invoker EMAIL` (as the local stack starts it, naming the push
+account) the front checks the token the local push relay attached (`devstack.push_auth`) against its own URL,
+`http://127.0.0.1:<port>`, and refuses a push without one (403), whose token fails the check, a wrong audience
+included (401), or whose identity is not an invoker (403), before it reaches any instance.
 
     python -m devstack.front --port 8080 --backend http://127.0.0.1:9001 --backend http://127.0.0.1:9002 \
         --concurrency 2 --queue-s 10
@@ -94,8 +95,9 @@ class FrontHandler(QuietHandler):
             self._reply(200, json.dumps(stats).encode(), "application/json")
             return
         refused = None
-        if self.server.check_token:
-            refused = push_auth.refusal(self.headers.get("Authorization"), [self.server.url], time.time())
+        if self.server.invokers:
+            authorization = self.headers.get("Authorization")
+            refused = push_auth.refusal(authorization, [self.server.url], time.time(), self.server.invokers)
         if refused is not None:
             with self.server.slots.cond:
                 self.server.slots.stats["unauthenticated"] += 1
@@ -134,14 +136,14 @@ class FrontServer(ThreadingHTTPServer):
     request_queue_size = 256
 
     def __init__(
-        self, port: int, slots: Slots, queue_s: float, request_timeout_s: float, check_token: bool = False
+        self, port: int, slots: Slots, queue_s: float, request_timeout_s: float, invokers: frozenset[str] = frozenset()
     ) -> None:
         super().__init__(("127.0.0.1", port), FrontHandler)
         self.slots = slots
         self.queue_s = queue_s
         self.request_timeout_s = request_timeout_s
         self.url = f"http://127.0.0.1:{port}"  # the service's URL: the audience a push's token must name
-        self.check_token = check_token
+        self.invokers = invokers  # the identities a token must name (roles/run.invoker); empty: no token checked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,13 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-s", type=float, default=10.0, help="how long a request waits for a slot")
     parser.add_argument("--request-timeout-s", type=float, default=900.0)
     parser.add_argument(
-        "--check-token", action="store_true", help="admit only requests whose ID token names this front's URL"
+        "--invoker",
+        action="append",
+        default=[],
+        help="admit only requests whose ID token names this front's URL and this identity (repeatable)",
     )
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.queue_s < 0:
         parser.error("concurrency must be >= 1 and queue-s >= 0")
     slots = Slots(args.backend, args.concurrency)
-    server = FrontServer(args.port, slots, args.queue_s, args.request_timeout_s, args.check_token)
+    server = FrontServer(args.port, slots, args.queue_s, args.request_timeout_s, frozenset(args.invoker))
     print(json.dumps({"event": "ready", "port": args.port, "backends": args.backend}), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

@@ -68,9 +68,12 @@ def mint(audience: str, email: str, now: float) -> str:
     return jwt.encode(claims, SIGNING_KEY, algorithm=ALGORITHM)
 
 
-def refusal(authorization: str | None, service_urls: Collection[str], now: float) -> tuple[int, str] | None:
+def refusal(
+    authorization: str | None, service_urls: Collection[str], now: float, invokers: Collection[str]
+) -> tuple[int, str] | None:
     """Why Cloud Run refuses a request to a service at `service_urls` carrying this Authorization header (status,
-    reason), or None when the token admits it."""
+    reason), or None when the token admits it: a valid token of an identity holding the service's invoker role
+    (`invokers`: the accounts Terraform grants roles/run.invoker)."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return 403, "no identity token"
@@ -91,6 +94,8 @@ def refusal(authorization: str | None, service_urls: Collection[str], now: float
         return 401, f"invalid identity token: {type(exc).__name__}"
     if claims["exp"] <= now:
         return 401, "expired identity token"
+    if claims.get("email") not in invokers:
+        return 403, "the token's identity may not invoke this service"
     return None
 
 

@@ -26,6 +26,7 @@ from devstack.wiring import (
     LOCAL_SLACK_USER,
     LOCAL_STAFF,
     PROJECT,
+    PUSHER,
     RECORDER,
     SHARD_EVENTS_TOPIC,
     SIM_ADMIN_TOKEN,
@@ -273,7 +274,7 @@ class LocalStack(StackOperations):
                 str(concurrency),
                 "--queue-s",
                 str(front_queue_s),
-                "--check-token",
+                *("--invoker", PUSHER),  # the one identity Terraform lets invoke the pushed functions
             ]
             front += [arg for process in instances[name] for arg in ("--backend", self.endpoints["processes"][process])]
             self.children.append(spawn(f"front-{name}", front, logs, env=dict(os.environ)))
