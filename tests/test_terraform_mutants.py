@@ -252,22 +252,18 @@ resource "google_bigquery_table_iam_member" "student_names"''',
     ),
     Mutant(
         "the Slack agent stages on the Slack dataset (it could replace the authorized view)",
-        "iam.tf",
-        'resource "google_bigquery_dataset_iam_member" "slack_staging" {\n'
-        "  dataset_id = google_bigquery_dataset.slack_staging.dataset_id",
-        'resource "google_bigquery_dataset_iam_member" "slack_staging" {\n'
-        "  dataset_id = google_bigquery_dataset.slack.dataset_id",
+        "bigquery.tf",
+        'resource "google_bigquery_dataset_access" "slack_staging_agent" {\n'
+        "  dataset_id    = google_bigquery_dataset.slack_staging.dataset_id",
+        'resource "google_bigquery_dataset_access" "slack_staging_agent" {\n'
+        "  dataset_id    = google_bigquery_dataset.slack.dataset_id",
         "function_grants",
     ),
     Mutant(
         "the Slack agent's staging grant read-only",
-        "iam.tf",
-        'resource "google_bigquery_dataset_iam_member" "slack_staging" {\n'
-        "  dataset_id = google_bigquery_dataset.slack_staging.dataset_id\n"
-        '  role       = "roles/bigquery.dataEditor"',
-        'resource "google_bigquery_dataset_iam_member" "slack_staging" {\n'
-        "  dataset_id = google_bigquery_dataset.slack_staging.dataset_id\n"
-        '  role       = "roles/bigquery.dataViewer"',
+        "bigquery.tf",
+        'role          = "WRITER" # roles/bigquery.dataEditor: creates, loads',
+        'role          = "READER" # roles/bigquery.dataEditor: creates, loads',
         "function_grants",
     ),
     Mutant(

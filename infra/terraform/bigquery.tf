@@ -73,7 +73,7 @@ resource "google_bigquery_dataset" "slack_staging" {
   description                 = "The tutors' Slack agent's staging tables (seconds each): clicks and digests' records on their way to the history."
   max_time_travel_hours       = "48"
   default_table_expiration_ms = 86400000
-  # Owners only, then the agent (iam.tf): no project-wide readers of what is staged.
+  # Owners only, then the agent's entry (below): no project-wide readers of what is staged.
   access {
     role          = "OWNER"
     special_group = "projectOwners"
@@ -82,6 +82,17 @@ resource "google_bigquery_dataset" "slack_staging" {
     ignore_changes = [access]
   }
   depends_on = [time_sleep.apis_ready]
+}
+
+# The agent's grant as an access entry, like the restricted dataset's: the provider documents that dataset IAM
+# members and the dataset's `access` fight over the list. (Never change the dataset's own attributes in the
+# same apply as its entries: the provider's note.)
+resource "google_bigquery_dataset_access" "slack_staging_agent" {
+  dataset_id    = google_bigquery_dataset.slack_staging.dataset_id
+  role          = "WRITER" # roles/bigquery.dataEditor: creates, loads, reads and drops its staging tables
+  user_by_email = google_service_account.fn["notify_tutors"].email
+  # BigQuery may refuse a service account created seconds ago ("does not exist") and this entry is not retried
+  depends_on = [time_sleep.accounts_ready]
 }
 
 resource "google_bigquery_table" "student_names" {

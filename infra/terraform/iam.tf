@@ -153,14 +153,6 @@ resource "google_bigquery_dataset_iam_member" "tutors_agent" {
   depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
 }
 
-# notify_tutors stages the rows it writes that name a student (tutors/records.py) in a dataset of its own.
-resource "google_bigquery_dataset_iam_member" "slack_staging" {
-  dataset_id = google_bigquery_dataset.slack_staging.dataset_id
-  role       = "roles/bigquery.dataEditor"
-  member     = google_service_account.fn["notify_tutors"].member
-  depends_on = [time_sleep.accounts_ready] # a fresh account: IAM may not know it yet
-}
-
 resource "google_bigquery_table_iam_member" "student_names" {
   dataset_id = google_bigquery_table.student_names.dataset_id
   table_id   = google_bigquery_table.student_names.table_id
@@ -354,7 +346,7 @@ resource "time_sleep" "grants_ready" {
     google_bigquery_table_iam_member.table,
     google_bigquery_dataset_iam_member.loader,
     google_bigquery_dataset_iam_member.tutors_agent,
-    google_bigquery_dataset_iam_member.slack_staging,
+    google_bigquery_dataset_access.slack_staging_agent,
     google_bigquery_table_iam_member.student_names,
     google_bigquery_dataset_access.restricted_loader,
     google_bigquery_dataset_access.student_names,

@@ -211,7 +211,7 @@ class School_(RuleBasedStateMachine):
         self.pseudonyms[student] = int(pseudonym)
         self.erased_at[student] = len(self.slack_calls())
         assert self.class_figures() == before  # an erasure changes no class-level figure
-        assert [j.parameters for j in self.erasure_jobs if mentions(list(j.parameters), {pseudonym})] == []
+        assert [j.parameters for j in self.erasure_jobs if mentions(j.values(), {pseudonym})] == []
 
     @precondition(lambda self: self.newest >= 0)
     @rule(pick=st.integers(0, 20))
@@ -287,7 +287,7 @@ class School_(RuleBasedStateMachine):
         student's id or pseudonym there would sit beside values the erasure leaves (docs/privacy.md)."""
         named = set(NAMES) | set(self.pseudonyms.values())
         jobs = self.world.jobs.new()
-        assert [(j.sql[:80], j.parameters) for j in jobs if mentions(list(j.parameters), named)] == []
+        assert [(j.sql[:80], j.parameters) for j in jobs if mentions(j.values(), named)] == []
 
     @invariant()
     def every_message_that_failed_has_a_failures_row(self) -> None:

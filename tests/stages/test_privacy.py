@@ -23,6 +23,7 @@ from progress_monitor.contracts.values import RunId
 from progress_monitor.pipeline import reporting
 from progress_monitor.platform import warehouse
 from progress_monitor.privacy import erasure, erasures, retention
+from progress_monitor.privacy import tables as privacy_tables
 from progress_monitor.settings import Settings
 from progress_monitor.stages import daily
 from progress_monitor.tutors import claims, digest, records
@@ -294,9 +295,9 @@ def test_a_digest_task_that_read_the_reports_before_the_erasure_does_not_write_t
 def test_a_click_and_a_digest_record_merged_after_the_erasure_do_not_write_the_student_back(
     world: World, erased: int
 ) -> None:
-    """A tutor's click and a digest's record that named the student before the erasure, merged after it said
-    done (their staging tables were filled before): each MERGE keeps only the students the week's reports still
-    hold under their id, so the erased student is left out and the others are recorded (tutors/records.py)."""
+    """A click task and a digest task that checked their claim and list before the erasure, and write after it
+    said done: each MERGE keeps only the students the week's reports still hold under their id, so the erased
+    student is left out and the others are recorded (tutors/records.py)."""
     week, now = date.fromisoformat(WEEKS[1]), world.svc.now()
     for student in (VICTIM, LATE):
         click = {"snapshot_date": week, "tag_id": A, "user_id": student, "action": "contatado"}
@@ -386,13 +387,37 @@ def test_an_erasure_is_not_done_while_a_load_in_progress_holds_the_students_rows
     assert erasure.erase(world.svc, student, "LGPD-2026-002", "dpo@escola.example").state == "erased"
 
 
-def test_an_erasure_is_not_done_while_a_slack_agent_write_is_in_flight(world: World) -> None:
-    """The Slack agent's staging table lives for seconds and may exist before its rows are loaded: while one
-    exists (younger than an hour), the erasure says it is incomplete, whatever it holds; then it finishes."""
-    student = OTHERS[B][1]
-    staging = records.staging_name(world.svc, "tutor_actions")
-    world.svc.bigquery.create_table(bigquery.Table(staging, schema=warehouse.schema_fields("tutor_actions")))
-    with pytest.raises(erasure.Incomplete, match="_staging_tutor_actions_"):
-        erasure.erase(world.svc, student, "LGPD-2026-003", "dpo@escola.example")
-    world.svc.bigquery.delete_table(staging)  # the write finished and dropped its staging table
-    assert erasure.erase(world.svc, student, "LGPD-2026-003", "dpo@escola.example").state == "erased"
+def test_an_erasure_waits_for_the_slack_agents_writes_that_may_hold_the_student(world: World) -> None:
+    """A Slack agent's staging table still being loaded (empty: a load commits at once, so it may be about to hold
+    anyone) or holding the student's click makes the erasure incomplete; one holding another student's does not.
+    The click merged after the erasure's passes is left out by the MERGE (the reports no longer hold the student);
+    run again, the erasure finishes, and no row names the student."""
+    svc, fields = world.svc, warehouse.schema_fields("tutor_actions")
+    student, other = OTHERS[B][1], OTHERS[B][2]
+
+    def click(user: int) -> dict[str, Any]:
+        at = {"tutor": "slack:U0FLIGHT", "channel_id": "C0PRIV2", "acted_at": svc.now()}
+        return {
+            "snapshot_date": date.fromisoformat(WEEKS[1]),
+            "tag_id": B,
+            "user_id": user,
+            "action": "contatado",
+            **at,
+        }
+
+    loading = records._create_staging(svc, "tutor_actions", fields)  # created; its load job not done yet
+    another = records._create_staging(svc, "tutor_actions", fields)
+    records._load_staging(svc, another, fields, click(other))
+    table_id = loading.rsplit(".", 1)[-1]
+    assert privacy_tables.writes_in_flight(svc, student, svc.now()) == [table_id]
+    with pytest.raises(erasure.Incomplete):
+        erasure.erase(svc, student, "LGPD-2026-003", "dpo@escola.example")
+    records._load_staging(svc, loading, fields, click(student))  # the load done: it holds the student's click
+    assert privacy_tables.writes_in_flight(svc, student, svc.now()) == [table_id]
+    with pytest.raises(erasure.Incomplete):
+        erasure.erase(svc, student, "LGPD-2026-003", "dpo@escola.example")
+    warehouse.query(svc, records.ACTION_SQL, sql_vars={"staging": loading})  # its MERGE, after the passes
+    for table in (loading, another):
+        records._drop_staging(svc, table)
+    assert erasure.erase(svc, student, "LGPD-2026-003", "dpo@escola.example").state == "erased"
+    assert rows("SELECT user_id FROM `${tutor_actions}` WHERE tutor = 'slack:U0FLIGHT'") == []

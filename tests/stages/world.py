@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -211,13 +212,19 @@ class Job:
     kind: str  # "query", "load", ...
     sql: str
     parameters: tuple[str, ...]  # every parameter value as sent (an array's elements one by one)
+    target: str  # the destination table's id, when the job names one
+
+    def values(self) -> list[str]:
+        """What the job keeps that is not a name: its parameters and its SQL without the quoted table ids (a
+        staging table's random suffix may hold any digits)."""
+        return [*self.parameters, re.sub(r"`[^`]*`", "``", self.sql)]
 
 
 @dataclass
 class JobHistory:
     """The jobs a world's client submits, as the cloud keeps them: the emulator keeps a job's SQL but not its
-    parameters, so the job requests are recorded as the real client sends them (jobs.insert, jobs.query; a load
-    from a file sends its configuration, which holds no values, with the upload)."""
+    parameters, so the job requests are recorded as the real client sends them (jobs.insert and jobs.query, and
+    the configuration a load from a file sends when its upload starts)."""
 
     jobs: list[Job] = field(default_factory=list)
     read: int = 0  # jobs `new` already returned
@@ -233,6 +240,14 @@ class JobHistory:
             return send(*args, **kwargs)
 
         client._connection.api_request = api_request
+        for upload in ("_do_resumable_upload", "_do_multipart_upload"):
+            start = getattr(client, upload)
+
+            def started(stream: Any, metadata: Any, *args: Any, _start: Any = start, **kwargs: Any) -> Any:
+                self.jobs.append(_job(dict(metadata)))
+                return _start(stream, metadata, *args, **kwargs)
+
+            setattr(client, upload, started)
 
     def new(self) -> list[Job]:
         """The jobs submitted since the last call."""
@@ -242,15 +257,16 @@ class JobHistory:
 
 def _job(request: dict[str, Any]) -> Job:
     configuration = request.get("configuration", {"query": request})  # jobs.query's body is the query itself
-    kind = next(iter(configuration), "")
+    kind = next((k for k in ("query", "load", "copy", "extract") if k in configuration), "")
     query = configuration.get("query", {})
+    target = configuration.get(kind, {}).get("destinationTable", {}).get("tableId", "")
     values: list[str] = []
     for parameter in query.get("queryParameters", []):
         value = parameter.get("parameterValue", {})
         values += [str(v.get("value")) for v in value.get("arrayValues", [])]
         if "value" in value:
             values.append(str(value["value"]))
-    return Job(kind, str(query.get("query", "")), tuple(values))
+    return Job(kind, str(query.get("query", "")), tuple(values), str(target))
 
 
 @dataclass

@@ -273,7 +273,7 @@ class Steps:
         monkeypatch.setattr(erasure, "load_scratch", lambda *_: self.calls.append("load") or "p.d._erasure_x")
         monkeypatch.setattr(erasure, "drop_scratch", lambda *_: self.calls.append("drop"))
         monkeypatch.setattr(erasure, "drop_dead_tables", lambda *_: 0)
-        monkeypatch.setattr(erasure, "writes_in_flight", lambda *_: [])
+        monkeypatch.setattr(erasure, "writes_in_flight", lambda *_: self.calls.append("in flight") or [])
         monkeypatch.setattr(erasure.reporting, "refresh", lambda _cfg: self.calls.append("reports"))
 
     def entry(self) -> dict[str, Any]:
@@ -312,6 +312,12 @@ def test_the_reports_follow_the_tables_and_the_passes_repeat_until_clean(monkeyp
     assert outcome.state == "erased" and steps.calls.count("erase_tables") == 2
     first = steps.calls.index("erase_tables")
     assert steps.calls[first + 1] == "reports" and steps.calls[-1] == "drop"
+    # Each pass looks for writes in flight after the reports and before its final scan: a write merged before the
+    # look, the scan finds; one staged after it reads reports that no longer hold the student.
+    passes = [i for i, call in enumerate(steps.calls) if call == "erase_tables"]
+    for start, end in zip(passes, [*passes[1:], len(steps.calls)], strict=True):
+        one_pass = steps.calls[start:end]
+        assert one_pass.index("reports") < one_pass.index("in flight") < one_pass.index("scan")
     entry = steps.entry()
     assert entry["state"] == erasures.DONE and entry["pseudonym"] is None and entry["scratch"] is None
 

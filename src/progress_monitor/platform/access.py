@@ -24,7 +24,8 @@ KINDS = {
     "bigquery.admin": "creates datasets and tables: the local stack only, Terraform does it in the cloud",
     "tables": "`{sql} {sql_vars}`: reads the tables the SQL names, writes the target of MERGE, INSERT, UPDATE, "
     "DELETE or CREATE",
-    "dataset.write": "creates, loads and drops tables created at run time in a dataset (main or restricted)",
+    "dataset.write": "creates, loads and drops tables created at run time in a dataset (main, restricted or "
+    "slack_staging)",
     "objects.read": "gets, downloads or lists objects (resource: a name or prefix, whose bucket is "
     "contracts.objects.bucket_of's; or a whole bucket, `shards` or `state`)",
     "objects.create": "creates an object only if absent (generation 0)",

@@ -170,7 +170,8 @@ def _erase(
         # A load or a Slack write in progress may merge these rows back after the passes: not done until it has
         # finished (its rows are then pseudonymised by the next run of this command).
         raise Incomplete(
-            f"writes in progress may hold the student's rows ({', '.join(in_flight)}); run again in minutes"
+            f"writes in progress may hold the student's rows ({', '.join(in_flight)}); run again in minutes "
+            "(a table left by a write that died is dropped once an hour old)"
         )
     _finish(bucket, digest, erasure, svc.now())
     log.info("erasure finished: %d table rows, %d objects", sum(held.values()), objects, extra={"count": objects})

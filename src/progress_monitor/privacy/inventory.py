@@ -101,12 +101,13 @@ ELSEWHERE = {
     "slack": "messages posted in the tutors' channels name the student; deleted in Slack by hand if asked",
     "bucket versions": "noncurrent versions (kept 7 days) of every object naming the student are deleted by the "
     "erasure itself, and the registry entry's own old versions once it is done",
-    "staging tables": "per-load staging tables expire after a day; the erasure deletes leftovers",
+    "staging tables": "a load's staging tables and the Slack agent's (its clicks and digests' records, seconds "
+    "each, in its own dataset) expire after a day; the erasure waits for those in flight and drops leftovers",
     "pubsub": "tutors' click messages (slack-tasks) carry the student's id in flight, and on the dead-letter topic's "
     "subscription up to 7 days (message retention); they expire, not erasable one by one",
     "bigquery job history": "every job's SQL and parameters, about 180 days: the erasure's jobs name the id or read "
-    "the pseudonym from a scratch table, never both (privacy_tables.py); a tutor's click and a digest's record "
-    "name the id beside their week, class and time (a known gap: docs/privacy.md)",
+    "the pseudonym from a scratch table, never both (privacy_tables.py); no other job names a student (a click "
+    "and a digest's record go through a load job and a staging table: tutors/records.py)",
 }
 
 # Column names that look like a student's data: never accepted as NOT_STUDENT.

@@ -63,16 +63,20 @@ def unfinished_runs(svc: Services) -> list[str]:
     ]
 
 
-def naming_rows(svc: Services, table: str, user_id: int, columns: list[str]) -> list[dict[str, Any]]:
+def naming_rows(
+    svc: Services, table: str, user_id: int, columns: list[str], staged: str | None = None
+) -> list[dict[str, Any]]:
     """The rows of `table` naming the student (by id, or quoting it the way our code writes it), with
-    `columns` and the text columns."""
+    `columns` and the text columns; read from `staged` instead (a staging table's full id) when given."""
     key, texts = id_column(table), _texts(table)
     found_by = [f"{key} = @u"] if key else []
     found_by += [f"STRPOS({c}, @text) > 0" for c in texts]
     wanted = list(dict.fromkeys(columns + ([key] if key else []) + texts))
+    source = "${staging}" if staged else f"${{{table}}}"
     rows = warehouse.query(
         svc,
-        f"SELECT {', '.join(wanted)} FROM `${{{table}}}` WHERE {' OR '.join(found_by)}",
+        f"SELECT {', '.join(wanted)} FROM `{source}` WHERE {' OR '.join(found_by)}",
+        sql_vars={"staging": staged} if staged else None,
         u=user_id,
         text=str(user_id),
     )
@@ -183,24 +187,32 @@ def _run_time_tables(svc: Services, now: datetime, young: bool) -> Iterator[bigq
 @needs("bigquery.jobs project", "dataset.write main", "dataset.write restricted", "dataset.write slack_staging")
 def writes_in_flight(svc: Services, user_id: int, now: datetime) -> list[str]:
     """Staging tables younger than DEAD_AFTER that may be merged back after the erasure's passes: a load's that
-    holds the student's rows, and every one of the Slack agent's (it lives for seconds, and may be created
-    before its rows are loaded; tutors/records.py)."""
+    holds the student's rows, and the Slack agent's that names the student or is still empty (its load job not
+    done: a load commits at once, so an empty table may be about to hold anyone; tutors/records.py)."""
     found = []
     for table in _run_time_tables(svc, now, young=True):
         if not table.table_id.startswith("_staging_"):
             continue
-        if table.dataset_id == svc.cfg.bq_slack_staging_dataset:
-            found.append(table.table_id)
-            continue
         full = f"{table.project}.{table.dataset_id}.{table.table_id}"
         try:
-            sql = "SELECT COUNT(*) AS n FROM `${staging}` WHERE user_id = @u"
-            rows = warehouse.query(svc, sql, sql_vars={"staging": full}, u=user_id)
+            if table.dataset_id == svc.cfg.bq_slack_staging_dataset:
+                in_flight = _slack_write_in_flight(svc, table.table_id, full, user_id)
+            else:
+                sql = "SELECT COUNT(*) AS n FROM `${staging}` WHERE user_id = @u"
+                in_flight = bool(warehouse.query(svc, sql, sql_vars={"staging": full}, u=user_id)[0]["n"])
         except NotFound:
-            continue  # dropped by its load meanwhile
-        if rows and rows[0]["n"]:
+            continue  # dropped by its load or write meanwhile
+        if in_flight:
             found.append(table.table_id)
     return sorted(found)
+
+
+def _slack_write_in_flight(svc: Services, table_id: str, full: str, user_id: int) -> bool:
+    target = next((t for t in TABLES if table_id.startswith(f"_staging_{t}_")), None)
+    [count] = warehouse.query(svc, "SELECT COUNT(*) AS n FROM `${staging}`", sql_vars={"staging": full})
+    if not count["n"] or target is None:
+        return True
+    return bool(naming_rows(svc, target, user_id, [], staged=full))
 
 
 @needs("dataset.write main", "dataset.write restricted", "dataset.write slack_staging")  # the operator command only

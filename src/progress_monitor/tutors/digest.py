@@ -38,9 +38,10 @@ from progress_monitor.tutors import claims, records
 from progress_monitor.tutors.blocks import Action, ClassWeek, ListedStudent, digest, students_per_class
 
 log = logging.getLogger("progress_monitor.tutors")
-# No channel is started after this long into a task: a Slack call (its rate-limit waits included) then still ends
-# within notify_tutors' 120 s timeout, so no delivery is cut off holding a claim mid-post.
-TASK_BUDGET_S = 45.0
+# No channel is started after this long into a task: its post (three attempts and two rate-limit waits, about
+# 50 s at worst) and its record (a staging table, a load job and a MERGE, seconds: records.py) then still end
+# within notify_tutors' 120 s timeout, so no delivery is cut off holding a claim mid-post or before its record.
+TASK_BUDGET_S = 30.0
 
 CHANNELS_SQL = """
 SELECT r.tag_id, r.turma, r.track_id, COALESCE(ct.channel_id, cr.channel_id) AS channel_id,

@@ -10,7 +10,8 @@ table has no parameters.
 The staging table is in the agent's own dataset (settings.bq_slack_staging_dataset: it may create tables there
 and nowhere else), is dropped once merged, and expires after a day if the task dies first. An erasure meanwhile:
 each MERGE keeps only the students the week's reports still hold under their id (an erasure rebuilds the
-reports in each pass), and the erasure is not done while any of these tables exists (privacy/tables.py).
+reports in each pass), and the erasure is not done while one of these tables is still empty (being loaded) or
+names the student (privacy/tables.py writes_in_flight).
 """
 
 from __future__ import annotations
@@ -31,26 +32,34 @@ from progress_monitor.services import Services
 
 log = logging.getLogger("progress_monitor.tutors")
 STAGING_TTL = timedelta(days=1)
-STILL_REPORTED = "SELECT 1 FROM `${report_student_week}` r WHERE r.snapshot_date = s.snapshot_date"
-
-# A double click or a replayed task finds its row.
-ACTION_SQL = f"""
-MERGE `${{tutor_actions}}` T
-USING (SELECT s.* FROM `${{staging}}` s WHERE EXISTS ({STILL_REPORTED} AND r.user_id = s.user_id)) S
+# A click is merged only for a student the week's reports still hold under their id: a join, not a correlated
+# subquery (BigQuery runs one that reads another table only when it can turn it into a join).
+ACTION_SQL = """
+MERGE `${tutor_actions}` T
+USING (
+  SELECT s.* FROM `${staging}` s
+  JOIN (SELECT DISTINCT snapshot_date, user_id FROM `${report_student_week}`) r
+    ON r.snapshot_date = s.snapshot_date AND r.user_id = s.user_id
+) S
 ON T.snapshot_date = S.snapshot_date AND T.tag_id = S.tag_id AND T.user_id = S.user_id AND T.action = S.action
    AND T.tutor = S.tutor
 WHEN NOT MATCHED THEN INSERT (snapshot_date, tag_id, user_id, action, tutor, channel_id, acted_at)
   VALUES (S.snapshot_date, S.tag_id, S.user_id, S.action, S.tutor, S.channel_id, S.acted_at)
 """
-# One row per week and channel; the listed students in the message's order, those erased meanwhile left out.
-DIGEST_SQL = f"""
-MERGE `${{slack_digests}}` T
+# One row per week and channel; the listed students in the message's order, those erased meanwhile left out
+# (the week's ids still reported, joined as one array: the subquery over the list reads only its own row).
+DIGEST_SQL = """
+MERGE `${slack_digests}` T
 USING (
   SELECT s.snapshot_date, s.channel_id, s.run_id, s.message_ts, s.status, s.error, s.tag_ids, s.em_risco,
     s.atrasado, s.posted_at,
     COALESCE((SELECT STRING_AGG(x, ',' ORDER BY o) FROM UNNEST(SPLIT(s.students_listed, ',')) x WITH OFFSET o
-      WHERE EXISTS ({STILL_REPORTED} AND CAST(r.user_id AS STRING) = x)), '') AS students_listed
-  FROM `${{staging}}` s
+      WHERE x IN UNNEST(r.reported)), '') AS students_listed
+  FROM `${staging}` s
+  LEFT JOIN (
+    SELECT snapshot_date, ARRAY_AGG(DISTINCT CAST(user_id AS STRING)) AS reported FROM `${report_student_week}`
+    WHERE snapshot_date IN (SELECT snapshot_date FROM `${staging}`) GROUP BY snapshot_date
+  ) r ON r.snapshot_date = s.snapshot_date
 ) S
 ON T.snapshot_date = S.snapshot_date AND T.channel_id = S.channel_id
 WHEN MATCHED THEN UPDATE SET run_id = S.run_id, message_ts = S.message_ts, status = S.status, error = S.error,
@@ -78,9 +87,13 @@ def _merge(svc: Services, target: str, merge_sql: str, row: dict[str, Any]) -> N
     staging = _create_staging(svc, target, fields)
     try:
         _load_staging(svc, staging, fields, row)
-        warehouse.query(svc, merge_sql, sql_vars={"staging": staging})
-    finally:
-        _drop_staging(svc, staging)
+    except Exception:
+        _drop_staging(svc, staging)  # nothing merged it: the retry stages again
+        raise
+    # A MERGE that failed here (a timeout, a lost answer) may still commit: its table stays, so an erasure sees
+    # a write in flight until it is dropped as dead (after an hour) or expires (a day).
+    warehouse.query(svc, merge_sql, sql_vars={"staging": staging})
+    _drop_staging(svc, staging)
 
 
 def staging_name(svc: Services, target: str) -> str:
