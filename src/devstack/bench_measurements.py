@@ -209,6 +209,16 @@ def v1_and_v3(root: Path) -> dict[str, Any]:
 
 
 SLACK_SAMPLES = 10
+# How a click was recorded before tutors/records.py: one MERGE whose parameters held the student's id (kept here
+# only to time it beside today's staging table, load job and MERGE).
+CLICK_MERGE_BEFORE = """
+MERGE `${tutor_actions}` T
+USING (SELECT @week AS snapshot_date, @tag_id AS tag_id, @user_id AS user_id, @action AS action, @tutor AS tutor) S
+ON T.snapshot_date = S.snapshot_date AND T.tag_id = S.tag_id AND T.user_id = S.user_id AND T.action = S.action
+   AND T.tutor = S.tutor
+WHEN NOT MATCHED THEN INSERT (snapshot_date, tag_id, user_id, action, tutor, channel_id, acted_at)
+  VALUES (@week, @tag_id, @user_id, @action, @tutor, @channel, @now)
+"""
 
 
 def _median(values: list[float]) -> float:
@@ -260,6 +270,7 @@ def slack_latencies(root: Path) -> dict[str, Any]:
             while next(m for m in slack.messages() if m["ts"] == message["ts"])["versions"] == versions:
                 time.sleep(0.02)
             clicks.append(time.monotonic() - started)
+        before, now = _record_timings(week, 5001, students)
     ack, answer = _median(acks), _median(answers)
     return {
         "channels": len(digests),
@@ -268,8 +279,43 @@ def slack_latencies(root: Path) -> dict[str, Any]:
         "alunos_answer_s": answer,
         "answer_over_ack": round(answer / ack, 1) if ack else None,
         "click_to_update_s": _median(clicks),
+        "record_before_s": _median(before),
+        "record_now_s": _median(now),
+        "record_now_over_before": round(_median(now) / _median(before), 1),
         "samples": SLACK_SAMPLES,
     }
+
+
+def _record_timings(week: date, tag_id: int, students: list[int]) -> tuple[list[float], list[float]]:
+    """A click's record alone, the two ways, alternating (side by side on the same BigQuery): one MERGE with
+    the id among its parameters (before), and today's staging table, load job and MERGE (tutors/records.py)."""
+    from devstack.here import services_here
+    from progress_monitor.platform import warehouse
+    from progress_monitor.tutors import records
+
+    svc = services_here()
+    before, now = [], []
+    for i, user_id in enumerate(students):
+        row = {"snapshot_date": week, "tag_id": tag_id, "user_id": user_id, "action": "sem_resposta"}
+        started = time.monotonic()
+        warehouse.query(
+            svc,
+            CLICK_MERGE_BEFORE,
+            week=week,
+            tag_id=tag_id,
+            user_id=user_id,
+            action="sem_resposta",
+            tutor=f"slack:UBEFORE{i}",
+            channel="C0ANALISTAS",
+            now=svc.now(),
+        )
+        before.append(time.monotonic() - started)
+        started = time.monotonic()
+        records.record_action(
+            svc, {**row, "tutor": f"slack:UNOW{i}", "channel_id": "C0ANALISTAS", "acted_at": svc.now()}
+        )
+        now.append(time.monotonic() - started)
+    return before, now
 
 
 PROJECTED_TAGS, PROJECTED_STUDENTS, PROJECTED_PRODUCTS = 60, 300, 15
