@@ -203,6 +203,10 @@ class Settings:
         for name in ("cademi_rate_per_second", "cademi_rate_per_minute", "piece_budget_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0")
+        for name in ("cademi_rate_per_second", "cademi_rate_per_minute"):
+            # Cademi counts calls in a window: a fractional budget would space calls for a count it never allows.
+            if not float(getattr(self, name)).is_integer():
+                raise SettingsError(f"{name.upper()} must be a whole number of calls")
         if not 0 < self.cademi_rate_safety < 1:
             # No margin leaves no slack for a call to start late: every budget slot would be missed, forever.
             raise SettingsError("CADEMI_RATE_SAFETY must be in (0, 1): above 0, or no call could ever start")

@@ -410,11 +410,11 @@ def test_an_erasure_waits_for_the_slack_agents_writes_that_may_hold_the_student(
     records._load_staging(svc, another, fields, click(other))
     table_id = loading.rsplit(".", 1)[-1]
     assert privacy_tables.writes_in_flight(svc, student, svc.now()) == [table_id]
-    with pytest.raises(erasure.Incomplete):
+    with pytest.raises(erasure.Incomplete, match="writes in progress"):
         erasure.erase(svc, student, "LGPD-2026-003", "dpo@escola.example")
     records._load_staging(svc, loading, fields, click(student))  # the load done: it holds the student's click
     assert privacy_tables.writes_in_flight(svc, student, svc.now()) == [table_id]
-    with pytest.raises(erasure.Incomplete):
+    with pytest.raises(erasure.Incomplete, match="writes in progress"):
         erasure.erase(svc, student, "LGPD-2026-003", "dpo@escola.example")
     warehouse.query(svc, records.ACTION_SQL, sql_vars={"staging": loading})  # its MERGE, after the passes
     for table in (loading, another):

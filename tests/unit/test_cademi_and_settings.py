@@ -183,22 +183,31 @@ def test_a_budget_slot_may_be_late_by_half_the_safety_slack_whatever_the_rate() 
 
 
 @given(
-    per_second=st.floats(0.1, 500),
-    per_minute=st.floats(1, 30_000),
+    per_second=st.integers(1, 500),
+    per_minute=st.integers(1, 30_000),
     safety=st.floats(0.001, 0.999),
     late=st.floats(0, 1),
 )
 def test_a_slot_used_late_within_its_tolerance_never_crowds_either_window(
-    per_second: float, per_minute: float, safety: float, late: float
+    per_second: int, per_minute: int, safety: float, late: float
 ) -> None:
-    """Every accepted margin lets a slot start a little late; and however late within that, one call more than
-    a window allows, spaced as the budget spaces them, still spans more than the window (by the other half)."""
-    cfg = Settings(cademi_rate_per_second=per_second, cademi_rate_per_minute=per_minute, cademi_rate_safety=safety)
+    """Every accepted budget lets a slot start a little late; and however late within that, the calls a window
+    allows and one more, spaced as the budget spaces them, still span more than the window (by the other half)."""
+    env = {"CADEMI_RATE_PER_SECOND": str(per_second), "CADEMI_RATE_PER_MINUTE": str(per_minute)}
+    cfg = Settings.from_env({**env, "CADEMI_RATE_SAFETY": repr(safety)})
     allowed, interval = tolerance(cfg), cfg.cademi_interval_s
     assert allowed > 0
-    lateness = late * allowed  # the first call of the run of calls late by this much, the last on time
-    for window, calls in ((1.0, max(1.0, per_second)), (60.0, per_minute)):
-        assert calls * interval - lateness >= window + allowed - 1e-9
+    lateness = late * allowed  # the first of those calls late by this much, the last on time
+    for window, calls in ((1.0, per_second), (60.0, per_minute)):
+        first_to_last = calls * interval  # the first and the last of `calls + 1` calls, `calls` gaps apart
+        assert first_to_last - lateness >= window + allowed - 1e-9
+
+
+def test_a_fractional_rate_budget_is_refused() -> None:
+    """A window holds whole calls: 1.5 req/s would space calls 0.69 s apart, two in a second Cademi allows one."""
+    for name in ("CADEMI_RATE_PER_SECOND", "CADEMI_RATE_PER_MINUTE"):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: "1.5"})
 
 
 def test_the_api_version_and_its_base_url_must_agree() -> None:

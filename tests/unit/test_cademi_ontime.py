@@ -33,7 +33,7 @@ from tests.scenarios import school
 
 PER_SECOND, PER_MINUTE, SAFETY = 2.0, 120.0, 0.03  # Cademi's limit and the settings' default margin
 INTERVAL = max(1 / PER_SECOND, 60 / PER_MINUTE) * (1 + SAFETY)
-TOLERANCE = (PER_SECOND * INTERVAL - 1) / 2  # Settings.cademi_late_tolerance_s: 15 ms
+TOLERANCE = (PER_SECOND * INTERVAL - 1) / 2  # ratelimit.late_tolerance: 15 ms
 STUDENTS = (1001, 1002, 1003)
 PRODUCTS = (101, 102)
 

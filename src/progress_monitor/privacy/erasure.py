@@ -153,10 +153,12 @@ def _erase(
             erase_tables(svc, user_id, scratch)
             reporting.refresh(svc)
             objects += rewrite_objects(naming_objects(buckets(svc), user_id, pseudonym))
-            drop_dead_tables(svc, now)
+            # One clock for both: a table is either dead (dropped) or young (looked into), never neither.
+            checked_at = svc.now()
+            drop_dead_tables(svc, checked_at)
             # Before the final scan: a write in flight now is waited for; one merged before now, the scan finds;
             # one staged after now reads reports that no longer hold the student (tutors/records.py).
-            in_flight = writes_in_flight(svc, user_id, svc.now())
+            in_flight = writes_in_flight(svc, user_id, checked_at)
             left, scan = table_rows(svc, user_id), naming_objects(buckets(svc), user_id, pseudonym)
             if not left and not scan.found:
                 break

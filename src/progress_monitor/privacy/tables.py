@@ -63,29 +63,28 @@ def unfinished_runs(svc: Services) -> list[str]:
     ]
 
 
-def naming_rows(
-    svc: Services, table: str, user_id: int, columns: list[str], staged: str | None = None
-) -> list[dict[str, Any]]:
+def naming_rows(svc: Services, table: str, user_id: int, columns: list[str]) -> list[dict[str, Any]]:
     """The rows of `table` naming the student (by id, or quoting it the way our code writes it), with
-    `columns` and the text columns; read from `staged` instead (a staging table's full id) when given."""
+    `columns` and the text columns."""
     key, texts = id_column(table), _texts(table)
     found_by = [f"{key} = @u"] if key else []
     found_by += [f"STRPOS({c}, @text) > 0" for c in texts]
     wanted = list(dict.fromkeys(columns + ([key] if key else []) + texts))
-    source = "${staging}" if staged else f"${{{table}}}"
     rows = warehouse.query(
         svc,
-        f"SELECT {', '.join(wanted)} FROM `{source}` WHERE {' OR '.join(found_by)}",
-        sql_vars={"staging": staged} if staged else None,
+        f"SELECT {', '.join(wanted)} FROM `${{{table}}}` WHERE {' OR '.join(found_by)}",
         u=user_id,
         text=str(user_id),
     )
-    handling = TABLES[table]
-    return [
-        row
-        for row in rows
-        if (key and row.get(key) == user_id) or any(_names(handling[c], row.get(c), user_id) for c in texts)
-    ]
+    return [row for row in rows if _row_names(table, row, user_id)]
+
+
+def _row_names(table: str | None, row: dict[str, Any], user_id: int) -> bool:
+    """Whether a row of `table` (None: a load's staging table, found by `user_id`) names the student."""
+    if table is None:
+        return row.get("user_id") == user_id
+    key, handling = id_column(table), TABLES[table]
+    return bool(key and row.get(key) == user_id) or any(_names(handling[c], row.get(c), user_id) for c in _texts(table))
 
 
 def table_rows(svc: Services, user_id: int) -> dict[str, int]:
@@ -184,35 +183,27 @@ def _run_time_tables(svc: Services, now: datetime, young: bool) -> Iterator[bigq
                 yield table
 
 
-@needs("bigquery.jobs project", "dataset.write main", "dataset.write restricted", "dataset.write slack_staging")
+@needs("dataset.write main", "dataset.write restricted", "dataset.write slack_staging")  # the operator command only
 def writes_in_flight(svc: Services, user_id: int, now: datetime) -> list[str]:
     """Staging tables younger than DEAD_AFTER that may be merged back after the erasure's passes: a load's that
     holds the student's rows, and the Slack agent's that names the student or is still empty (its load job not
-    done: a load commits at once, so an empty table may be about to hold anyone; tutors/records.py)."""
+    done: a load commits at once, so an empty table may be about to hold anyone; tutors/records.py).
+
+    Their rows are read with tabledata.list, not a query: a job naming the id beside a Slack staging table (whose
+    creation time is a click's `acted_at`) would link them in BigQuery's job history."""
     found = []
     for table in _run_time_tables(svc, now, young=True):
         if not table.table_id.startswith("_staging_"):
             continue
-        full = f"{table.project}.{table.dataset_id}.{table.table_id}"
         try:
-            if table.dataset_id == svc.cfg.bq_slack_staging_dataset:
-                in_flight = _slack_write_in_flight(svc, table.table_id, full, user_id)
-            else:
-                sql = "SELECT COUNT(*) AS n FROM `${staging}` WHERE user_id = @u"
-                in_flight = bool(warehouse.query(svc, sql, sql_vars={"staging": full}, u=user_id)[0]["n"])
+            rows = [dict(row.items()) for row in svc.bigquery.list_rows(table.reference)]
         except NotFound:
             continue  # dropped by its load or write meanwhile
-        if in_flight:
+        target = next((t for t in TABLES if table.table_id.startswith(f"_staging_{t}_")), None)
+        being_loaded = not rows and table.dataset_id == svc.cfg.bq_slack_staging_dataset
+        if being_loaded or any(_row_names(target, row, user_id) for row in rows):
             found.append(table.table_id)
     return sorted(found)
-
-
-def _slack_write_in_flight(svc: Services, table_id: str, full: str, user_id: int) -> bool:
-    target = next((t for t in TABLES if table_id.startswith(f"_staging_{t}_")), None)
-    [count] = warehouse.query(svc, "SELECT COUNT(*) AS n FROM `${staging}`", sql_vars={"staging": full})
-    if not count["n"] or target is None:
-        return True
-    return bool(naming_rows(svc, target, user_id, [], staged=full))
 
 
 @needs("dataset.write main", "dataset.write restricted", "dataset.write slack_staging")  # the operator command only
