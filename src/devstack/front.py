@@ -31,12 +31,10 @@ import sys
 import threading
 import time
 from http.server import ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 from devstack import push_auth
 from devstack.quiet_http import QuietHandler
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 STATS_PATH = "/__front/stats"
 
 
@@ -110,22 +108,14 @@ class FrontHandler(QuietHandler):
             self._reply(429, b"Rate exceeded.")
             return
         try:
-            target = urlsplit(backend)
-            conn = http.client.HTTPConnection(
-                target.hostname or "127.0.0.1", target.port, timeout=self.server.request_timeout_s
-            )
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
-            conn.request(self.command, self.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            conn.close()
+            answer = self._forward(backend, self.path, body, self.server.request_timeout_s)
         except (OSError, http.client.HTTPException):
             # The instance died mid-request (or never answered): Cloud Run answers 503.
             self._reply(503, b"Service Unavailable")
             return
         finally:
             self.server.slots.give_back(backend)
-        self._reply(response.status, data, response.getheader("Content-Type") or "text/plain")
+        self._reply(*answer)
 
     do_GET = _proxy
     do_POST = _proxy

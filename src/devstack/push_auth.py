@@ -39,7 +39,6 @@ SIGNING_KEY = "local-stack-pubsub-push-id-token-signing-key"  # loopback-only, s
 ALGORITHM = "HS256"
 ISSUER = "https://accounts.google.com"
 LIFETIME_S = 3600
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
 def relay_endpoint(relay_url: str, endpoint: str) -> str:
@@ -114,21 +113,16 @@ class RelayHandler(QuietHandler):
         except (OSError, http.client.HTTPException):
             self._reply(503, b"the Pub/Sub emulator did not answer")
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host", "authorization"}}
+        token = {}
         if oidc is not None:
             audience = oidc.get("audience") or target  # Pub/Sub's default: the push endpoint, path included
-            headers["Authorization"] = f"Bearer {mint(audience, oidc['serviceAccountEmail'], time.time())}"
-        parts = urlsplit(target)
+            token["Authorization"] = f"Bearer {mint(audience, oidc['serviceAccountEmail'], time.time())}"
         try:
-            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=900)
-            conn.request("POST", parts.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            conn.close()
+            answer = self._forward(target, urlsplit(target).path, body, 900, drop={"authorization"}, add=token)
         except (OSError, http.client.HTTPException):
             self._reply(502, b"the push endpoint did not answer")
             return
-        self._reply(response.status, data, response.getheader("Content-Type") or "text/plain")
+        self._reply(*answer)
 
 
 class RelayServer(ThreadingHTTPServer):
