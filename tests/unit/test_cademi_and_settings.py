@@ -19,7 +19,7 @@ from progress_monitor.commands import cademi_check, options
 from progress_monitor.commands.cademi_check import ContractReport, check_contract
 from progress_monitor.errors import CademiMalformedError
 from progress_monitor.settings import Settings, SettingsError
-from tests.unit.offline import offline_services
+from tests.unit.offline import ManualClock, offline_services
 
 
 @pytest.mark.parametrize(
@@ -92,22 +92,8 @@ def test_emails_are_url_encoded_in_paths() -> None:
     assert user_path(1051) == "1051"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.lock = threading.Lock()
-
-    def time(self) -> float:
-        with self.lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.now += seconds
-
-
 def test_rate_limiter_spaces_starts_by_the_tighter_budget() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = RateLimiter(per_second=2, per_minute=60, safety=0.0, clock=clock.time, sleep=clock.sleep)
     starts = []
     for _ in range(5):
@@ -158,7 +144,7 @@ def test_settings_from_env_parses_and_validates() -> None:
 
 
 def test_rate_limiter_widens_its_spacing_after_a_breach() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = RateLimiter(per_second=2, per_minute=120, safety=0.0, clock=clock.time, sleep=clock.sleep)
     limiter.acquire()
     limiter.breached()

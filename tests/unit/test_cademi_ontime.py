@@ -30,28 +30,13 @@ from progress_monitor.cademi.budget import FleetBudget
 from progress_monitor.cademi.ratelimit import CallBudget, RateLimiter
 from progress_monitor.cademi.v1 import CademiClient
 from tests.scenarios import school
+from tests.unit.offline import ManualClock
 
 PER_SECOND, PER_MINUTE, SAFETY = 2.0, 120.0, 0.03  # Cademi's limit and the settings' default margin
 INTERVAL = max(1 / PER_SECOND, 60 / PER_MINUTE) * (1 + SAFETY)
 TOLERANCE = (PER_SECOND * INTERVAL - 1) / 2  # ratelimit.late_tolerance: 15 ms
 STUDENTS = (1001, 1002, 1003)
 PRODUCTS = (101, 102)
-
-
-class Clock:
-    """The test's time: moves when someone sleeps or the test says time passed, never by itself."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        self.lock = threading.Lock()
-
-    def time(self) -> float:
-        with self.lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.now += max(0.0, seconds)
 
 
 class _Blob:
@@ -86,7 +71,7 @@ class Cademi(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         scenario = school(n_students=len(STUDENTS), products=PRODUCTS, rate=(PER_SECOND, PER_MINUTE))
         self.state = SimState(parse(scenario), "admin")
@@ -127,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def cademi() -> Iterator[Cademi]:
-    server = Cademi(Clock())
+    server = Cademi(ManualClock(start=1_000_000.0))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -137,7 +122,7 @@ def cademi() -> Iterator[Cademi]:
         server.server_close()
 
 
-def budget_of(kind: str, clock: Clock) -> CallBudget:
+def budget_of(kind: str, clock: ManualClock) -> CallBudget:
     if kind == "fleet":
         return FleetBudget(MemoryBucket(), INTERVAL, TOLERANCE, clock=clock.time, sleep=clock.sleep)
     return RateLimiter(PER_SECOND, PER_MINUTE, SAFETY, clock=clock.time, sleep=clock.sleep)
@@ -149,7 +134,7 @@ def run_calls(
     """One client reads every student's progress in turn; the i-th request is held `before_send[i]` seconds
     between its slot and its way out (a thread waiting for the CPU), and opening a connection takes
     `connect_s`. Returns (arrivals, breaches) as the stand-in judged them."""
-    clock = Clock()
+    clock = ManualClock(start=1_000_000.0)
     cademi.clock = clock
     cademi.reset()
     delays = iter(before_send)
