@@ -407,12 +407,12 @@ def test_an_erasure_waits_for_the_slack_agents_writes_that_may_hold_the_student(
 
     loading = records._create_staging(svc, "tutor_actions", fields)  # created; its load job not done yet
     another = records._create_staging(svc, "tutor_actions", fields)
-    records._load_staging(svc, another, fields, click(other))
+    warehouse.load_rows(svc, another, fields, [click(other)])
     table_id = loading.rsplit(".", 1)[-1]
     assert privacy_tables.writes_in_flight(svc, student, svc.now()) == [table_id]
     with pytest.raises(erasure.Incomplete, match="writes in progress"):
         erasure.erase(svc, student, "LGPD-2026-003", "dpo@escola.example")
-    records._load_staging(svc, loading, fields, click(student))  # the load done: it holds the student's click
+    warehouse.load_rows(svc, loading, fields, [click(student)])  # the load done: it holds the student's click
     assert privacy_tables.writes_in_flight(svc, student, svc.now()) == [table_id]
     with pytest.raises(erasure.Incomplete, match="writes in progress"):
         erasure.erase(svc, student, "LGPD-2026-003", "dpo@escola.example")

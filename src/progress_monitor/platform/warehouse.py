@@ -12,6 +12,7 @@ and passes the id of each table it reads under the same name.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Mapping
@@ -149,8 +150,12 @@ def render(settings: Settings, sql: str, sql_vars: Mapping[str, str] | None = No
 def ensure_tables(svc: Warehouse) -> None:
     """Create the datasets and every table from the schema files (Terraform does this in the cloud)."""
     settings, client = svc.cfg, svc.bigquery
-    datasets = (settings.bq_dataset, settings.bq_restricted_dataset, settings.bq_slack_dataset)
-    for dataset in (*datasets, settings.bq_slack_staging_dataset):
+    for dataset in (
+        settings.bq_dataset,
+        settings.bq_restricted_dataset,
+        settings.bq_slack_dataset,
+        settings.bq_slack_staging_dataset,
+    ):
         client.create_dataset(bigquery.Dataset(f"{settings.gcp_project}.{dataset}"), exists_ok=True)
     for name in TABLES:
         spec = schema_json(name)
@@ -192,6 +197,32 @@ def query(
         return [dict(row.items()) for row in job.result(timeout=120)]
     except GOOGLE_ERRORS as exc:
         raise pipeline_error(exc, "BigQuery query") from exc
+
+
+def _json_value(value: Any) -> Any:
+    """Dates and timestamps as a load job reads them."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+@needs("bigquery.jobs project")  # into a table its caller made: the caller's declaration names the dataset
+def load_rows(svc: Warehouse, table: str, fields: list[bigquery.SchemaField], rows: list[dict[str, Any]]) -> None:
+    """Replace `table`'s rows with `rows` by a load job from memory. Unlike a query's parameters, a load job's
+    configuration keeps none of the values in BigQuery's job history (docs/privacy.md)."""
+    config = bigquery.LoadJobConfig(
+        schema=fields,
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+    )
+    body = io.BytesIO(b"".join(json.dumps(row, default=_json_value).encode() + b"\n" for row in rows))
+    try:
+        # A resumable upload (no size given): the emulator refuses the multipart one's generic media type.
+        svc.bigquery.load_table_from_file(body, table, job_config=config).result(timeout=120)
+    except GOOGLE_ERRORS as exc:
+        raise pipeline_error(exc, f"load job into {table}") from exc
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,6 @@ replacement is a template holding a marker (privacy_match.MARK) that BigQuery re
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -144,22 +142,14 @@ def scratch_id(cfg: Settings, token: str) -> str:
 @needs("bigquery.jobs project", "dataset.write main")  # the operator command only
 def load_scratch(svc: Services, token: str, pseudonym: int) -> str:
     """The one-row scratch table holding the pseudonym, written by a load job; returns its full id."""
-    client = svc.bigquery
     table = scratch_id(svc.cfg, token)
     spec = bigquery.Table(table, schema=[bigquery.SchemaField("p", "INT64", mode="REQUIRED")])
     spec.expires = svc.now() + SCRATCH_EXPIRES
-    config = bigquery.LoadJobConfig(
-        schema=spec.schema,
-        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-    )
     try:
-        client.create_table(spec, exists_ok=True)
-        # A resumable upload (no size given): the emulator refuses the multipart one's generic media type.
-        body = io.BytesIO(json.dumps({"p": pseudonym}).encode() + b"\n")
-        client.load_table_from_file(body, table, job_config=config).result(timeout=120)
+        svc.bigquery.create_table(spec, exists_ok=True)
     except GOOGLE_ERRORS as exc:
-        raise pipeline_error(exc, "cannot load the erasure's scratch table") from exc
+        raise pipeline_error(exc, "cannot create the erasure's scratch table") from exc
+    warehouse.load_rows(svc, table, spec.schema, [{"p": pseudonym}])
     return table
 
 

@@ -16,11 +16,9 @@ names the student (privacy/tables.py writes_in_flight).
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from google.cloud import bigquery
@@ -86,7 +84,7 @@ def _merge(svc: Services, target: str, merge_sql: str, row: dict[str, Any]) -> N
     fields = warehouse.schema_fields(target)
     staging = _create_staging(svc, target, fields)
     try:
-        _load_staging(svc, staging, fields, row)
+        warehouse.load_rows(svc, staging, fields, [row])
     except Exception:
         _drop_staging(svc, staging)  # nothing merged it: the retry stages again
         raise
@@ -112,27 +110,6 @@ def _create_staging(svc: Services, target: str, fields: list[bigquery.SchemaFiel
     except GOOGLE_ERRORS as exc:
         raise pipeline_error(exc, f"cannot create a staging table for {target}") from exc
     return name
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    return value.isoformat() if isinstance(value, date) else value
-
-
-@needs("bigquery.jobs project", "dataset.write slack_staging")
-def _load_staging(svc: Services, table: str, fields: list[bigquery.SchemaField], row: dict[str, Any]) -> None:
-    config = bigquery.LoadJobConfig(
-        schema=fields,
-        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-    )
-    body = io.BytesIO(json.dumps({k: _json_value(v) for k, v in row.items()}).encode() + b"\n")
-    try:
-        # A resumable upload (no size given): the emulator refuses the multipart one's generic media type.
-        svc.bigquery.load_table_from_file(body, table, job_config=config).result(timeout=120)
-    except GOOGLE_ERRORS as exc:
-        raise pipeline_error(exc, f"cannot load the staging table {table}") from exc
 
 
 @needs("dataset.write slack_staging")
